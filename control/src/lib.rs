@@ -1,0 +1,22 @@
+//! # mplane — the mPlane protocol in Rust
+//!
+//! The control plane of the probe: the mPlane information model and its JSON
+//! representation, interoperable byte for byte with the Python reference SDK
+//! (`mplane-sdk` 0.9.0).
+//!
+//! ```text
+//!  JSON text ──parse──► model::Message ──unparse──► JSON text
+//!                          │   ▲
+//!          registry ───────┤   │ (element names → primitives)
+//!          when / constraint / value (typed views of the strings on the wire)
+//! ```
+//!
+//! * [`registry`] — element registries (`mplane-0` format), the built-in core registry.
+//! * [`value`] — typed values per registry primitive, with the reference's formatting.
+//! * [`constraint`] — parameter constraints of capabilities (`*`, sets, ranges, prefixes).
+//! * [`when`] — temporal scopes, evaluated against a clock that is passed in.
+//! * [`model`] — every message kind, parse and unparse, tokens and schema hashes,
+//!   and matching a specification to a capability.
+#![warn(missing_docs)]
+
+pub mod model;

@@ -1,0 +1,1 @@
+//! The mPlane information model: message kinds and their JSON representation.

@@ -1,0 +1,4 @@
+//! `mpcom` — the mPlane component runtime.
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! # mplane-probe — measurements as mPlane capabilities
+//!
+//! Aggregators fed by the capture pipeline, active measurements, and their
+//! binding to mPlane capabilities; the `mpcom` component runtime.
+#![warn(missing_docs)]
