@@ -19,5 +19,8 @@
 //!   and matching a specification to a capability.
 #![warn(missing_docs)]
 
+pub mod constraint;
 pub mod model;
 pub mod registry;
+pub mod value;
+pub mod when;
