@@ -19,4 +19,5 @@
 #![warn(missing_docs)]
 
 pub mod builder;
+pub mod flow;
 pub mod packet;
