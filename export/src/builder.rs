@@ -1,0 +1,395 @@
+//! Typed column builders: record types → Arrow [`RecordBatch`]es.
+//!
+//! The owner of a record type (the probe's flow record, an active
+//! measurement's result row) writes the small function that appends one
+//! record's fields to a [`ColumnsBuilder`]; this crate never sees the record
+//! type. Appenders are per primitive and check the column's primitive, so a
+//! mistake is a typed error rather than a corrupt file.
+//!
+//! ```
+//! use std::net::IpAddr;
+//! use std::sync::Arc;
+//! use mplane::registry::Registries;
+//! use mplane_export::{ColumnsBuilder, ExportSchema};
+//!
+//! let core = Registries::core();
+//! let schema = Arc::new(ExportSchema::from_registry(&core, &["start", "source.ip4", "octets.ip"])?);
+//! let mut b = ColumnsBuilder::new(schema.clone(), 1024);
+//! b.append_time_ns(0, 1_700_000_000_000_000_000)?;
+//! b.append_addr(1, IpAddr::from([192, 0, 2, 1]))?;
+//! b.append_u64(2, 1500)?;
+//! let batch = b.finish()?;
+//! assert_eq!(batch.num_rows(), 1);
+//! # Ok::<(), mplane_export::ExportError>(())
+//! ```
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow_array::ArrayRef;
+use arrow_array::RecordBatch;
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, StringBuilder, TimestampNanosecondBuilder, UInt64Builder,
+};
+use mplane::registry::Primitive;
+
+use crate::ExportError;
+use crate::schema::{ExportSchema, TIME_ZONE};
+
+/// Longest text form of an IP address: an IPv6 address with an embedded
+/// IPv4 tail, `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255` (45 bytes).
+const MAX_ADDR_TEXT: usize = 48;
+
+enum Col {
+    Natural(UInt64Builder),
+    Real(Float64Builder),
+    Boolean(BooleanBuilder),
+    Time(TimestampNanosecondBuilder),
+    Text(StringBuilder, Primitive),
+}
+
+impl Col {
+    fn new(prim: Primitive, capacity: usize) -> Col {
+        match prim {
+            Primitive::Natural => Col::Natural(UInt64Builder::with_capacity(capacity)),
+            Primitive::Real => Col::Real(Float64Builder::with_capacity(capacity)),
+            Primitive::Boolean => Col::Boolean(BooleanBuilder::with_capacity(capacity)),
+            Primitive::Time => Col::Time(
+                TimestampNanosecondBuilder::with_capacity(capacity).with_timezone(TIME_ZONE),
+            ),
+            Primitive::String | Primitive::Url | Primitive::Address => {
+                // 16 bytes per value is a fair first guess for addresses and
+                // short strings; the builder grows as needed.
+                Col::Text(StringBuilder::with_capacity(capacity, capacity * 16), prim)
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        use arrow_array::builder::ArrayBuilder as _;
+        match self {
+            Col::Natural(b) => b.len(),
+            Col::Real(b) => b.len(),
+            Col::Boolean(b) => b.len(),
+            Col::Time(b) => b.len(),
+            Col::Text(b, _) => b.len(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Col::Natural(b) => Arc::new(b.finish()),
+            Col::Real(b) => Arc::new(b.finish()),
+            Col::Boolean(b) => Arc::new(b.finish()),
+            Col::Time(b) => Arc::new(b.finish()),
+            Col::Text(b, _) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Builds [`RecordBatch`]es of one [`ExportSchema`], column by column.
+///
+/// Append one value (or a null) to every column for each row, then call
+/// [`finish`](ColumnsBuilder::finish); the builder is empty again afterwards
+/// and can be reused for the next batch.
+pub struct ColumnsBuilder {
+    schema: Arc<ExportSchema>,
+    cols: Vec<Col>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for ColumnsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ColumnsBuilder")
+            .field("columns", &self.cols.len())
+            .field("rows", &self.len())
+            .finish()
+    }
+}
+
+macro_rules! col {
+    ($self:ident, $col:expr) => {{
+        let n = $self.cols.len();
+        $self.cols.get_mut($col).ok_or(ExportError::NoSuchColumn {
+            column: $col,
+            columns: n,
+        })?
+    }};
+}
+
+impl ColumnsBuilder {
+    /// A builder for `schema`, preallocating `capacity` rows per column.
+    pub fn new(schema: Arc<ExportSchema>, capacity: usize) -> Self {
+        let cols = schema
+            .columns()
+            .iter()
+            .map(|c| Col::new(c.prim, capacity))
+            .collect();
+        ColumnsBuilder {
+            schema,
+            cols,
+            capacity,
+        }
+    }
+
+    /// The schema being built.
+    pub fn schema(&self) -> &Arc<ExportSchema> {
+        &self.schema
+    }
+
+    /// Rows appended so far (the length of column 0).
+    pub fn len(&self) -> usize {
+        self.cols.first().map_or(0, Col::len)
+    }
+
+    /// True when no row has been appended.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity given to [`ColumnsBuilder::new`]: a natural batch size.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn mismatch(column: usize, expected: Primitive, got: &'static str) -> ExportError {
+        ExportError::TypeMismatch {
+            column,
+            expected,
+            got,
+        }
+    }
+
+    /// Appends a `natural` value.
+    #[inline]
+    pub fn append_u64(&mut self, col: usize, v: u64) -> Result<(), ExportError> {
+        match col!(self, col) {
+            Col::Natural(b) => {
+                b.append_value(v);
+                Ok(())
+            }
+            c => Err(Self::mismatch(col, prim_of(c), "natural")),
+        }
+    }
+
+    /// Appends a `real` value.
+    #[inline]
+    pub fn append_f64(&mut self, col: usize, v: f64) -> Result<(), ExportError> {
+        match col!(self, col) {
+            Col::Real(b) => {
+                b.append_value(v);
+                Ok(())
+            }
+            c => Err(Self::mismatch(col, prim_of(c), "real")),
+        }
+    }
+
+    /// Appends a `boolean` value.
+    #[inline]
+    pub fn append_bool(&mut self, col: usize, v: bool) -> Result<(), ExportError> {
+        match col!(self, col) {
+            Col::Boolean(b) => {
+                b.append_value(v);
+                Ok(())
+            }
+            c => Err(Self::mismatch(col, prim_of(c), "boolean")),
+        }
+    }
+
+    /// Appends a `time` value in nanoseconds since the Unix epoch (UTC).
+    #[inline]
+    pub fn append_time_ns(&mut self, col: usize, ns: i64) -> Result<(), ExportError> {
+        match col!(self, col) {
+            Col::Time(b) => {
+                b.append_value(ns);
+                Ok(())
+            }
+            c => Err(Self::mismatch(col, prim_of(c), "time")),
+        }
+    }
+
+    /// Appends a `time` value; times before 1970 or after 2262 saturate.
+    pub fn append_time(&mut self, col: usize, t: SystemTime) -> Result<(), ExportError> {
+        self.append_time_ns(col, system_time_ns(t))
+    }
+
+    /// Appends an `address` as its text form (dotted quad, RFC 5952 IPv6),
+    /// formatted into a stack buffer: no heap allocation per row.
+    #[inline]
+    pub fn append_addr(&mut self, col: usize, addr: IpAddr) -> Result<(), ExportError> {
+        match col!(self, col) {
+            Col::Text(b, Primitive::Address) => {
+                let mut buf = [0u8; MAX_ADDR_TEXT];
+                let mut w: &mut [u8] = &mut buf;
+                // Cannot fail: the buffer is larger than the longest form.
+                if write!(w, "{addr}").is_err() {
+                    b.append_null();
+                    return Ok(());
+                }
+                let n = MAX_ADDR_TEXT - w.len();
+                match std::str::from_utf8(&buf[..n]) {
+                    Ok(s) => b.append_value(s),
+                    Err(_) => b.append_null(),
+                }
+                Ok(())
+            }
+            c => Err(Self::mismatch(col, prim_of(c), "address")),
+        }
+    }
+
+    /// Appends a `string`, `url` or (already formatted) `address` value.
+    #[inline]
+    pub fn append_str(&mut self, col: usize, v: &str) -> Result<(), ExportError> {
+        match col!(self, col) {
+            Col::Text(b, _) => {
+                b.append_value(v);
+                Ok(())
+            }
+            c => Err(Self::mismatch(col, prim_of(c), "string")),
+        }
+    }
+
+    /// Appends a null (the mPlane `*`) to any column.
+    #[inline]
+    pub fn append_null(&mut self, col: usize) -> Result<(), ExportError> {
+        match col!(self, col) {
+            Col::Natural(b) => b.append_null(),
+            Col::Real(b) => b.append_null(),
+            Col::Boolean(b) => b.append_null(),
+            Col::Time(b) => b.append_null(),
+            Col::Text(b, _) => b.append_null(),
+        }
+        Ok(())
+    }
+
+    /// Takes the rows appended so far as a batch and empties the builder.
+    ///
+    /// Fails with [`ExportError::RaggedBatch`] if the columns have different
+    /// lengths; the builder is then reset (the partial rows are discarded).
+    pub fn finish(&mut self) -> Result<RecordBatch, ExportError> {
+        let expected = self.len();
+        let ragged = self
+            .cols
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.len() != expected)
+            .map(|(i, c)| (i, c.len()));
+        let arrays: Vec<ArrayRef> = self.cols.iter_mut().map(Col::finish).collect();
+        if let Some((column, len)) = ragged {
+            return Err(ExportError::RaggedBatch {
+                column,
+                len,
+                expected,
+            });
+        }
+        Ok(RecordBatch::try_new(self.schema.arrow().clone(), arrays)?)
+    }
+}
+
+fn prim_of(c: &Col) -> Primitive {
+    match c {
+        Col::Natural(_) => Primitive::Natural,
+        Col::Real(_) => Primitive::Real,
+        Col::Boolean(_) => Primitive::Boolean,
+        Col::Time(_) => Primitive::Time,
+        Col::Text(_, p) => *p,
+    }
+}
+
+/// Nanoseconds since the Unix epoch, saturating to the `i64` range.
+pub fn system_time_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{TimestampNanosecondType, UInt64Type};
+    use arrow_array::{Array, StringArray};
+    use mplane::registry::Registries;
+
+    fn schema() -> Arc<ExportSchema> {
+        let core = Registries::core();
+        Arc::new(
+            ExportSchema::from_registry(&core, &["start", "source.ip6", "octets.ip", "snr"])
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn builds_and_reuses() {
+        let mut b = ColumnsBuilder::new(schema(), 4);
+        for i in 0..3u64 {
+            b.append_time_ns(0, i as i64).unwrap();
+            b.append_addr(1, "2001:db8::1".parse().unwrap()).unwrap();
+            b.append_u64(2, i).unwrap();
+            if i == 1 {
+                b.append_null(3).unwrap();
+            } else {
+                b.append_f64(3, 0.5).unwrap();
+            }
+        }
+        let batch = b.finish().unwrap();
+        assert_eq!(batch.num_rows(), 3);
+        assert_eq!(batch.column(2).as_primitive::<UInt64Type>().value(2), 2);
+        let t = batch.column(0).as_primitive::<TimestampNanosecondType>();
+        assert_eq!(t.timezone(), Some("UTC"));
+        let a = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(a.value(0), "2001:db8::1");
+        assert!(batch.column(3).is_null(1));
+        assert!(b.is_empty());
+        b.append_time_ns(0, 1).unwrap();
+        b.append_null(1).unwrap();
+        b.append_null(2).unwrap();
+        b.append_null(3).unwrap();
+        assert_eq!(b.finish().unwrap().num_rows(), 1);
+    }
+
+    #[test]
+    fn longest_address_fits() {
+        let mut b = ColumnsBuilder::new(schema(), 1);
+        let a: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        b.append_addr(1, a).unwrap();
+        b.append_addr(1, IpAddr::from([255, 255, 255, 255]))
+            .unwrap();
+        let col = b.cols[1].finish();
+        let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(col.value(0), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+        assert_eq!(col.value(1), "255.255.255.255");
+    }
+
+    #[test]
+    fn type_errors() {
+        let mut b = ColumnsBuilder::new(schema(), 1);
+        assert!(matches!(
+            b.append_u64(0, 1),
+            Err(ExportError::TypeMismatch { column: 0, .. })
+        ));
+        assert!(matches!(
+            b.append_addr(2, IpAddr::from([1, 2, 3, 4])),
+            Err(ExportError::TypeMismatch { .. })
+        ));
+        assert!(matches!(
+            b.append_null(9),
+            Err(ExportError::NoSuchColumn { column: 9, .. })
+        ));
+        b.append_time_ns(0, 0).unwrap();
+        assert!(matches!(
+            b.finish(),
+            Err(ExportError::RaggedBatch { column: 1, .. })
+        ));
+        assert!(b.is_empty());
+    }
+}

@@ -1,0 +1,370 @@
+//! One Parquet file, written under a hidden temporary name and committed
+//! atomically.
+//!
+//! # Commit protocol
+//! 1. `create_new` the hidden file `.<name>.tmp` (e.g.
+//!    `.flows-…-000001.parquet.tmp`) in the destination directory, so the
+//!    rename in step 4 stays within one file system;
+//! 2. stream row groups into it;
+//! 3. write the footer (with the key-value metadata), flush, `fsync` the file;
+//! 4. `rename` it to its final name, then `fsync` the directory so the rename
+//!    itself survives a power cut.
+//!
+//! A reader globbing `*.parquet` therefore sees either nothing or a complete
+//! file. Any failure before step 4 removes the temporary file (freeing the
+//! space on ENOSPC); dropping a [`PendingFile`] without committing does the
+//! same. A crash (SIGKILL, power cut) may leave a `.tmp` behind: the sink
+//! removes those at startup ([`crate::sink::Sink::open`]).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
+
+use mplane::registry::Primitive;
+
+use crate::ExportError;
+use crate::schema::ExportSchema;
+
+/// Which columns get dictionary encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DictionaryPolicy {
+    /// Every column (the arrow-rs default).
+    All,
+    /// Text columns (`string`, `url`, `address`) only: numeric counters and
+    /// timestamps are high-cardinality, where dictionaries only cost time.
+    Text,
+    /// `string` and `url` columns only.
+    StringsOnly,
+    /// No column.
+    None,
+}
+
+/// Encoding choices for the files of a sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriterOptions {
+    /// ZSTD level (1–22). Default 3.
+    pub zstd_level: i32,
+    /// Maximum rows per row group. Default 128 Ki.
+    pub row_group_rows: usize,
+    /// Maximum (estimated, encoded) bytes per row group. Default 64 MiB.
+    pub row_group_bytes: usize,
+    /// Target data page size. Default 1 MiB (arrow-rs default).
+    pub data_page_bytes: usize,
+    /// Dictionary encoding policy. Default [`DictionaryPolicy::Text`].
+    pub dictionary: DictionaryPolicy,
+    /// Column statistics level: `false` keeps chunk-level min/max (enough
+    /// for row-group pruning), `true` adds page-level statistics and the
+    /// page index. Default `false`.
+    pub page_statistics: bool,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            zstd_level: 3,
+            row_group_rows: 128 * 1024,
+            row_group_bytes: 64 << 20,
+            data_page_bytes: 1 << 20,
+            dictionary: DictionaryPolicy::Text,
+            page_statistics: false,
+        }
+    }
+}
+
+impl WriterOptions {
+    /// The Parquet writer properties for `schema`.
+    pub fn properties(&self, schema: &ExportSchema) -> Result<WriterProperties, ExportError> {
+        let level = ZstdLevel::try_new(self.zstd_level)
+            .map_err(|e| ExportError::Config(format!("zstd level: {e}")))?;
+        if self.row_group_rows == 0 || self.row_group_bytes == 0 || self.data_page_bytes == 0 {
+            return Err(ExportError::Config(
+                "row group and page sizes must be positive".into(),
+            ));
+        }
+        let mut p = WriterProperties::builder()
+            .set_writer_version(WriterVersion::PARQUET_1_0)
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(self.row_group_rows))
+            .set_max_row_group_bytes(Some(self.row_group_bytes))
+            .set_data_page_size_limit(self.data_page_bytes)
+            .set_created_by(concat!("mplane-export ", env!("CARGO_PKG_VERSION")).into())
+            .set_statistics_enabled(if self.page_statistics {
+                EnabledStatistics::Page
+            } else {
+                EnabledStatistics::Chunk
+            })
+            .set_dictionary_enabled(self.dictionary == DictionaryPolicy::All);
+        for c in schema.columns() {
+            let on = match self.dictionary {
+                DictionaryPolicy::All => true,
+                DictionaryPolicy::None => false,
+                DictionaryPolicy::Text => matches!(
+                    c.prim,
+                    Primitive::String | Primitive::Url | Primitive::Address
+                ),
+                DictionaryPolicy::StringsOnly => {
+                    matches!(c.prim, Primitive::String | Primitive::Url)
+                }
+            };
+            p = p.set_column_dictionary_enabled(ColumnPath::from(c.name.as_str()), on);
+        }
+        Ok(p.build())
+    }
+}
+
+/// The file handle under the Parquet writer: counts bytes and remembers the
+/// last OS error, which the Parquet error type would otherwise box away.
+#[derive(Debug)]
+struct Tracked {
+    file: File,
+    bytes: u64,
+    last_error: Option<io::Error>,
+}
+
+impl Tracked {
+    fn remember(&mut self, e: &io::Error) {
+        self.last_error = Some(match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), e.to_string()),
+        });
+    }
+}
+
+impl Write for Tracked {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.file.write(buf) {
+            Ok(n) => {
+                self.bytes += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                self.remember(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush().inspect_err(|e| self.remember(e))
+    }
+}
+
+/// A file that has been committed (renamed into place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedFile {
+    /// Final path.
+    pub path: PathBuf,
+    /// Rows in the file.
+    pub rows: u64,
+    /// File size in bytes.
+    pub bytes: u64,
+}
+
+/// A Parquet file being written under its temporary name.
+///
+/// Dropping it without [`commit`](PendingFile::commit) removes the temporary
+/// file.
+pub struct PendingFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    writer: Option<ArrowWriter<Tracked>>,
+    rows: u64,
+}
+
+impl std::fmt::Debug for PendingFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingFile")
+            .field("tmp", &self.tmp)
+            .field("dest", &self.dest)
+            .field("rows", &self.rows)
+            .finish()
+    }
+}
+
+/// The temporary name of `dest`: `.<file name>.tmp` in the same directory.
+pub fn tmp_path(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.tmp"))
+}
+
+impl PendingFile {
+    /// Creates the temporary file for `dest` (which must not exist yet) and
+    /// the Parquet writer on it.
+    pub fn create(
+        dest: PathBuf,
+        schema: SchemaRef,
+        props: WriterProperties,
+    ) -> Result<PendingFile, ExportError> {
+        let tmp = tmp_path(&dest);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| ExportError::from_io("create", &tmp, e))?;
+        let tracked = Tracked {
+            file,
+            bytes: 0,
+            last_error: None,
+        };
+        let mut pending = PendingFile {
+            tmp,
+            dest,
+            writer: None,
+            rows: 0,
+        };
+        match ArrowWriter::try_new(tracked, schema, Some(props)) {
+            Ok(w) => pending.writer = Some(w),
+            Err(e) => {
+                // `pending` drops here and removes the temporary file.
+                return Err(ExportError::Encode {
+                    path: pending.tmp.clone(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(pending)
+    }
+
+    /// The final path the file will have.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// The temporary path being written.
+    pub fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Estimated size of the file if closed now: bytes on disk plus the
+    /// encoded size of the buffered row group (before compression, so an
+    /// over-estimate).
+    pub fn estimated_bytes(&self) -> u64 {
+        self.writer
+            .as_ref()
+            .map_or(0, |w| w.inner().bytes + w.in_progress_size() as u64)
+    }
+
+    fn classify(&self, op: &'static str, e: ParquetError) -> ExportError {
+        let last = self
+            .writer
+            .as_ref()
+            .and_then(|w| w.inner().last_error.as_ref());
+        if let Some(io) = last {
+            return ExportError::from_io(op, &self.tmp, clone_io(io));
+        }
+        if let ParquetError::External(inner) = &e
+            && let Some(io) = inner.downcast_ref::<io::Error>()
+        {
+            return ExportError::from_io(op, &self.tmp, clone_io(io));
+        }
+        ExportError::Encode {
+            path: self.tmp.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Appends a batch (split into row groups as configured).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ExportError> {
+        let Some(w) = self.writer.as_mut() else {
+            return Err(ExportError::Closed);
+        };
+        match w.write(batch) {
+            Ok(()) => {
+                self.rows += batch.num_rows() as u64;
+                Ok(())
+            }
+            Err(e) => Err(self.classify("write", e)),
+        }
+    }
+
+    /// Writes the footer with `kv` entries, fsyncs, renames into place and
+    /// fsyncs the directory. On error the temporary file is removed.
+    pub fn commit(mut self, kv: Vec<KeyValue>) -> Result<CommittedFile, ExportError> {
+        let Some(mut w) = self.writer.take() else {
+            return Err(ExportError::Closed);
+        };
+        for entry in kv {
+            w.append_key_value_metadata(entry);
+        }
+        if let Err(e) = w.finish() {
+            self.writer = Some(w);
+            return Err(self.classify("write", e));
+        }
+        let tracked = w.inner_mut();
+        if let Err(e) = tracked.flush() {
+            return Err(ExportError::from_io("write", &self.tmp, e));
+        }
+        let bytes = tracked.bytes;
+        if let Err(e) = tracked.file.sync_all() {
+            return Err(ExportError::from_io("fsync", &self.tmp, e));
+        }
+        drop(w);
+        // rename(2) replaces an existing file silently; the sink picks names
+        // that do not exist, so a clash here means a concurrent writer.
+        if self.dest.exists() {
+            return Err(ExportError::Io {
+                op: "rename",
+                path: self.dest.clone(),
+                source: io::Error::new(io::ErrorKind::AlreadyExists, "destination exists"),
+            });
+        }
+        if let Err(e) = fs::rename(&self.tmp, &self.dest) {
+            return Err(ExportError::from_io("rename", &self.dest, e));
+        }
+        // Committed: from here on the file is visible and stays.
+        let dest = std::mem::take(&mut self.dest);
+        self.tmp = PathBuf::new();
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        sync_dir(dir)?;
+        Ok(CommittedFile {
+            path: dest,
+            rows: self.rows,
+            bytes,
+        })
+    }
+
+    /// Abandons the file and removes the temporary file.
+    pub fn abort(self) {}
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        // Close the descriptor before unlinking (not required on Unix, but
+        // keeps the order obvious).
+        self.writer = None;
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn clone_io(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// `fsync`s a directory so that entries created or renamed in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<(), ExportError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ExportError::from_io("fsync", dir, e))
+}
