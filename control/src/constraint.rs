@@ -74,21 +74,21 @@ impl Constraint {
         if text == "*" {
             return Ok(Constraint::All);
         }
-        if let Some(pos) = text.find(RANGE_SEP) {
-            if pos > 0 {
-                let a = &text[..pos];
-                let b = &text[pos + RANGE_SEP.len()..];
-                if b.contains(RANGE_SEP) {
-                    return Err(ConstraintError::BadRange(text.into()));
-                }
-                let a = Value::parse_some(prim, a.trim())?;
-                let b = Value::parse_some(prim, b.trim())?;
-                return match a.partial_cmp_same(&b) {
-                    Some(std::cmp::Ordering::Greater) => Ok(Constraint::Range { lo: b, hi: a }),
-                    Some(_) => Ok(Constraint::Range { lo: a, hi: b }),
-                    None => Err(ConstraintError::BadRange(text.into())),
-                };
+        if let Some(pos) = text.find(RANGE_SEP)
+            && pos > 0
+        {
+            let a = &text[..pos];
+            let b = &text[pos + RANGE_SEP.len()..];
+            if b.contains(RANGE_SEP) {
+                return Err(ConstraintError::BadRange(text.into()));
             }
+            let a = Value::parse_some(prim, a.trim())?;
+            let b = Value::parse_some(prim, b.trim())?;
+            return match a.partial_cmp_same(&b) {
+                Some(std::cmp::Ordering::Greater) => Ok(Constraint::Range { lo: b, hi: a }),
+                Some(_) => Ok(Constraint::Range { lo: a, hi: b }),
+                None => Err(ConstraintError::BadRange(text.into())),
+            };
         }
         let mut members: Vec<Member> = Vec::new();
         for raw in text.split(',') {

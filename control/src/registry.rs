@@ -397,7 +397,7 @@ impl Registries {
                 reason: "not a string".into(),
             })?
             .to_string();
-        if stack.iter().any(|u| *u == uri) {
+        if stack.contains(&uri) {
             return Err(RegistryError::IncludeLoop(uri));
         }
         if stack.len() >= MAX_INCLUDE_DEPTH {

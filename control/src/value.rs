@@ -161,34 +161,34 @@ impl Timestamp {
         }
         if j > i && j < b.len() && b[j].is_ascii_digit() {
             let mut k = j;
-            if let Some(hh) = num(&mut k, 1, 2) {
-                if b.get(k) == Some(&b':') {
-                    k += 1;
-                    if let Some(mm) = num(&mut k, 1, 2) {
-                        h = hh;
-                        mi = mm;
-                        i = k;
-                        if b.get(i) == Some(&b':') {
-                            let mut k2 = i + 1;
-                            if let Some(ss) = num(&mut k2, 1, 2) {
-                                s = ss;
-                                i = k2;
-                                if b.get(i) == Some(&b'.') {
-                                    let start = i + 1;
-                                    let mut k3 = start;
-                                    while k3 < b.len() && b[k3].is_ascii_digit() {
-                                        k3 += 1;
-                                    }
-                                    if k3 == start {
-                                        return None;
-                                    }
-                                    let digits = &text[start..k3.min(start + 6)];
-                                    let mut v: i64 = digits.parse().ok()?;
-                                    for _ in digits.len()..6 {
-                                        v *= 10;
-                                    }
-                                    us = v;
+            if let Some(hh) = num(&mut k, 1, 2)
+                && b.get(k) == Some(&b':')
+            {
+                k += 1;
+                if let Some(mm) = num(&mut k, 1, 2) {
+                    h = hh;
+                    mi = mm;
+                    i = k;
+                    if b.get(i) == Some(&b':') {
+                        let mut k2 = i + 1;
+                        if let Some(ss) = num(&mut k2, 1, 2) {
+                            s = ss;
+                            i = k2;
+                            if b.get(i) == Some(&b'.') {
+                                let start = i + 1;
+                                let mut k3 = start;
+                                while k3 < b.len() && b[k3].is_ascii_digit() {
+                                    k3 += 1;
                                 }
+                                if k3 == start {
+                                    return None;
+                                }
+                                let digits = &text[start..k3.min(start + 6)];
+                                let mut v: i64 = digits.parse().ok()?;
+                                for _ in digits.len()..6 {
+                                    v *= 10;
+                                }
+                                us = v;
                             }
                         }
                     }

@@ -553,10 +553,10 @@ impl When {
         if cap.in_scope(self.a, now) {
             return Ok(());
         }
-        if let End::At(TimeValue::At(b)) = self.end {
-            if cap.in_scope(TimeValue::At(b), now) {
-                return Ok(());
-            }
+        if let End::At(TimeValue::At(b)) = self.end
+            && cap.in_scope(TimeValue::At(b), now)
+        {
+            return Ok(());
         }
         Err(ScopeMismatch::Outside)
     }
@@ -582,10 +582,10 @@ impl When {
         let rep = self.repeat.as_ref()?;
         let (start, end) = self.datetimes(now);
         let mut t = now;
-        if let Some(s) = start {
-            if t < s {
-                t = s;
-            }
+        if let Some(s) = start
+            && t < s
+        {
+            t = s;
         }
         Some(Repetitions {
             next: Some(t),
@@ -717,11 +717,11 @@ impl Iterator for Repetitions {
             let limit = self.end.unwrap_or(t.add_micros(10 * 366 * 86_400 * MICROS));
             t = c.next_match(t, limit)?;
         }
-        if let Some(e) = self.end {
-            if t > e {
-                self.next = None;
-                return None;
-            }
+        if let Some(e) = self.end
+            && t > e
+        {
+            self.next = None;
+            return None;
         }
         self.next = Some(t.add_micros(if self.crontab.is_some() {
             MICROS

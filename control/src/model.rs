@@ -1,1 +1,0 @@
-//! The mPlane information model: message kinds and their JSON representation.
