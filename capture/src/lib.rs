@@ -21,3 +21,4 @@
 pub mod builder;
 pub mod flow;
 pub mod packet;
+pub mod source;

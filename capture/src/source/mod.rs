@@ -1,0 +1,225 @@
+//! Packet sources: where frames come from.
+//!
+//! A source lends each frame as a [`PacketRef`] — a borrowed `&[u8]` plus its capture timestamp
+//! in nanoseconds, original length and link type — valid until the next call (a lending
+//! iterator, [`PacketSource::next_packet`]), so a frame can never outlive its buffer slot.
+//!
+//! - [`pcap::PcapFile`]: classic pcap (µs and ns magic, either byte order) and pcapng (SHB, IDB
+//!   with per-interface link type, `if_tsresol` and `if_tsoffset`, EPB, SPB, OPB), read from a
+//!   read-only memory mapping whose consumed part is released behind the reader. It also hands
+//!   out [`pcap::Record`] descriptors (offsets into the shared mapping), which the pipeline ships
+//!   to workers without copying.
+//! - Live libpcap and AF_XDP are parsed by [`SourceSpec`] but not implemented yet: opening them
+//!   returns [`SourceError::NotSupported`].
+
+pub mod mmap;
+pub mod pcap;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::packet::LinkType;
+
+/// One captured frame, borrowed from its source.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketRef<'a> {
+    /// Captured bytes (possibly cut by the snaplen).
+    pub data: &'a [u8],
+    /// Capture time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// Length of the frame on the wire.
+    pub orig_len: u32,
+    /// Link type of `data`.
+    pub link: LinkType,
+}
+
+/// A source of packets lent one at a time.
+pub trait PacketSource {
+    /// The next frame, `Ok(None)` at the end of the source. The frame borrows the source until
+    /// the next call.
+    fn next_packet(&mut self) -> Result<Option<PacketRef<'_>>, SourceError>;
+    /// Frames the kernel (or capture hardware) dropped before we saw them; 0 for files.
+    fn kernel_drops(&self) -> u64 {
+        0
+    }
+}
+
+/// Errors of packet sources. File errors carry the byte offset where reading stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The file could not be opened or mapped.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file does not start with a pcap or pcapng magic number.
+    #[error("not a pcap or pcapng file (magic {magic:#010x})")]
+    BadMagic {
+        /// The first four bytes, little-endian.
+        magic: u32,
+    },
+    /// The file ends inside a header or a packet (e.g. the capture was killed mid-write).
+    #[error("truncated capture file: {what} cut at byte offset {offset}")]
+    Truncated {
+        /// Offset of the incomplete element.
+        offset: u64,
+        /// What was incomplete.
+        what: &'static str,
+    },
+    /// A length or index in the file is impossible.
+    #[error("corrupt capture file at byte offset {offset}: {reason}")]
+    Corrupt {
+        /// Offset of the bad element.
+        offset: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The source kind is recognised but not implemented yet.
+    #[error("{0}: not supported yet")]
+    NotSupported(String),
+    /// A source specification string could not be parsed.
+    #[error("bad source {spec:?}: {reason}")]
+    BadSpec {
+        /// The text given.
+        spec: String,
+        /// Why it is wrong.
+        reason: &'static str,
+    },
+}
+
+/// Where packets come from, as written in configuration: `pcap:FILE`, `pcap-live:IFACE[,IFACE]`
+/// or `xdp:IFACE[:QUEUES]` (QUEUES = number of RX queues, default 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A pcap or pcapng file.
+    PcapFile(PathBuf),
+    /// Live capture with libpcap on one or more interfaces.
+    PcapLive(Vec<String>),
+    /// AF_XDP on an interface, one socket per RX queue.
+    Xdp {
+        /// Interface name.
+        iface: String,
+        /// Number of RX queues (queues `0..queues`).
+        queues: u32,
+    },
+}
+
+impl FromStr for SourceSpec {
+    type Err = SourceError;
+    fn from_str(s: &str) -> Result<Self, SourceError> {
+        let bad = |reason| SourceError::BadSpec {
+            spec: s.to_string(),
+            reason,
+        };
+        let (kind, rest) = s
+            .split_once(':')
+            .ok_or_else(|| bad("expected KIND:ARGS (pcap:, pcap-live:, xdp:)"))?;
+        match kind {
+            "pcap" if !rest.is_empty() => Ok(SourceSpec::PcapFile(PathBuf::from(rest))),
+            "pcap" => Err(bad("missing file name")),
+            "pcap-live" => {
+                let ifaces: Vec<String> = rest.split(',').map(str::to_string).collect();
+                if ifaces.iter().any(|i| i.is_empty() || !valid_ifname(i)) {
+                    return Err(bad("bad interface name"));
+                }
+                Ok(SourceSpec::PcapLive(ifaces))
+            }
+            "xdp" => {
+                let (iface, queues) = match rest.split_once(':') {
+                    Some((i, q)) => (
+                        i,
+                        q.parse::<u32>()
+                            .ok()
+                            .filter(|&n| (1..=256).contains(&n))
+                            .ok_or_else(|| bad("QUEUES must be a number in 1..=256"))?,
+                    ),
+                    None => (rest, 1),
+                };
+                if iface.is_empty() || !valid_ifname(iface) {
+                    return Err(bad("bad interface name"));
+                }
+                Ok(SourceSpec::Xdp {
+                    iface: iface.to_string(),
+                    queues,
+                })
+            }
+            _ => Err(bad("unknown source kind (pcap, pcap-live, xdp)")),
+        }
+    }
+}
+
+/// Linux interface names: 1..=15 bytes, no '/', whitespace or ':'.
+fn valid_ifname(s: &str) -> bool {
+    s.len() <= 15
+        && !s
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace())
+}
+
+impl SourceSpec {
+    /// Opens a file source. Live and XDP specs return [`SourceError::NotSupported`].
+    pub fn open_file(&self) -> Result<pcap::PcapFile, SourceError> {
+        match self {
+            SourceSpec::PcapFile(p) => pcap::PcapFile::open(p),
+            SourceSpec::PcapLive(i) => Err(SourceError::NotSupported(format!(
+                "live libpcap capture on {}",
+                i.join(",")
+            ))),
+            SourceSpec::Xdp { iface, .. } => Err(SourceError::NotSupported(format!(
+                "AF_XDP capture on {iface}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn specs() {
+        assert_eq!(
+            "pcap:/tmp/a.pcap".parse::<SourceSpec>().unwrap(),
+            SourceSpec::PcapFile("/tmp/a.pcap".into())
+        );
+        assert_eq!(
+            "pcap-live:eth0,eth1".parse::<SourceSpec>().unwrap(),
+            SourceSpec::PcapLive(vec!["eth0".into(), "eth1".into()])
+        );
+        assert_eq!(
+            "xdp:ens1f0:4".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Xdp {
+                iface: "ens1f0".into(),
+                queues: 4
+            }
+        );
+        assert_eq!(
+            "xdp:eth0".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Xdp {
+                iface: "eth0".into(),
+                queues: 1
+            }
+        );
+        for bad in [
+            "pcap:",
+            "eth0",
+            "xdp:eth0:0",
+            "xdp::2",
+            "pcap-live:",
+            "foo:bar",
+            "pcap-live:a,,b",
+        ] {
+            assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
+        }
+        let e = "pcap-live:eth0"
+            .parse::<SourceSpec>()
+            .unwrap()
+            .open_file()
+            .unwrap_err();
+        assert!(matches!(e, SourceError::NotSupported(_)));
+        assert!(e.to_string().contains("not supported yet"));
+    }
+}

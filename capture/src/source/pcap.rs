@@ -1,0 +1,594 @@
+//! pcap and pcapng files over a memory mapping.
+//!
+//! Formats: classic pcap (<https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcap/>) with the
+//! microsecond (`0xa1b2c3d4`) and nanosecond (`0xa1b23c4d`) magic in either byte order, and
+//! pcapng (<https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcapng/>): section header blocks
+//! (byte order per section), interface description blocks (link type, snaplen, `if_tsresol`,
+//! `if_tsoffset`), enhanced, simple and obsolete packet blocks; other blocks are skipped.
+//!
+//! Every length is checked before use; a file that ends inside a record gives
+//! [`SourceError::Truncated`], an impossible length [`SourceError::Corrupt`], both with the byte
+//! offset. Nothing panics on any input.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::mmap::MappedFile;
+use super::{PacketRef, PacketSource, SourceError};
+use crate::packet::LinkType;
+
+/// Largest capture length accepted for one record (libpcap's maximum snaplen is 262144;
+/// we allow some headroom for pcapng writers that exceed it).
+pub const MAX_CAPLEN: u32 = 1 << 20;
+/// Default size of the window kept mapped behind the reader before it is released.
+pub const DEFAULT_WINDOW: usize = 64 << 20;
+
+/// A packet record: where its bytes are in the mapping and its metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Record {
+    /// Byte offset of the frame in the file.
+    pub offset: usize,
+    /// Captured length.
+    pub caplen: u32,
+    /// Original length on the wire.
+    pub orig_len: u32,
+    /// Timestamp, ns since the epoch.
+    pub ts_ns: u64,
+    /// Link type.
+    pub link: LinkType,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Resol {
+    /// ns = ticks * m
+    Mul(u64),
+    /// ns = ticks / d
+    Div(u64),
+    /// ns = ticks * 1e9 >> n
+    Pow2(u32),
+}
+
+impl Resol {
+    fn from_option(r: u8) -> Option<Resol> {
+        let n = u32::from(r & 0x7f);
+        if r & 0x80 != 0 {
+            if n > 63 {
+                return None;
+            }
+            return Some(Resol::Pow2(n));
+        }
+        match n {
+            0..=9 => Some(Resol::Mul(10u64.pow(9 - n))),
+            10..=19 => Some(Resol::Div(10u64.pow(n - 9))),
+            _ => None,
+        }
+    }
+    #[inline(always)]
+    fn to_ns(self, ticks: u64) -> u64 {
+        match self {
+            Resol::Mul(m) => ticks.wrapping_mul(m),
+            Resol::Div(d) => ticks / d,
+            Resol::Pow2(n) => ((u128::from(ticks) * 1_000_000_000) >> n) as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Iface {
+    link: LinkType,
+    snaplen: u32,
+    resol: Resol,
+    offset_ns: i64,
+}
+
+#[derive(Debug)]
+enum Format {
+    Pcap {
+        le: bool,
+        frac_mul: u64,
+        link: LinkType,
+    },
+    Pcapng {
+        le: bool,
+        ifaces: Vec<Iface>,
+    },
+}
+
+/// A pcap or pcapng file read through a memory mapping.
+#[derive(Debug)]
+pub struct PcapFile {
+    file: Arc<MappedFile>,
+    pos: usize,
+    format: Format,
+    released: usize,
+    window: usize,
+    records: u64,
+}
+
+#[inline(always)]
+fn rd32(b: &[u8], off: usize, le: bool) -> Option<u32> {
+    let s = b.get(off..off + 4)?;
+    let a = [s[0], s[1], s[2], s[3]];
+    Some(if le {
+        u32::from_le_bytes(a)
+    } else {
+        u32::from_be_bytes(a)
+    })
+}
+
+#[inline(always)]
+fn rd16(b: &[u8], off: usize, le: bool) -> Option<u16> {
+    let s = b.get(off..off + 2)?;
+    let a = [s[0], s[1]];
+    Some(if le {
+        u16::from_le_bytes(a)
+    } else {
+        u16::from_be_bytes(a)
+    })
+}
+
+fn truncated(offset: usize, what: &'static str) -> SourceError {
+    SourceError::Truncated {
+        offset: offset as u64,
+        what,
+    }
+}
+
+fn corrupt(offset: usize, reason: &'static str) -> SourceError {
+    SourceError::Corrupt {
+        offset: offset as u64,
+        reason,
+    }
+}
+
+impl PcapFile {
+    /// Opens and maps `path`, reading the file header.
+    pub fn open(path: &Path) -> Result<PcapFile, SourceError> {
+        Self::open_with(path, false)
+    }
+
+    /// Like [`Self::open`]; `populate` pre-faults the whole mapping (MAP_POPULATE), which trades
+    /// start-up time for fewer page faults while reading.
+    pub fn open_with(path: &Path, populate: bool) -> Result<PcapFile, SourceError> {
+        let file = MappedFile::open(path, populate).map_err(|source| SourceError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_mapping(Arc::new(file))
+    }
+
+    /// Reads the file header of an already mapped file.
+    pub fn from_mapping(file: Arc<MappedFile>) -> Result<PcapFile, SourceError> {
+        let b = file.bytes();
+        let magic = rd32(b, 0, true).ok_or_else(|| truncated(0, "file header"))?;
+        let (format, pos) = match magic {
+            0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => {
+                let le = matches!(magic, 0xa1b2_c3d4 | 0xa1b2_3c4d);
+                let nanos = matches!(magic, 0xa1b2_3c4d | 0x4d3c_b2a1);
+                let network = rd32(b, 20, le).ok_or_else(|| truncated(0, "pcap file header"))?;
+                (
+                    Format::Pcap {
+                        le,
+                        frac_mul: if nanos { 1 } else { 1000 },
+                        // the upper bits carry the FCS length (draft-ietf-opsawg-pcap §4)
+                        link: LinkType((network & 0xffff) as u16),
+                    },
+                    24,
+                )
+            }
+            0x0A0D_0D0A => (
+                Format::Pcapng {
+                    le: true,
+                    ifaces: Vec::new(),
+                },
+                0,
+            ),
+            _ => return Err(SourceError::BadMagic { magic }),
+        };
+        Ok(PcapFile {
+            file,
+            pos,
+            format,
+            released: 0,
+            window: DEFAULT_WINDOW,
+            records: 0,
+        })
+    }
+
+    /// Sets how much consumed data stays mapped behind the reader before it is released
+    /// (minimum 1 MiB). Workers of the pipeline read behind the reader; releasing early is
+    /// still correct (pages re-fault from the page cache) but slower.
+    pub fn set_window(&mut self, bytes: usize) {
+        self.window = bytes.max(1 << 20);
+    }
+
+    /// The shared mapping (the pipeline hands it to workers, which read records through it).
+    pub fn mapping(&self) -> &Arc<MappedFile> {
+        &self.file
+    }
+
+    /// The link type of a classic pcap file, or of the first pcapng interface seen so far.
+    pub fn link_type(&self) -> Option<LinkType> {
+        match &self.format {
+            Format::Pcap { link, .. } => Some(*link),
+            Format::Pcapng { ifaces, .. } => ifaces.first().map(|i| i.link),
+        }
+    }
+
+    /// Records read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Bytes of the file consumed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The bytes of a record returned by [`Self::next_record`].
+    #[inline(always)]
+    pub fn data(&self, r: &Record) -> &[u8] {
+        record_bytes(self.file.bytes(), r)
+    }
+
+    #[inline(always)]
+    fn maybe_release(&mut self) {
+        if self.pos - self.released >= 2 * self.window {
+            let upto = self.pos - self.window;
+            self.file.release(self.released, upto);
+            self.file.will_need(self.pos, self.pos + self.window);
+            self.released = upto;
+        }
+    }
+
+    /// Advances to the next packet record, `Ok(None)` at a clean end of file.
+    #[inline]
+    pub fn next_record(&mut self) -> Result<Option<Record>, SourceError> {
+        let r = match self.format {
+            Format::Pcap { le, frac_mul, link } => self.next_pcap(le, frac_mul, link)?,
+            Format::Pcapng { .. } => self.next_pcapng()?,
+        };
+        if r.is_some() {
+            self.records += 1;
+            self.maybe_release();
+        }
+        Ok(r)
+    }
+
+    #[inline(always)]
+    fn next_pcap(
+        &mut self,
+        le: bool,
+        frac_mul: u64,
+        link: LinkType,
+    ) -> Result<Option<Record>, SourceError> {
+        let b = self.file.bytes();
+        let pos = self.pos;
+        if pos >= b.len() {
+            return Ok(None);
+        }
+        let Some(h) = b.get(pos..pos + 16) else {
+            return Err(truncated(pos, "record header"));
+        };
+        let w = |i: usize| {
+            let a = [h[i], h[i + 1], h[i + 2], h[i + 3]];
+            if le {
+                u32::from_le_bytes(a)
+            } else {
+                u32::from_be_bytes(a)
+            }
+        };
+        let (sec, frac, caplen, orig_len) = (w(0), w(4), w(8), w(12));
+        if caplen > MAX_CAPLEN {
+            return Err(corrupt(pos, "record captured length too large"));
+        }
+        let start = pos + 16;
+        let end = start + caplen as usize;
+        if end > b.len() {
+            return Err(truncated(pos, "packet data"));
+        }
+        self.pos = end;
+        Ok(Some(Record {
+            offset: start,
+            caplen,
+            orig_len,
+            ts_ns: u64::from(sec) * 1_000_000_000 + u64::from(frac) * frac_mul,
+            link,
+        }))
+    }
+
+    fn next_pcapng(&mut self) -> Result<Option<Record>, SourceError> {
+        loop {
+            let b = self.file.bytes();
+            let pos = self.pos;
+            if pos >= b.len() {
+                return Ok(None);
+            }
+            let Format::Pcapng { le, ifaces } = &mut self.format else {
+                return Ok(None);
+            };
+            let mut le_now = *le;
+            let btype = rd32(b, pos, le_now).ok_or_else(|| truncated(pos, "block header"))?;
+            if btype == 0x0A0D_0D0A {
+                // The section's byte order comes from its byte-order magic.
+                let bom = rd32(b, pos + 8, true).ok_or_else(|| truncated(pos, "section header"))?;
+                le_now = match bom {
+                    0x1A2B_3C4D => true,
+                    0x4D3C_2B1A => false,
+                    _ => return Err(corrupt(pos, "bad byte-order magic")),
+                };
+                *le = le_now;
+                ifaces.clear();
+            }
+            let blen =
+                rd32(b, pos + 4, le_now).ok_or_else(|| truncated(pos, "block header"))? as usize;
+            if blen < 12 || !blen.is_multiple_of(4) {
+                return Err(corrupt(pos, "bad block length"));
+            }
+            let Some(block) = b.get(pos..pos + blen) else {
+                return Err(truncated(pos, "block"));
+            };
+            if rd32(block, blen - 4, le_now) != Some(blen as u32) {
+                return Err(corrupt(pos, "block trailer length mismatch"));
+            }
+            let body = &block[8..blen - 4];
+            self.pos = pos + blen;
+            match btype {
+                // Interface description block
+                1 => {
+                    let link = rd16(body, 0, le_now).ok_or_else(|| corrupt(pos, "short IDB"))?;
+                    let snaplen = rd32(body, 4, le_now).ok_or_else(|| corrupt(pos, "short IDB"))?;
+                    let mut iface = Iface {
+                        link: LinkType(link),
+                        snaplen,
+                        resol: Resol::Mul(1000),
+                        offset_ns: 0,
+                    };
+                    let mut o = 8;
+                    while let (Some(code), Some(len)) =
+                        (rd16(body, o, le_now), rd16(body, o + 2, le_now))
+                    {
+                        let len = usize::from(len);
+                        let Some(val) = body.get(o + 4..o + 4 + len) else {
+                            return Err(corrupt(pos, "IDB option overruns block"));
+                        };
+                        match (code, len) {
+                            (0, _) => break,
+                            (9, 1) => {
+                                iface.resol = Resol::from_option(val[0])
+                                    .ok_or_else(|| corrupt(pos, "unsupported if_tsresol"))?;
+                            }
+                            (14, 8) => {
+                                let secs = if le_now {
+                                    i64::from_le_bytes(val.try_into().unwrap_or([0; 8]))
+                                } else {
+                                    i64::from_be_bytes(val.try_into().unwrap_or([0; 8]))
+                                };
+                                iface.offset_ns = secs.saturating_mul(1_000_000_000);
+                            }
+                            _ => {}
+                        }
+                        o += 4 + len.div_ceil(4) * 4;
+                    }
+                    if ifaces.len() >= 4096 {
+                        return Err(corrupt(pos, "too many interfaces"));
+                    }
+                    ifaces.push(iface);
+                }
+                // Enhanced packet block / obsolete packet block
+                6 | 2 => {
+                    let (id, hi, lo, caplen, orig) = if btype == 6 {
+                        (
+                            rd32(body, 0, le_now),
+                            rd32(body, 4, le_now),
+                            rd32(body, 8, le_now),
+                            rd32(body, 12, le_now),
+                            rd32(body, 16, le_now),
+                        )
+                    } else {
+                        (
+                            rd16(body, 0, le_now).map(u32::from),
+                            rd32(body, 4, le_now),
+                            rd32(body, 8, le_now),
+                            rd32(body, 12, le_now),
+                            rd32(body, 16, le_now),
+                        )
+                    };
+                    let (Some(id), Some(hi), Some(lo), Some(caplen), Some(orig)) =
+                        (id, hi, lo, caplen, orig)
+                    else {
+                        return Err(corrupt(pos, "short packet block"));
+                    };
+                    if caplen as usize > body.len() - 20 {
+                        return Err(corrupt(pos, "captured length overruns block"));
+                    }
+                    let Some(iface) = ifaces.get(id as usize) else {
+                        return Err(corrupt(pos, "packet for an undeclared interface"));
+                    };
+                    let ticks = u64::from(hi) << 32 | u64::from(lo);
+                    let ts = iface
+                        .resol
+                        .to_ns(ticks)
+                        .wrapping_add_signed(iface.offset_ns);
+                    return Ok(Some(Record {
+                        offset: pos + 8 + 20,
+                        caplen,
+                        orig_len: orig,
+                        ts_ns: ts,
+                        link: iface.link,
+                    }));
+                }
+                // Simple packet block: interface 0, no timestamp
+                3 => {
+                    let Some(iface) = ifaces.first() else {
+                        return Err(corrupt(pos, "simple packet block before any interface"));
+                    };
+                    let orig = rd32(body, 0, le_now).ok_or_else(|| corrupt(pos, "short SPB"))?;
+                    let mut caplen = (orig as usize).min(body.len() - 4);
+                    if iface.snaplen != 0 {
+                        caplen = caplen.min(iface.snaplen as usize);
+                    }
+                    return Ok(Some(Record {
+                        offset: pos + 8 + 4,
+                        caplen: caplen as u32,
+                        orig_len: orig,
+                        ts_ns: 0,
+                        link: iface.link,
+                    }));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The bytes of `r` in `file` (empty if the record does not fit, which `next_record` rules out).
+#[inline(always)]
+pub fn record_bytes<'a>(file: &'a [u8], r: &Record) -> &'a [u8] {
+    file.get(r.offset..r.offset + r.caplen as usize)
+        .unwrap_or(&[])
+}
+
+impl PacketSource for PcapFile {
+    #[inline]
+    fn next_packet(&mut self) -> Result<Option<PacketRef<'_>>, SourceError> {
+        match self.next_record()? {
+            Some(r) => Ok(Some(PacketRef {
+                data: record_bytes(self.file.bytes(), &r),
+                ts_ns: r.ts_ns,
+                orig_len: r.orig_len,
+                link: r.link,
+            })),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::{Builder, PcapWriter, PcapngWriter};
+
+    fn frames() -> Vec<Vec<u8>> {
+        (0..5u16)
+            .map(|i| {
+                Builder::ethernet()
+                    .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+                    .udp(1000 + i, 53)
+                    .payload(&vec![i as u8; usize::from(i) * 10])
+                    .build()
+            })
+            .collect()
+    }
+
+    type Got = Vec<(Vec<u8>, u64, u32, LinkType)>;
+    fn read_all(path: &Path) -> Result<Got, SourceError> {
+        let mut f = PcapFile::open(path)?;
+        let mut out = Vec::new();
+        while let Some(p) = f.next_packet()? {
+            out.push((p.data.to_vec(), p.ts_ns, p.orig_len, p.link));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn pcap_all_magics() {
+        let dir = tempfile::tempdir().unwrap();
+        for (nanos, be) in [(false, false), (true, false), (false, true), (true, true)] {
+            let path = dir.path().join(format!("t{nanos}{be}.pcap"));
+            let mut w = PcapWriter::new(
+                std::fs::File::create(&path).unwrap(),
+                LinkType::ETHERNET,
+                65535,
+                nanos,
+                be,
+            )
+            .unwrap();
+            for (i, f) in frames().iter().enumerate() {
+                w.write(1_700_000_000_123_456_789 + i as u64, f, f.len() as u32 + 4)
+                    .unwrap();
+            }
+            drop(w);
+            let got = read_all(&path).unwrap();
+            assert_eq!(got.len(), 5);
+            for (i, (g, f)) in got.iter().zip(frames()).enumerate() {
+                assert_eq!(g.0, f);
+                let want = 1_700_000_000_123_456_789 + i as u64;
+                let want = if nanos { want } else { want / 1000 * 1000 };
+                assert_eq!(g.1, want);
+                assert_eq!(g.2, f.len() as u32 + 4);
+                assert_eq!(g.3, LinkType::ETHERNET);
+            }
+        }
+    }
+
+    #[test]
+    fn pcapng_interfaces_resolutions_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.pcapng");
+        let mut w = PcapngWriter::new(std::fs::File::create(&path).unwrap()).unwrap();
+        let e = w.interface(LinkType::ETHERNET, 0, None).unwrap();
+        let r = w.interface(LinkType::RAW, 0, Some(9)).unwrap();
+        let p = w.interface(LinkType::ETHERNET, 0, Some(0x80 | 20)).unwrap();
+        let fr = frames();
+        let raw = Builder::raw().ipv6([1; 16], [2; 16]).udp(1, 2).build();
+        w.packet(e, 1_000_000_001_000, &fr[0], fr[0].len() as u32)
+            .unwrap();
+        w.raw_block(4, &[0, 0, 0, 0]).unwrap(); // name resolution block: skipped
+        w.packet(r, 1_000_000_000_007, &raw, raw.len() as u32)
+            .unwrap();
+        w.packet(p, 2_000_000_000, &fr[1], 1500).unwrap();
+        w.simple_packet(&fr[2], fr[2].len() as u32).unwrap();
+        drop(w);
+        let got = read_all(&path).unwrap();
+        assert_eq!(got.len(), 4);
+        assert_eq!(
+            (got[0].1, got[0].3),
+            (1_000_000_001_000, LinkType::ETHERNET)
+        );
+        assert_eq!(got[0].0, fr[0]);
+        assert_eq!((got[1].1, got[1].3), (1_000_000_000_007, LinkType::RAW));
+        assert_eq!(got[1].0, raw);
+        // 2^-20 s ticks: within one tick of the truth
+        assert!(got[2].1.abs_diff(2_000_000_000) < 1000);
+        assert_eq!(got[2].2, 1500);
+        assert_eq!(got[3].0, fr[2]);
+    }
+
+    #[test]
+    fn truncated_and_corrupt_files_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.pcap");
+        let mut w = PcapWriter::new(Vec::new(), LinkType::ETHERNET, 65535, false, false).unwrap();
+        for f in frames() {
+            w.write(1, &f, f.len() as u32).unwrap();
+        }
+        let full = w.into_inner();
+        for cut in [3, 10, 24 + 8, full.len() - 1] {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let r = read_all(&path);
+            assert!(
+                matches!(r, Err(SourceError::Truncated { .. })),
+                "cut {cut}: {r:?}"
+            );
+        }
+        let mut bad = full.clone();
+        bad[24 + 8..24 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&path, &bad).unwrap();
+        assert!(matches!(read_all(&path), Err(SourceError::Corrupt { .. })));
+        std::fs::write(&path, b"GIF89a..........................").unwrap();
+        assert!(matches!(read_all(&path), Err(SourceError::BadMagic { .. })));
+        std::fs::write(&path, b"").unwrap();
+        assert!(read_all(&path).is_err());
+        let e = PcapFile::open(&dir.path().join("missing")).unwrap_err();
+        assert!(e.to_string().contains("missing"));
+        // pcapng: packet for an undeclared interface, then a cut block
+        let mut w = PcapngWriter::new(Vec::new()).unwrap();
+        w.packet(0, 0, &frames()[0], 60).unwrap();
+        let ng = w.into_inner();
+        std::fs::write(&path, &ng).unwrap();
+        assert!(matches!(read_all(&path), Err(SourceError::Corrupt { .. })));
+        std::fs::write(&path, &ng[..ng.len() - 2]).unwrap();
+        assert!(read_all(&path).is_err());
+    }
+}
