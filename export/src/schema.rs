@@ -9,9 +9,13 @@
 //! | `natural` | `UInt64` | `UBIGINT` |
 //! | `real` | `Float64` | `DOUBLE` |
 //! | `boolean` | `Boolean` | `BOOLEAN` |
-//! | `time` | `Timestamp(Nanosecond, "UTC")` | `TIMESTAMP WITH TIME ZONE` |
+//! | `time` | `Timestamp(Nanosecond, "UTC")` | `TIMESTAMPTZ_NS` (TIMESTAMP WITH TIME ZONE, ns exact) |
 //! | `address` | `Utf8` (text form) | `VARCHAR` |
 //! | `string`, `url` | `Utf8` | `VARCHAR` |
+//!
+//! DuckDB 2.0 reads the time columns as `TIMESTAMPTZ_NS` and keeps the
+//! nanoseconds (`epoch_ns()` is exact); casting to `TIMESTAMPTZ` gives the
+//! µs `TIMESTAMP WITH TIME ZONE`. pyarrow reads `timestamp[ns, tz=UTC]`.
 //!
 //! Addresses are stored as their text form (dotted quad, RFC 5952 IPv6),
 //! the same text the mPlane JSON carries: analysts can filter and join on

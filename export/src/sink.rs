@@ -23,6 +23,12 @@
 //!   the file being written is a hidden `.tmp` and is never touched.
 //! * **Crash recovery.** [`Sink::open`] removes `.<prefix>-*.parquet.tmp`
 //!   files left behind by a crash.
+//! * **Drops.** Each file's `mplane.drops` holds the data-plane drop
+//!   counters ([`SinkConfig::drop_counters`]) and the rows the export itself
+//!   dropped or lost ([`DROP_KEY_EXPORT_QUEUE`]) *since the previous file of
+//!   the set was committed* (or since the sink opened), so no drop falls
+//!   between two files; static counters from [`SinkConfig::metadata`] are
+//!   added.
 //! * **Errors.** A failed write or commit aborts the current file (its
 //!   temporary file is removed, its rows counted as lost), counts an error
 //!   and returns it; the next batch starts a new file.
@@ -43,8 +49,9 @@ use crate::metadata::{Civil, FileMetadata, Window};
 use crate::parquet_writer::{CommittedFile, PendingFile, WriterOptions, sync_dir};
 use crate::schema::ExportSchema;
 
-/// Drop-counter key under which the sink records rows it dropped itself
-/// (queue full in [`crate::SinkHandle::try_send`]).
+/// Drop-counter key under which the sink records rows it dropped or lost
+/// itself (queue full in [`crate::SinkHandle::try_send`], files aborted by
+/// an error).
 pub const DROP_KEY_EXPORT_QUEUE: &str = "export.queue_full";
 
 /// Where files go below the sink's directory.
@@ -219,8 +226,6 @@ struct OpenFile {
     file: PendingFile,
     opened_ns: i64,
     hour_key: (i64, u32, u32, u32),
-    drops_at_open: BTreeMap<String, u64>,
-    dropped_at_open: u64,
 }
 
 /// The sink of one job. See the module documentation.
@@ -233,6 +238,10 @@ pub struct Sink {
     files: Arc<Mutex<Vec<CommittedFile>>>,
     stats: Arc<SinkStats>,
     seq: u64,
+    /// Data-plane drop counters at the previous commit (or at open).
+    drops_base: BTreeMap<String, u64>,
+    /// `rows_dropped + rows_lost` at the previous commit (or at open).
+    dropped_base: u64,
 }
 
 impl std::fmt::Debug for Sink {
@@ -301,7 +310,16 @@ impl Sink {
             files: Arc::new(Mutex::new(Vec::new())),
             stats: Arc::new(SinkStats::default()),
             seq: 0,
+            drops_base: BTreeMap::new(),
+            dropped_base: 0,
         };
+        let mut sink = sink;
+        sink.drops_base = sink
+            .cfg
+            .drop_counters
+            .as_ref()
+            .map(|f| f())
+            .unwrap_or_default();
         let removed = remove_stale_tmp(&sink.cfg.dir, &sink.cfg.prefix);
         add(&sink.stats.stale_tmp_removed, removed);
         Ok(sink)
@@ -341,13 +359,30 @@ impl Sink {
         Ok(())
     }
 
-    /// Writes a batch, opening or rotating files as needed.
+    /// Writes a batch, opening or rotating files as needed. With
+    /// [`SinkConfig::max_file_rows`] the batch is split (zero-copy) so that
+    /// no file exceeds the limit.
     pub fn write(&mut self, batch: &RecordBatch, now: SystemTime) -> Result<(), ExportError> {
         self.check_schema(batch)?;
+        let now_ns = system_time_ns(now);
+        let Some(max_rows) = self.cfg.max_file_rows else {
+            return self.write_part(batch, now_ns);
+        };
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let in_file = self.current.as_ref().map_or(0, |o| o.file.rows());
+            let room = usize::try_from(max_rows.saturating_sub(in_file)).unwrap_or(usize::MAX);
+            let n = room.max(1).min(batch.num_rows() - offset);
+            self.write_part(&batch.slice(offset, n), now_ns)?;
+            offset += n;
+        }
+        Ok(())
+    }
+
+    fn write_part(&mut self, batch: &RecordBatch, now_ns: i64) -> Result<(), ExportError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let now_ns = system_time_ns(now);
         self.rotate_if_due(now_ns)?;
         if self.current.is_none() {
             self.open_file(now_ns).inspect_err(|_| {
@@ -451,18 +486,10 @@ impl Sink {
             }
         };
         let file = PendingFile::create(dest, self.schema.arrow().clone(), self.props.clone())?;
-        let drops_at_open = self
-            .cfg
-            .drop_counters
-            .as_ref()
-            .map(|f| f())
-            .unwrap_or_default();
         self.current = Some(OpenFile {
             file,
             opened_ns: now_ns,
             hour_key: hour_key(now_ns),
-            drops_at_open,
-            dropped_at_open: self.stats.rows_dropped.load(Ordering::Relaxed),
         });
         Ok(())
     }
@@ -483,19 +510,19 @@ impl Sink {
             open.file.abort();
             return Ok(None);
         }
+        // Drops since the previous commit: none fall between two files.
         let mut md = self.cfg.metadata.clone();
-        if let Some(f) = &self.cfg.drop_counters {
-            for (k, v) in f() {
-                let before = open.drops_at_open.get(&k).copied().unwrap_or(0);
-                *md.drops.entry(k).or_insert(0) += v.saturating_sub(before);
+        let drops_now = self.cfg.drop_counters.as_ref().map(|f| f());
+        if let Some(now) = &drops_now {
+            for (k, v) in now {
+                let before = self.drops_base.get(k).copied().unwrap_or(0);
+                *md.drops.entry(k.clone()).or_insert(0) += v.saturating_sub(before);
             }
         }
-        let dropped = self
-            .stats
-            .rows_dropped
-            .load(Ordering::Relaxed)
-            .saturating_sub(open.dropped_at_open);
-        *md.drops.entry(DROP_KEY_EXPORT_QUEUE.into()).or_insert(0) += dropped;
+        let dropped_now = self.stats.rows_dropped.load(Ordering::Relaxed)
+            + self.stats.rows_lost.load(Ordering::Relaxed);
+        *md.drops.entry(DROP_KEY_EXPORT_QUEUE.into()).or_insert(0) +=
+            dropped_now.saturating_sub(self.dropped_base);
         if md.window.is_none() {
             md.window = Some(Window {
                 start_ns: open.opened_ns,
@@ -506,6 +533,10 @@ impl Sink {
         let kv = md.key_values(&self.schema);
         match open.file.commit(kv) {
             Ok(done) => {
+                if let Some(now) = drops_now {
+                    self.drops_base = now;
+                }
+                self.dropped_base = dropped_now;
                 add(&self.stats.files_written, 1);
                 add(&self.stats.rows_written, done.rows);
                 add(&self.stats.bytes_written, done.bytes);
