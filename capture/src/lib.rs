@@ -19,6 +19,8 @@
 #![warn(missing_docs)]
 
 pub mod builder;
+pub mod counters;
 pub mod flow;
 pub mod packet;
+pub mod pipeline;
 pub mod source;

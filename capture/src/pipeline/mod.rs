@@ -1,0 +1,766 @@
+//! The per-core pipeline: a source read on the caller's thread, packets dissected, dispatched by
+//! the symmetric worker hash and handed to N pinned workers in batches.
+//!
+//! ```text
+//!                 frame (reader = thread 0)          dissect + hash           consume in order
+//!  PcapFile ──► raw batch k ──(k mod N)──► thread k mod N ──share of k for w──► worker w
+//!                                              (SPSC ring s→w, one per pair)
+//! ```
+//!
+//! # Design, and why
+//!
+//! On a two-core box the reader must also work, and the expensive per-packet step (touching the
+//! packet, [`dissect`](crate::packet::dissect)) must be split between cores, or the reader is the
+//! bottleneck and a second worker buys nothing. So:
+//!
+//! 1. **Framing** (thread 0, which also runs worker 0 inline): walks the pcap record headers and
+//!    cuts the file into *raw batches* of `batch` record descriptors `(offset, len, ts)` into the
+//!    shared read-only mapping — nothing is copied. Batch `k` goes to thread `k mod N`.
+//! 2. **Dissection** (every thread, on its own raw batches): `dissect` + [`FlowKey`] worker hash,
+//!    then each packet's `(descriptor, Dissection)` is appended to the *share* of batch `k` for
+//!    its worker. Every batch yields one share per worker, possibly empty.
+//! 3. **Consumption** (every thread, worker `w`): shares are consumed in strict batch order
+//!    `k = 0, 1, 2, …`, each from the thread that dissected it, over one bounded SPSC ring per
+//!    (producer, consumer) pair. So each worker sees its packets in file order, and after every
+//!    share it gets [`Worker::watermark`] with the running maximum packet time at the end of
+//!    batch `k`: the watermark sequence is identical for any worker count, so timeouts fire
+//!    identically.
+//!
+//! Buffers (raw batches, shares) are recycled through return rings: no allocation and no lock per
+//! packet (the rings are `crossbeam_channel::bounded`, touched once per batch). Back-pressure:
+//! the reader never frames more than `lookahead` batches ahead of its own consumption and a
+//! thread never dissects further ahead, which bounds every ring (capacity `2·lookahead + N + 2`
+//! suffices), so file replay waits instead of dropping. A live source would instead drop and
+//! count `ring_full_drops` when the window is full, and send empty batches carrying wall-clock
+//! watermarks while idle.
+//!
+//! With one worker there are no rings at all: frame → dissect → worker on one thread.
+//!
+//! Sources without a shared mapping (any [`PacketSource`], e.g. a live capture whose buffer dies
+//! at the next read) are copied once into the raw batch and once more into the worker's share.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use mplane_capture::packet::Dissection;
+//! use mplane_capture::pipeline::{Pipeline, PipelineConfig, Worker};
+//! use mplane_capture::source::{PacketRef, pcap::PcapFile};
+//!
+//! #[derive(Default)]
+//! struct Count(u64);
+//! impl Worker for Count {
+//!     fn packet(&mut self, _p: &PacketRef<'_>, _d: &Dissection) { self.0 += 1 }
+//!     fn watermark(&mut self, _ts_ns: u64) {}
+//!     fn finish(&mut self) {}
+//! }
+//! let file = PcapFile::open("trace.pcap".as_ref())?;
+//! let pipeline = Pipeline::new(PipelineConfig { workers: 2, ..PipelineConfig::default() });
+//! let mut workers = vec![Count::default(), Count::default()];
+//! pipeline.run_file(file, &mut workers)?;
+//! println!("{:?}", pipeline.counters().snapshot());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod affinity;
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::counters::{Counters, Local};
+use crate::flow::dispatch;
+use crate::packet::{Dissection, dissect_into};
+use crate::source::pcap::{PcapFile, Record, record_bytes};
+use crate::source::{PacketRef, PacketSource, SourceError};
+
+/// The consumer of packets: one instance per worker thread, owning its state (a flow table).
+pub trait Worker: Send {
+    /// One packet, in capture order (per worker), with its dissection.
+    fn packet(&mut self, pkt: &PacketRef<'_>, dissection: &Dissection);
+    /// Time has advanced to `ts_ns` (packet time; wall clock while a live source is idle):
+    /// expire what is due. Called after every batch, identically for any worker count.
+    fn watermark(&mut self, ts_ns: u64);
+    /// The source ended (or failed): flush everything.
+    fn finish(&mut self);
+}
+
+/// Pipeline settings.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Number of workers (threads, including the caller's). Default 1.
+    pub workers: usize,
+    /// Packets per batch. Default 128.
+    pub batch: usize,
+    /// Batches the reader may run ahead of its own consumption. Default 16.
+    pub lookahead: usize,
+    /// Pin thread `t` to `cpus[t % len]` (the caller's thread is restored afterwards).
+    pub pin: bool,
+    /// CPUs to pin to; `None` = the CPUs this process may use.
+    pub cpus: Option<Vec<usize>>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: 1,
+            batch: 128,
+            lookahead: 16,
+            pin: false,
+            cpus: None,
+        }
+    }
+}
+
+/// Errors of a pipeline run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The number of worker instances does not match the configuration.
+    #[error("pipeline configured for {want} workers, {got} given")]
+    WorkerCount {
+        /// Configured.
+        want: usize,
+        /// Given.
+        got: usize,
+    },
+    /// The source failed; every packet before the failure was delivered and workers finished.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A worker thread could not be started.
+    #[error("cannot start a worker thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Batches framed.
+    pub batches: u64,
+    /// Packets read from the source.
+    pub packets: u64,
+    /// All threads were pinned as asked.
+    pub pinned: bool,
+}
+
+/// A configured pipeline with its counters.
+#[derive(Debug)]
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    rec: Record,
+    d: Dissection,
+}
+
+#[derive(Debug, Default)]
+struct RawBatch {
+    seq: u64,
+    watermark: u64,
+    recs: Vec<Record>,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Share {
+    seq: u64,
+    watermark: u64,
+    items: Vec<Item>,
+    buf: Vec<u8>,
+}
+
+/// Cuts a source into raw batches.
+trait Framer {
+    /// Appends up to `max` records; `Ok(false)` at the end. Records appended before an error
+    /// stay in `raw`.
+    fn fill(&mut self, raw: &mut RawBatch, max: usize) -> Result<bool, SourceError>;
+    fn kernel_drops(&self) -> u64 {
+        0
+    }
+}
+
+impl Framer for PcapFile {
+    #[inline]
+    fn fill(&mut self, raw: &mut RawBatch, max: usize) -> Result<bool, SourceError> {
+        for _ in 0..max {
+            match self.next_record()? {
+                Some(r) => raw.recs.push(r),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Copies frames of any [`PacketSource`] into the raw batch.
+struct CopyFramer<S>(S);
+
+impl<S: PacketSource> Framer for CopyFramer<S> {
+    fn fill(&mut self, raw: &mut RawBatch, max: usize) -> Result<bool, SourceError> {
+        for _ in 0..max {
+            match self.0.next_packet()? {
+                Some(p) => {
+                    raw.recs.push(Record {
+                        offset: raw.buf.len(),
+                        caplen: p.data.len() as u32,
+                        orig_len: p.orig_len,
+                        ts_ns: p.ts_ns,
+                        link: p.link,
+                    });
+                    raw.buf.extend_from_slice(p.data);
+                }
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+    fn kernel_drops(&self) -> u64 {
+        self.0.kernel_drops()
+    }
+}
+
+/// State shared by all threads of one run.
+struct Shared<'m> {
+    n: usize,
+    batch: usize,
+    lookahead: u64,
+    /// Number of batches, `u64::MAX` until the reader reached the end.
+    total: AtomicU64,
+    abort: AtomicBool,
+    mapped: Option<&'m [u8]>,
+    counters: &'m Counters,
+}
+
+/// The reader's state (thread 0 only).
+struct Feeder<'f> {
+    framer: &'f mut dyn Framer,
+    raw_out: Vec<Option<Sender<RawBatch>>>,
+    raw_back: Receiver<RawBatch>,
+    local: VecDeque<RawBatch>,
+    pool: Vec<RawBatch>,
+    fs: u64,
+    eof: bool,
+    max_ts: u64,
+    packets: u64,
+}
+
+impl Feeder<'_> {
+    fn end(&mut self, sh: &Shared<'_>) {
+        self.eof = true;
+        sh.total.store(self.fs, Ordering::Release);
+    }
+
+    /// Frames batches up to `lookahead` ahead of `cs`. Returns whether anything was framed.
+    fn step(&mut self, sh: &Shared<'_>, cs: u64) -> Result<bool, SourceError> {
+        let mut progress = false;
+        while !self.eof && self.fs < cs + sh.lookahead {
+            let mut raw = self
+                .pool
+                .pop()
+                .or_else(|| self.raw_back.try_recv().ok())
+                .unwrap_or_else(|| RawBatch {
+                    recs: Vec::with_capacity(sh.batch),
+                    ..RawBatch::default()
+                });
+            raw.recs.clear();
+            raw.buf.clear();
+            let res = self.framer.fill(&mut raw, sh.batch);
+            let more = matches!(res, Ok(true));
+            if raw.recs.is_empty() {
+                self.pool.push(raw);
+            } else {
+                for r in &raw.recs {
+                    self.max_ts = self.max_ts.max(r.ts_ns);
+                }
+                let count = raw.recs.len() as u64;
+                self.packets += count;
+                sh.counters
+                    .source_packets
+                    .fetch_add(count, Ordering::Relaxed);
+                raw.seq = self.fs;
+                raw.watermark = self.max_ts;
+                let owner = (self.fs % sh.n as u64) as usize;
+                match &self.raw_out[owner] {
+                    None => self.local.push_back(raw),
+                    // Never blocks for long: the ring holds every batch the window allows.
+                    Some(tx) => {
+                        if tx.send(raw).is_err() {
+                            sh.abort.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+                self.fs += 1;
+                progress = true;
+            }
+            if !more {
+                sh.counters
+                    .kernel_drops
+                    .store(self.framer.kernel_drops(), Ordering::Relaxed);
+                self.end(sh);
+                res?;
+            }
+        }
+        Ok(progress)
+    }
+}
+
+/// The ring ends one thread holds.
+struct Ends {
+    raw_in: Option<Receiver<RawBatch>>,
+    raw_back: Sender<RawBatch>,
+    share_out: Vec<Option<Sender<Share>>>,
+    share_in: Vec<Option<Receiver<Share>>>,
+    back_out: Vec<Option<Sender<Share>>>,
+    back_in: Receiver<Share>,
+}
+
+fn build_ends(
+    n: usize,
+    cap: usize,
+) -> (Vec<Ends>, Vec<Option<Sender<RawBatch>>>, Receiver<RawBatch>) {
+    let (raw_back_tx, raw_back_rx) = bounded(cap * n);
+    let mut raw_out = vec![None];
+    let mut raw_in = vec![None];
+    for _ in 1..n {
+        let (tx, rx) = bounded(cap);
+        raw_out.push(Some(tx));
+        raw_in.push(Some(rx));
+    }
+    let mut share_out: Vec<Vec<Option<Sender<Share>>>> = (0..n).map(|_| vec![None; n]).collect();
+    let mut share_in: Vec<Vec<Option<Receiver<Share>>>> = (0..n).map(|_| vec![None; n]).collect();
+    for s in 0..n {
+        for w in 0..n {
+            if s != w {
+                let (tx, rx) = bounded(cap);
+                share_out[s][w] = Some(tx);
+                share_in[w][s] = Some(rx);
+            }
+        }
+    }
+    let mut back_in = Vec::new();
+    let mut back_tx = Vec::new();
+    for _ in 0..n {
+        let (tx, rx) = bounded(cap * n);
+        back_in.push(rx);
+        back_tx.push(tx);
+    }
+    let mut ends = Vec::new();
+    for (t, ((so, si), bi)) in share_out.into_iter().zip(share_in).zip(back_in).enumerate() {
+        ends.push(Ends {
+            raw_in: raw_in[t].take(),
+            raw_back: raw_back_tx.clone(),
+            share_out: so,
+            share_in: si,
+            back_out: (0..n)
+                .map(|s| (s != t).then(|| back_tx[s].clone()))
+                .collect(),
+            back_in: bi,
+        });
+    }
+    (ends, raw_out, raw_back_rx)
+}
+
+#[inline(always)]
+fn backoff(idle: &mut u32) {
+    *idle += 1;
+    if *idle < 64 {
+        std::hint::spin_loop();
+    } else if *idle < 256 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
+
+/// One pipeline thread: (thread 0: frame), dissect own batches, consume shares in order.
+fn thread_loop<W: Worker>(
+    t: usize,
+    sh: &Shared<'_>,
+    ends: Ends,
+    mut feeder: Option<Feeder<'_>>,
+    worker: &mut W,
+) -> Result<u64, SourceError> {
+    let n = sh.n;
+    let stage = &sh.counters.stages[t];
+    let mut local = Local::default();
+    let mut d = Dissection::default();
+    let mut local_shares: VecDeque<Share> = VecDeque::new();
+    let mut pool: Vec<Share> = Vec::new();
+    let mut outs: Vec<Share> = Vec::with_capacity(n);
+    let mut cs: u64 = 0;
+    let mut ds: u64 = t as u64;
+    let mut idle = 0u32;
+    let mut result = Ok(());
+    loop {
+        let mut progress = false;
+        if let Some(f) = feeder.as_mut() {
+            match f.step(sh, cs) {
+                Ok(p) => progress |= p,
+                Err(e) => {
+                    result = Err(e);
+                    progress = true;
+                }
+            }
+        }
+        // Dissect own raw batches, at most `lookahead` ahead of our consumption.
+        while ds < cs + sh.lookahead {
+            let raw = match feeder.as_mut() {
+                Some(f) => f.local.pop_front(),
+                None => ends.raw_in.as_ref().and_then(|r| r.try_recv().ok()),
+            };
+            let Some(raw) = raw else { break };
+            outs.clear();
+            for _ in 0..n {
+                let s = pool
+                    .pop()
+                    .or_else(|| ends.back_in.try_recv().ok())
+                    .unwrap_or_else(|| Share {
+                        items: Vec::with_capacity(sh.batch),
+                        ..Share::default()
+                    });
+                outs.push(s);
+            }
+            for rec in &raw.recs {
+                let bytes = match sh.mapped {
+                    Some(m) => record_bytes(m, rec),
+                    None => record_bytes(&raw.buf, rec),
+                };
+                dissect_into(&mut d, rec.link, bytes);
+                local.count_dissection(&d);
+                let w = dispatch(&d, n);
+                let out = &mut outs[w];
+                let mut rec = *rec;
+                if sh.mapped.is_none() {
+                    rec.offset = out.buf.len();
+                    out.buf.extend_from_slice(bytes);
+                }
+                out.items.push(Item { rec, d });
+            }
+            for (w, mut s) in outs.drain(..).enumerate() {
+                s.seq = raw.seq;
+                s.watermark = raw.watermark;
+                match &ends.share_out[w] {
+                    None => local_shares.push_back(s),
+                    Some(tx) => {
+                        if tx.send(s).is_err() {
+                            sh.abort.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            match feeder.as_mut() {
+                Some(f) => f.pool.push(raw),
+                None => {
+                    let _ = ends.raw_back.try_send(raw);
+                }
+            }
+            ds += n as u64;
+            progress = true;
+        }
+        // Consume shares in batch order.
+        loop {
+            if cs >= sh.total.load(Ordering::Acquire) {
+                break;
+            }
+            let src = (cs % n as u64) as usize;
+            let share = if src == t {
+                if local_shares.front().is_some_and(|s| s.seq == cs) {
+                    local_shares.pop_front()
+                } else {
+                    None
+                }
+            } else {
+                ends.share_in[src].as_ref().and_then(|r| r.try_recv().ok())
+            };
+            let Some(mut share) = share else { break };
+            for it in &share.items {
+                let data = match sh.mapped {
+                    Some(m) => record_bytes(m, &it.rec),
+                    None => record_bytes(&share.buf, &it.rec),
+                };
+                let p = PacketRef {
+                    data,
+                    ts_ns: it.rec.ts_ns,
+                    orig_len: it.rec.orig_len,
+                    link: it.rec.link,
+                };
+                worker.packet(&p, &it.d);
+                local.bytes += u64::from(it.rec.orig_len);
+            }
+            local.packets += share.items.len() as u64;
+            local.batches += 1;
+            worker.watermark(share.watermark);
+            local.publish(stage);
+            share.items.clear();
+            share.buf.clear();
+            match &ends.back_out[src] {
+                None => pool.push(share),
+                Some(tx) => {
+                    let _ = tx.try_send(share);
+                }
+            }
+            cs += 1;
+            progress = true;
+        }
+        if cs >= sh.total.load(Ordering::Acquire) || sh.abort.load(Ordering::Relaxed) {
+            break;
+        }
+        if progress {
+            idle = 0;
+        } else {
+            backoff(&mut idle);
+        }
+    }
+    local.publish(stage);
+    worker.finish();
+    result.map(|()| feeder.map_or(0, |f| f.packets))
+}
+
+impl Pipeline {
+    /// A pipeline with fresh counters.
+    pub fn new(mut cfg: PipelineConfig) -> Self {
+        cfg.workers = cfg.workers.max(1);
+        cfg.batch = cfg.batch.clamp(1, 4096);
+        cfg.lookahead = cfg.lookahead.clamp(1, 1024);
+        Pipeline {
+            counters: Arc::new(Counters::new(cfg.workers)),
+            cfg,
+        }
+    }
+
+    /// The counters (shareable; read them any time, e.g. from a stats thread).
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
+    /// Replays a pcap/pcapng file zero-copy through `workers` (one per configured worker;
+    /// `workers[0]` runs on the caller's thread). Never drops: the reader waits for workers.
+    pub fn run_file<W: Worker>(
+        &self,
+        mut file: PcapFile,
+        workers: &mut [W],
+    ) -> Result<RunReport, PipelineError> {
+        let map = Arc::clone(file.mapping());
+        self.run(&mut file, Some(map.bytes()), workers)
+    }
+
+    /// Runs any [`PacketSource`] (frames are copied into batches) through `workers`.
+    pub fn run_source<S: PacketSource, W: Worker>(
+        &self,
+        source: S,
+        workers: &mut [W],
+    ) -> Result<RunReport, PipelineError> {
+        let mut f = CopyFramer(source);
+        self.run(&mut f, None, workers)
+    }
+
+    fn run<W: Worker>(
+        &self,
+        framer: &mut dyn Framer,
+        mapped: Option<&[u8]>,
+        workers: &mut [W],
+    ) -> Result<RunReport, PipelineError> {
+        let n = self.cfg.workers;
+        if workers.len() != n {
+            return Err(PipelineError::WorkerCount {
+                want: n,
+                got: workers.len(),
+            });
+        }
+        let cpus = self.cfg.cpus.clone().unwrap_or_else(affinity::allowed_cpus);
+        let restore = affinity::allowed_cpus();
+        let pinned = AtomicBool::new(self.cfg.pin);
+        let pin = |t: usize| {
+            if self.cfg.pin {
+                let ok = cpus
+                    .get(t % cpus.len().max(1))
+                    .is_some_and(|&c| affinity::pin_current_thread(c).is_ok());
+                if !ok {
+                    pinned.store(false, Ordering::Relaxed);
+                }
+            }
+        };
+        let report = if n == 1 {
+            pin(0);
+            self.run_single(framer, mapped, &mut workers[0])
+        } else {
+            self.run_multi(framer, mapped, workers, &pin)
+        };
+        if self.cfg.pin {
+            let _ = affinity::set_current_thread_cpus(&restore);
+        }
+        let mut report = report?;
+        report.pinned = pinned.load(Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// One worker: frame → dissect → worker on the caller's thread, no rings.
+    fn run_single<W: Worker>(
+        &self,
+        framer: &mut dyn Framer,
+        mapped: Option<&[u8]>,
+        worker: &mut W,
+    ) -> Result<RunReport, PipelineError> {
+        let stage = &self.counters.stages[0];
+        let mut local = Local::default();
+        let mut raw = RawBatch {
+            recs: Vec::with_capacity(self.cfg.batch),
+            ..RawBatch::default()
+        };
+        let mut d = Dissection::default();
+        let mut max_ts = 0u64;
+        let mut report = RunReport::default();
+        let result = loop {
+            raw.recs.clear();
+            raw.buf.clear();
+            let res = framer.fill(&mut raw, self.cfg.batch);
+            if !raw.recs.is_empty() {
+                for rec in &raw.recs {
+                    let data = match mapped {
+                        Some(m) => record_bytes(m, rec),
+                        None => record_bytes(&raw.buf, rec),
+                    };
+                    dissect_into(&mut d, rec.link, data);
+                    local.count_dissection(&d);
+                    max_ts = max_ts.max(rec.ts_ns);
+                    let p = PacketRef {
+                        data,
+                        ts_ns: rec.ts_ns,
+                        orig_len: rec.orig_len,
+                        link: rec.link,
+                    };
+                    worker.packet(&p, &d);
+                    local.bytes += u64::from(rec.orig_len);
+                }
+                let count = raw.recs.len() as u64;
+                local.packets += count;
+                local.batches += 1;
+                report.packets += count;
+                report.batches += 1;
+                self.counters
+                    .source_packets
+                    .fetch_add(count, Ordering::Relaxed);
+                worker.watermark(max_ts);
+                local.publish(stage);
+            }
+            match res {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.counters
+            .kernel_drops
+            .store(framer.kernel_drops(), Ordering::Relaxed);
+        local.publish(stage);
+        worker.finish();
+        result?;
+        Ok(report)
+    }
+
+    fn run_multi<W: Worker>(
+        &self,
+        framer: &mut dyn Framer,
+        mapped: Option<&[u8]>,
+        workers: &mut [W],
+        pin: &(dyn Fn(usize) + Sync),
+    ) -> Result<RunReport, PipelineError> {
+        let n = self.cfg.workers;
+        let la = self.cfg.lookahead;
+        let cap = 2 * la + n + 2;
+        let sh = Shared {
+            n,
+            batch: self.cfg.batch,
+            lookahead: la as u64,
+            total: AtomicU64::new(u64::MAX),
+            abort: AtomicBool::new(false),
+            mapped,
+            counters: &self.counters,
+        };
+        let (mut ends, raw_out, raw_back) = build_ends(n, cap);
+        let feeder = Feeder {
+            framer,
+            raw_out,
+            raw_back,
+            local: VecDeque::new(),
+            pool: Vec::new(),
+            fs: 0,
+            eof: false,
+            max_ts: 0,
+            packets: 0,
+        };
+        let (w0, rest) = workers.split_at_mut(1);
+        let ends0 = ends.remove(0);
+        let sh = &sh;
+        let res0 = std::thread::scope(|scope| {
+            let handles: Vec<_> = rest
+                .iter_mut()
+                .zip(ends)
+                .enumerate()
+                .map(|(i, (w, e))| {
+                    let t = i + 1;
+                    std::thread::Builder::new()
+                        .name(format!("capture-w{t}"))
+                        .spawn_scoped(scope, move || {
+                            pin(t);
+                            let r =
+                                catch_unwind(AssertUnwindSafe(|| thread_loop(t, sh, e, None, w)));
+                            if r.is_err() {
+                                sh.abort.store(true, Ordering::Relaxed);
+                            }
+                            r
+                        })
+                })
+                .collect();
+            if handles.iter().any(|h| h.is_err()) {
+                sh.abort.store(true, Ordering::Relaxed);
+            }
+            pin(0);
+            let r0 = catch_unwind(AssertUnwindSafe(|| {
+                thread_loop(0, sh, ends0, Some(feeder), &mut w0[0])
+            }));
+            if r0.is_err() {
+                sh.abort.store(true, Ordering::Relaxed);
+            }
+            let mut panic = None;
+            let mut spawn_error = None;
+            for h in handles {
+                match h {
+                    Ok(h) => match h.join() {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(p)) | Err(p) => panic = Some(p),
+                    },
+                    Err(e) => {
+                        sh.abort.store(true, Ordering::Relaxed);
+                        spawn_error = Some(e);
+                    }
+                }
+            }
+            match (r0, panic) {
+                (Err(p), _) | (Ok(_), Some(p)) => Err(p),
+                (Ok(r), None) => Ok((r, spawn_error)),
+            }
+        });
+        let packets = match res0 {
+            Ok((_, Some(e))) => return Err(PipelineError::Spawn(e)),
+            Ok((r, None)) => r?,
+            Err(p) => resume_unwind(p),
+        };
+        let total = sh.total.load(Ordering::Acquire);
+        Ok(RunReport {
+            batches: total,
+            packets,
+            pinned: false,
+        })
+    }
+}

@@ -1,0 +1,501 @@
+//! Integration tests: files written with the crate's builder, read back through the sources,
+//! the dissector and the pipeline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use mplane_capture::builder::{Builder, PcapWriter, PcapngWriter, fragment};
+use mplane_capture::flow::{Direction, FlowKey, KeyKind};
+use mplane_capture::packet::tcp::flags;
+use mplane_capture::packet::{Dissection, ErrorKind, Layer, LinkType, ParseError, dissect};
+use mplane_capture::pipeline::{Pipeline, PipelineConfig, Worker};
+use mplane_capture::source::pcap::PcapFile;
+use mplane_capture::source::{PacketRef, PacketSource};
+use proptest::prelude::*;
+
+fn v6(x: u8) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = 0x20;
+    a[1] = 0x01;
+    a[2] = 0x0d;
+    a[3] = 0xb8;
+    a[15] = x;
+    a
+}
+
+/// A frame in the test workload: bytes, and how many leading bytes were captured.
+struct Frame {
+    bytes: Vec<u8>,
+    caplen: usize,
+}
+
+fn full(bytes: Vec<u8>) -> Frame {
+    let caplen = bytes.len();
+    Frame { bytes, caplen }
+}
+
+/// A mixed workload: many TCP conversations (both directions), UDP, ICMP echo and errors,
+/// v4/v6, VLAN/QinQ, fragments, tunnels and snaplen-truncated frames.
+fn workload() -> Vec<Frame> {
+    let mut out = Vec::new();
+    for i in 0..60u8 {
+        let c = [10, 0, i / 16, i];
+        let s = [192, 168, 0, 1 + i % 5];
+        let cp = 40000 + u16::from(i);
+        let tag = |b: Builder| match i % 4 {
+            0 => b,
+            1 => b.vlan(100 + u16::from(i)),
+            2 => b.qinq(7).vlan(u16::from(i)),
+            _ => b,
+        };
+        if i % 4 == 3 {
+            let (c6, s6) = (v6(i), v6(200));
+            out.push(full(
+                tag(Builder::ethernet())
+                    .ipv6(c6, s6)
+                    .tcp(cp, 443, 1, 0, flags::SYN)
+                    .build(),
+            ));
+            out.push(full(
+                tag(Builder::ethernet())
+                    .ipv6(s6, c6)
+                    .tcp(443, cp, 9, 2, flags::SYN | flags::ACK)
+                    .build(),
+            ));
+            out.push(full(
+                tag(Builder::ethernet())
+                    .ipv6(c6, s6)
+                    .tcp(cp, 443, 2, 10, flags::ACK)
+                    .build(),
+            ));
+        } else {
+            out.push(full(
+                tag(Builder::ethernet())
+                    .ipv4(c, s)
+                    .tcp(cp, 80, 1, 0, flags::SYN)
+                    .build(),
+            ));
+            out.push(full(
+                tag(Builder::ethernet())
+                    .ipv4(s, c)
+                    .tcp(80, cp, 9, 2, flags::SYN | flags::ACK)
+                    .build(),
+            ));
+            let data = tag(Builder::ethernet())
+                .ipv4(c, s)
+                .tcp(cp, 80, 2, 10, flags::ACK | flags::PSH)
+                .payload(&[b'x'; 600])
+                .build();
+            // captured with a 96-byte snaplen
+            out.push(Frame {
+                bytes: data,
+                caplen: 96,
+            });
+        }
+        // DNS-like UDP both ways
+        out.push(full(
+            Builder::ethernet()
+                .ipv4(c, [8, 8, 8, 8])
+                .udp(cp, 53)
+                .payload(&[1; 30])
+                .build(),
+        ));
+        out.push(full(
+            Builder::ethernet()
+                .ipv4([8, 8, 8, 8], c)
+                .udp(53, cp)
+                .payload(&[2; 80])
+                .build(),
+        ));
+        if i % 6 == 0 {
+            out.push(full(
+                Builder::ethernet()
+                    .ipv4(c, s)
+                    .icmp(8, 0, u16::from(i), 1)
+                    .build(),
+            ));
+            out.push(full(
+                Builder::ethernet()
+                    .ipv4(s, c)
+                    .icmp(0, 0, u16::from(i), 1)
+                    .build(),
+            ));
+            let quoted = Builder::raw().ipv4(c, s).udp(cp, 33434).build();
+            out.push(full(
+                Builder::ethernet()
+                    .ipv4([172, 16, 0, 1], c)
+                    .icmp(11, 0, 0, 0)
+                    .payload(&quoted)
+                    .build(),
+            ));
+        }
+        if i % 10 == 0 {
+            let big = Builder::ethernet()
+                .ipv4(c, s)
+                .udp(5000, 5001)
+                .payload(&[3; 400])
+                .build();
+            for f in fragment(&big, 14, 128, u32::from(i) + 1000) {
+                out.push(full(f));
+            }
+            let big6 = Builder::ethernet()
+                .ipv6(v6(i), v6(201))
+                .udp(5000, 5001)
+                .payload(&[4; 300])
+                .build();
+            for f in fragment(&big6, 14, 128, u32::from(i) + 7000) {
+                out.push(full(f));
+            }
+            out.push(full(
+                Builder::ethernet()
+                    .ipv4([1, 1, 1, 1], [2, 2, 2, 2])
+                    .udp(40000 + u16::from(i), 4789)
+                    .vxlan(u32::from(i))
+                    .inner_ethernet()
+                    .ipv4(c, s)
+                    .tcp(cp, 22, 1, 1, flags::ACK)
+                    .build(),
+            ));
+            out.push(full(
+                Builder::ethernet()
+                    .ipv4([3, 3, 3, 3], [4, 4, 4, 4])
+                    .udp(2152, 2152)
+                    .gtp(0x100 + u32::from(i))
+                    .ipv4(c, s)
+                    .udp(cp, 443)
+                    .build(),
+            ));
+            out.push(full(
+                Builder::ethernet()
+                    .ipv4([5, 5, 5, 5], [6, 6, 6, 6])
+                    .gre(Some(u32::from(i)))
+                    .ipv6(v6(i), v6(202))
+                    .udp(cp, 53)
+                    .build(),
+            ));
+        }
+    }
+    // a frame cut inside its IPv4 header, and one that is not IP at all
+    let f = Builder::ethernet()
+        .ipv4([9, 9, 9, 9], [9, 9, 9, 8])
+        .udp(1, 2)
+        .build();
+    out.push(Frame {
+        bytes: f,
+        caplen: 20,
+    });
+    let mut arp = vec![0xff; 12];
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.resize(60, 0);
+    out.push(full(arp));
+    out
+}
+
+const T0: u64 = 1_700_000_000_000_000_000;
+
+/// Packet `i` has timestamp T0 + i µs (unique, so it identifies the packet).
+fn ts(i: usize) -> u64 {
+    T0 + i as u64 * 1000
+}
+
+fn write_pcap(path: &Path, frames: &[Frame]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = PcapWriter::new(
+        std::io::BufWriter::new(f),
+        LinkType::ETHERNET,
+        65535,
+        true,
+        false,
+    )
+    .unwrap();
+    for (i, fr) in frames.iter().enumerate() {
+        w.write(ts(i), &fr.bytes[..fr.caplen], fr.bytes.len() as u32)
+            .unwrap();
+    }
+}
+
+fn write_pcapng(path: &Path, frames: &[Frame]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = PcapngWriter::new(std::io::BufWriter::new(f)).unwrap();
+    let a = w.interface(LinkType::ETHERNET, 0, Some(9)).unwrap();
+    let b = w.interface(LinkType::ETHERNET, 0, None).unwrap();
+    for (i, fr) in frames.iter().enumerate() {
+        let iface = if i % 2 == 0 { a } else { b };
+        w.packet(iface, ts(i), &fr.bytes[..fr.caplen], fr.bytes.len() as u32)
+            .unwrap();
+    }
+}
+
+type FragId = ([u8; 16], [u8; 16], u32);
+type Seen = (u64, Option<(FlowKey, Direction)>, Option<FragId>);
+
+#[derive(Default)]
+struct Recorder {
+    /// (ts, key, fragment (addrs, ident) if a fragment)
+    seen: Vec<Seen>,
+    watermarks: Vec<u64>,
+    finished: bool,
+}
+
+impl Worker for Recorder {
+    fn packet(&mut self, pkt: &PacketRef<'_>, d: &Dissection) {
+        // the dissection shipped with the packet matches the bytes
+        assert_eq!(&dissect(pkt.link, pkt.data), d);
+        let frag = d.frag.is_fragment.then(|| {
+            let (a, b) = if d.src <= d.dst {
+                (d.src, d.dst)
+            } else {
+                (d.dst, d.src)
+            };
+            (a, b, d.frag.ident)
+        });
+        self.seen
+            .push((pkt.ts_ns, FlowKey::from_dissection(d), frag));
+    }
+    fn watermark(&mut self, ts_ns: u64) {
+        if let Some(&last) = self.watermarks.last() {
+            assert!(ts_ns >= last);
+        }
+        self.watermarks.push(ts_ns);
+    }
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+fn check_run(workers: &[Recorder], n_frames: usize) {
+    let mut all = BTreeSet::new();
+    let mut key_worker: BTreeMap<FlowKey, usize> = BTreeMap::new();
+    let mut frag_worker: BTreeMap<([u8; 16], [u8; 16], u32), usize> = BTreeMap::new();
+    for (w, r) in workers.iter().enumerate() {
+        assert!(r.finished);
+        let mut last = 0;
+        for (t, key, frag) in &r.seen {
+            assert!(*t > last, "worker {w} saw packets out of order");
+            last = *t;
+            assert!(all.insert(*t), "packet {t} delivered twice");
+            if let Some((k, _)) = key
+                && let Some(prev) = key_worker.insert(*k, w)
+            {
+                assert_eq!(prev, w, "flow {k:?} on two workers");
+            }
+            if let Some(f) = frag
+                && let Some(prev) = frag_worker.insert(*f, w)
+            {
+                assert_eq!(prev, w, "fragments of one datagram on two workers");
+            }
+        }
+    }
+    assert_eq!(all.len(), n_frames, "every packet exactly once");
+    // every worker got the same watermark sequence
+    for r in workers {
+        assert_eq!(r.watermarks, workers[0].watermarks);
+    }
+}
+
+#[test]
+fn pipeline_delivers_everything_once_for_1_2_3_workers() {
+    let frames = workload();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("w.pcap");
+    let ng = dir.path().join("w.pcapng");
+    write_pcap(&pcap, &frames);
+    write_pcapng(&ng, &frames);
+    let mut reference_watermarks = None;
+    for path in [&pcap, &ng] {
+        for n in 1..=3 {
+            for batch in [1, 7, 64] {
+                for copy in [false, true] {
+                    let p = Pipeline::new(PipelineConfig {
+                        workers: n,
+                        batch,
+                        lookahead: 3,
+                        pin: n == 2,
+                        cpus: None,
+                    });
+                    let mut ws: Vec<Recorder> = (0..n).map(|_| Recorder::default()).collect();
+                    let file = PcapFile::open(path).unwrap();
+                    let rep = if copy {
+                        p.run_source(file, &mut ws).unwrap()
+                    } else {
+                        p.run_file(file, &mut ws).unwrap()
+                    };
+                    assert_eq!(rep.packets, frames.len() as u64);
+                    check_run(&ws, frames.len());
+                    if batch == 7 {
+                        match &reference_watermarks {
+                            None => reference_watermarks = Some(ws[0].watermarks.clone()),
+                            Some(r) => assert_eq!(r, &ws[0].watermarks, "n={n}"),
+                        }
+                    }
+                    let s = p.counters().snapshot();
+                    assert_eq!(s.packets, frames.len() as u64);
+                    assert_eq!(s.source_packets, frames.len() as u64);
+                    assert_eq!(s.workers.len(), n);
+                    assert_eq!(
+                        s.workers.iter().map(|w| w.dissected).sum::<u64>(),
+                        frames.len() as u64
+                    );
+                    let cut = frames.iter().filter(|f| f.caplen < f.bytes.len()).count() as u64;
+                    assert_eq!(s.truncated, cut);
+                    assert_eq!(s.non_ip, 2);
+                    assert_eq!(
+                        s.parse_error(ParseError::new(Layer::Ipv4, ErrorKind::Truncated)),
+                        1
+                    );
+                    assert_eq!(s.parse_errors_total(), 1);
+                    assert_eq!(s.parse_errors_by_layer()[Layer::Ipv4 as usize], 1);
+                    if n > 1 {
+                        assert!(s.workers.iter().all(|w| w.packets > 0), "{s:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn views_read_back_what_was_written() {
+    let frames = workload();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("w.pcap");
+    write_pcap(&pcap, &frames);
+    let mut f = PcapFile::open(&pcap).unwrap();
+    let mut i = 0;
+    let mut kinds = BTreeMap::new();
+    while let Some(p) = f.next_packet().unwrap() {
+        let fr = &frames[i];
+        assert_eq!(p.data, &fr.bytes[..fr.caplen]);
+        assert_eq!(p.ts_ns, ts(i));
+        assert_eq!(p.orig_len as usize, fr.bytes.len());
+        let d = dissect(p.link, p.data);
+        if let Some((k, _)) = FlowKey::from_dissection(&d) {
+            *kinds.entry(k.kind).or_insert(0) += 1;
+        }
+        i += 1;
+    }
+    assert_eq!(i, frames.len());
+    assert!(kinds[&(KeyKind::IcmpEcho as u8)] == 20);
+    assert!(kinds[&(KeyKind::IcmpError as u8)] == 10);
+    assert!(kinds[&(KeyKind::Fragment as u8)] > 0);
+}
+
+#[test]
+fn worker_count_mismatch_is_an_error() {
+    let frames = workload();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("w.pcap");
+    write_pcap(&pcap, &frames);
+    let p = Pipeline::new(PipelineConfig {
+        workers: 2,
+        ..PipelineConfig::default()
+    });
+    let mut ws = vec![Recorder::default()];
+    assert!(p.run_file(PcapFile::open(&pcap).unwrap(), &mut ws).is_err());
+}
+
+#[test]
+fn truncated_file_delivers_prefix_then_errors() {
+    let frames = workload();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("w.pcap");
+    write_pcap(&pcap, &frames);
+    let bytes = std::fs::read(&pcap).unwrap();
+    std::fs::write(&pcap, &bytes[..bytes.len() - 5]).unwrap();
+    for n in [1, 2, 3] {
+        let p = Pipeline::new(PipelineConfig {
+            workers: n,
+            batch: 16,
+            ..PipelineConfig::default()
+        });
+        let mut ws: Vec<Recorder> = (0..n).map(|_| Recorder::default()).collect();
+        let r = p.run_file(PcapFile::open(&pcap).unwrap(), &mut ws);
+        assert!(r.is_err());
+        check_run(&ws, frames.len() - 1);
+    }
+}
+
+fn all_links() -> [LinkType; 11] {
+    [
+        LinkType::ETHERNET,
+        LinkType::NULL,
+        LinkType::LOOP,
+        LinkType::RAW,
+        LinkType::RAW_BSD12,
+        LinkType::RAW_BSD14,
+        LinkType::IPV4,
+        LinkType::IPV6,
+        LinkType::LINUX_SLL,
+        LinkType::LINUX_SLL2,
+        LinkType(147),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn dissect_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+        for l in all_links() {
+            let d = dissect(l, &data);
+            let _ = FlowKey::from_dissection(&d);
+            prop_assert!(d.l3_offset as usize <= data.len());
+            prop_assert!(d.l4_offset as usize <= data.len());
+        }
+    }
+
+    #[test]
+    fn dissect_never_panics_on_mutated_frames(
+        idx in 0usize..400, pos in any::<usize>(), val in any::<u8>(), cut in any::<usize>()
+    ) {
+        let frames = workload();
+        let f = &frames[idx % frames.len()].bytes;
+        let mut f = f.clone();
+        let p = pos % f.len();
+        f[p] = val;
+        let c = cut % (f.len() + 1);
+        let _ = dissect(LinkType::ETHERNET, &f[..c]);
+    }
+
+    #[test]
+    fn pcap_reader_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300), magic in 0usize..3) {
+        let mut bytes = match magic {
+            0 => vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0],
+            1 => vec![0x0a, 0x0d, 0x0d, 0x0a],
+            _ => vec![],
+        };
+        bytes.extend_from_slice(&data);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        std::fs::write(&p, &bytes).unwrap();
+        if let Ok(mut f) = PcapFile::open(&p) {
+            for _ in 0..1000 {
+                match f.next_packet() {
+                    Ok(Some(_)) => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flow_hash_is_symmetric(
+        a in any::<[u8; 4]>(), b in any::<[u8; 4]>(), a6 in any::<[u8; 16]>(), b6 in any::<[u8; 16]>(),
+        sp in any::<u16>(), dp in any::<u16>(), vid in 0u16..4096, v4 in any::<bool>(), tcp in any::<bool>()
+    ) {
+        let mk = |fwd: bool| {
+            let (x, y, xp, yp) = if fwd { (a, b, sp, dp) } else { (b, a, dp, sp) };
+            let (x6, y6) = if fwd { (a6, b6) } else { (b6, a6) };
+            let bld = Builder::ethernet().vlan(vid);
+            let bld = if v4 { bld.ipv4(x, y) } else { bld.ipv6(x6, y6) };
+            let bld = if tcp { bld.tcp(xp, yp, 1, 1, flags::ACK) } else { bld.udp(xp, yp) };
+            FlowKey::from_dissection(&dissect(LinkType::ETHERNET, &bld.build())).unwrap()
+        };
+        let (k1, d1) = mk(true);
+        let (k2, d2) = mk(false);
+        prop_assert_eq!(k1, k2);
+        prop_assert_eq!(k1.hash64(), k2.hash64());
+        prop_assert_eq!(k1.worker_hash(), k2.worker_hash());
+        if k1.addr_a != k1.addr_b || k1.port_a != k1.port_b {
+            prop_assert_ne!(d1, d2);
+        }
+    }
+}
