@@ -1,0 +1,347 @@
+//! Flow records → ZSTD Parquet on one core: records/s and bytes/record.
+//!
+//! Generates flow-record-like rows (50 columns: 4 timestamps, 4 addresses,
+//! 33 counters, 4 strings, 3 reals, 2 booleans), then, per repetition,
+//! builds RecordBatches with `ColumnsBuilder` and writes them through a
+//! `Sink` on the calling thread. Prints one line per run and the medians.
+//!
+//! ```text
+//! cargo run --release -p mplane-bench --bin export_parquet -- \
+//!     [--records N] [--batch N] [--repeat N] [--zstd L] [--dict text|all|strings|none] \
+//!     [--row-group N] [--page-stats] [--out DIR]
+//! ```
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use mplane::registry::Primitive;
+use mplane_export::{
+    ColumnsBuilder, DictionaryPolicy, ExportError, ExportSchema, Sink, SinkConfig,
+};
+
+const N_COUNTERS: usize = 33;
+
+/// A flow record as a probe might keep it.
+struct Flow {
+    times: [i64; 4],
+    addrs: [IpAddr; 4],
+    counters: [u64; N_COUNTERS],
+    iface: &'static str,
+    app: &'static str,
+    reason: &'static str,
+    label: String,
+    reals: [f64; 3],
+    bidir: bool,
+    complete: bool,
+}
+
+const COUNTER_NAMES: [&str; N_COUNTERS] = [
+    "source.port",
+    "destination.port",
+    "protocol.ip",
+    "vlan.id",
+    "tos",
+    "ttl.min",
+    "ttl.max",
+    "packets.ip.forward",
+    "packets.ip.backward",
+    "octets.ip.forward",
+    "octets.ip.backward",
+    "packets.tcp.syn",
+    "packets.tcp.fin",
+    "packets.tcp.rst",
+    "packets.tcp.ack",
+    "packets.tcp.psh",
+    "packets.retransmitted.forward",
+    "packets.retransmitted.backward",
+    "packets.outoforder",
+    "packets.duplicate",
+    "packets.lost",
+    "octets.payload.forward",
+    "octets.payload.backward",
+    "window.min",
+    "window.max",
+    "mss",
+    "iat.us.min",
+    "iat.us.max",
+    "iat.us.mean",
+    "rtt.us.syn",
+    "fragments",
+    "flow.id",
+    "worker.id",
+];
+
+fn schema() -> Result<Arc<ExportSchema>, ExportError> {
+    let mut cols: Vec<(String, Primitive)> = Vec::new();
+    for t in ["start", "end", "time.first.payload", "time.last.payload"] {
+        cols.push((t.into(), Primitive::Time));
+    }
+    for a in [
+        "source.ip",
+        "destination.ip",
+        "nat.source.ip",
+        "nat.destination.ip",
+    ] {
+        cols.push((a.into(), Primitive::Address));
+    }
+    for c in COUNTER_NAMES {
+        cols.push((c.into(), Primitive::Natural));
+    }
+    for s in [
+        "source.interface",
+        "application",
+        "flow.end.reason",
+        "label",
+    ] {
+        cols.push((s.into(), Primitive::String));
+    }
+    for r in ["rtt.ms.mean", "jitter.ms", "loss.ratio"] {
+        cols.push((r.into(), Primitive::Real));
+    }
+    for b in ["flows.bidirectional", "flow.complete"] {
+        cols.push((b.into(), Primitive::Boolean));
+    }
+    Ok(Arc::new(ExportSchema::from_elements(
+        "https://probe.invalid/registry/flows",
+        cols,
+    )?))
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// Roughly log-uniform in [0, 2^bits): counters are mostly small.
+    fn heavy(&mut self, bits: u32) -> u64 {
+        let b = self.below(u64::from(bits) + 1) as u32;
+        if b == 0 { 0 } else { self.next() >> (64 - b) }
+    }
+}
+
+fn generate(n: usize) -> Vec<Flow> {
+    const IFACES: [&str; 4] = ["eth0", "eth1", "ens1f0", "ens1f1"];
+    const APPS: [&str; 8] = [
+        "http", "tls", "dns", "quic", "ssh", "ntp", "smtp", "unknown",
+    ];
+    const REASONS: [&str; 4] = ["idle", "active", "fin", "rst"];
+    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    let t0: i64 = 1_795_573_758_000_000_000;
+    let clients: Vec<IpAddr> = (0..20_000u32)
+        .map(|i| IpAddr::from((0x0a00_0000u32 | i).to_be_bytes()))
+        .collect();
+    let servers: Vec<IpAddr> = (0..2_000u64)
+        .map(|i| {
+            if i % 4 == 0 {
+                IpAddr::from([0x2001, 0xdb8, 0, (i >> 8) as u16, 0, 0, 0, i as u16 + 1])
+            } else {
+                IpAddr::from((0xc633_6400u32 + i as u32).to_be_bytes())
+            }
+        })
+        .collect();
+    (0..n)
+        .map(|i| {
+            let start = t0 + i as i64 * 1_000 + r.below(1_000_000) as i64;
+            let dur = r.heavy(36) as i64;
+            let src = clients[r.below(clients.len() as u64) as usize];
+            let dst = servers[(r.heavy(11) % servers.len() as u64) as usize];
+            let mut counters = [0u64; N_COUNTERS];
+            for (k, c) in counters.iter_mut().enumerate() {
+                *c = match k {
+                    0 => 1024 + r.below(64_000),
+                    1 => [443, 80, 53, 22, 123, 25][r.below(6) as usize],
+                    2 => [6, 17][r.below(2) as usize],
+                    3 => 100,
+                    31 => i as u64,
+                    32 => (i % 2) as u64,
+                    _ => r.heavy(24),
+                };
+            }
+            Flow {
+                times: [start, start + dur, start + 1_000, start + dur - 1_000],
+                addrs: [src, dst, src, dst],
+                counters,
+                iface: IFACES[r.below(4) as usize],
+                app: APPS[r.below(8) as usize],
+                reason: REASONS[r.below(4) as usize],
+                label: format!("job-{}", i % 16),
+                reals: [
+                    r.below(200_000) as f64 / 1000.0,
+                    r.below(10_000) as f64 / 1000.0,
+                    r.below(100) as f64 / 10_000.0,
+                ],
+                bidir: r.below(2) == 0,
+                complete: r.below(10) != 0,
+            }
+        })
+        .collect()
+}
+
+/// The record → row function the record's owner would write.
+fn append(b: &mut ColumnsBuilder, f: &Flow) -> Result<(), ExportError> {
+    let mut c = 0;
+    for t in f.times {
+        b.append_time_ns(c, t)?;
+        c += 1;
+    }
+    for a in f.addrs {
+        b.append_addr(c, a)?;
+        c += 1;
+    }
+    for v in f.counters {
+        b.append_u64(c, v)?;
+        c += 1;
+    }
+    b.append_str(c, f.iface)?;
+    b.append_str(c + 1, f.app)?;
+    b.append_str(c + 2, f.reason)?;
+    b.append_str(c + 3, &f.label)?;
+    c += 4;
+    for v in f.reals {
+        b.append_f64(c, v)?;
+        c += 1;
+    }
+    b.append_bool(c, f.bidir)?;
+    b.append_bool(c + 1, f.complete)?;
+    Ok(())
+}
+
+struct Args {
+    records: usize,
+    batch: usize,
+    repeat: usize,
+    zstd: i32,
+    dict: DictionaryPolicy,
+    row_group: usize,
+    page_stats: bool,
+    out: PathBuf,
+}
+
+fn parse() -> anyhow::Result<Args> {
+    let mut a = Args {
+        records: 1_000_000,
+        batch: 8192,
+        repeat: 5,
+        zstd: 3,
+        dict: DictionaryPolicy::Text,
+        row_group: 128 * 1024,
+        page_stats: false,
+        out: std::env::temp_dir().join("mplane-export-bench"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{k} needs a value"));
+        match k.as_str() {
+            "--records" => a.records = val()?.parse()?,
+            "--batch" => a.batch = val()?.parse()?,
+            "--repeat" => a.repeat = val()?.parse()?,
+            "--zstd" => a.zstd = val()?.parse()?,
+            "--row-group" => a.row_group = val()?.parse()?,
+            "--out" => a.out = val()?.into(),
+            "--page-stats" => a.page_stats = true,
+            "--dict" => {
+                a.dict = match val()?.as_str() {
+                    "text" => DictionaryPolicy::Text,
+                    "all" => DictionaryPolicy::All,
+                    "strings" => DictionaryPolicy::StringsOnly,
+                    "none" => DictionaryPolicy::None,
+                    d => bail!("unknown --dict {d}"),
+                }
+            }
+            "--bench" => {} // passed by `cargo bench`
+            _ => bail!("unknown argument {k}"),
+        }
+    }
+    if a.batch == 0 || a.repeat == 0 || a.records == 0 {
+        bail!("--records, --batch and --repeat must be positive");
+    }
+    Ok(a)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = parse()?;
+    let schema = schema()?;
+    eprintln!(
+        "generating {} records ({} columns)...",
+        a.records,
+        schema.len()
+    );
+    let flows = generate(a.records);
+    let (mut build_rps, mut total_rps, mut bpr) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..a.repeat {
+        // Build only.
+        let mut b = ColumnsBuilder::new(schema.clone(), a.batch);
+        let t = Instant::now();
+        let mut rows = 0;
+        for chunk in flows.chunks(a.batch) {
+            for f in chunk {
+                append(&mut b, f)?;
+            }
+            rows += b.finish()?.num_rows();
+        }
+        let build = t.elapsed();
+        // Build + write.
+        let dir = a.out.join(format!("run{run}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cfg = SinkConfig::new(&dir, "flows");
+        cfg.max_file_bytes = u64::MAX;
+        cfg.max_file_age = Duration::from_secs(86_400);
+        cfg.writer.zstd_level = a.zstd;
+        cfg.writer.dictionary = a.dict;
+        cfg.writer.row_group_rows = a.row_group;
+        cfg.writer.page_statistics = a.page_stats;
+        let mut sink = Sink::open(cfg, schema.clone())?;
+        let t = Instant::now();
+        for chunk in flows.chunks(a.batch) {
+            for f in chunk {
+                append(&mut b, f)?;
+            }
+            sink.write(&b.finish()?, SystemTime::now())?;
+        }
+        let report = sink.finish(SystemTime::now())?;
+        let total = t.elapsed();
+        let bytes: u64 = report.files.iter().map(|f| f.bytes).sum();
+        let r_build = rows as f64 / build.as_secs_f64();
+        let r_total = rows as f64 / total.as_secs_f64();
+        let per = bytes as f64 / rows as f64;
+        println!(
+            "run {run}: build {:.2} M rec/s, build+write {:.3} M rec/s, {:.1} bytes/rec, {} files, {:.1} MB",
+            r_build / 1e6,
+            r_total / 1e6,
+            per,
+            report.files.len(),
+            bytes as f64 / 1e6
+        );
+        build_rps.push(r_build);
+        total_rps.push(r_total);
+        bpr.push(per);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    println!(
+        "median: build {:.2} M rec/s, build+write {:.3} M rec/s, {:.1} bytes/rec (records={} batch={} zstd={} dict={:?} row_group={} page_stats={})",
+        median(&mut build_rps) / 1e6,
+        median(&mut total_rps) / 1e6,
+        median(&mut bpr),
+        a.records,
+        a.batch,
+        a.zstd,
+        a.dict,
+        a.row_group,
+        a.page_stats
+    );
+    Ok(())
+}
