@@ -499,3 +499,23 @@ proptest! {
         }
     }
 }
+
+/// Writes seed corpora for the fuzz targets (run explicitly:
+/// `cargo test -p mplane-capture --test capture -- --ignored write_fuzz_corpus`).
+#[test]
+#[ignore]
+fn write_fuzz_corpus() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let dissect_dir = root.join("packet_dissect");
+    let pcap_dir = root.join("packet_pcap");
+    std::fs::create_dir_all(&dissect_dir).unwrap();
+    std::fs::create_dir_all(&pcap_dir).unwrap();
+    let frames = workload();
+    for (i, f) in frames.iter().enumerate().step_by(7) {
+        let mut seed = vec![0u8]; // link selector 0 = Ethernet
+        seed.extend_from_slice(&f.bytes[..f.caplen]);
+        std::fs::write(dissect_dir.join(format!("frame{i:03}")), seed).unwrap();
+    }
+    write_pcap(&pcap_dir.join("small.pcap"), &frames[..12]);
+    write_pcapng(&pcap_dir.join("small.pcapng"), &frames[..12]);
+}

@@ -10,10 +10,11 @@ use std::path::Path;
 
 use memmap2::{Advice, Mmap, MmapOptions, UncheckedAdvice};
 
-/// A read-only, shared mapping of a whole file.
+/// A read-only, shared mapping of a whole file (or, for tests and fuzzing, owned bytes).
 #[derive(Debug)]
 pub struct MappedFile {
     map: Option<Mmap>,
+    owned: Vec<u8>,
     page: usize,
 }
 
@@ -29,7 +30,11 @@ impl MappedFile {
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         let page = if page > 0 { page as usize } else { 4096 };
         if len == 0 {
-            return Ok(MappedFile { map: None, page });
+            return Ok(MappedFile {
+                map: None,
+                owned: Vec::new(),
+                page,
+            });
         }
         let mut opts = MmapOptions::new();
         if populate {
@@ -43,8 +48,18 @@ impl MappedFile {
         let _ = map.advise(Advice::Sequential);
         Ok(MappedFile {
             map: Some(map),
+            owned: Vec::new(),
             page,
         })
+    }
+
+    /// Wraps bytes already in memory (no mapping; `release` is a no-op).
+    pub fn from_vec(bytes: Vec<u8>) -> MappedFile {
+        MappedFile {
+            map: None,
+            owned: bytes,
+            page: 4096,
+        }
     }
 
     /// The mapped bytes.
@@ -52,7 +67,7 @@ impl MappedFile {
     pub fn bytes(&self) -> &[u8] {
         match &self.map {
             Some(m) => m,
-            None => &[],
+            None => &self.owned,
         }
     }
 

@@ -157,6 +157,11 @@ impl PcapFile {
         Self::from_mapping(Arc::new(file))
     }
 
+    /// Reads a capture held in memory (tests, fuzzing).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<PcapFile, SourceError> {
+        Self::from_mapping(Arc::new(MappedFile::from_vec(bytes)))
+    }
+
     /// Reads the file header of an already mapped file.
     pub fn from_mapping(file: Arc<MappedFile>) -> Result<PcapFile, SourceError> {
         let b = file.bytes();
