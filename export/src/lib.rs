@@ -56,7 +56,7 @@ pub mod thread;
 pub use builder::ColumnsBuilder;
 pub use error::ExportError;
 pub use metadata::{FileMetadata, Window};
-pub use parquet_writer::{CommittedFile, DictionaryPolicy, WriterOptions};
+pub use parquet_writer::{CommittedFile, DictionaryPolicy, Statistics, WriterOptions};
 pub use schema::ExportSchema;
 pub use sink::{Partitioning, Retention, Sink, SinkConfig, SinkReport, SinkStats, StatsSnapshot};
 pub use thread::{ExportThread, SinkHandle};

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
@@ -48,6 +48,20 @@ pub enum DictionaryPolicy {
     None,
 }
 
+/// Which column statistics files carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statistics {
+    /// None: fastest, no pruning by readers.
+    None,
+    /// Chunk-level min/max of `time` columns only: readers can still skip
+    /// row groups by time, the usual filter, at a fraction of the cost.
+    TimeOnly,
+    /// Chunk-level min/max of every column (row-group pruning on any column).
+    Chunk,
+    /// Page-level statistics and the page index as well.
+    Page,
+}
+
 /// Encoding choices for the files of a sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriterOptions {
@@ -61,10 +75,18 @@ pub struct WriterOptions {
     pub data_page_bytes: usize,
     /// Dictionary encoding policy. Default [`DictionaryPolicy::Text`].
     pub dictionary: DictionaryPolicy,
-    /// Column statistics level: `false` keeps chunk-level min/max (enough
-    /// for row-group pruning), `true` adds page-level statistics and the
-    /// page index. Default `false`.
-    pub page_statistics: bool,
+    /// Encode `natural` and `time` columns without a dictionary as
+    /// `DELTA_BINARY_PACKED` (bit-packed deltas) instead of `PLAIN`: small
+    /// counters and sorted timestamps shrink before ZSTD sees them, which
+    /// makes compression both smaller and faster. Every reader we test
+    /// (pyarrow, DuckDB, polars) reads it. Default `true`.
+    pub delta_integers: bool,
+    /// Column statistics (min/max, null count). Default
+    /// [`Statistics::Chunk`].
+    pub statistics: Statistics,
+    /// Values handed to the column encoders per call. Default 8192 (arrow-rs
+    /// uses 1024; larger amortises per-call overhead).
+    pub write_batch_size: usize,
 }
 
 impl Default for WriterOptions {
@@ -75,7 +97,9 @@ impl Default for WriterOptions {
             row_group_bytes: 64 << 20,
             data_page_bytes: 1 << 20,
             dictionary: DictionaryPolicy::Text,
-            page_statistics: false,
+            delta_integers: true,
+            statistics: Statistics::Chunk,
+            write_batch_size: 8192,
         }
     }
 }
@@ -97,10 +121,11 @@ impl WriterOptions {
             .set_max_row_group_bytes(Some(self.row_group_bytes))
             .set_data_page_size_limit(self.data_page_bytes)
             .set_created_by(concat!("mplane-export ", env!("CARGO_PKG_VERSION")).into())
-            .set_statistics_enabled(if self.page_statistics {
-                EnabledStatistics::Page
-            } else {
-                EnabledStatistics::Chunk
+            .set_write_batch_size(self.write_batch_size.max(1))
+            .set_statistics_enabled(match self.statistics {
+                Statistics::None | Statistics::TimeOnly => EnabledStatistics::None,
+                Statistics::Chunk => EnabledStatistics::Chunk,
+                Statistics::Page => EnabledStatistics::Page,
             })
             .set_dictionary_enabled(self.dictionary == DictionaryPolicy::All);
         for c in schema.columns() {
@@ -115,7 +140,15 @@ impl WriterOptions {
                     matches!(c.prim, Primitive::String | Primitive::Url)
                 }
             };
-            p = p.set_column_dictionary_enabled(ColumnPath::from(c.name.as_str()), on);
+            let path = ColumnPath::from(c.name.as_str());
+            if self.statistics == Statistics::TimeOnly && c.prim == Primitive::Time {
+                p = p.set_column_statistics_enabled(path.clone(), EnabledStatistics::Chunk);
+            }
+            if !on && self.delta_integers && matches!(c.prim, Primitive::Natural | Primitive::Time)
+            {
+                p = p.set_column_encoding(path.clone(), Encoding::DELTA_BINARY_PACKED);
+            }
+            p = p.set_column_dictionary_enabled(path, on);
         }
         Ok(p.build())
     }
