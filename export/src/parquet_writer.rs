@@ -56,6 +56,10 @@ pub enum Statistics {
     /// Chunk-level min/max of `time` columns only: readers can still skip
     /// row groups by time, the usual filter, at a fraction of the cost.
     TimeOnly,
+    /// Chunk-level min/max of every column except text ones (`string`,
+    /// `url`, `address`): min/max of random addresses prune nothing, and
+    /// byte-wise comparisons are the costly part of statistics.
+    NonText,
     /// Chunk-level min/max of every column (row-group pruning on any column).
     Chunk,
     /// Page-level statistics and the page index as well.
@@ -82,7 +86,8 @@ pub struct WriterOptions {
     /// (pyarrow, DuckDB, polars) reads it. Default `true`.
     pub delta_integers: bool,
     /// Column statistics (min/max, null count). Default
-    /// [`Statistics::Chunk`].
+    /// [`Statistics::NonText`] (all statistics cost ~15 % more CPU, see
+    /// bench/README.md).
     pub statistics: Statistics,
     /// Values handed to the column encoders per call. Default 8192 (arrow-rs
     /// uses 1024; larger amortises per-call overhead).
@@ -98,7 +103,7 @@ impl Default for WriterOptions {
             data_page_bytes: 1 << 20,
             dictionary: DictionaryPolicy::Text,
             delta_integers: true,
-            statistics: Statistics::Chunk,
+            statistics: Statistics::NonText,
             write_batch_size: 8192,
         }
     }
@@ -123,7 +128,9 @@ impl WriterOptions {
             .set_created_by(concat!("mplane-export ", env!("CARGO_PKG_VERSION")).into())
             .set_write_batch_size(self.write_batch_size.max(1))
             .set_statistics_enabled(match self.statistics {
-                Statistics::None | Statistics::TimeOnly => EnabledStatistics::None,
+                Statistics::None | Statistics::TimeOnly | Statistics::NonText => {
+                    EnabledStatistics::None
+                }
                 Statistics::Chunk => EnabledStatistics::Chunk,
                 Statistics::Page => EnabledStatistics::Page,
             })
@@ -141,7 +148,13 @@ impl WriterOptions {
                 }
             };
             let path = ColumnPath::from(c.name.as_str());
-            if self.statistics == Statistics::TimeOnly && c.prim == Primitive::Time {
+            let text = matches!(
+                c.prim,
+                Primitive::String | Primitive::Url | Primitive::Address
+            );
+            if (self.statistics == Statistics::TimeOnly && c.prim == Primitive::Time)
+                || (self.statistics == Statistics::NonText && !text)
+            {
                 p = p.set_column_statistics_enabled(path.clone(), EnabledStatistics::Chunk);
             }
             if !on && self.delta_integers && matches!(c.prim, Primitive::Natural | Primitive::Time)

@@ -8,7 +8,7 @@
 //! ```text
 //! cargo run --release -p mplane-bench --bin export_parquet -- \
 //!     [--records N] [--batch N] [--repeat N] [--zstd L] [--dict text|all|strings|none] \
-//!     [--row-group N] [--stats none|time|chunk|page] [--write-batch N] [--plain] [--out DIR]
+//!     [--row-group N] [--stats none|time|nontext|chunk|page] [--write-batch N] [--plain] [--out DIR]
 //! ```
 
 use std::net::IpAddr;
@@ -267,7 +267,7 @@ fn parse() -> anyhow::Result<Args> {
         zstd: 3,
         dict: DictionaryPolicy::Text,
         row_group: 128 * 1024,
-        stats: Statistics::Chunk,
+        stats: Statistics::NonText,
         write_batch: 8192,
         plain: false,
         out: std::env::temp_dir().join("mplane-export-bench"),
@@ -287,6 +287,7 @@ fn parse() -> anyhow::Result<Args> {
                 a.stats = match val()?.as_str() {
                     "none" => Statistics::None,
                     "time" => Statistics::TimeOnly,
+                    "nontext" => Statistics::NonText,
                     "chunk" => Statistics::Chunk,
                     "page" => Statistics::Page,
                     v => bail!("unknown --stats {v}"),
