@@ -26,6 +26,8 @@
 //!   hive partitioning, retention by age and quota, crash cleanup.
 //! * [`thread`]: [`ExportThread`] runs a sink on its own thread fed by a
 //!   bounded channel through [`SinkHandle`]s.
+//! * [`ipfix`]: an IPFIX (RFC 7011) encoder with RFC 5103 biflow elements,
+//!   UDP and TCP exporters, and a decoder.
 //!
 //! # Invariants
 //! * **Atomic commit.** A file appears under its final `*.parquet` name only
@@ -47,6 +49,7 @@
 
 pub mod builder;
 mod error;
+pub mod ipfix;
 pub mod metadata;
 pub mod parquet_writer;
 pub mod schema;
