@@ -67,6 +67,7 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
@@ -150,6 +151,7 @@ pub struct RunReport {
 pub struct Pipeline {
     cfg: PipelineConfig,
     counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -174,13 +176,30 @@ struct Share {
     buf: Vec<u8>,
 }
 
+/// How long a live source may be idle before an empty batch carries a wall-clock watermark.
+const IDLE_WATERMARK: Duration = Duration::from_millis(10);
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Cuts a source into raw batches.
 trait Framer {
     /// Appends up to `max` records; `Ok(false)` at the end. Records appended before an error
-    /// stay in `raw`.
+    /// stay in `raw`. A live source may append fewer (even zero) and return `Ok(true)`.
     fn fill(&mut self, raw: &mut RawBatch, max: usize) -> Result<bool, SourceError>;
-    fn kernel_drops(&self) -> u64 {
+    fn kernel_drops(&mut self) -> u64 {
         0
+    }
+    fn is_live(&self) -> bool {
+        false
+    }
+    fn wait(&mut self, _timeout: Duration) {}
+    /// Live sources: reads and discards up to `max` frames, returning how many.
+    fn discard(&mut self, _max: usize) -> Result<u64, SourceError> {
+        Ok(0)
     }
 }
 
@@ -202,6 +221,7 @@ struct CopyFramer<S>(S);
 
 impl<S: PacketSource> Framer for CopyFramer<S> {
     fn fill(&mut self, raw: &mut RawBatch, max: usize) -> Result<bool, SourceError> {
+        let live = self.0.is_live();
         for _ in 0..max {
             match self.0.next_packet()? {
                 Some(p) => {
@@ -214,13 +234,26 @@ impl<S: PacketSource> Framer for CopyFramer<S> {
                     });
                     raw.buf.extend_from_slice(p.data);
                 }
-                None => return Ok(false),
+                None => return Ok(live),
             }
         }
         Ok(true)
     }
-    fn kernel_drops(&self) -> u64 {
+    fn kernel_drops(&mut self) -> u64 {
         self.0.kernel_drops()
+    }
+    fn is_live(&self) -> bool {
+        self.0.is_live()
+    }
+    fn wait(&mut self, timeout: Duration) {
+        self.0.wait_readable(timeout);
+    }
+    fn discard(&mut self, max: usize) -> Result<u64, SourceError> {
+        let mut n = 0;
+        while n < max as u64 && self.0.next_packet()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
     }
 }
 
@@ -234,6 +267,7 @@ struct Shared<'m> {
     abort: AtomicBool,
     mapped: Option<&'m [u8]>,
     counters: &'m Counters,
+    stop: &'m AtomicBool,
 }
 
 /// The reader's state (thread 0 only).
@@ -247,6 +281,8 @@ struct Feeder<'f> {
     eof: bool,
     max_ts: u64,
     packets: u64,
+    live: bool,
+    last_emit: Instant,
 }
 
 impl Feeder<'_> {
@@ -258,6 +294,20 @@ impl Feeder<'_> {
     /// Frames batches up to `lookahead` ahead of `cs`. Returns whether anything was framed.
     fn step(&mut self, sh: &Shared<'_>, cs: u64) -> Result<bool, SourceError> {
         let mut progress = false;
+        if self.live && !self.eof && sh.stop.load(Ordering::Relaxed) {
+            sh.counters
+                .kernel_drops
+                .store(self.framer.kernel_drops(), Ordering::Relaxed);
+            self.end(sh);
+        }
+        if self.live && !self.eof && self.fs >= cs + sh.lookahead {
+            // Workers are behind: a live source cannot wait, so drop and count.
+            let dropped = self.framer.discard(sh.batch)?;
+            sh.counters
+                .ring_full_drops
+                .fetch_add(dropped, Ordering::Relaxed);
+            return Ok(false);
+        }
         while !self.eof && self.fs < cs + sh.lookahead {
             let mut raw = self
                 .pool
@@ -271,9 +321,20 @@ impl Feeder<'_> {
             raw.buf.clear();
             let res = self.framer.fill(&mut raw, sh.batch);
             let more = matches!(res, Ok(true));
-            if raw.recs.is_empty() {
+            let idle_tick = self.live
+                && raw.recs.is_empty()
+                && more
+                && self.last_emit.elapsed() >= IDLE_WATERMARK;
+            if raw.recs.is_empty() && !idle_tick {
                 self.pool.push(raw);
+                if self.live && more {
+                    break;
+                }
             } else {
+                if idle_tick {
+                    self.max_ts = self.max_ts.max(wall_ns());
+                }
+                self.last_emit = Instant::now();
                 for r in &raw.recs {
                     self.max_ts = self.max_ts.max(r.ts_ns);
                 }
@@ -513,7 +574,11 @@ fn thread_loop<W: Worker>(
         if progress {
             idle = 0;
         } else {
-            backoff(&mut idle);
+            match feeder.as_mut() {
+                // A live reader sleeps in poll(2) on the capture descriptors instead.
+                Some(f) if f.live && !f.eof && idle > 64 => f.framer.wait(Duration::from_millis(1)),
+                _ => backoff(&mut idle),
+            }
         }
     }
     local.publish(stage);
@@ -529,8 +594,15 @@ impl Pipeline {
         cfg.lookahead = cfg.lookahead.clamp(1, 1024);
         Pipeline {
             counters: Arc::new(Counters::new(cfg.workers)),
+            stop: Arc::new(AtomicBool::new(false)),
             cfg,
         }
+    }
+
+    /// The flag that ends a run over a live source (set it from any thread; the pipeline drains
+    /// every ring, calls [`Worker::finish`] and returns). Files end by themselves.
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
     }
 
     /// The counters (shareable; read them any time, e.g. from a stats thread).
@@ -554,7 +626,9 @@ impl Pipeline {
         self.run(&mut file, Some(map.bytes()), workers)
     }
 
-    /// Runs any [`PacketSource`] (frames are copied into batches) through `workers`.
+    /// Runs any [`PacketSource`] (frames are copied into batches) through `workers`. A live
+    /// source runs until [`Self::stop_handle`] is set; frames arriving while the workers' rings
+    /// are full are dropped and counted (`ring_full_drops`).
     pub fn run_source<S: PacketSource, W: Worker>(
         &self,
         source: S,
@@ -620,11 +694,25 @@ impl Pipeline {
         let mut d = Dissection::default();
         let mut max_ts = 0u64;
         let mut report = RunReport::default();
+        let live = framer.is_live();
+        let mut last_emit = Instant::now();
         let result = loop {
             raw.recs.clear();
             raw.buf.clear();
+            if live && self.stop.load(Ordering::Relaxed) {
+                break Ok(());
+            }
             let res = framer.fill(&mut raw, self.cfg.batch);
+            if live && raw.recs.is_empty() {
+                if last_emit.elapsed() >= IDLE_WATERMARK {
+                    max_ts = max_ts.max(wall_ns());
+                    worker.watermark(max_ts);
+                    last_emit = Instant::now();
+                }
+                framer.wait(Duration::from_millis(1));
+            }
             if !raw.recs.is_empty() {
+                last_emit = Instant::now();
                 for rec in &raw.recs {
                     let data = match mapped {
                         Some(m) => record_bytes(m, rec),
@@ -686,9 +774,13 @@ impl Pipeline {
             abort: AtomicBool::new(false),
             mapped,
             counters: &self.counters,
+            stop: &self.stop,
         };
         let (mut ends, raw_out, raw_back) = build_ends(n, cap);
+        let live = framer.is_live();
         let feeder = Feeder {
+            live,
+            last_emit: Instant::now(),
             framer,
             raw_out,
             raw_back,

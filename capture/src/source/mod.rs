@@ -9,9 +9,13 @@
 //!   read-only memory mapping whose consumed part is released behind the reader. It also hands
 //!   out [`pcap::Record`] descriptors (offsets into the shared mapping), which the pipeline ships
 //!   to workers without copying.
-//! - Live libpcap and AF_XDP are parsed by [`SourceSpec`] but not implemented yet: opening them
-//!   returns [`SourceError::NotSupported`].
+//! - `live::LiveSource` (feature `live`): libpcap on one or more interfaces, copied into the
+//!   pipeline's batches; kernel drops from `pcap_stats`.
+//! - AF_XDP is parsed by [`SourceSpec`] but not implemented yet: opening it returns
+//!   [`SourceError::NotSupported`].
 
+#[cfg(feature = "live")]
+pub mod live;
 pub mod mmap;
 pub mod pcap;
 
@@ -39,9 +43,16 @@ pub trait PacketSource {
     /// the next call.
     fn next_packet(&mut self) -> Result<Option<PacketRef<'_>>, SourceError>;
     /// Frames the kernel (or capture hardware) dropped before we saw them; 0 for files.
-    fn kernel_drops(&self) -> u64 {
+    fn kernel_drops(&mut self) -> u64 {
         0
     }
+    /// `true` for live sources: `Ok(None)` from [`Self::next_packet`] then means "nothing right
+    /// now" rather than "end", and the pipeline runs until its stop flag is set.
+    fn is_live(&self) -> bool {
+        false
+    }
+    /// Live sources: block up to `timeout` until a frame may be available (files: no-op).
+    fn wait_readable(&mut self, _timeout: std::time::Duration) {}
 }
 
 /// Errors of packet sources. File errors carry the byte offset where reading stopped.
@@ -77,6 +88,14 @@ pub enum SourceError {
         offset: u64,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// A live capture could not be opened or read.
+    #[error("live capture on {iface}: {reason}")]
+    Live {
+        /// The interface.
+        iface: String,
+        /// libpcap's message.
+        reason: String,
     },
     /// The source kind is recognised but not implemented yet.
     #[error("{0}: not supported yet")]
@@ -166,8 +185,25 @@ impl SourceSpec {
         match self {
             SourceSpec::PcapFile(p) => pcap::PcapFile::open(p),
             SourceSpec::PcapLive(i) => Err(SourceError::NotSupported(format!(
-                "live libpcap capture on {}",
+                "opening live capture on {} as a file",
                 i.join(",")
+            ))),
+            SourceSpec::Xdp { iface, .. } => Err(SourceError::NotSupported(format!(
+                "AF_XDP capture on {iface}"
+            ))),
+        }
+    }
+}
+
+#[cfg(feature = "live")]
+impl SourceSpec {
+    /// Opens a live libpcap source (`pcap-live:`). Other kinds return an error.
+    pub fn open_live(&self, cfg: &live::LiveConfig) -> Result<live::LiveSource, SourceError> {
+        match self {
+            SourceSpec::PcapLive(ifaces) => live::LiveSource::open(ifaces, cfg),
+            SourceSpec::PcapFile(p) => Err(SourceError::NotSupported(format!(
+                "{} is a file, not a live source",
+                p.display()
             ))),
             SourceSpec::Xdp { iface, .. } => Err(SourceError::NotSupported(format!(
                 "AF_XDP capture on {iface}"

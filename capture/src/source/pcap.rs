@@ -103,6 +103,8 @@ pub struct PcapFile {
     released: usize,
     window: usize,
     records: u64,
+    /// Everything before this offset has been touched by the read-ahead (see `read_ahead`).
+    touched: usize,
 }
 
 #[inline(always)]
@@ -197,6 +199,7 @@ impl PcapFile {
             released: 0,
             window: DEFAULT_WINDOW,
             records: 0,
+            touched: 0,
         })
     }
 
@@ -236,6 +239,26 @@ impl PcapFile {
         record_bytes(self.file.bytes(), r)
     }
 
+    /// Software read-ahead: the next record's position depends on this record's length, so
+    /// walking the headers is a chain of dependent cache misses that the hardware prefetcher
+    /// cannot follow (measured: 0.49 s for 1.8 GB vs 0.43 s for libpcap's buffered reads).
+    /// Loading one byte per cache line `READ_AHEAD` bytes ahead of the reader turns the walk into
+    /// a sequential stream: independent loads overlap, and the L2 streamer takes over.
+    #[inline(always)]
+    fn read_ahead(&mut self) {
+        const READ_AHEAD: usize = 4096;
+        let b = self.file.bytes();
+        let target = (self.pos + READ_AHEAD).min(b.len());
+        let mut t = self.touched.max(self.pos);
+        let mut acc = 0u8;
+        while t < target {
+            acc ^= b[t];
+            t += 64;
+        }
+        self.touched = t;
+        std::hint::black_box(acc);
+    }
+
     #[inline(always)]
     fn maybe_release(&mut self) {
         if self.pos - self.released >= 2 * self.window {
@@ -255,6 +278,7 @@ impl PcapFile {
         };
         if r.is_some() {
             self.records += 1;
+            self.read_ahead();
             self.maybe_release();
         }
         Ok(r)
