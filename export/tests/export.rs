@@ -819,3 +819,145 @@ fn disk_full_is_typed_and_leaves_no_corrupt_file() {
     let report = sink.finish(at(T0)).unwrap();
     assert!(report.files.last().unwrap().rows >= 100);
 }
+
+// ----------------------------------------------------------------- IPFIX ---
+
+mod ipfix_peer {
+    use std::net::{Ipv4Addr, UdpSocket};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use mplane_export::ipfix::{FieldSpec, Template, UdpExporter, ie};
+
+    fn biflow_template() -> Template {
+        let f = FieldSpec::iana;
+        Template::new(
+            256,
+            vec![
+                f(ie::SOURCE_IPV4_ADDRESS, 4),
+                f(ie::DESTINATION_IPV4_ADDRESS, 4),
+                f(ie::SOURCE_TRANSPORT_PORT, 2),
+                f(ie::DESTINATION_TRANSPORT_PORT, 2),
+                f(ie::PROTOCOL_IDENTIFIER, 1),
+                f(ie::FLOW_START_MILLISECONDS, 8),
+                f(ie::FLOW_END_MILLISECONDS, 8),
+                f(ie::OCTET_DELTA_COUNT, 8),
+                f(ie::PACKET_DELTA_COUNT, 8),
+                f(ie::OCTET_DELTA_COUNT, 8).reverse(),
+                f(ie::PACKET_DELTA_COUNT, 8).reverse(),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// nfdump's `nfcapd` collects our IPFIX biflows over UDP; `nfdump` reads
+    /// its file back.
+    #[test]
+    fn nfcapd_reads_biflows() {
+        if Command::new("nfcapd").arg("-V").output().is_err() {
+            eprintln!("SKIP nfcapd test: nfcapd not installed (apt-get install nfdump)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new("nfcapd")
+            .args([
+                "-b",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "3600",
+                "-w",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Ready once the port is taken.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            assert!(Instant::now() < deadline, "nfcapd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut x = UdpExporter::connect(("127.0.0.1", port), 1).unwrap();
+        x.encoder.add_template(biflow_template()).unwrap();
+        let t0_ms = 1_795_573_758_000u64;
+        for i in 0..3u64 {
+            x.encoder
+                .record(256, |w| {
+                    w.ipv4(Ipv4Addr::new(10, 0, 0, 1 + i as u8))?
+                        .ipv4(Ipv4Addr::new(192, 0, 2, 80))?
+                        .unsigned(40_000 + i)?
+                        .unsigned(443)?
+                        .unsigned(6)?
+                        .unsigned(t0_ms + i * 1000)?
+                        .unsigned(t0_ms + i * 1000 + 500)?
+                        .unsigned(1000 * (i + 1))?
+                        .unsigned(10 * (i + 1))?
+                        .unsigned(2000 * (i + 1))?
+                        .unsigned(20 * (i + 1))?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        x.flush(1_795_573_760).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("nfcapd did not stop");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = Command::new("nfdump")
+            .arg("-R")
+            .arg(dir.path())
+            .args([
+                "-q",
+                "-N",
+                "-o",
+                "fmt:%sa|%da|%sp|%dp|%pr|%ipkt|%ibyt|%opkt|%obyt",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        eprintln!("nfdump: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+        let mut rows: Vec<Vec<String>> = text
+            .lines()
+            .filter(|l| l.contains('|'))
+            .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+            .collect();
+        rows.sort();
+        assert_eq!(rows.len(), 3, "{text}");
+        for (i, r) in rows.iter().enumerate() {
+            let i = i as u64;
+            assert_eq!(r[0], format!("10.0.0.{}", 1 + i));
+            assert_eq!(r[1], "192.0.2.80");
+            assert_eq!(r[2], (40_000 + i).to_string());
+            assert_eq!(r[3], "443");
+            assert_eq!(r[4], "6");
+            assert_eq!(r[5], (10 * (i + 1)).to_string());
+            assert_eq!(r[6], (1000 * (i + 1)).to_string());
+            assert_eq!(
+                r[7],
+                (20 * (i + 1)).to_string(),
+                "reverse packets (RFC 5103)"
+            );
+            assert_eq!(
+                r[8],
+                (2000 * (i + 1)).to_string(),
+                "reverse octets (RFC 5103)"
+            );
+        }
+    }
+}
