@@ -24,16 +24,31 @@ use serde_json::{Value, json};
 
 // ---------------------------------------------------------------- peers ---
 
-/// The venv's python, created once per target dir (under `flock`, so
-/// parallel test processes do not race).
+/// Runs `script` (with the venv path as `$1`) under `flock` on the venv's
+/// lock file, so parallel test processes (nextest) do not race.
+fn locked_setup(venv: &Path, script: &str) -> std::process::Output {
+    let lock = venv.with_extension("lock");
+    Command::new("flock")
+        .arg(&lock)
+        .args(["sh", "-c", script, "sh"])
+        .arg(venv)
+        .output()
+        .expect("run flock (util-linux) to set up the peer venv")
+}
+
+fn venv_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).join("peer-venv-export")
+}
+
+/// The venv's python with pyarrow and duckdb, created once per target dir.
 fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
     PY.get_or_init(|| {
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let target = tmp.parent().unwrap_or(tmp);
-        let venv = target.join("peer-venv-export");
-        let lock = target.join("peer-venv-export.lock");
-        let script = r#"
+        let venv = venv_dir();
+        let out = locked_setup(
+            &venv,
+            r#"
 set -e
 V="$1"
 if [ ! -f "$V/.ready" ]; then
@@ -42,17 +57,8 @@ if [ ! -f "$V/.ready" ]; then
   "$V/bin/pip" install -q pyarrow duckdb
   touch "$V/.ready"
 fi
-if [ ! -f "$V/.polars-tried" ]; then
-  "$V/bin/pip" install -q polars >/dev/null 2>&1 || echo "polars install failed; polars checks will be skipped" >&2
-  touch "$V/.polars-tried"
-fi
-"#;
-        let out = Command::new("flock")
-            .arg(&lock)
-            .args(["sh", "-c", script, "sh"])
-            .arg(&venv)
-            .output()
-            .expect("run flock (util-linux) to set up the peer venv");
+"#,
+        );
         assert!(
             out.status.success(),
             "creating peer venv failed (needs python3-venv and PyPI): {}",
@@ -60,6 +66,26 @@ fi
         );
         venv.join("bin/python")
     })
+}
+
+/// Tries once per target dir to add polars to the venv; its checks are
+/// skipped (with a message) if that failed.
+fn try_polars() {
+    let venv = venv_dir();
+    let _ = python();
+    let out = locked_setup(
+        &venv,
+        r#"
+V="$1"
+if [ ! -f "$V/.polars-tried" ]; then
+  "$V/bin/pip" install -q polars >/dev/null 2>&1 || echo "polars install failed" >&2
+  touch "$V/.polars-tried"
+fi
+"#,
+    );
+    if !out.stderr.is_empty() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 /// Runs a Python snippet with `args` in `sys.argv[1:]`; its last stdout
@@ -346,6 +372,7 @@ fn single_file_reads_back_in_pyarrow_duckdb_polars() {
     );
 
     // polars (optional)
+    try_polars();
     let pl = py(POLARS_CHECK, &[p]);
     if let Some(why) = pl.get("skipped") {
         eprintln!("polars not available, skipping polars checks: {why}");
