@@ -988,3 +988,39 @@ mod ipfix_peer {
         }
     }
 }
+
+#[test]
+fn export_thread_counts_errors_and_reports_lost_rows_in_next_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("set");
+    let schema = all_prims_schema();
+    let t = ExportThread::spawn(SinkConfig::new(&root, "err"), schema.clone(), 4).unwrap();
+    let h = t.handle();
+    // The directory vanishes under the running sink: the next file cannot
+    // be created. The error is counted, the rows are lost, nothing blocks.
+    fs::remove_dir_all(&root).unwrap();
+    h.send_blocking(batch(&schema, 0, 100)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.stats().errors == 0 {
+        assert!(std::time::Instant::now() < deadline, "no error counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    fs::create_dir_all(&root).unwrap();
+    h.send_blocking(batch(&schema, 100, 50)).unwrap();
+    let report = t.finish().unwrap();
+    assert_eq!(report.stats.errors, 1);
+    assert_eq!(report.stats.rows_lost, 100);
+    assert_eq!(report.stats.rows_written, 50);
+    assert_eq!(report.errors.len(), 1);
+    assert!(
+        matches!(&report.errors[0], ExportError::Io { op: "create", .. }),
+        "{:?}",
+        report.errors
+    );
+    let p = report.files[0].path.to_str().unwrap().to_string();
+    let v = py(
+        "import sys, pyarrow.parquet as pq; print(pq.ParquetFile(sys.argv[1]).metadata.metadata[b'mplane.drops'].decode())",
+        &[&p],
+    );
+    assert_eq!(v[DROP_KEY_EXPORT_QUEUE], 100, "lost rows are reported");
+}
