@@ -42,6 +42,43 @@
 //!   aborted files are counted in [`SinkStats`] and written to the next
 //!   file's `mplane.drops`.
 //!
+//! # Example
+//! A job's export thread; workers build batches and submit them; the job's
+//! result lists the committed files.
+//!
+//! ```
+//! use std::net::IpAddr;
+//! use std::sync::Arc;
+//! use mplane::registry::Registries;
+//! use mplane_export::{ColumnsBuilder, ExportSchema, ExportThread, FileMetadata, SinkConfig};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let core = Registries::core();
+//! let schema = Arc::new(ExportSchema::from_registry(&core, &["start", "source.ip4", "octets.ip"])?);
+//! let mut cfg = SinkConfig::new(dir.path(), "job-42");
+//! cfg.metadata = FileMetadata {
+//!     specification: Some(r#"{"specification": "flows"}"#.into()),
+//!     identity: Some("probe-1".into()),
+//!     ..FileMetadata::default()
+//! };
+//! let export = ExportThread::spawn(cfg, schema.clone(), 64)?;
+//! let sink = export.handle(); // clone one per worker
+//!
+//! let mut b = ColumnsBuilder::new(schema, 8192);
+//! for i in 0..1000u64 {
+//!     b.append_time_ns(0, 1_700_000_000_000_000_000 + i as i64)?;
+//!     b.append_addr(1, IpAddr::from([192, 0, 2, (i % 256) as u8]))?;
+//!     b.append_u64(2, 40 * i)?;
+//! }
+//! sink.send_blocking(b.finish()?)?; // replay; `try_send` for live capture
+//!
+//! let report = export.finish()?;
+//! assert_eq!(report.files.len(), 1);
+//! assert_eq!(report.files[0].rows, 1000);
+//! assert!(report.files[0].path.extension().is_some_and(|e| e == "parquet"));
+//! # Ok::<(), mplane_export::ExportError>(())
+//! ```
+//!
 //! Times are `Timestamp(Nanosecond, "UTC")` throughout; compression is
 //! always ZSTD (arrow-rs would otherwise write uncompressed files).
 #![forbid(unsafe_code)]

@@ -25,7 +25,8 @@
 //!   files left behind by a crash.
 //! * **Drops.** Each file's `mplane.drops` holds the data-plane drop
 //!   counters ([`SinkConfig::drop_counters`]) and the rows the export itself
-//!   dropped or lost ([`DROP_KEY_EXPORT_QUEUE`]) *since the previous file of
+//!   dropped ([`DROP_KEY_EXPORT_QUEUE`]) or lost in aborted files
+//!   ([`DROP_KEY_EXPORT_LOST`]) *since the previous file of
 //!   the set was committed* (or since the sink opened), so no drop falls
 //!   between two files; static counters from [`SinkConfig::metadata`] are
 //!   added.
@@ -49,10 +50,12 @@ use crate::metadata::{Civil, FileMetadata, Window};
 use crate::parquet_writer::{CommittedFile, PendingFile, WriterOptions, sync_dir};
 use crate::schema::ExportSchema;
 
-/// Drop-counter key under which the sink records rows it dropped or lost
-/// itself (queue full in [`crate::SinkHandle::try_send`], files aborted by
-/// an error).
+/// Drop-counter key under which the sink records rows dropped before
+/// reaching it (queue full in [`crate::SinkHandle::try_send`], sink stopped).
 pub const DROP_KEY_EXPORT_QUEUE: &str = "export.queue_full";
+/// Drop-counter key under which the sink records rows lost in files aborted
+/// by an error (disk full, unwritable directory).
+pub const DROP_KEY_EXPORT_LOST: &str = "export.lost";
 
 /// Where files go below the sink's directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,8 +243,8 @@ pub struct Sink {
     seq: u64,
     /// Data-plane drop counters at the previous commit (or at open).
     drops_base: BTreeMap<String, u64>,
-    /// `rows_dropped + rows_lost` at the previous commit (or at open).
-    dropped_base: u64,
+    /// `rows_dropped` and `rows_lost` at the previous commit (or at open).
+    dropped_base: (u64, u64),
 }
 
 impl std::fmt::Debug for Sink {
@@ -311,7 +314,7 @@ impl Sink {
             stats: Arc::new(SinkStats::default()),
             seq: 0,
             drops_base: BTreeMap::new(),
-            dropped_base: 0,
+            dropped_base: (0, 0),
         };
         let mut sink = sink;
         sink.drops_base = sink
@@ -519,10 +522,14 @@ impl Sink {
                 *md.drops.entry(k.clone()).or_insert(0) += v.saturating_sub(before);
             }
         }
-        let dropped_now = self.stats.rows_dropped.load(Ordering::Relaxed)
-            + self.stats.rows_lost.load(Ordering::Relaxed);
+        let dropped_now = (
+            self.stats.rows_dropped.load(Ordering::Relaxed),
+            self.stats.rows_lost.load(Ordering::Relaxed),
+        );
         *md.drops.entry(DROP_KEY_EXPORT_QUEUE.into()).or_insert(0) +=
-            dropped_now.saturating_sub(self.dropped_base);
+            dropped_now.0.saturating_sub(self.dropped_base.0);
+        *md.drops.entry(DROP_KEY_EXPORT_LOST.into()).or_insert(0) +=
+            dropped_now.1.saturating_sub(self.dropped_base.1);
         if md.window.is_none() {
             md.window = Some(Window {
                 start_ns: open.opened_ns,

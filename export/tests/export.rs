@@ -15,7 +15,7 @@ use mplane_export::arrow_array::RecordBatch;
 use mplane_export::metadata::{
     KEY_DROPS, KEY_ELEMENTS, KEY_IDENTITY, KEY_REGISTRY, KEY_SPECIFICATION, KEY_WINDOW,
 };
-use mplane_export::sink::DROP_KEY_EXPORT_QUEUE;
+use mplane_export::sink::{DROP_KEY_EXPORT_LOST, DROP_KEY_EXPORT_QUEUE};
 use mplane_export::{
     ColumnsBuilder, ExportError, ExportSchema, ExportThread, FileMetadata, Partitioning, Retention,
     Sink, SinkConfig,
@@ -335,7 +335,7 @@ fn single_file_reads_back_in_pyarrow_duckdb_polars() {
     // Static counters plus the (constant, so zero) delta of the data plane's.
     assert_eq!(
         drops,
-        json!({"kernel": 7, "ring": 0, DROP_KEY_EXPORT_QUEUE: 0})
+        json!({"kernel": 7, "ring": 0, DROP_KEY_EXPORT_QUEUE: 0, DROP_KEY_EXPORT_LOST: 0})
     );
     let window: Value = serde_json::from_str(kv[KEY_WINDOW].as_str().unwrap()).unwrap();
     assert_eq!(window["start"], "2026-11-25 02:29:18.123456");
@@ -1022,5 +1022,6 @@ fn export_thread_counts_errors_and_reports_lost_rows_in_next_file() {
         "import sys, pyarrow.parquet as pq; print(pq.ParquetFile(sys.argv[1]).metadata.metadata[b'mplane.drops'].decode())",
         &[&p],
     );
-    assert_eq!(v[DROP_KEY_EXPORT_QUEUE], 100, "lost rows are reported");
+    assert_eq!(v[DROP_KEY_EXPORT_LOST], 100, "lost rows are reported");
+    assert_eq!(v[DROP_KEY_EXPORT_QUEUE], 0);
 }
