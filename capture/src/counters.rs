@@ -53,6 +53,9 @@ pub struct Counters {
     pub kernel_drops: AtomicU64,
     /// Frames dropped because the workers' rings were full (live sources only; files wait).
     pub ring_full_drops: AtomicU64,
+    /// Chunk starts of a parallel pcap walk whose resynchronisation was wrong and was redone
+    /// from the true boundary (normally 0; a pcap file inside a payload can cause one).
+    pub resyncs_fixed: AtomicU64,
     /// Per-thread blocks, index = worker.
     pub stages: Box<[StageCounters]>,
 }
@@ -64,6 +67,7 @@ impl Counters {
             source_packets: AtomicU64::new(0),
             kernel_drops: AtomicU64::new(0),
             ring_full_drops: AtomicU64::new(0),
+            resyncs_fixed: AtomicU64::new(0),
             stages: (0..workers.max(1))
                 .map(|_| StageCounters::default())
                 .collect(),
@@ -76,6 +80,7 @@ impl Counters {
             source_packets: self.source_packets.load(Relaxed),
             kernel_drops: self.kernel_drops.load(Relaxed),
             ring_full_drops: self.ring_full_drops.load(Relaxed),
+            resyncs_fixed: self.resyncs_fixed.load(Relaxed),
             ..CountersSnapshot::default()
         };
         for st in self.stages.iter() {
@@ -120,6 +125,8 @@ pub struct CountersSnapshot {
     pub kernel_drops: u64,
     /// Ring-full drops.
     pub ring_full_drops: u64,
+    /// Parallel pcap walk: wrong chunk resynchronisations that were redone.
+    pub resyncs_fixed: u64,
     /// Frames delivered to workers (sum).
     pub packets: u64,
     /// Wire bytes delivered (sum).
@@ -140,6 +147,7 @@ impl Default for CountersSnapshot {
             source_packets: 0,
             kernel_drops: 0,
             ring_full_drops: 0,
+            resyncs_fixed: 0,
             packets: 0,
             bytes: 0,
             truncated: 0,

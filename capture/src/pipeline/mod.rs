@@ -74,7 +74,8 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::counters::{Counters, Local};
 use crate::flow::dispatch;
 use crate::packet::{Dissection, dissect_into};
-use crate::source::pcap::{PcapFile, Record, record_bytes};
+use crate::source::mmap::MappedFile;
+use crate::source::pcap::{CHUNK, ChunkWalker, Classic, PcapFile, Record, record_bytes, resync};
 use crate::source::{PacketRef, PacketSource, SourceError};
 
 /// The consumer of packets: one instance per worker thread, owning its state (a flow table).
@@ -174,6 +175,12 @@ struct Share {
     watermark: u64,
     items: Vec<Item>,
     buf: Vec<u8>,
+    /// Parallel walk: last batch of its chunk.
+    last: bool,
+    /// Parallel walk: the source failed after this batch; stop here.
+    stop: bool,
+    /// Parallel walk: records in the whole batch (all workers' shares).
+    nrec: u32,
 }
 
 /// How long a live source may be idle before an empty batch carries a wall-clock watermark.
@@ -206,7 +213,17 @@ trait Framer {
 impl Framer for PcapFile {
     #[inline]
     fn fill(&mut self, raw: &mut RawBatch, max: usize) -> Result<bool, SourceError> {
+        // Classic pcap: a batch never spans a CHUNK boundary, exactly as the parallel walk cuts
+        // it, so batches (and watermarks) are the same for any worker count.
+        let limit = if self.classic().is_some() {
+            (self.position() / CHUNK + 1) * CHUNK
+        } else {
+            usize::MAX
+        };
         for _ in 0..max {
+            if self.position() >= limit {
+                return Ok(true);
+            }
             match self.next_record()? {
                 Some(r) => raw.recs.push(r),
                 None => return Ok(false),
@@ -383,6 +400,7 @@ struct Ends {
 fn build_ends(
     n: usize,
     cap: usize,
+    unbounded_shares: bool,
 ) -> (Vec<Ends>, Vec<Option<Sender<RawBatch>>>, Receiver<RawBatch>) {
     let (raw_back_tx, raw_back_rx) = bounded(cap * n);
     let mut raw_out = vec![None];
@@ -397,7 +415,11 @@ fn build_ends(
     for s in 0..n {
         for w in 0..n {
             if s != w {
-                let (tx, rx) = bounded(cap);
+                let (tx, rx) = if unbounded_shares {
+                    crossbeam_channel::unbounded()
+                } else {
+                    bounded(cap)
+                };
                 share_out[s][w] = Some(tx);
                 share_in[w][s] = Some(rx);
             }
@@ -623,6 +645,14 @@ impl Pipeline {
         workers: &mut [W],
     ) -> Result<RunReport, PipelineError> {
         let map = Arc::clone(file.mapping());
+        if self.cfg.workers > 1
+            && let Some(classic) = file.classic()
+        {
+            let start = file.position();
+            return self.run_with_pinning(workers, |p, ws, pin| {
+                p.run_parallel(&map, start, classic, ws, pin)
+            });
+        }
         self.run(&mut file, Some(map.bytes()), workers)
     }
 
@@ -645,6 +675,23 @@ impl Pipeline {
         workers: &mut [W],
     ) -> Result<RunReport, PipelineError> {
         let n = self.cfg.workers;
+        self.run_with_pinning(workers, |p, ws, pin| {
+            if n == 1 {
+                pin(0);
+                p.run_single(framer, mapped, &mut ws[0])
+            } else {
+                p.run_multi(framer, mapped, ws, pin)
+            }
+        })
+    }
+
+    /// Checks the worker count, pins as configured around `body`, restores the caller's CPUs.
+    fn run_with_pinning<W: Worker>(
+        &self,
+        workers: &mut [W],
+        body: impl FnOnce(&Self, &mut [W], &(dyn Fn(usize) + Sync)) -> Result<RunReport, PipelineError>,
+    ) -> Result<RunReport, PipelineError> {
+        let n = self.cfg.workers;
         if workers.len() != n {
             return Err(PipelineError::WorkerCount {
                 want: n,
@@ -664,12 +711,7 @@ impl Pipeline {
                 }
             }
         };
-        let report = if n == 1 {
-            pin(0);
-            self.run_single(framer, mapped, &mut workers[0])
-        } else {
-            self.run_multi(framer, mapped, workers, &pin)
-        };
+        let report = body(self, workers, &pin);
         if self.cfg.pin {
             let _ = affinity::set_current_thread_cpus(&restore);
         }
@@ -776,7 +818,7 @@ impl Pipeline {
             counters: &self.counters,
             stop: &self.stop,
         };
-        let (mut ends, raw_out, raw_back) = build_ends(n, cap);
+        let (mut ends, raw_out, raw_back) = build_ends(n, cap, false);
         let live = framer.is_live();
         let feeder = Feeder {
             live,
@@ -852,6 +894,327 @@ impl Pipeline {
         Ok(RunReport {
             batches: total,
             packets,
+            pinned: false,
+        })
+    }
+}
+
+/// State shared by the threads of a parallel classic-pcap run.
+struct ParShared<'m> {
+    n: usize,
+    batch: usize,
+    /// Chunks a thread may produce beyond its own consumption.
+    lookahead_chunks: u64,
+    nchunks: u64,
+    data_start: usize,
+    file: &'m MappedFile,
+    classic: Classic,
+    counters: &'m Counters,
+    abort: AtomicBool,
+    /// Where chunk `c`'s verified walk ended (first header of the next chunk), `u64::MAX`
+    /// until known.
+    ends: Vec<AtomicU64>,
+    /// First failure, by chunk (the lowest chunk wins).
+    error: std::sync::Mutex<Option<(u64, SourceError)>>,
+}
+
+impl ParShared<'_> {
+    fn fail(&self, chunk: u64, e: SourceError) {
+        if let Ok(mut g) = self.error.lock()
+            && g.as_ref().is_none_or(|(c, _)| chunk < *c)
+        {
+            *g = Some((chunk, e));
+        }
+    }
+}
+
+/// One thread of the parallel walk: it frames *and* dissects its own chunks (`c mod N == t`),
+/// then consumes every worker share in global order (chunk, batch).
+fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, worker: &mut W) {
+    let n = sh.n;
+    let b = sh.file.bytes();
+    let stage = &sh.counters.stages[t];
+    let mut local = Local::default();
+    let mut d = Dissection::default();
+    let mut local_shares: VecDeque<Share> = VecDeque::new();
+    let mut pool: Vec<Share> = Vec::new();
+    let mut outs: Vec<Share> = Vec::with_capacity(n);
+    // Records of the chunk being produced (reused; ~2k records per MiB).
+    let mut chunk_recs: Vec<Record> = Vec::new();
+    // A walked chunk awaiting verification: (chunk, start, end, walk error).
+    let mut pending: Option<(u64, usize, usize, Option<SourceError>)> = None;
+    // A verified chunk being emitted: (chunk, next record index, walk error).
+    let mut emitting: Option<(u64, usize, Option<SourceError>)> = None;
+    let mut next_own = t as u64;
+    let mut cc = 0u64;
+    let mut wm = 0u64;
+    let mut stopped = false;
+    let mut idle = 0u32;
+    let walk = |recs: &mut Vec<Record>, start: usize, ch: usize| {
+        recs.clear();
+        let mut w = ChunkWalker::new(start, (ch + 1) * CHUNK);
+        loop {
+            match w.next(b, &sh.classic) {
+                Ok(Some(r)) => recs.push(r),
+                Ok(None) => return (w.pos, None),
+                Err(e) => return (w.pos, Some(e)),
+            }
+        }
+    };
+    loop {
+        let mut progress = false;
+        // 1. Walk our next chunk from a resynchronised start (in parallel with the others).
+        if pending.is_none()
+            && emitting.is_none()
+            && next_own < sh.nchunks
+            && next_own < cc + sh.lookahead_chunks
+        {
+            let ch = next_own as usize;
+            let start = if ch == 0 {
+                sh.data_start
+            } else {
+                resync(b, ch * CHUNK, &sh.classic)
+            };
+            let (end, err) = walk(&mut chunk_recs, start, ch);
+            pending = Some((next_own, start, end, err));
+            next_own += n as u64;
+            progress = true;
+        }
+        // 2. Verify its start against where the previous chunk's (verified) walk ended; on a
+        //    disagreement (a false resync, e.g. a pcap file inside a payload) walk again from
+        //    the true boundary. Then publish where this chunk ends.
+        if let Some((ch, start, end, err)) = pending.take() {
+            let prev = if ch == 0 {
+                Some(start)
+            } else {
+                let e = sh.ends[ch as usize - 1].load(Ordering::Acquire);
+                (e != u64::MAX).then_some(e as usize)
+            };
+            match prev {
+                None => pending = Some((ch, start, end, err)),
+                Some(p) => {
+                    let (end, err) = if p == start {
+                        (end, err)
+                    } else {
+                        sh.counters.resyncs_fixed.fetch_add(1, Ordering::Relaxed);
+                        walk(&mut chunk_recs, p, ch as usize)
+                    };
+                    sh.ends[ch as usize].store(end as u64, Ordering::Release);
+                    emitting = Some((ch, 0, err));
+                    progress = true;
+                }
+            }
+        }
+        // 3. Dissect and emit a few batches of the verified chunk.
+        for _ in 0..4 {
+            let Some((ch, idx, _)) = emitting.as_mut() else {
+                break;
+            };
+            let ch = *ch;
+            let from = *idx;
+            let to = (from + sh.batch).min(chunk_recs.len());
+            *idx = to;
+            let last = to == chunk_recs.len();
+            outs.clear();
+            for _ in 0..n {
+                let s = pool
+                    .pop()
+                    .or_else(|| ends.back_in.try_recv().ok())
+                    .unwrap_or_else(|| Share {
+                        items: Vec::with_capacity(sh.batch),
+                        ..Share::default()
+                    });
+                outs.push(s);
+            }
+            let mut batch_max = 0u64;
+            for rec in &chunk_recs[from..to] {
+                let bytes = record_bytes(b, rec);
+                dissect_into(&mut d, rec.link, bytes);
+                local.count_dissection(&d);
+                batch_max = batch_max.max(rec.ts_ns);
+                outs[dispatch(&d, n)].items.push(Item { rec: *rec, d });
+            }
+            sh.counters
+                .source_packets
+                .fetch_add((to - from) as u64, Ordering::Relaxed);
+            let mut stop = false;
+            if last {
+                if let Some((_, _, Some(e))) = emitting.take() {
+                    sh.fail(ch, e);
+                    stop = true;
+                }
+                emitting = None;
+                // Pages of an old chunk of ours are no longer needed (re-fault if they are).
+                if let Some(old) = (ch as usize).checked_sub(2 * n) {
+                    sh.file.release(old * CHUNK, (old + 1) * CHUNK);
+                }
+            }
+            for (w, mut s) in outs.drain(..).enumerate() {
+                s.seq = ch;
+                s.last = last;
+                s.stop = stop;
+                s.nrec = (to - from) as u32;
+                s.watermark = batch_max;
+                match &ends.share_out[w] {
+                    None => local_shares.push_back(s),
+                    Some(tx) => {
+                        let _ = tx.send(s);
+                    }
+                }
+            }
+            progress = true;
+        }
+        // Consume in (chunk, batch) order.
+        while cc < sh.nchunks && !stopped {
+            let owner = (cc % n as u64) as usize;
+            let share = if owner == t {
+                if local_shares.front().is_some_and(|s| s.seq == cc) {
+                    local_shares.pop_front()
+                } else {
+                    None
+                }
+            } else {
+                ends.share_in[owner]
+                    .as_ref()
+                    .and_then(|r| r.try_recv().ok())
+            };
+            let Some(mut share) = share else { break };
+            for it in &share.items {
+                let p = PacketRef {
+                    data: record_bytes(b, &it.rec),
+                    ts_ns: it.rec.ts_ns,
+                    orig_len: it.rec.orig_len,
+                    link: it.rec.link,
+                };
+                worker.packet(&p, &it.d);
+                local.bytes += u64::from(it.rec.orig_len);
+            }
+            local.packets += share.items.len() as u64;
+            local.batches += 1;
+            if share.nrec > 0 {
+                wm = wm.max(share.watermark);
+                worker.watermark(wm);
+            }
+            local.publish(stage);
+            stopped |= share.stop;
+            if share.last {
+                cc += 1;
+            }
+            share.items.clear();
+            match &ends.back_out[owner] {
+                None => pool.push(share),
+                Some(tx) => {
+                    let _ = tx.try_send(share);
+                }
+            }
+            progress = true;
+        }
+        if cc >= sh.nchunks || stopped || sh.abort.load(Ordering::Relaxed) {
+            break;
+        }
+        if progress {
+            idle = 0;
+        } else {
+            backoff(&mut idle);
+        }
+    }
+    local.publish(stage);
+    worker.finish();
+}
+
+impl Pipeline {
+    /// N > 1 over a classic pcap file: every thread walks, dissects and consumes. See the
+    /// module doc ("Parallel framing").
+    fn run_parallel<W: Worker>(
+        &self,
+        map: &MappedFile,
+        data_start: usize,
+        classic: Classic,
+        workers: &mut [W],
+        pin: &(dyn Fn(usize) + Sync),
+    ) -> Result<RunReport, PipelineError> {
+        let n = self.cfg.workers;
+        let len = map.bytes().len();
+        let nchunks = len.div_ceil(CHUNK).max(1) as u64;
+        let sh = ParShared {
+            n,
+            batch: self.cfg.batch,
+            lookahead_chunks: 2 * n as u64,
+            nchunks,
+            data_start,
+            file: map,
+            classic,
+            counters: &self.counters,
+            abort: AtomicBool::new(false),
+            ends: (0..nchunks).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            error: std::sync::Mutex::new(None),
+        };
+        let (mut ends, _raw_out, _raw_back) = build_ends(n, 4 * n + 4, true);
+        let (w0, rest) = workers.split_at_mut(1);
+        let ends0 = ends.remove(0);
+        let sh = &sh;
+        let outcome = std::thread::scope(|scope| {
+            let handles: Vec<_> = rest
+                .iter_mut()
+                .zip(ends)
+                .enumerate()
+                .map(|(i, (w, e))| {
+                    let t = i + 1;
+                    std::thread::Builder::new()
+                        .name(format!("capture-w{t}"))
+                        .spawn_scoped(scope, move || {
+                            pin(t);
+                            let r = catch_unwind(AssertUnwindSafe(|| {
+                                thread_loop_parallel(t, sh, e, w)
+                            }));
+                            if r.is_err() {
+                                sh.abort.store(true, Ordering::Relaxed);
+                            }
+                            r
+                        })
+                })
+                .collect();
+            if handles.iter().any(|h| h.is_err()) {
+                sh.abort.store(true, Ordering::Relaxed);
+            }
+            pin(0);
+            let r0 = catch_unwind(AssertUnwindSafe(|| {
+                thread_loop_parallel(0, sh, ends0, &mut w0[0])
+            }));
+            if r0.is_err() {
+                sh.abort.store(true, Ordering::Relaxed);
+            }
+            let mut panic = r0.err();
+            let mut spawn_error = None;
+            for h in handles {
+                match h {
+                    Ok(h) => match h.join() {
+                        Ok(Ok(())) => {}
+                        Ok(Err(p)) | Err(p) => panic = panic.or(Some(p)),
+                    },
+                    Err(e) => spawn_error = Some(e),
+                }
+            }
+            (panic, spawn_error)
+        });
+        match outcome {
+            (Some(p), _) => resume_unwind(p),
+            (None, Some(e)) => return Err(PipelineError::Spawn(e)),
+            (None, None) => {}
+        }
+        let err = sh.error.lock().ok().and_then(|mut g| g.take());
+        if let Some((_, e)) = err {
+            return Err(e.into());
+        }
+        Ok(RunReport {
+            batches: self
+                .counters
+                .stages
+                .iter()
+                .map(|s| s.batches.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0),
+            packets: self.counters.source_packets.load(Ordering::Relaxed),
             pinned: false,
         })
     }

@@ -83,15 +83,173 @@ struct Iface {
 
 #[derive(Debug)]
 enum Format {
-    Pcap {
-        le: bool,
-        frac_mul: u64,
-        link: LinkType,
-    },
-    Pcapng {
-        le: bool,
-        ifaces: Vec<Iface>,
-    },
+    Pcap(Classic),
+    Pcapng { le: bool, ifaces: Vec<Iface> },
+}
+
+/// Parameters of a classic pcap file, enough to walk records from any record boundary.
+#[derive(Debug, Clone, Copy)]
+pub struct Classic {
+    le: bool,
+    frac_mul: u64,
+    link: LinkType,
+    snaplen: u32,
+}
+
+/// Size of the chunks a classic pcap file is cut into for parallel framing. Batches never span
+/// a chunk boundary, whatever the worker count, so batch boundaries (and hence watermarks) are
+/// identical for 1 or N workers. A record belongs to the chunk its header starts in.
+pub const CHUNK: usize = 1 << 20;
+
+/// Reads the classic record at `pos`: `Ok(None)` at a clean end, else the record and the
+/// position of the next header.
+#[inline(always)]
+pub(crate) fn classic_record(
+    b: &[u8],
+    pos: usize,
+    c: &Classic,
+) -> Result<Option<(Record, usize)>, SourceError> {
+    if pos >= b.len() {
+        return Ok(None);
+    }
+    let Some(h) = b.get(pos..pos + 16) else {
+        return Err(truncated(pos, "record header"));
+    };
+    let w = |i: usize| {
+        let a = [h[i], h[i + 1], h[i + 2], h[i + 3]];
+        if c.le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    let (sec, frac, caplen, orig_len) = (w(0), w(4), w(8), w(12));
+    if caplen > MAX_CAPLEN {
+        return Err(corrupt(pos, "record captured length too large"));
+    }
+    let start = pos + 16;
+    let end = start + caplen as usize;
+    if end > b.len() {
+        return Err(truncated(pos, "packet data"));
+    }
+    Ok(Some((
+        Record {
+            offset: start,
+            caplen,
+            orig_len,
+            ts_ns: u64::from(sec) * 1_000_000_000 + u64::from(frac) * c.frac_mul,
+            link: c.link,
+        },
+        end,
+    )))
+}
+
+/// Finds the first record boundary at or after `from` by validating a chain of plausible
+/// headers (captured length within the snaplen and not above the original length, fraction in
+/// range, timestamps within an hour of each other, lengths chaining to the next header or to
+/// the end of the file). Returns `b.len()` if none. The pipeline cross-checks every result
+/// against the position the previous chunk's sequential walk ended at, so a false match (a
+/// pcap file inside a payload) is reported as corruption, never silently used.
+pub(crate) fn resync(b: &[u8], from: usize, c: &Classic) -> usize {
+    const CHAIN: usize = 8;
+    let frac_max: u32 = if c.frac_mul == 1 {
+        1_000_000_000
+    } else {
+        1_000_000
+    };
+    let cap_max = if c.snaplen == 0 {
+        MAX_CAPLEN
+    } else {
+        c.snaplen.min(MAX_CAPLEN)
+    };
+    let hdr = |q: usize| -> Option<(u32, u32, u32, u32)> {
+        let h = b.get(q..q + 16)?;
+        let w = |i: usize| {
+            let a = [h[i], h[i + 1], h[i + 2], h[i + 3]];
+            if c.le {
+                u32::from_le_bytes(a)
+            } else {
+                u32::from_be_bytes(a)
+            }
+        };
+        Some((w(0), w(4), w(8), w(12)))
+    };
+    'cand: for p in from..b.len() {
+        let mut q = p;
+        let mut prev_sec: Option<u32> = None;
+        for _ in 0..CHAIN {
+            if q >= b.len() {
+                break;
+            }
+            let Some((sec, frac, caplen, orig)) = hdr(q) else {
+                break; // a header cut by the end of the file: let the walk report it
+            };
+            if frac >= frac_max || caplen > cap_max || caplen > orig || orig > MAX_CAPLEN * 4 {
+                continue 'cand;
+            }
+            if let Some(ps) = prev_sec
+                && ps.abs_diff(sec) > 3600
+            {
+                continue 'cand;
+            }
+            prev_sec = Some(sec);
+            q += 16 + caplen as usize;
+        }
+        return p;
+    }
+    b.len()
+}
+
+/// Walks the records whose headers start in `[start, limit)` (one chunk), with read-ahead.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkWalker {
+    pub(crate) pos: usize,
+    limit: usize,
+    touched: usize,
+}
+
+impl ChunkWalker {
+    pub(crate) fn new(start: usize, limit: usize) -> Self {
+        ChunkWalker {
+            pos: start,
+            limit,
+            touched: start,
+        }
+    }
+    #[inline(always)]
+    pub(crate) fn next(&mut self, b: &[u8], c: &Classic) -> Result<Option<Record>, SourceError> {
+        if self.pos >= self.limit {
+            return Ok(None);
+        }
+        match classic_record(b, self.pos, c)? {
+            Some((r, next)) => {
+                self.pos = next;
+                self.touched = read_ahead(b, self.pos, self.touched);
+                Ok(Some(r))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Software read-ahead: the next record's position depends on this record's length, so
+/// walking the headers is a chain of dependent cache misses that the hardware prefetcher
+/// cannot follow (measured: 0.49 s for 1.8 GB vs 0.43 s for libpcap's buffered reads).
+/// Loading one byte per cache line `READ_AHEAD` bytes ahead of the reader turns the walk into
+/// a sequential stream: independent loads overlap, and the L2 streamer takes over (0.22 s).
+/// Returns the new touched frontier.
+#[inline(always)]
+fn read_ahead(b: &[u8], pos: usize, touched: usize) -> usize {
+    const READ_AHEAD: usize = 4096;
+    let target = (pos + READ_AHEAD).min(b.len());
+    let mut t = touched.max(pos);
+    let mut acc = 0u8;
+    while t < target {
+        acc ^= b[t];
+        t += 64;
+    }
+    std::hint::black_box(acc);
+    t
 }
 
 /// A pcap or pcapng file read through a memory mapping.
@@ -173,13 +331,15 @@ impl PcapFile {
                 let le = matches!(magic, 0xa1b2_c3d4 | 0xa1b2_3c4d);
                 let nanos = matches!(magic, 0xa1b2_3c4d | 0x4d3c_b2a1);
                 let network = rd32(b, 20, le).ok_or_else(|| truncated(0, "pcap file header"))?;
+                let snaplen = rd32(b, 16, le).unwrap_or(0);
                 (
-                    Format::Pcap {
+                    Format::Pcap(Classic {
                         le,
                         frac_mul: if nanos { 1 } else { 1000 },
                         // the upper bits carry the FCS length (draft-ietf-opsawg-pcap §4)
                         link: LinkType((network & 0xffff) as u16),
-                    },
+                        snaplen,
+                    }),
                     24,
                 )
             }
@@ -218,7 +378,7 @@ impl PcapFile {
     /// The link type of a classic pcap file, or of the first pcapng interface seen so far.
     pub fn link_type(&self) -> Option<LinkType> {
         match &self.format {
-            Format::Pcap { link, .. } => Some(*link),
+            Format::Pcap(c) => Some(c.link),
             Format::Pcapng { ifaces, .. } => ifaces.first().map(|i| i.link),
         }
     }
@@ -239,24 +399,17 @@ impl PcapFile {
         record_bytes(self.file.bytes(), r)
     }
 
-    /// Software read-ahead: the next record's position depends on this record's length, so
-    /// walking the headers is a chain of dependent cache misses that the hardware prefetcher
-    /// cannot follow (measured: 0.49 s for 1.8 GB vs 0.43 s for libpcap's buffered reads).
-    /// Loading one byte per cache line `READ_AHEAD` bytes ahead of the reader turns the walk into
-    /// a sequential stream: independent loads overlap, and the L2 streamer takes over.
     #[inline(always)]
     fn read_ahead(&mut self) {
-        const READ_AHEAD: usize = 4096;
-        let b = self.file.bytes();
-        let target = (self.pos + READ_AHEAD).min(b.len());
-        let mut t = self.touched.max(self.pos);
-        let mut acc = 0u8;
-        while t < target {
-            acc ^= b[t];
-            t += 64;
+        self.touched = read_ahead(self.file.bytes(), self.pos, self.touched);
+    }
+
+    /// The parameters of a classic pcap file (`None` for pcapng), for parallel chunk walks.
+    pub fn classic(&self) -> Option<Classic> {
+        match self.format {
+            Format::Pcap(c) => Some(c),
+            Format::Pcapng { .. } => None,
         }
-        self.touched = t;
-        std::hint::black_box(acc);
     }
 
     #[inline(always)]
@@ -273,7 +426,7 @@ impl PcapFile {
     #[inline]
     pub fn next_record(&mut self) -> Result<Option<Record>, SourceError> {
         let r = match self.format {
-            Format::Pcap { le, frac_mul, link } => self.next_pcap(le, frac_mul, link)?,
+            Format::Pcap(c) => self.next_pcap(c)?,
             Format::Pcapng { .. } => self.next_pcapng()?,
         };
         if r.is_some() {
@@ -285,45 +438,14 @@ impl PcapFile {
     }
 
     #[inline(always)]
-    fn next_pcap(
-        &mut self,
-        le: bool,
-        frac_mul: u64,
-        link: LinkType,
-    ) -> Result<Option<Record>, SourceError> {
-        let b = self.file.bytes();
-        let pos = self.pos;
-        if pos >= b.len() {
-            return Ok(None);
-        }
-        let Some(h) = b.get(pos..pos + 16) else {
-            return Err(truncated(pos, "record header"));
-        };
-        let w = |i: usize| {
-            let a = [h[i], h[i + 1], h[i + 2], h[i + 3]];
-            if le {
-                u32::from_le_bytes(a)
-            } else {
-                u32::from_be_bytes(a)
+    fn next_pcap(&mut self, c: Classic) -> Result<Option<Record>, SourceError> {
+        match classic_record(self.file.bytes(), self.pos, &c)? {
+            Some((r, next)) => {
+                self.pos = next;
+                Ok(Some(r))
             }
-        };
-        let (sec, frac, caplen, orig_len) = (w(0), w(4), w(8), w(12));
-        if caplen > MAX_CAPLEN {
-            return Err(corrupt(pos, "record captured length too large"));
+            None => Ok(None),
         }
-        let start = pos + 16;
-        let end = start + caplen as usize;
-        if end > b.len() {
-            return Err(truncated(pos, "packet data"));
-        }
-        self.pos = end;
-        Ok(Some(Record {
-            offset: start,
-            caplen,
-            orig_len,
-            ts_ns: u64::from(sec) * 1_000_000_000 + u64::from(frac) * frac_mul,
-            link,
-        }))
     }
 
     fn next_pcapng(&mut self) -> Result<Option<Record>, SourceError> {
