@@ -1022,4 +1022,44 @@ mod tests {
         assert_eq!(m.sequence, 1);
         assert_eq!(m.records.len(), 1);
     }
+
+    #[test]
+    fn tcp_sends_templates_once() {
+        use std::io::Read;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).unwrap();
+            all
+        });
+        let mut x = TcpExporter::connect(addr, 9).unwrap();
+        x.encoder
+            .add_template(
+                Template::new(400, vec![FieldSpec::iana(ie::OCTET_DELTA_COUNT, 8)]).unwrap(),
+            )
+            .unwrap();
+        for round in 0..3u64 {
+            for i in 0..10 {
+                x.encoder
+                    .record(400, |w| w.unsigned(round * 10 + i).map(|_| ()))
+                    .unwrap();
+            }
+            x.flush(100).unwrap();
+        }
+        drop(x);
+        let stream = reader.join().unwrap();
+        let mut d = Decoder::new();
+        let (mut at, mut templates, mut values) = (0, 0, Vec::new());
+        while at < stream.len() {
+            let len = usize::from(u16::from_be_bytes([stream[at + 2], stream[at + 3]]));
+            let m = d.decode(&stream[at..at + len]).unwrap();
+            templates += m.templates.len();
+            values.extend(m.records.iter().map(|r| r.unsigned(0).unwrap()));
+            at += len;
+        }
+        assert_eq!(templates, 1);
+        assert_eq!(values, (0..30).collect::<Vec<u64>>());
+    }
 }
