@@ -24,6 +24,9 @@ pub enum ExportError {
         /// URI of the registry searched.
         registry: String,
     },
+    /// A statement names a registry that is not loaded.
+    #[error("registry {0} is not loaded")]
+    UnknownRegistry(String),
     /// Two result columns map to the same column name (e.g. `a.b` and `a_b`),
     /// or the same element is listed twice (the specification is at fault).
     #[error("duplicate column {column:?} (from element {element:?})")]

@@ -36,7 +36,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use mplane::registry::{Primitive, Registry};
+use mplane::registry::{CORE_URI, Primitive, Registries, Registry};
+use serde_json::Value as Json;
 
 use crate::ExportError;
 
@@ -106,6 +107,37 @@ impl ExportSchema {
             cols.push((e.to_string(), el.prim));
         }
         Self::from_elements(registry.uri(), cols)
+    }
+
+    /// The result schema of an mPlane specification (or capability, or
+    /// result) given as JSON: its `results` array, looked up in the registry
+    /// its `registry` member names (the core registry when absent), which
+    /// must be loaded in `registries`.
+    pub fn from_statement(registries: &Registries, statement: &Json) -> Result<Self, ExportError> {
+        let uri = statement
+            .get("registry")
+            .and_then(Json::as_str)
+            .unwrap_or(CORE_URI);
+        let registry = registries
+            .get(uri)
+            .ok_or_else(|| ExportError::UnknownRegistry(uri.to_string()))?;
+        let results = statement
+            .get("results")
+            .and_then(Json::as_array)
+            .ok_or(ExportError::EmptySchema)?;
+        let mut names = Vec::with_capacity(results.len());
+        for r in results {
+            match r.as_str() {
+                Some(n) => names.push(n),
+                None => {
+                    return Err(ExportError::UnknownElement {
+                        element: r.to_string(),
+                        registry: uri.to_string(),
+                    });
+                }
+            }
+        }
+        Self::from_registry(registry, &names)
     }
 
     /// Builds a schema from explicit `(element, primitive)` pairs; `registry`
@@ -190,7 +222,6 @@ impl ExportSchema {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mplane::registry::{CORE_URI, Registries};
 
     #[test]
     fn maps_core_elements() {
@@ -231,6 +262,28 @@ mod tests {
         ));
         assert!(matches!(
             ExportSchema::from_elements::<_, String>("x", []),
+            Err(ExportError::EmptySchema)
+        ));
+    }
+
+    #[test]
+    fn from_specification_json() {
+        let regs = Registries::new();
+        let spec: Json = serde_json::json!({
+            "specification": "measure",
+            "results": ["start", "source.ip4", "packets.ip"]
+        });
+        let s = ExportSchema::from_statement(&regs, &spec).unwrap();
+        assert_eq!(s.columns()[2].name, "packets_ip");
+        assert_eq!(s.registry(), CORE_URI);
+        let other = serde_json::json!({"registry": "http://x.invalid/r", "results": ["start"]});
+        assert!(matches!(
+            ExportSchema::from_statement(&regs, &other),
+            Err(ExportError::UnknownRegistry(_))
+        ));
+        let none = serde_json::json!({"specification": "measure"});
+        assert!(matches!(
+            ExportSchema::from_statement(&regs, &none),
             Err(ExportError::EmptySchema)
         ));
     }
