@@ -8,7 +8,7 @@
 //!   └─ borrowed &[u8] + ns timestamp ─► one-pass Dissection ─► symmetric hash ─► worker
 //! ```
 //!
-//! - [`packet`]: zero-copy views (one file per protocol) and [`packet::dissect`], which fills a
+//! - [`packet`]: zero-copy views (one file per protocol) and [`packet::dissect()`], which fills a
 //!   fixed-size [`packet::Dissection`]; never panics, never allocates.
 //! - [`builder`]: a packet builder and pcap/pcapng writers for tests (here and in the probe).
 //!

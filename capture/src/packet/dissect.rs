@@ -1,6 +1,6 @@
 //! One-pass dissection of a captured frame into a fixed-size [`Dissection`].
 //!
-//! [`dissect`] walks link → VLAN/QinQ/MPLS → IP (options, extension headers, fragments) → L4,
+//! [`dissect()`] walks link → VLAN/QinQ/MPLS → IP (options, extension headers, fragments) → L4,
 //! descending through GRE, VXLAN (UDP 4789), GTP-U (UDP 2152) and IP-in-IP to the innermost
 //! packet, whose addresses, protocol and ports it reports. It never panics, never allocates and
 //! always returns: when a layer cannot be parsed it stops there (the *lax* path, in the style of
@@ -255,7 +255,7 @@ pub fn dissect(link: LinkType, frame: &[u8]) -> Dissection {
     d
 }
 
-/// Like [`dissect`], but fills a caller-owned `Dissection` (it is reset first).
+/// Like [`dissect()`], but fills a caller-owned `Dissection` (it is reset first).
 #[inline]
 pub fn dissect_into(d: &mut Dissection, link: LinkType, frame: &[u8]) {
     *d = Dissection {

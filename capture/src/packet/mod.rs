@@ -1,4 +1,4 @@
-//! Zero-copy packet views, one file per protocol, and the one-pass [`dissect`] function.
+//! Zero-copy packet views, one file per protocol, and the one-pass [`dissect()`] function.
 //!
 //! # Contract (the smoltcp promise)
 //!
@@ -9,7 +9,7 @@
 //! formats or uses `anyhow`.
 //!
 //! Unknown protocol numbers are not errors: they are kept as raw values ([`EtherType`],
-//! [`IpProtocol`], [`LinkType`] are open newtypes) and [`dissect`] simply stops descending.
+//! [`IpProtocol`], [`LinkType`] are open newtypes) and [`dissect()`] simply stops descending.
 //!
 //! Errors are [`ParseError`]s: a `Copy` pair of the [`Layer`] that failed and an [`ErrorKind`].
 //! [`ParseError::index`] maps each pair one-to-one to a drop counter slot
@@ -17,7 +17,7 @@
 //!
 //! Lengths: the IP total length (IPv4) or payload length (IPv6) is the truth, not the frame
 //! length. Ethernet frames shorter than 60 bytes are padded on the wire; the views trim that
-//! padding. A frame cut by the capture snaplen is parsed by the *lax* rules: [`dissect`] goes as
+//! padding. A frame cut by the capture snaplen is parsed by the *lax* rules: [`dissect()`] goes as
 //! far as the bytes allow and records in [`Dissection::stop`] which layer stopped and why.
 
 pub mod dissect;
