@@ -22,12 +22,25 @@
 //! [`UdpExporter::template_interval`] (§8.4); over TCP they are sent once
 //! at the start of the connection.
 //!
+//! The same [`RecordBatch`]es that go to Parquet can go to IPFIX:
+//! [`template_for_schema`] maps an [`ExportSchema`]'s elements to fields
+//! (standard ones with [`iana_field`]) and [`Encoder::batch`] writes every
+//! row. IPFIX has no null: a null is written as zero, the unspecified
+//! address or an empty string.
+//!
 //! Biflows (RFC 5103 §6.1): reverse-direction Information Elements are the
 //! forward IE numbers with the enterprise bit set and the Private Enterprise
 //! Number [`REVERSE_PEN`] (29305); see [`FieldSpec::reverse`].
 
 use std::collections::HashMap;
 use std::io::{self, Write};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, TimestampNanosecondType, UInt64Type};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+
+use crate::schema::{Column, ExportSchema};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -91,6 +104,20 @@ pub mod ie {
     pub const FLOW_END_NANOSECONDS: u16 = 157;
     /// biflowDirection (unsigned8, RFC 5103 §6.3).
     pub const BIFLOW_DIRECTION: u16 = 239;
+    /// deltaFlowCount (unsigned64).
+    pub const DELTA_FLOW_COUNT: u16 = 3;
+    /// exporterIPv4Address (ipv4Address).
+    pub const EXPORTER_IPV4_ADDRESS: u16 = 130;
+    /// exporterIPv6Address (ipv6Address).
+    pub const EXPORTER_IPV6_ADDRESS: u16 = 131;
+    /// flowStartSeconds (dateTimeSeconds).
+    pub const FLOW_START_SECONDS: u16 = 150;
+    /// flowEndSeconds (dateTimeSeconds).
+    pub const FLOW_END_SECONDS: u16 = 151;
+    /// flowStartMicroseconds (dateTimeMicroseconds).
+    pub const FLOW_START_MICROSECONDS: u16 = 154;
+    /// flowEndMicroseconds (dateTimeMicroseconds).
+    pub const FLOW_END_MICROSECONDS: u16 = 155;
 }
 
 /// IPFIX encoding and decoding errors.
@@ -139,6 +166,12 @@ pub enum IpfixError {
     /// A length field points outside the message.
     #[error("truncated or malformed IPFIX message at offset {0}")]
     Malformed(usize),
+    /// An element of an export schema has no IPFIX field.
+    #[error("no IPFIX field for element {0:?}")]
+    Unmapped(String),
+    /// A batch column's type cannot be written to its field.
+    #[error("column {0} of the batch cannot be written as IPFIX")]
+    BadColumn(usize),
     /// Sending failed.
     #[error("IPFIX transport error: {0}")]
     Io(#[from] io::Error),
@@ -272,6 +305,23 @@ impl RecordWriter<'_> {
         }
         self.out.extend_from_slice(&v.to_be_bytes()[8 - len..]);
         Ok(self)
+    }
+
+    /// A float64 (8-byte field) or float32 (4-byte field, reduced-size
+    /// encoding, RFC 7011 §6.2).
+    pub fn float(&mut self, v: f64) -> Result<&mut Self, IpfixError> {
+        let (i, f) = self.next_field()?;
+        match f.length {
+            8 => self.out.extend_from_slice(&v.to_be_bytes()),
+            4 => self.out.extend_from_slice(&(v as f32).to_be_bytes()),
+            _ => return Err(Self::misfit(i, f)),
+        }
+        Ok(self)
+    }
+
+    /// A boolean (1 byte: 1 = true, 2 = false, RFC 7011 §6.1.5).
+    pub fn boolean(&mut self, v: bool) -> Result<&mut Self, IpfixError> {
+        self.unsigned_in(1, if v { 1 } else { 2 })
     }
 
     /// An IPv4 address (4-byte field).
@@ -541,11 +591,157 @@ impl Encoder {
         self.done.push(msg);
     }
 
+    /// Appends every row of `batch` as a Data Record of template `id`; the
+    /// batch's columns must be in template order (as
+    /// [`template_for_schema`] makes them). Returns the rows written.
+    ///
+    /// Column types: `UInt64` → unsigned, `Float64` → float, `Boolean` →
+    /// boolean, `Timestamp(ns)` → by field (4 bytes: dateTimeSeconds; IEs
+    /// 154–157 and other NTP-format time IEs: dateTimeMicro/Nanoseconds;
+    /// otherwise 8 bytes: dateTimeMilliseconds), `Utf8` → an address when
+    /// the field is 4 or 16 bytes (the text is parsed), else a string.
+    pub fn batch(&mut self, id: u16, batch: &RecordBatch) -> Result<usize, IpfixError> {
+        let t = self
+            .templates
+            .get(&id)
+            .ok_or(IpfixError::UnknownTemplate(id))?;
+        if t.fields.len() != batch.num_columns() {
+            return Err(IpfixError::FieldCount {
+                template: id,
+                expected: t.fields.len(),
+                got: batch.num_columns(),
+            });
+        }
+        let fields = t.fields.clone();
+        let cols = batch.columns();
+        for row in 0..batch.num_rows() {
+            self.record(id, |w| {
+                for (c, (col, f)) in cols.iter().zip(&fields).enumerate() {
+                    write_cell(w, c, col.as_ref(), f, row)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(batch.num_rows())
+    }
+
     /// Finishes the message in progress and returns all finished messages.
     pub fn take_messages(&mut self) -> Vec<Vec<u8>> {
         self.finish_message();
         std::mem::take(&mut self.done)
     }
+}
+
+fn write_cell(
+    w: &mut RecordWriter<'_>,
+    c: usize,
+    col: &dyn Array,
+    f: &FieldSpec,
+    row: usize,
+) -> Result<(), IpfixError> {
+    let null = col.is_null(row);
+    match col.data_type() {
+        DataType::UInt64 => {
+            let v = col.as_primitive::<UInt64Type>().value(row);
+            w.unsigned(if null { 0 } else { v })?;
+        }
+        DataType::Float64 => {
+            let v = col.as_primitive::<Float64Type>().value(row);
+            w.float(if null { 0.0 } else { v })?;
+        }
+        DataType::Boolean => {
+            w.boolean(!null && col.as_boolean().value(row))?;
+        }
+        DataType::Timestamp(arrow_schema::TimeUnit::Nanosecond, _) => {
+            let ns = if null {
+                0
+            } else {
+                col.as_primitive::<TimestampNanosecondType>().value(row)
+            };
+            let ntp = f.enterprise.is_none()
+                && matches!(
+                    f.id,
+                    ie::FLOW_START_MICROSECONDS
+                        | ie::FLOW_END_MICROSECONDS
+                        | ie::FLOW_START_NANOSECONDS
+                        | ie::FLOW_END_NANOSECONDS
+                );
+            match f.length {
+                4 => w.time_s(ns)?,
+                _ if ntp => w.time_ns(ns)?,
+                _ => w.time_ms(ns)?,
+            };
+        }
+        DataType::Utf8 => {
+            let s = if null {
+                ""
+            } else {
+                col.as_string::<i32>().value(row)
+            };
+            match f.length {
+                4 | 16 => {
+                    let a: IpAddr = if null {
+                        if f.length == 4 {
+                            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                        } else {
+                            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                        }
+                    } else {
+                        s.parse().map_err(|_| IpfixError::ValueDoesNotFit {
+                            index: c,
+                            ie: f.id,
+                            len: f.length,
+                        })?
+                    };
+                    w.ip(a)?;
+                }
+                _ => {
+                    w.string(s)?;
+                }
+            }
+        }
+        _ => return Err(IpfixError::BadColumn(c)),
+    }
+    Ok(())
+}
+
+/// The standard (IANA) field for an mPlane core-registry element, where one
+/// exists: addresses, ports, octet/packet/flow counts, start/end times
+/// (as dateTimeMilliseconds, which every collector reads).
+pub fn iana_field(element: &str) -> Option<FieldSpec> {
+    let (id, len) = match element {
+        "source.ip4" => (ie::SOURCE_IPV4_ADDRESS, 4),
+        "destination.ip4" => (ie::DESTINATION_IPV4_ADDRESS, 4),
+        "source.ip6" => (ie::SOURCE_IPV6_ADDRESS, 16),
+        "destination.ip6" => (ie::DESTINATION_IPV6_ADDRESS, 16),
+        "observer.ip4" => (ie::EXPORTER_IPV4_ADDRESS, 4),
+        "observer.ip6" => (ie::EXPORTER_IPV6_ADDRESS, 16),
+        "source.port" => (ie::SOURCE_TRANSPORT_PORT, 2),
+        "destination.port" => (ie::DESTINATION_TRANSPORT_PORT, 2),
+        "octets.ip" => (ie::OCTET_DELTA_COUNT, 8),
+        "packets.ip" => (ie::PACKET_DELTA_COUNT, 8),
+        "flows" => (ie::DELTA_FLOW_COUNT, 8),
+        "start" => (ie::FLOW_START_MILLISECONDS, 8),
+        "end" => (ie::FLOW_END_MILLISECONDS, 8),
+        _ => return None,
+    };
+    Some(FieldSpec::iana(id, len))
+}
+
+/// A template with one field per column of `schema`, in column order;
+/// `map` gives each column's field (e.g. `|c| iana_field(&c.element)`,
+/// falling back to enterprise-specific elements of the probe).
+pub fn template_for_schema(
+    id: u16,
+    schema: &ExportSchema,
+    map: impl Fn(&Column) -> Option<FieldSpec>,
+) -> Result<Template, IpfixError> {
+    let fields = schema
+        .columns()
+        .iter()
+        .map(|c| map(c).ok_or_else(|| IpfixError::Unmapped(c.element.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    Template::new(id, fields)
 }
 
 /// Sends IPFIX over UDP, resending templates periodically (RFC 7011 §8.4).
@@ -1061,5 +1257,60 @@ mod tests {
         }
         assert_eq!(templates, 1);
         assert_eq!(values, (0..30).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn record_batch_to_ipfix() {
+        use crate::ColumnsBuilder;
+        use mplane::registry::Registries;
+        use std::sync::Arc;
+        let core = Registries::core();
+        let schema = Arc::new(
+            ExportSchema::from_registry(
+                &core,
+                &[
+                    "start",
+                    "source.ip4",
+                    "destination.ip6",
+                    "source.port",
+                    "octets.ip",
+                ],
+            )
+            .unwrap(),
+        );
+        let t = template_for_schema(500, &schema, |c| iana_field(&c.element)).unwrap();
+        let mut b = ColumnsBuilder::new(schema.clone(), 4);
+        b.append_time_ns(0, 1_795_573_758_123_456_789).unwrap();
+        b.append_addr(1, IpAddr::from([10, 1, 2, 3])).unwrap();
+        b.append_addr(2, "2001:db8::7".parse().unwrap()).unwrap();
+        b.append_u64(3, 443).unwrap();
+        b.append_u64(4, 1 << 40).unwrap();
+        for c in 0..5 {
+            b.append_null(c).unwrap();
+        }
+        let batch = b.finish().unwrap();
+        let mut e = Encoder::new(3, 1400);
+        e.add_template(t).unwrap();
+        assert_eq!(e.batch(500, &batch).unwrap(), 2);
+        let mut d = Decoder::new();
+        let mut recs = Vec::new();
+        for m in e.template_messages().into_iter().chain(e.take_messages()) {
+            recs.extend(d.decode(&m).unwrap().records);
+        }
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].unsigned(0), Some(1_795_573_758_123));
+        assert_eq!(recs[0].values[1], [10, 1, 2, 3]);
+        assert_eq!(
+            recs[0].values[2],
+            "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(recs[0].unsigned(3), Some(443));
+        assert_eq!(recs[0].unsigned(4), Some(1 << 40));
+        assert_eq!(recs[1].values[1], [0; 4], "null address is 0.0.0.0");
+        assert_eq!(recs[1].unsigned(4), Some(0));
+        assert!(matches!(
+            template_for_schema(501, &schema, |_| None),
+            Err(IpfixError::Unmapped(_))
+        ));
     }
 }

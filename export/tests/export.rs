@@ -854,7 +854,9 @@ mod ipfix_peer {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use mplane_export::ipfix::{FieldSpec, Template, UdpExporter, ie};
+    use mplane_export::ipfix::{
+        FieldSpec, Template, UdpExporter, iana_field, ie, template_for_schema,
+    };
 
     fn biflow_template() -> Template {
         let f = FieldSpec::iana;
@@ -933,6 +935,38 @@ mod ipfix_peer {
                 })
                 .unwrap();
         }
+        // The same RecordBatches that go to Parquet, through a template made
+        // from the export schema.
+        let core = mplane::registry::Registries::core();
+        let schema = std::sync::Arc::new(
+            mplane_export::ExportSchema::from_registry(
+                &core,
+                &[
+                    "start",
+                    "end",
+                    "source.ip4",
+                    "destination.ip4",
+                    "source.port",
+                    "destination.port",
+                    "octets.ip",
+                    "packets.ip",
+                ],
+            )
+            .unwrap(),
+        );
+        let t = template_for_schema(257, &schema, |c| iana_field(&c.element)).unwrap();
+        x.encoder.add_template(t).unwrap();
+        let mut b = mplane_export::ColumnsBuilder::new(schema, 1);
+        b.append_time_ns(0, t0_ms as i64 * 1_000_000).unwrap();
+        b.append_time_ns(1, t0_ms as i64 * 1_000_000 + 2_000_000_000)
+            .unwrap();
+        b.append_addr(2, [10, 9, 9, 9].into()).unwrap();
+        b.append_addr(3, [192, 0, 2, 99].into()).unwrap();
+        b.append_u64(4, 5353).unwrap();
+        b.append_u64(5, 53).unwrap();
+        b.append_u64(6, 777).unwrap();
+        b.append_u64(7, 7).unwrap();
+        assert_eq!(x.encoder.batch(257, &b.finish().unwrap()).unwrap(), 1);
         x.flush(1_795_573_760).unwrap();
         std::thread::sleep(Duration::from_millis(500));
         let _ = Command::new("kill")
@@ -965,8 +999,13 @@ mod ipfix_peer {
             .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
             .collect();
         rows.sort();
-        assert_eq!(rows.len(), 3, "{text}");
-        for (i, r) in rows.iter().enumerate() {
+        assert_eq!(rows.len(), 4, "{text}");
+        assert_eq!(
+            rows[3][..7],
+            ["10.9.9.9", "192.0.2.99", "5353", "53", "0", "7", "777"],
+            "the RecordBatch row"
+        );
+        for (i, r) in rows[..3].iter().enumerate() {
             let i = i as u64;
             assert_eq!(r[0], format!("10.0.0.{}", 1 + i));
             assert_eq!(r[1], "192.0.2.80");
