@@ -9,7 +9,8 @@
 //!   `(directory, prefix)` pair: two sinks must not share both.
 //! * **Partitioning.** With [`Partitioning::Hive`], files go to
 //!   `probe=<id>/date=YYYY-MM-DD/hour=HH/` below the directory (by the time
-//!   the file was opened), and a file is rotated when the hour changes, so
+//!   the file was opened, or by data time with [`SinkConfig::time_column`]),
+//!   and a file is rotated when the hour changes, so
 //!   DuckDB `read_parquet('dir/**/*.parquet', hive_partitioning=true)` reads
 //!   the directory as one table with `probe`, `date` and `hour` columns.
 //! * **Rotation.** A file is committed when its estimated size reaches
@@ -109,6 +110,12 @@ pub struct SinkConfig {
     pub metadata: FileMetadata,
     /// Data-plane drop counters to sample per file.
     pub drop_counters: Option<DropCounters>,
+    /// Element name of a `time` column that places rows in time (e.g.
+    /// `start`). When set, hive partitions and file names follow the data
+    /// time (a batch goes to the hour of its first row) instead of the wall
+    /// clock, and a file's `mplane.window` is the min/max of that column:
+    /// right for replays of old captures. Default: wall clock.
+    pub time_column: Option<String>,
 }
 
 impl std::fmt::Debug for SinkConfig {
@@ -124,6 +131,7 @@ impl std::fmt::Debug for SinkConfig {
             .field("writer", &self.writer)
             .field("metadata", &self.metadata)
             .field("drop_counters", &self.drop_counters.is_some())
+            .field("time_column", &self.time_column)
             .finish()
     }
 }
@@ -142,6 +150,7 @@ impl SinkConfig {
             writer: WriterOptions::default(),
             metadata: FileMetadata::default(),
             drop_counters: None,
+            time_column: None,
         }
     }
 }
@@ -229,6 +238,8 @@ struct OpenFile {
     file: PendingFile,
     opened_ns: i64,
     hour_key: (i64, u32, u32, u32),
+    /// Min and max of the time column over the file's rows.
+    data_span: Option<(i64, i64)>,
 }
 
 /// The sink of one job. See the module documentation.
@@ -245,6 +256,8 @@ pub struct Sink {
     drops_base: BTreeMap<String, u64>,
     /// `rows_dropped` and `rows_lost` at the previous commit (or at open).
     dropped_base: (u64, u64),
+    /// Index of [`SinkConfig::time_column`].
+    time_col: Option<usize>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -298,6 +311,17 @@ impl Sink {
             }
         };
         let props = cfg.writer.properties(&schema)?;
+        let time_col = match &cfg.time_column {
+            None => None,
+            Some(e) => match schema.index_of(e) {
+                Some(i) if schema.columns()[i].prim == mplane::registry::Primitive::Time => Some(i),
+                _ => {
+                    return Err(ExportError::Config(format!(
+                        "time column {e:?} is not a time column of the schema"
+                    )));
+                }
+            },
+        };
         fs::create_dir_all(&cfg.dir).map_err(|e| {
             match ExportError::from_io("mkdir", &cfg.dir, e) {
                 ExportError::Io { path, source, .. } => ExportError::NotWritable { path, source },
@@ -315,6 +339,7 @@ impl Sink {
             seq: 0,
             drops_base: BTreeMap::new(),
             dropped_base: (0, 0),
+            time_col,
         };
         let mut sink = sink;
         sink.drops_base = sink
@@ -386,12 +411,20 @@ impl Sink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.rotate_if_due(now_ns)?;
+        let span = self.time_col.and_then(|i| time_span(batch.column(i)));
+        // Where the batch belongs in time: its first row's time, or now.
+        let place_ns = match (self.time_col, span) {
+            (Some(_), Some((first, _, _))) => Some(first),
+            (Some(_), None) => None,
+            (None, _) => Some(now_ns),
+        };
+        self.rotate_if_due(now_ns, place_ns)?;
         if self.current.is_none() {
-            self.open_file(now_ns).inspect_err(|_| {
-                add(&self.stats.errors, 1);
-                add(&self.stats.rows_lost, batch.num_rows() as u64);
-            })?;
+            self.open_file(now_ns, place_ns.unwrap_or(now_ns))
+                .inspect_err(|_| {
+                    add(&self.stats.errors, 1);
+                    add(&self.stats.rows_lost, batch.num_rows() as u64);
+                })?;
         }
         let Some(open) = self.current.as_mut() else {
             return Err(ExportError::Closed);
@@ -399,6 +432,12 @@ impl Sink {
         if let Err(e) = open.file.write(batch) {
             self.abort_current(batch.num_rows() as u64);
             return Err(e);
+        }
+        if let Some((_, lo, hi)) = span {
+            open.data_span = Some(match open.data_span {
+                None => (lo, hi),
+                Some((a, b)) => (a.min(lo), b.max(hi)),
+            });
         }
         let full = open.file.estimated_bytes() >= self.cfg.max_file_bytes
             || self
@@ -413,7 +452,10 @@ impl Sink {
 
     /// Rotates by age or partition hour; call periodically when idle.
     pub fn tick(&mut self, now: SystemTime) -> Result<(), ExportError> {
-        self.rotate_if_due(system_time_ns(now))
+        let now_ns = system_time_ns(now);
+        // With a data time column, only data moves the partition hour.
+        let place = self.time_col.is_none().then_some(now_ns);
+        self.rotate_if_due(now_ns, place)
     }
 
     /// Commits the current file now (if it has rows).
@@ -440,21 +482,27 @@ impl Sink {
         }
     }
 
-    fn rotate_if_due(&mut self, now_ns: i64) -> Result<(), ExportError> {
+    /// Commits the current file if it is too old (wall clock `now_ns`) or if
+    /// `place_ns` (where the next rows belong in time) is in another hour
+    /// partition.
+    fn rotate_if_due(&mut self, now_ns: i64, place_ns: Option<i64>) -> Result<(), ExportError> {
         let Some(open) = &self.current else {
             return Ok(());
         };
         let age = now_ns.saturating_sub(open.opened_ns);
         let too_old = age >= 0 && (age as u128) >= self.cfg.max_file_age.as_nanos();
-        let hour_changed = self.probe_dir.is_some() && hour_key(now_ns) != open.hour_key;
+        let hour_changed =
+            self.probe_dir.is_some() && place_ns.is_some_and(|p| hour_key(p) != open.hour_key);
         if too_old || hour_changed {
             self.commit_current(now_ns)?;
         }
         Ok(())
     }
 
-    fn open_file(&mut self, now_ns: i64) -> Result<(), ExportError> {
-        let c = Civil::from_ns(now_ns);
+    /// Opens a file at wall time `now_ns` for rows placed at `place_ns`
+    /// (partition directory and name).
+    fn open_file(&mut self, now_ns: i64, place_ns: i64) -> Result<(), ExportError> {
+        let c = Civil::from_ns(place_ns);
         let dir = match &self.probe_dir {
             None => self.cfg.dir.clone(),
             Some(p) => {
@@ -492,7 +540,8 @@ impl Sink {
         self.current = Some(OpenFile {
             file,
             opened_ns: now_ns,
-            hour_key: hour_key(now_ns),
+            hour_key: hour_key(place_ns),
+            data_span: None,
         });
         Ok(())
     }
@@ -531,9 +580,12 @@ impl Sink {
         *md.drops.entry(DROP_KEY_EXPORT_LOST.into()).or_insert(0) +=
             dropped_now.1.saturating_sub(self.dropped_base.1);
         if md.window.is_none() {
-            md.window = Some(Window {
-                start_ns: open.opened_ns,
-                end_ns: now_ns.max(open.opened_ns),
+            md.window = Some(match open.data_span {
+                Some((start_ns, end_ns)) => Window { start_ns, end_ns },
+                None => Window {
+                    start_ns: open.opened_ns,
+                    end_ns: now_ns.max(open.opened_ns),
+                },
             });
         }
         let rows = open.file.rows();
@@ -653,6 +705,18 @@ impl Drop for Sink {
 
 fn ns_duration(ns: i64) -> Duration {
     Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
+}
+
+/// First non-null value, min and max of a nanosecond timestamp column.
+fn time_span(col: &arrow_array::ArrayRef) -> Option<(i64, i64, i64)> {
+    use arrow_array::Array as _;
+    let a = col
+        .as_any()
+        .downcast_ref::<arrow_array::TimestampNanosecondArray>()?;
+    let mut it = a.iter().flatten();
+    let first = it.next()?;
+    let (lo, hi) = it.fold((first, first), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    Some((first, lo, hi))
 }
 
 fn hour_key(ns: i64) -> (i64, u32, u32, u32) {

@@ -1064,3 +1064,82 @@ fn export_thread_counts_errors_and_reports_lost_rows_in_next_file() {
     assert_eq!(v[DROP_KEY_EXPORT_LOST], 100, "lost rows are reported");
     assert_eq!(v[DROP_KEY_EXPORT_QUEUE], 0);
 }
+
+#[test]
+fn hive_partitions_by_data_time_for_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = all_prims_schema();
+    let mut cfg = SinkConfig::new(dir.path(), "replay");
+    cfg.partitioning = Partitioning::Hive { probe: "p1".into() };
+    cfg.time_column = Some("start".into());
+    cfg.max_file_age = Duration::from_secs(2 * 3600);
+    let mut sink = Sink::open(cfg, schema.clone()).unwrap();
+    // Data from 2020-01-01 10:59:59.5 on, written "now" (T0, 2026).
+    let base = 1_577_876_399_500_000_000i64;
+    let mk = |from_ns: i64, n: u64| {
+        let mut b = ColumnsBuilder::new(schema.clone(), n as usize);
+        for i in 0..n {
+            b.append_time_ns(0, from_ns + i as i64 * 1000).unwrap();
+            for c in 1..8 {
+                b.append_null(c).unwrap();
+            }
+        }
+        b.finish().unwrap()
+    };
+    sink.write(&mk(base, 100), at(T0)).unwrap();
+    // Wall-clock ticks do not move a data-time partition.
+    sink.tick(at(T0 + 3_600_000_000_000)).unwrap();
+    assert!(sink.current_tmp().is_some());
+    sink.write(&mk(base + 1_000_000_000, 100), at(T0)).unwrap(); // 11:00:00.5
+    sink.write(&mk(base + 1_000_002_000, 50), at(T0)).unwrap();
+    let report = sink.finish(at(T0)).unwrap();
+    let rel: Vec<String> = report
+        .files
+        .iter()
+        .map(|f| {
+            f.path
+                .strip_prefix(dir.path())
+                .unwrap()
+                .parent()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        rel,
+        [
+            "probe=p1/date=2020-01-01/hour=10",
+            "probe=p1/date=2020-01-01/hour=11"
+        ]
+    );
+    assert!(
+        report.files[0]
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("replay-20200101T105959.500000Z-")
+    );
+    assert_eq!(report.files[1].rows, 150);
+    let v = py(
+        r#"
+import json, sys, pyarrow.parquet as pq
+print(pq.ParquetFile(sys.argv[1]).metadata.metadata[b"mplane.window"].decode())
+"#,
+        &[report.files[1].path.to_str().unwrap()],
+    );
+    assert_eq!(v["start"], "2020-01-01 11:00:00.500000");
+    assert_eq!(v["start_ns"], base + 1_000_000_000);
+    assert_eq!(v["end_ns"], base + 1_000_000_000 + 99_000);
+    assert!(matches!(
+        Sink::open(
+            SinkConfig {
+                time_column: Some("octets.ip".into()),
+                ..SinkConfig::new(dir.path(), "bad")
+            },
+            schema
+        ),
+        Err(ExportError::Config(_))
+    ));
+}
