@@ -78,8 +78,14 @@ impl Col {
         }
     }
 
-    fn finish(&mut self) -> ArrayRef {
-        match self {
+    /// Finishes the column and leaves a fresh builder of `capacity` rows in
+    /// its place: arrow's `finish` leaves an empty buffer behind, which would
+    /// then regrow by doubling (a dozen reallocations and copies per column
+    /// per batch).
+    fn finish(&mut self, capacity: usize) -> ArrayRef {
+        let prim = prim_of(self);
+        let mut old = std::mem::replace(self, Col::new(prim, capacity));
+        match &mut old {
             Col::Natural(b) => Arc::new(b.finish()),
             Col::Real(b) => Arc::new(b.finish()),
             Col::Boolean(b) => Arc::new(b.finish()),
@@ -273,7 +279,8 @@ impl ColumnsBuilder {
             .enumerate()
             .find(|(_, c)| c.len() != expected)
             .map(|(i, c)| (i, c.len()));
-        let arrays: Vec<ArrayRef> = self.cols.iter_mut().map(Col::finish).collect();
+        let capacity = self.capacity;
+        let arrays: Vec<ArrayRef> = self.cols.iter_mut().map(|c| c.finish(capacity)).collect();
         if let Some((column, len)) = ragged {
             return Err(ExportError::RaggedBatch {
                 column,
@@ -413,7 +420,7 @@ mod tests {
         b.append_addr(1, a).unwrap();
         b.append_addr(1, IpAddr::from([255, 255, 255, 255]))
             .unwrap();
-        let col = b.cols[1].finish();
+        let col = b.cols[1].finish(1);
         let col = col.as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!(col.value(0), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
         assert_eq!(col.value(1), "255.255.255.255");
