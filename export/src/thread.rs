@@ -109,6 +109,9 @@ pub struct ExportThread {
 
 /// How often an idle thread checks time-based rotation.
 const IDLE_TICK: Duration = Duration::from_millis(500);
+/// How often retention runs besides after each commit (so age-based
+/// retention also happens while a job writes nothing).
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 impl ExportThread {
     /// Opens the sink (directory creation, stale `.tmp` cleanup, retention:
@@ -177,7 +180,12 @@ fn run(mut sink: Sink, rx: Receiver<Msg>) -> SinkReport {
             errors.push(e);
         }
     };
+    let mut last_retention = std::time::Instant::now();
     loop {
+        if last_retention.elapsed() >= RETENTION_EVERY {
+            sink.apply_retention(SystemTime::now());
+            last_retention = std::time::Instant::now();
+        }
         match rx.recv_timeout(IDLE_TICK) {
             Ok(Msg::Batch(b)) => keep(sink.write(&b, SystemTime::now())),
             Ok(Msg::Rotate) => keep(sink.rotate(SystemTime::now()).map(|_| ())),
