@@ -1313,4 +1313,94 @@ mod tests {
             Err(IpfixError::Unmapped(_))
         ));
     }
+
+    mod prop {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// A field: length class (0 = varlen, else 1/2/4/8 bytes) and values.
+        fn field() -> impl Strategy<Value = u16> {
+            prop_oneof![Just(1u16), Just(2), Just(4), Just(8), Just(VARLEN)]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn encode_decode_round_trip(
+                lens in proptest::collection::vec(field(), 1..12),
+                rows in proptest::collection::vec(
+                    proptest::collection::vec((any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300)), 12),
+                    0..60,
+                ),
+                max_len in 700usize..4000,
+                reverse in any::<bool>(),
+            ) {
+                let fields: Vec<FieldSpec> = lens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &l)| {
+                        let f = FieldSpec::iana(1 + i as u16, l);
+                        if reverse && i % 2 == 1 { f.reverse() } else { f }
+                    })
+                    .collect();
+                let t = Template::new(256, fields.clone()).unwrap();
+                let mut e = Encoder::new(5, max_len);
+                e.add_template(t.clone()).unwrap();
+                let mut expected = Vec::new();
+                for row in &rows {
+                    let mut vals = Vec::new();
+                    let r = e.record(256, |w| {
+                        for (f, (n, b)) in fields.iter().zip(row) {
+                            if f.length == VARLEN {
+                                w.bytes(b)?;
+                                vals.push(b.clone());
+                            } else {
+                                let bits = 8 * u32::from(f.length);
+                                let v = if bits == 64 { *n } else { n & ((1u64 << bits) - 1) };
+                                w.unsigned(v)?;
+                                vals.push(v.to_be_bytes()[8 - usize::from(f.length)..].to_vec());
+                            }
+                        }
+                        Ok(())
+                    });
+                    match r {
+                        Ok(()) => expected.push(vals),
+                        Err(IpfixError::RecordTooLarge(n)) => {
+                            prop_assert!(n + HEADER_LEN + SET_HEADER_LEN > max_len)
+                        }
+                        Err(other) => prop_assert!(false, "{other}"),
+                    }
+                }
+                let mut d = Decoder::new();
+                let mut got = Vec::new();
+                let mut seq = 0u32;
+                for m in e.template_messages() {
+                    let m = d.decode(&m).unwrap();
+                    prop_assert_eq!(&m.templates, &vec![t.clone()]);
+                }
+                for m in e.take_messages() {
+                    prop_assert!(m.len() <= max_len);
+                    let m = d.decode(&m).unwrap();
+                    prop_assert_eq!(m.sequence, seq);
+                    seq += m.records.len() as u32;
+                    got.extend(m.records.into_iter().map(|r| r.values));
+                }
+                prop_assert_eq!(got, expected);
+            }
+
+            #[test]
+            fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+                let mut d = Decoder::new();
+                let mut m = bytes.clone();
+                if m.len() >= 4 {
+                    m[0] = 0;
+                    m[1] = 10;
+                    let n = m.len() as u16;
+                    m[2..4].copy_from_slice(&n.to_be_bytes());
+                }
+                let _ = d.decode(&m);
+                let _ = d.decode(&bytes);
+            }
+        }
+    }
 }
