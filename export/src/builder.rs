@@ -267,6 +267,60 @@ impl ColumnsBuilder {
         Ok(())
     }
 
+    /// Appends `Some` value or a null.
+    #[inline]
+    pub fn append_opt_u64(&mut self, col: usize, v: Option<u64>) -> Result<(), ExportError> {
+        match v {
+            Some(v) => self.append_u64(col, v),
+            None => self.append_null(col),
+        }
+    }
+
+    /// Appends `Some` value or a null.
+    #[inline]
+    pub fn append_opt_f64(&mut self, col: usize, v: Option<f64>) -> Result<(), ExportError> {
+        match v {
+            Some(v) => self.append_f64(col, v),
+            None => self.append_null(col),
+        }
+    }
+
+    /// Appends `Some` value or a null.
+    #[inline]
+    pub fn append_opt_bool(&mut self, col: usize, v: Option<bool>) -> Result<(), ExportError> {
+        match v {
+            Some(v) => self.append_bool(col, v),
+            None => self.append_null(col),
+        }
+    }
+
+    /// Appends `Some` time (ns since the epoch) or a null.
+    #[inline]
+    pub fn append_opt_time_ns(&mut self, col: usize, v: Option<i64>) -> Result<(), ExportError> {
+        match v {
+            Some(v) => self.append_time_ns(col, v),
+            None => self.append_null(col),
+        }
+    }
+
+    /// Appends `Some` address or a null.
+    #[inline]
+    pub fn append_opt_addr(&mut self, col: usize, v: Option<IpAddr>) -> Result<(), ExportError> {
+        match v {
+            Some(v) => self.append_addr(col, v),
+            None => self.append_null(col),
+        }
+    }
+
+    /// Appends `Some` string or a null.
+    #[inline]
+    pub fn append_opt_str(&mut self, col: usize, v: Option<&str>) -> Result<(), ExportError> {
+        match v {
+            Some(v) => self.append_str(col, v),
+            None => self.append_null(col),
+        }
+    }
+
     /// Takes the rows appended so far as a batch and empties the builder.
     ///
     /// Fails with [`ExportError::RaggedBatch`] if the columns have different
@@ -386,11 +440,15 @@ mod tests {
         assert_eq!(a.value(0), "2001:db8::1");
         assert!(batch.column(3).is_null(1));
         assert!(b.is_empty());
-        b.append_time_ns(0, 1).unwrap();
-        b.append_null(1).unwrap();
-        b.append_null(2).unwrap();
-        b.append_null(3).unwrap();
-        assert_eq!(b.finish().unwrap().num_rows(), 1);
+        b.append_opt_time_ns(0, Some(1)).unwrap();
+        b.append_opt_addr(1, None).unwrap();
+        b.append_opt_u64(2, None).unwrap();
+        b.append_opt_f64(3, Some(1.5)).unwrap();
+        let batch = b.finish().unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        assert!(batch.column(1).is_null(0) && batch.column(2).is_null(0));
+        assert!(b.append_opt_bool(0, Some(true)).is_err());
+        assert!(b.append_opt_str(2, None).is_ok(), "a null fits any column");
     }
 
     #[test]
