@@ -69,7 +69,8 @@ pub enum Statistics {
 /// Encoding choices for the files of a sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriterOptions {
-    /// ZSTD level (1–22). Default 3.
+    /// ZSTD level: 1–22, 0 (= 3), or negative "fast" levels down to
+    /// −131072. Default 3.
     pub zstd_level: i32,
     /// Maximum rows per row group. Default 128 Ki.
     pub row_group_rows: usize,
@@ -413,4 +414,83 @@ pub fn sync_dir(dir: &Path) -> Result<(), ExportError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| ExportError::from_io("fsync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::basic::Encoding;
+
+    fn schema() -> ExportSchema {
+        ExportSchema::from_elements(
+            "x",
+            [
+                ("t", Primitive::Time),
+                ("n", Primitive::Natural),
+                ("a", Primitive::Address),
+                ("s", Primitive::String),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn properties_follow_policies() {
+        let p = WriterOptions::default().properties(&schema()).unwrap();
+        let col = |n: &str| ColumnPath::from(n);
+        assert_eq!(
+            p.compression(&col("n")),
+            Compression::ZSTD(ZstdLevel::try_new(3).unwrap())
+        );
+        assert!(!p.dictionary_enabled(&col("n")));
+        assert!(!p.dictionary_enabled(&col("t")));
+        assert!(p.dictionary_enabled(&col("a")));
+        assert!(p.dictionary_enabled(&col("s")));
+        assert_eq!(p.encoding(&col("n")), Some(Encoding::DELTA_BINARY_PACKED));
+        assert_eq!(p.statistics_enabled(&col("n")), EnabledStatistics::Chunk);
+        assert_eq!(p.statistics_enabled(&col("a")), EnabledStatistics::None);
+        let none = WriterOptions {
+            dictionary: DictionaryPolicy::None,
+            delta_integers: false,
+            statistics: Statistics::TimeOnly,
+            ..WriterOptions::default()
+        }
+        .properties(&schema())
+        .unwrap();
+        assert!(!none.dictionary_enabled(&col("s")));
+        assert_eq!(none.encoding(&col("n")), None);
+        assert_eq!(none.statistics_enabled(&col("t")), EnabledStatistics::Chunk);
+        assert_eq!(none.statistics_enabled(&col("n")), EnabledStatistics::None);
+    }
+
+    #[test]
+    fn bad_options_are_config_errors() {
+        for o in [
+            WriterOptions {
+                zstd_level: -200_000,
+                ..WriterOptions::default()
+            },
+            WriterOptions {
+                zstd_level: 23,
+                ..WriterOptions::default()
+            },
+            WriterOptions {
+                row_group_rows: 0,
+                ..WriterOptions::default()
+            },
+        ] {
+            assert!(matches!(
+                o.properties(&schema()),
+                Err(ExportError::Config(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn tmp_name_is_hidden_sibling() {
+        assert_eq!(
+            tmp_path(Path::new("/d/x/f-1.parquet")),
+            Path::new("/d/x/.f-1.parquet.tmp")
+        );
+    }
 }
