@@ -401,7 +401,12 @@ impl Sink {
             let in_file = self.current.as_ref().map_or(0, |o| o.file.rows());
             let room = usize::try_from(max_rows.saturating_sub(in_file)).unwrap_or(usize::MAX);
             let n = room.max(1).min(batch.num_rows() - offset);
-            self.write_part(&batch.slice(offset, n), now_ns)?;
+            if let Err(e) = self.write_part(&batch.slice(offset, n), now_ns) {
+                // The failed slice is counted; so are the slices never tried.
+                let rest = batch.num_rows() - offset - n;
+                add(&self.stats.rows_lost, rest as u64);
+                return Err(e);
+            }
             offset += n;
         }
         Ok(())
