@@ -391,7 +391,10 @@ impl Sink {
     /// [`SinkConfig::max_file_rows`] the batch is split (zero-copy) so that
     /// no file exceeds the limit.
     pub fn write(&mut self, batch: &RecordBatch, now: SystemTime) -> Result<(), ExportError> {
-        self.check_schema(batch)?;
+        self.check_schema(batch).inspect_err(|_| {
+            add(&self.stats.errors, 1);
+            add(&self.stats.rows_lost, batch.num_rows() as u64);
+        })?;
         let now_ns = system_time_ns(now);
         let Some(max_rows) = self.cfg.max_file_rows else {
             return self.write_part(batch, now_ns);

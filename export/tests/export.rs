@@ -512,6 +512,8 @@ fn schema_mismatch_and_bad_config_are_typed() {
         sink.write(&batch_of(&other), at(T0)),
         Err(ExportError::SchemaMismatch)
     ));
+    let st = sink.stats().snapshot();
+    assert_eq!((st.errors, st.rows_lost), (1, 1), "counted, not silent");
     assert!(matches!(
         Sink::open(SinkConfig::new(dir.path(), "../evil"), other.clone()),
         Err(ExportError::Config(_))
