@@ -78,6 +78,9 @@ pub struct WriterOptions {
     pub row_group_bytes: usize,
     /// Target data page size. Default 1 MiB (arrow-rs default).
     pub data_page_bytes: usize,
+    /// Maximum rows per data page (a page index granule). Default 20 000
+    /// (arrow-rs default).
+    pub data_page_rows: usize,
     /// Dictionary encoding policy. Default [`DictionaryPolicy::Text`].
     pub dictionary: DictionaryPolicy,
     /// Encode `natural` and `time` columns without a dictionary as
@@ -102,6 +105,7 @@ impl Default for WriterOptions {
             row_group_rows: 128 * 1024,
             row_group_bytes: 64 << 20,
             data_page_bytes: 1 << 20,
+            data_page_rows: 20_000,
             dictionary: DictionaryPolicy::Text,
             delta_integers: true,
             statistics: Statistics::NonText,
@@ -115,7 +119,11 @@ impl WriterOptions {
     pub fn properties(&self, schema: &ExportSchema) -> Result<WriterProperties, ExportError> {
         let level = ZstdLevel::try_new(self.zstd_level)
             .map_err(|e| ExportError::Config(format!("zstd level: {e}")))?;
-        if self.row_group_rows == 0 || self.row_group_bytes == 0 || self.data_page_bytes == 0 {
+        if self.row_group_rows == 0
+            || self.row_group_bytes == 0
+            || self.data_page_bytes == 0
+            || self.data_page_rows == 0
+        {
             return Err(ExportError::Config(
                 "row group and page sizes must be positive".into(),
             ));
@@ -126,6 +134,7 @@ impl WriterOptions {
             .set_max_row_group_row_count(Some(self.row_group_rows))
             .set_max_row_group_bytes(Some(self.row_group_bytes))
             .set_data_page_size_limit(self.data_page_bytes)
+            .set_data_page_row_count_limit(self.data_page_rows)
             .set_created_by(concat!("mplane-export ", env!("CARGO_PKG_VERSION")).into())
             .set_write_batch_size(self.write_batch_size.max(1))
             .set_statistics_enabled(match self.statistics {

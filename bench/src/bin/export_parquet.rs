@@ -8,7 +8,7 @@
 //! ```text
 //! cargo run --release -p mplane-bench --bin export_parquet -- \
 //!     [--records N] [--batch N] [--repeat N] [--zstd L] [--dict text|all|strings|none] \
-//!     [--row-group N] [--stats none|time|nontext|chunk|page] [--write-batch N] [--plain] [--out DIR]
+//!     [--row-group N] [--stats none|time|nontext|chunk|page] [--write-batch N] [--page-rows N] [--plain] [--out DIR]
 //! ```
 
 use std::net::IpAddr;
@@ -255,6 +255,7 @@ struct Args {
     row_group: usize,
     stats: Statistics,
     write_batch: usize,
+    page_rows: usize,
     plain: bool,
     out: PathBuf,
 }
@@ -269,6 +270,7 @@ fn parse() -> anyhow::Result<Args> {
         row_group: 128 * 1024,
         stats: Statistics::NonText,
         write_batch: 8192,
+        page_rows: 20_000,
         plain: false,
         out: std::env::temp_dir().join("mplane-export-bench"),
     };
@@ -283,6 +285,7 @@ fn parse() -> anyhow::Result<Args> {
             "--row-group" => a.row_group = val()?.parse()?,
             "--out" => a.out = val()?.into(),
             "--write-batch" => a.write_batch = val()?.parse()?,
+            "--page-rows" => a.page_rows = val()?.parse()?,
             "--stats" => {
                 a.stats = match val()?.as_str() {
                     "none" => Statistics::None,
@@ -361,6 +364,7 @@ fn main() -> anyhow::Result<()> {
         cfg.writer.row_group_rows = a.row_group;
         cfg.writer.statistics = a.stats;
         cfg.writer.write_batch_size = a.write_batch;
+        cfg.writer.data_page_rows = a.page_rows;
         cfg.writer.delta_integers = !a.plain;
         let mut sink = Sink::open(cfg, schema.clone())?;
         let t = Instant::now();
@@ -398,7 +402,7 @@ fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     println!(
-        "median (CPU time, one thread): build {:.2} M rec/s, write {:.3} M rec/s, build+write {:.3} M rec/s, {:.1} bytes/rec (records={} batch={} zstd={} dict={:?} row_group={} stats={:?} write_batch={} plain={})",
+        "median (CPU time, one thread): build {:.2} M rec/s, write {:.3} M rec/s, build+write {:.3} M rec/s, {:.1} bytes/rec (records={} batch={} zstd={} dict={:?} row_group={} stats={:?} write_batch={} page_rows={} plain={})",
         median(&mut build_rps) / 1e6,
         median(&mut write_rps) / 1e6,
         median(&mut total_rps) / 1e6,
@@ -410,6 +414,7 @@ fn main() -> anyhow::Result<()> {
         a.row_group,
         a.stats,
         a.write_batch,
+        a.page_rows,
         a.plain
     );
     Ok(())
