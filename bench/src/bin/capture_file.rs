@@ -10,7 +10,9 @@
 //! into a checksum; table: count packets per flow in a per-worker open-addressing table, like
 //! the flow aggregator will), `--copy` (use the copying PacketSource path instead of zero-copy),
 //! `--populate` (MAP_POPULATE the file), `--frame-only` (only walk the pcap records).
-//! Prints one line per run and a median line per worker count.
+//! Prints one line per run (wall time, pps, CPU seconds per pipeline thread from
+//! `/proc/thread-self/schedstat`, `cpu_pps` = packets / busiest thread's CPU time, which is the
+//! scaling evidence on a shared machine) and a median line per worker count.
 
 use std::time::Instant;
 
@@ -35,6 +37,16 @@ struct BenchWorker {
     mask: usize,
     flows: u64,
     watermarks: u64,
+    /// CPU time of the thread that ran this worker, read in `finish` (schedstat, ns).
+    cpu_ns: u64,
+}
+
+/// CPU time of the calling thread so far (ns), from `/proc/thread-self/schedstat`.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
 }
 
 impl BenchWorker {
@@ -49,6 +61,7 @@ impl BenchWorker {
             mask: cap - 1,
             flows: 0,
             watermarks: 0,
+            cpu_ns: 0,
         }
     }
 }
@@ -87,7 +100,9 @@ impl Worker for BenchWorker {
     fn watermark(&mut self, _ts_ns: u64) {
         self.watermarks += 1;
     }
-    fn finish(&mut self) {}
+    fn finish(&mut self) {
+        self.cpu_ns = thread_cpu_ns();
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -163,6 +178,7 @@ fn main() -> anyhow::Result<()> {
                 cpus: None,
             });
             let mut ws: Vec<BenchWorker> = (0..n).map(|_| BenchWorker::new(work)).collect();
+            let cpu0 = thread_cpu_ns();
             let t = Instant::now();
             let file = PcapFile::open_with(path.as_ref(), populate)?;
             let rep = if copy {
@@ -175,12 +191,26 @@ fn main() -> anyhow::Result<()> {
             let pps = rep.packets as f64 / secs;
             rates.push(pps);
             let shares: Vec<String> = s.workers.iter().map(|w| w.packets.to_string()).collect();
+            // CPU seconds per pipeline thread (thread 0 = this thread, measured from the start).
+            let cpu: Vec<f64> = ws
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let ns = if i == 0 { w.cpu_ns - cpu0 } else { w.cpu_ns };
+                    ns as f64 / 1e9
+                })
+                .collect();
+            let crit = cpu.iter().copied().fold(0.0, f64::max);
+            let cpu_s: Vec<String> = cpu.iter().map(|c| format!("{c:.3}")).collect();
             let flows: u64 = ws.iter().map(|w| w.flows).sum();
             let sum = ws.iter().fold(0u64, |a, w| a ^ w.sum);
             println!(
-                "workers={n} run={run} packets={} secs={secs:.3} pps={pps:.0} per_worker=[{}] \
-                 truncated={} non_ip={} parse_errors={} flows={flows} pinned={} check={sum:x}",
+                "workers={n} run={run} packets={} secs={secs:.3} pps={pps:.0} cpu_s=[{}] \
+                 cpu_pps={:.0} per_worker=[{}] truncated={} non_ip={} parse_errors={} \
+                 flows={flows} pinned={} check={sum:x}",
                 rep.packets,
+                cpu_s.join(","),
+                rep.packets as f64 / crit,
                 shares.join(","),
                 s.truncated,
                 s.non_ip,
