@@ -633,12 +633,7 @@ impl Sink {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 return;
             };
-            if !name.starts_with('.')
-                && name.ends_with(".parquet")
-                && name
-                    .strip_prefix(self.cfg.prefix.as_str())
-                    .is_some_and(|rest| rest.starts_with('-'))
-            {
+            if is_own_file(name, &self.cfg.prefix) {
                 let mtime = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                 files.push((mtime, path.to_path_buf(), md.len()));
             }
@@ -757,16 +752,40 @@ fn collect(dir: &Path, depth: usize, f: &mut dyn FnMut(&Path, &fs::Metadata)) {
     }
 }
 
+/// True if `name` is a committed file name of this sink's prefix:
+/// `<prefix>-<8 digits>T<6 digits>.<6 digits>Z-<digits>.parquet`. The full
+/// shape is checked so that prefix `job` never claims files of `job-2`.
+pub fn is_own_file(name: &str, prefix: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|r| r.strip_suffix(".parquet"))
+    else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    b.len() > 24
+        && digits(0..8)
+        && b[8] == b'T'
+        && digits(9..15)
+        && b[15] == b'.'
+        && digits(16..22)
+        && &b[22..24] == b"Z-"
+        && digits(24..b.len())
+}
+
 /// Removes `.<prefix>-*.parquet.tmp` files below `dir` (left by a crash);
 /// returns how many were removed.
 pub fn remove_stale_tmp(dir: &Path, prefix: &str) -> u64 {
-    let start = format!(".{prefix}-");
     let mut stale = Vec::new();
     collect(dir, 0, &mut |path, _| {
         if path
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(&start) && n.ends_with(".parquet.tmp"))
+            .and_then(|n| n.strip_prefix('.')?.strip_suffix(".tmp"))
+            .is_some_and(|n| is_own_file(n, prefix))
         {
             stale.push(path.to_path_buf());
         }
@@ -778,4 +797,34 @@ pub fn remove_stale_tmp(dir: &Path, prefix: &str) -> u64 {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_own_file;
+
+    #[test]
+    fn own_file_names() {
+        let n = "job-20261125T022918.123456Z-000001.parquet";
+        assert!(is_own_file(n, "job"));
+        assert!(is_own_file(
+            "job-20261125T022918.123456Z-1234567.parquet",
+            "job"
+        ));
+        assert!(!is_own_file(n, "jo"));
+        assert!(!is_own_file(
+            "job-2-20261125T022918.123456Z-000001.parquet",
+            "job"
+        ));
+        assert!(is_own_file(
+            "job-2-20261125T022918.123456Z-000001.parquet",
+            "job-2"
+        ));
+        assert!(!is_own_file("job-20261125T022918.123456Z-.parquet", "job"));
+        assert!(!is_own_file(
+            "job-20261125T022918.123456Z-000001.parquet.tmp",
+            "job"
+        ));
+        assert!(!is_own_file("job-notes.parquet", "job"));
+    }
 }

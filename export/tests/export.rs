@@ -1145,3 +1145,28 @@ print(pq.ParquetFile(sys.argv[1]).metadata.metadata[b"mplane.window"].decode())
         Err(ExportError::Config(_))
     ));
 }
+
+#[test]
+fn sinks_with_overlapping_prefixes_leave_each_other_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = all_prims_schema();
+    let mut cfg2 = SinkConfig::new(dir.path(), "job-2");
+    cfg2.max_file_rows = Some(10);
+    let mut other = Sink::open(cfg2, schema.clone()).unwrap();
+    other.write(&batch(&schema, 0, 15), at(T0)).unwrap();
+    let other_tmp = other.current_tmp().unwrap().to_path_buf();
+    assert_eq!(visible_parquet(dir.path()).len(), 1);
+    // A sink with prefix "job" starting in the same directory: its crash
+    // cleanup and retention must not touch "job-2"'s files.
+    let mut cfg = SinkConfig::new(dir.path(), "job");
+    cfg.retention.max_age = Some(Duration::from_secs(1));
+    let mut sink = Sink::open(cfg, schema.clone()).unwrap();
+    assert_eq!(sink.stats().snapshot().stale_tmp_removed, 0);
+    assert_eq!(
+        sink.apply_retention(SystemTime::now() + Duration::from_secs(3600)),
+        0
+    );
+    assert!(other_tmp.exists());
+    assert_eq!(visible_parquet(dir.path()).len(), 1);
+    assert_eq!(other.finish(at(T0)).unwrap().files.len(), 2);
+}
