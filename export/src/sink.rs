@@ -5,19 +5,24 @@
 //! its own thread.
 //!
 //! * **Naming.** Files are `<prefix>-<YYYYMMDD>T<HHMMSS>.<µs>Z-<seq>.parquet`
-//!   (the time the file was opened, UTC). One sink owns one
-//!   `(directory, prefix)` pair: two sinks must not share both.
+//!   (the time the file was opened, UTC, or the data time of its first row
+//!   with [`SinkConfig::time_column`]). One sink owns one
+//!   `(directory, prefix)` pair: two sinks must not share both. Sinks whose
+//!   prefixes overlap (`job`, `job-2`) may share a directory: cleanup and
+//!   retention match the full name shape ([`is_own_file`]).
 //! * **Partitioning.** With [`Partitioning::Hive`], files go to
 //!   `probe=<id>/date=YYYY-MM-DD/hour=HH/` below the directory (by the time
 //!   the file was opened, or by data time with [`SinkConfig::time_column`]),
-//!   and a file is rotated when the hour changes, so
+//!   and a file is rotated when the hour changes (a batch is not split at
+//!   the hour: it goes to the hour of its first row), so
 //!   DuckDB `read_parquet('dir/**/*.parquet', hive_partitioning=true)` reads
 //!   the directory as one table with `probe`, `date` and `hour` columns.
 //! * **Rotation.** A file is committed when its estimated size reaches
 //!   [`SinkConfig::max_file_bytes`], its rows reach
 //!   [`SinkConfig::max_file_rows`], or it has been open for
 //!   [`SinkConfig::max_file_age`].
-//! * **Retention.** After each commit (and at startup), committed files of
+//! * **Retention.** After each commit (at startup, and every minute on the
+//!   export thread), committed files of
 //!   this prefix older than [`Retention::max_age`] are removed, then the
 //!   oldest are removed while the total (including the file being written)
 //!   exceeds [`Retention::max_bytes`]. Only committed files are candidates:
