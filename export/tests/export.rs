@@ -24,11 +24,22 @@ use serde_json::{Value, json};
 
 // ---------------------------------------------------------------- peers ---
 
+/// Peer versions the assertions were written against (type names printed by
+/// readers change between releases). Bump together with the assertions.
+const PYARROW: &str = "26.0.1";
+/// See [`PYARROW`].
+const DUCKDB: &str = "2.0.1";
+/// See [`PYARROW`].
+const POLARS: &str = "2.1.0";
+
 /// Runs `script` (with the venv path as `$1`) under `flock` on the venv's
 /// lock file, so parallel test processes (nextest) do not race.
 fn locked_setup(venv: &Path, script: &str) -> std::process::Output {
     let lock = venv.with_extension("lock");
     Command::new("flock")
+        .env("PYARROW", PYARROW)
+        .env("DUCKDB", DUCKDB)
+        .env("POLARS", POLARS)
         .arg(&lock)
         .args(["sh", "-c", script, "sh"])
         .arg(venv)
@@ -51,11 +62,11 @@ fn python() -> &'static Path {
             r#"
 set -e
 V="$1"
-if [ ! -f "$V/.ready" ]; then
+if [ ! -f "$V/.ready-$PYARROW-$DUCKDB" ]; then
   rm -rf "$V"
   python3 -m venv "$V"
-  "$V/bin/pip" install -q pyarrow duckdb
-  touch "$V/.ready"
+  "$V/bin/pip" install -q "pyarrow==$PYARROW" "duckdb==$DUCKDB"
+  touch "$V/.ready-$PYARROW-$DUCKDB"
 fi
 "#,
         );
@@ -77,9 +88,9 @@ fn try_polars() {
         &venv,
         r#"
 V="$1"
-if [ ! -f "$V/.polars-tried" ]; then
-  "$V/bin/pip" install -q polars >/dev/null 2>&1 || echo "polars install failed" >&2
-  touch "$V/.polars-tried"
+if [ ! -f "$V/.polars-tried-$POLARS" ]; then
+  "$V/bin/pip" install -q "polars==$POLARS" >/dev/null 2>&1 || echo "polars install failed" >&2
+  touch "$V/.polars-tried-$POLARS"
 fi
 "#,
     );
