@@ -7,7 +7,7 @@
 //! etherparse's `LaxSlicedPacket`) and records the layer and reason in [`Dissection::stop`]; the
 //! fields then describe the deepest layers that were parsed completely.
 //!
-//! The flow aggregator reads one `Dissection` per packet; it is `Copy` and about 190 bytes, so
+//! The flow aggregator reads one `Dissection` per packet; it is `Copy` and 180 bytes, so
 //! the pipeline ships it to workers inside packet batches instead of parsing twice.
 
 use super::gre::GrePacket;
