@@ -1069,10 +1069,6 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
                     stop = true;
                 }
                 emitting = None;
-                // Pages of an old chunk of ours are no longer needed (re-fault if they are).
-                if let Some(old) = (ch as usize).checked_sub(2 * n) {
-                    sh.file.release(old * CHUNK, (old + 1) * CHUNK);
-                }
             }
             for (w, mut s) in outs.drain(..).enumerate() {
                 s.seq = ch;
@@ -1124,6 +1120,18 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
             stopped |= share.stop;
             if share.last {
                 cc += 1;
+                // Consumed pages are released in 64 MiB steps, 64 MiB behind the consumer, by
+                // the threads in turn: one madvise (and one TLB shootdown to the other cores) per
+                // 64 chunks, not per chunk. Releasing early is still correct: the pages re-fault
+                // from the page cache.
+                const STEP: u64 = 64;
+                if cc >= 2 * STEP
+                    && cc.is_multiple_of(STEP)
+                    && t == ((cc / STEP) % n as u64) as usize
+                {
+                    let from = ((cc - 2 * STEP) as usize) * CHUNK;
+                    sh.file.release(from, from + STEP as usize * CHUNK);
+                }
             }
             share.items.clear();
             match &ends.back_out[owner] {
