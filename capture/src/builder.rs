@@ -568,24 +568,63 @@ impl<W: Write> PcapWriter<W> {
     }
 }
 
-/// Writes a pcapng file (little-endian): SHB, then IDBs, EPBs and SPBs.
+/// Writes a pcapng file: SHB, then IDBs, EPBs and SPBs, little-endian unless
+/// [`PcapngWriter::new_big_endian`] is used.
 #[derive(Debug)]
 pub struct PcapngWriter<W: Write> {
     w: W,
+    be: bool,
     /// Per interface: ticks per second.
     resol: Vec<u64>,
 }
 
 impl<W: Write> PcapngWriter<W> {
-    /// Writes the section header block.
-    pub fn new(mut w: W) -> io::Result<Self> {
+    /// Writes a little-endian section header block.
+    pub fn new(w: W) -> io::Result<Self> {
+        Self::with_order(w, false)
+    }
+    /// Writes a big-endian section header block (the whole section is then big-endian).
+    pub fn new_big_endian(w: W) -> io::Result<Self> {
+        Self::with_order(w, true)
+    }
+    fn with_order(w: W, be: bool) -> io::Result<Self> {
+        let mut me = PcapngWriter {
+            w,
+            be,
+            resol: vec![],
+        };
         let mut b = Vec::new();
-        b.extend_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
-        b.extend_from_slice(&1u16.to_le_bytes());
-        b.extend_from_slice(&0u16.to_le_bytes());
-        b.extend_from_slice(&(-1i64).to_le_bytes());
-        block(&mut w, 0x0A0D_0D0A, &b)?;
-        Ok(PcapngWriter { w, resol: vec![] })
+        me.u32(&mut b, 0x1A2B_3C4D);
+        me.u16(&mut b, 1);
+        me.u16(&mut b, 0);
+        b.extend_from_slice(&[0xff; 8]); // section length: unknown (-1)
+        me.block(0x0A0D_0D0A, &b)?;
+        Ok(me)
+    }
+    fn u16(&self, b: &mut Vec<u8>, v: u16) {
+        b.extend_from_slice(&if self.be {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        });
+    }
+    fn u32(&self, b: &mut Vec<u8>, v: u32) {
+        b.extend_from_slice(&if self.be {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        });
+    }
+    fn block(&mut self, t: u32, body: &[u8]) -> io::Result<()> {
+        let len = (12 + body.len()) as u32;
+        let mut h = Vec::with_capacity(8);
+        self.u32(&mut h, t);
+        self.u32(&mut h, len);
+        self.w.write_all(&h)?;
+        self.w.write_all(body)?;
+        let mut tail = Vec::with_capacity(4);
+        self.u32(&mut tail, len);
+        self.w.write_all(&tail)
     }
     /// Adds an interface; `tsresol` is the raw if_tsresol option byte (6 = µs, 9 = ns,
     /// 0x80|n = 2^-n), `None` for the default (µs). Returns its id.
@@ -596,16 +635,16 @@ impl<W: Write> PcapngWriter<W> {
         tsresol: Option<u8>,
     ) -> io::Result<u32> {
         let mut b = Vec::new();
-        b.extend_from_slice(&link.0.to_le_bytes());
-        b.extend_from_slice(&0u16.to_le_bytes());
-        b.extend_from_slice(&snaplen.to_le_bytes());
+        self.u16(&mut b, link.0);
+        self.u16(&mut b, 0);
+        self.u32(&mut b, snaplen);
         if let Some(r) = tsresol {
-            b.extend_from_slice(&9u16.to_le_bytes());
-            b.extend_from_slice(&1u16.to_le_bytes());
+            self.u16(&mut b, 9);
+            self.u16(&mut b, 1);
             b.extend_from_slice(&[r, 0, 0, 0]);
             b.extend_from_slice(&[0, 0, 0, 0]); // opt_endofopt
         }
-        block(&mut self.w, 1, &b)?;
+        self.block(1, &b)?;
         let tps = match tsresol {
             None => 1_000_000,
             Some(r) if r & 0x80 != 0 => 1u64 << (r & 0x7f),
@@ -619,41 +658,33 @@ impl<W: Write> PcapngWriter<W> {
         let tps = self.resol.get(iface as usize).copied().unwrap_or(1_000_000);
         let ticks = (u128::from(ts_ns) * u128::from(tps) / 1_000_000_000) as u64;
         let mut b = Vec::with_capacity(20 + data.len() + 3);
-        b.extend_from_slice(&iface.to_le_bytes());
-        b.extend_from_slice(&((ticks >> 32) as u32).to_le_bytes());
-        b.extend_from_slice(&(ticks as u32).to_le_bytes());
-        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        b.extend_from_slice(&orig_len.to_le_bytes());
+        self.u32(&mut b, iface);
+        self.u32(&mut b, (ticks >> 32) as u32);
+        self.u32(&mut b, ticks as u32);
+        self.u32(&mut b, data.len() as u32);
+        self.u32(&mut b, orig_len);
         b.extend_from_slice(data);
         while !b.len().is_multiple_of(4) {
             b.push(0);
         }
-        block(&mut self.w, 6, &b)
+        self.block(6, &b)
     }
     /// Writes a simple packet block (interface 0, no timestamp).
     pub fn simple_packet(&mut self, data: &[u8], orig_len: u32) -> io::Result<()> {
         let mut b = Vec::with_capacity(4 + data.len() + 3);
-        b.extend_from_slice(&orig_len.to_le_bytes());
+        self.u32(&mut b, orig_len);
         b.extend_from_slice(data);
         while !b.len().is_multiple_of(4) {
             b.push(0);
         }
-        block(&mut self.w, 3, &b)
+        self.block(3, &b)
     }
     /// Writes an arbitrary block (e.g. a name resolution block, to test skipping).
     pub fn raw_block(&mut self, block_type: u32, body: &[u8]) -> io::Result<()> {
-        block(&mut self.w, block_type, body)
+        self.block(block_type, body)
     }
     /// Returns the inner writer.
     pub fn into_inner(self) -> W {
         self.w
     }
-}
-
-fn block<W: Write>(w: &mut W, t: u32, body: &[u8]) -> io::Result<()> {
-    let len = (12 + body.len()) as u32;
-    w.write_all(&t.to_le_bytes())?;
-    w.write_all(&len.to_le_bytes())?;
-    w.write_all(body)?;
-    w.write_all(&len.to_le_bytes())
 }

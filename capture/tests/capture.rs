@@ -577,6 +577,23 @@ fn parallel_walk_over_many_chunks_matches_sequential() {
                 Some(r) => assert_eq!(r, &ws[0].watermarks, "watermarks differ for n={n}"),
             }
         }
+        // Cut the file inside its last record: every earlier packet arrives, then the error.
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = dir.path().join("cut.pcap");
+        std::fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
+        for n in 1..=3 {
+            let p = Pipeline::new(PipelineConfig {
+                workers: n,
+                batch: 100,
+                ..PipelineConfig::default()
+            });
+            let mut ws: Vec<Recorder> = (0..n).map(|_| Recorder::default()).collect();
+            let e = p
+                .run_file(PcapFile::open(&cut).unwrap(), &mut ws)
+                .unwrap_err();
+            assert!(e.to_string().contains("truncated"), "{e}");
+            check_run(&ws, frames.len() - 1);
+        }
     }
 }
 

@@ -707,6 +707,36 @@ mod tests {
     }
 
     #[test]
+    fn pcapng_sections_switch_byte_order() {
+        let fr = frames();
+        let mut le = PcapngWriter::new(Vec::new()).unwrap();
+        le.interface(LinkType::ETHERNET, 0, Some(9)).unwrap();
+        le.packet(0, 5, &fr[0], fr[0].len() as u32).unwrap();
+        let mut be = PcapngWriter::new_big_endian(Vec::new()).unwrap();
+        be.interface(LinkType::RAW, 0, None).unwrap();
+        let raw = Builder::raw()
+            .ipv4([1, 2, 3, 4], [5, 6, 7, 8])
+            .udp(1, 2)
+            .build();
+        be.packet(0, 7_000, &raw, 99).unwrap();
+        be.simple_packet(&raw, raw.len() as u32).unwrap();
+        let mut bytes = le.into_inner();
+        bytes.extend_from_slice(&be.into_inner());
+        let mut f = PcapFile::from_bytes(bytes).unwrap();
+        let a = f.next_packet().unwrap().unwrap();
+        assert_eq!(
+            (a.ts_ns, a.link, a.data),
+            (5, LinkType::ETHERNET, &fr[0][..])
+        );
+        let b = f.next_packet().unwrap().unwrap();
+        assert_eq!((b.ts_ns, b.orig_len, b.link), (7_000, 99, LinkType::RAW));
+        assert_eq!(b.data, &raw[..]);
+        let c = f.next_packet().unwrap().unwrap();
+        assert_eq!(c.data, &raw[..]);
+        assert!(f.next_packet().unwrap().is_none());
+    }
+
+    #[test]
     fn truncated_and_corrupt_files_are_typed_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.pcap");
