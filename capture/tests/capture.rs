@@ -822,3 +822,50 @@ while i < len(data):
         drop(guard);
     }
 }
+
+#[test]
+fn records_larger_than_a_chunk_and_bogus_snaplen() {
+    // 700 kB records leave some 1 MiB chunks without any record start, and the header's
+    // snaplen (96) is smaller than every record: the parallel walk must still be exact.
+    let mut frames = Vec::new();
+    for i in 0..24u32 {
+        let mut f = Builder::ethernet()
+            .ipv4([10, 3, 0, i as u8], [10, 4, 0, 1])
+            .udp(7, 9)
+            .build();
+        f.resize(
+            if i % 3 == 0 {
+                700_000
+            } else {
+                1000 + i as usize
+            },
+            i as u8,
+        );
+        frames.push(full(f));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.pcap");
+    let f = std::fs::File::create(&path).unwrap();
+    let mut w = PcapWriter::new(
+        std::io::BufWriter::new(f),
+        LinkType::ETHERNET,
+        96,
+        true,
+        false,
+    )
+    .unwrap();
+    for (i, fr) in frames.iter().enumerate() {
+        w.write(ts(i), &fr.bytes, fr.bytes.len() as u32).unwrap();
+    }
+    drop(w);
+    for n in 1..=3 {
+        let p = Pipeline::new(PipelineConfig {
+            workers: n,
+            batch: 4,
+            ..PipelineConfig::default()
+        });
+        let mut ws: Vec<Recorder> = (0..n).map(|_| Recorder::default()).collect();
+        p.run_file(PcapFile::open(&path).unwrap(), &mut ws).unwrap();
+        check_run(&ws, frames.len());
+    }
+}

@@ -995,10 +995,12 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
             && next_own < cc + sh.lookahead_chunks
         {
             let ch = next_own as usize;
+            // No plausible boundary inside the chunk: start at its end; verification will walk
+            // it from the true boundary.
             let start = if ch == 0 {
                 sh.data_start
             } else {
-                resync(b, ch * CHUNK, &sh.classic)
+                resync(b, ch * CHUNK, (ch + 1) * CHUNK, &sh.classic).unwrap_or((ch + 1) * CHUNK)
             };
             let (end, err) = walk(&mut chunk_recs, start, ch);
             pending = Some((next_own, start, end, err));

@@ -96,6 +96,21 @@ pub struct Classic {
     snaplen: u32,
 }
 
+impl Classic {
+    /// The snaplen written in the file header (not trusted for anything).
+    pub fn snaplen(&self) -> u32 {
+        self.snaplen
+    }
+    /// The file's link type.
+    pub fn link_type(&self) -> LinkType {
+        self.link
+    }
+    /// `true` for nanosecond timestamps (magic `0xa1b23c4d`).
+    pub fn nanos(&self) -> bool {
+        self.frac_mul == 1
+    }
+}
+
 /// Size of the chunks a classic pcap file is cut into for parallel framing. Batches never span
 /// a chunk boundary, whatever the worker count, so batch boundaries (and hence watermarks) are
 /// identical for 1 or N workers. A record belongs to the chunk its header starts in.
@@ -144,24 +159,22 @@ pub(crate) fn classic_record(
     )))
 }
 
-/// Finds the first record boundary at or after `from` by validating a chain of plausible
-/// headers (captured length within the snaplen and not above the original length, fraction in
-/// range, timestamps within an hour of each other, lengths chaining to the next header or to
-/// the end of the file). Returns `b.len()` if none. The pipeline cross-checks every result
-/// against the position the previous chunk's sequential walk ended at, so a false match (a
-/// pcap file inside a payload) is reported as corruption, never silently used.
-pub(crate) fn resync(b: &[u8], from: usize, c: &Classic) -> usize {
+/// Finds the first record boundary in `from..limit` by validating a chain of plausible headers
+/// (captured length not above the original length, fraction in range, timestamps within an
+/// hour of each other, lengths chaining to the next header or to the end of the file); `None`
+/// if there is none in the range (the scan is bounded, so a file that defeats the heuristic
+/// costs one chunk per chunk, not the rest of the file). The header's snaplen is not trusted
+/// (writers get it wrong). The pipeline checks every result against where the previous chunk's
+/// walk ended and walks again from there on disagreement, so correctness never depends on
+/// this heuristic.
+pub(crate) fn resync(b: &[u8], from: usize, limit: usize, c: &Classic) -> Option<usize> {
     const CHAIN: usize = 8;
     let frac_max: u32 = if c.frac_mul == 1 {
         1_000_000_000
     } else {
         1_000_000
     };
-    let cap_max = if c.snaplen == 0 {
-        MAX_CAPLEN
-    } else {
-        c.snaplen.min(MAX_CAPLEN)
-    };
+    let cap_max = MAX_CAPLEN;
     let hdr = |q: usize| -> Option<(u32, u32, u32, u32)> {
         let h = b.get(q..q + 16)?;
         let w = |i: usize| {
@@ -174,7 +187,7 @@ pub(crate) fn resync(b: &[u8], from: usize, c: &Classic) -> usize {
         };
         Some((w(0), w(4), w(8), w(12)))
     };
-    'cand: for p in from..b.len() {
+    'cand: for p in from..limit.min(b.len()) {
         let mut q = p;
         let mut prev_sec: Option<u32> = None;
         for _ in 0..CHAIN {
@@ -195,9 +208,9 @@ pub(crate) fn resync(b: &[u8], from: usize, c: &Classic) -> usize {
             prev_sec = Some(sec);
             q += 16 + caplen as usize;
         }
-        return p;
+        return Some(p);
     }
-    b.len()
+    None
 }
 
 /// Walks the records whose headers start in `[start, limit)` (one chunk), with read-ahead.
