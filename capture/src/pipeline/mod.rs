@@ -196,6 +196,18 @@ struct Share {
     stop: bool,
     /// Parallel walk: records in the whole batch (all workers' shares).
     nrec: u32,
+    /// Parallel walk: the batch's items, shared by every worker's share.
+    slab: Option<Arc<Slab>>,
+    /// Parallel walk: this worker's items in `slab`, in capture order.
+    idx: Vec<u16>,
+}
+
+/// The (descriptor, dissection) items of one batch of the parallel walk, written once by the
+/// thread that dissected them and read in place by every worker; recycled when no share holds
+/// it any more.
+#[derive(Debug, Default)]
+struct Slab {
+    items: Vec<Item>,
 }
 
 /// How long a live source may be idle before an empty batch carries a wall-clock watermark.
@@ -960,12 +972,13 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
     let b = sh.file.bytes();
     let stage = &sh.counters.stages[t];
     let mut local = Local::default();
-    let mut d = Dissection::default();
     let mut local_shares: VecDeque<Share> = VecDeque::new();
     let mut pool: Vec<Share> = Vec::new();
     let mut outs: Vec<Share> = Vec::with_capacity(n);
     // Records of the chunk being produced (reused; ~2k records per MiB).
     let mut chunk_recs: Vec<Record> = Vec::new();
+    // Slabs we emitted, oldest first; reused once every share has dropped them.
+    let mut slabs: VecDeque<Arc<Slab>> = VecDeque::new();
     // A walked chunk awaiting verification: (chunk, start, end, walk error).
     let mut pending: Option<(u64, usize, usize, Option<SourceError>)> = None;
     // A verified chunk being emitted: (chunk, next record index, walk error).
@@ -1053,13 +1066,28 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
                     });
                 outs.push(s);
             }
+            // Dissect in place into a slab all workers read; shares carry indices only, so a
+            // (descriptor, Dissection) item is written once and never copied.
+            let mut slab = match slabs.front_mut().map(Arc::get_mut) {
+                Some(Some(_)) => slabs.pop_front().unwrap_or_default(),
+                _ => Arc::new(Slab::default()),
+            };
             let mut batch_max = 0u64;
-            for rec in &chunk_recs[from..to] {
-                let bytes = record_bytes(b, rec);
-                dissect_into(&mut d, rec.link, bytes);
-                local.count_dissection(&d);
-                batch_max = batch_max.max(rec.ts_ns);
-                outs[dispatch(&d, n)].items.push(Item { rec: *rec, d });
+            if let Some(sl) = Arc::get_mut(&mut slab) {
+                for (k, rec) in chunk_recs[from..to].iter().enumerate() {
+                    if k == sl.items.len() {
+                        sl.items.push(Item {
+                            rec: *rec,
+                            d: Dissection::default(),
+                        });
+                    }
+                    let it = &mut sl.items[k];
+                    it.rec = *rec;
+                    dissect_into(&mut it.d, rec.link, record_bytes(b, rec));
+                    local.count_dissection(&it.d);
+                    batch_max = batch_max.max(rec.ts_ns);
+                    outs[dispatch(&it.d, n)].idx.push(k as u16);
+                }
             }
             sh.counters
                 .source_packets
@@ -1078,6 +1106,7 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
                 s.stop = stop;
                 s.nrec = (to - from) as u32;
                 s.watermark = batch_max;
+                s.slab = Some(Arc::clone(&slab));
                 match &ends.share_out[w] {
                     None => local_shares.push_back(s),
                     Some(tx) => {
@@ -1085,6 +1114,7 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
                     }
                 }
             }
+            slabs.push_back(slab);
             progress = true;
         }
         // Consume in (chunk, batch) order.
@@ -1102,7 +1132,12 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
                     .and_then(|r| r.try_recv().ok())
             };
             let Some(mut share) = share else { break };
-            for it in &share.items {
+            let slab = share.slab.take().unwrap_or_default();
+            for it in share
+                .idx
+                .iter()
+                .filter_map(|&k| slab.items.get(usize::from(k)))
+            {
                 let p = PacketRef {
                     data: record_bytes(b, &it.rec),
                     ts_ns: it.rec.ts_ns,
@@ -1112,7 +1147,8 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
                 worker.packet(&p, &it.d);
                 local.bytes += u64::from(it.rec.orig_len);
             }
-            local.packets += share.items.len() as u64;
+            drop(slab);
+            local.packets += share.idx.len() as u64;
             local.batches += 1;
             if share.nrec > 0 {
                 wm = wm.max(share.watermark);
@@ -1126,7 +1162,7 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
                 // the threads in turn: one madvise (and one TLB shootdown to the other cores) per
                 // 64 chunks, not per chunk. Releasing early is still correct: the pages re-fault
                 // from the page cache.
-                const STEP: u64 = 64;
+                const STEP: u64 = ((64 << 20) / CHUNK) as u64;
                 if cc >= 2 * STEP
                     && cc.is_multiple_of(STEP)
                     && t == ((cc / STEP) % n as u64) as usize
@@ -1135,7 +1171,7 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
                     sh.file.release(from, from + STEP as usize * CHUNK);
                 }
             }
-            share.items.clear();
+            share.idx.clear();
             match &ends.back_out[owner] {
                 None => pool.push(share),
                 Some(tx) => {
