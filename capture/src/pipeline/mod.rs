@@ -47,7 +47,10 @@
 //! ended; if they disagree (a pcap file inside a payload can fool the chain check), the chunk is
 //! walked again from the true boundary (`resyncs_fixed` counts it). Batches never span a chunk
 //! boundary on any path, so batch boundaries and the watermark sequence are the same for 1 or
-//! N workers. pcapng files and copied sources use the single reader.
+//! N workers. Here the thread that dissects a batch writes each (descriptor, `Dissection`) once
+//! into a slab shared (`Arc`) by the batch's N shares, which carry only indices; a slab is
+//! reused once every worker has dropped it. pcapng files and copied sources use the single
+//! reader.
 //!
 //! With one worker there are no rings at all: frame → dissect → worker on one thread.
 //!
