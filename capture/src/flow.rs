@@ -15,8 +15,9 @@
 //!   addresses and ports of the *quoted* packet (falling back to the outer addresses when the
 //!   quote did not parse). Because the worker hash uses those quoted addresses, an error lands
 //!   on the same worker as the flow that caused it.
-//! - Non-first fragments carry no ports: their key has ports 0 and [`KeyKind::Fragment`]; the
-//!   aggregator maps them to their datagram's flow by `(addresses, protocol, fragment ident)`.
+//! - Non-first fragments carry no ports: their key has ports 0 and [`KeyKind::Fragment`]; a
+//!   per-worker [`FragmentTable`] maps them to their first fragment's key by
+//!   `(addresses, protocol, fragment ident)`.
 //! - GTP-U: the TEID is **not** part of the key (uplink and downlink use different TEIDs, which
 //!   would break symmetry); the kind is. VXLAN VNI and GRE key are part of it.
 //!
@@ -277,6 +278,123 @@ pub fn dispatch(d: &Dissection, n: usize) -> usize {
     }
 }
 
+/// Maps the fragments of a datagram to the flow of its first fragment.
+///
+/// Only the first fragment carries ports, so a non-first fragment's own key is a
+/// [`KeyKind::Fragment`] key. A worker keeps one `FragmentTable` (all fragments of a datagram
+/// reach the same worker, see the module doc): [`FragmentTable::resolve`] remembers each first
+/// fragment's key under `(source, destination, protocol, identification)` and gives later
+/// fragments that key. A fragment that arrives before its first fragment (reordering) keeps its
+/// `Fragment` key. Fixed size, open addressing over at most 8 slots, entries expire after
+/// `timeout_ns` of packet time; no allocation after `new`.
+#[derive(Debug)]
+pub struct FragmentTable {
+    slots: Box<[FragSlot]>,
+    mask: usize,
+    timeout_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct FragSlot {
+    used: bool,
+    src: [u8; 16],
+    dst: [u8; 16],
+    ident: u32,
+    protocol: u8,
+    expires_ns: u64,
+    key: FlowKey,
+    dir: Option<Direction>,
+}
+
+impl FragmentTable {
+    /// A table of `capacity` slots (rounded up to a power of two, at least 64) whose entries
+    /// live `timeout_ns` of packet time (RFC 791 suggests 15 s; Linux uses 30 s).
+    pub fn new(capacity: usize, timeout_ns: u64) -> Self {
+        let cap = capacity.max(64).next_power_of_two();
+        FragmentTable {
+            slots: vec![FragSlot::default(); cap].into_boxed_slice(),
+            mask: cap - 1,
+            timeout_ns,
+        }
+    }
+
+    #[inline]
+    fn home(d: &Dissection) -> usize {
+        let (s0, s1) = halves(&d.src);
+        let (t0, t1) = halves(&d.dst);
+        let mut h = K1;
+        h = mix(h, s0);
+        h = mix(h, s1);
+        h = mix(h, t0);
+        h = mix(h, t1);
+        h = mix(h, u64::from(d.frag.ident) | u64::from(d.protocol) << 32);
+        finish(h) as usize
+    }
+
+    #[inline]
+    fn matches(s: &FragSlot, d: &Dissection, now_ns: u64) -> bool {
+        s.used
+            && s.expires_ns >= now_ns
+            && s.ident == d.frag.ident
+            && s.protocol == d.protocol
+            && s.src == d.src
+            && s.dst == d.dst
+    }
+
+    /// The flow key of a packet: [`FlowKey::from_dissection`], except that a non-first
+    /// fragment whose first fragment was seen gets the first fragment's key and direction.
+    pub fn resolve(&mut self, d: &Dissection, now_ns: u64) -> Option<(FlowKey, Direction)> {
+        let own = FlowKey::from_dissection(d)?;
+        if !d.frag.is_fragment {
+            return Some(own);
+        }
+        let home = Self::home(d);
+        if d.frag.offset == 0 {
+            // First fragment: remember it in a free, expired or the oldest of 8 slots.
+            let mut victim = home & self.mask;
+            let mut oldest = u64::MAX;
+            for i in 0..8 {
+                let idx = (home + i) & self.mask;
+                let s = &self.slots[idx];
+                if !s.used || s.expires_ns < now_ns || Self::matches(s, d, now_ns) {
+                    victim = idx;
+                    break;
+                }
+                if s.expires_ns < oldest {
+                    oldest = s.expires_ns;
+                    victim = idx;
+                }
+            }
+            self.slots[victim] = FragSlot {
+                used: true,
+                src: d.src,
+                dst: d.dst,
+                ident: d.frag.ident,
+                protocol: d.protocol,
+                expires_ns: now_ns.saturating_add(self.timeout_ns),
+                key: own.0,
+                dir: Some(own.1),
+            };
+            return Some(own);
+        }
+        for i in 0..8 {
+            let idx = (home + i) & self.mask;
+            let s = &self.slots[idx];
+            if Self::matches(s, d, now_ns)
+                && let Some(dir) = s.dir
+            {
+                let key = s.key;
+                if !d.frag.more {
+                    // Last fragment: the datagram is complete (in order), free the slot.
+                    self.slots[idx].used = false;
+                }
+                return Some((key, dir));
+            }
+        }
+        Some(own)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +474,40 @@ mod tests {
             }
         }
         assert!(FlowKey::from_dissection(&dissect(LinkType::ETHERNET, &[0; 14])).is_none());
+    }
+
+    #[test]
+    fn fragment_table_maps_fragments_to_the_first() {
+        let full = Builder::ethernet()
+            .ipv4(A, B)
+            .udp(1234, 4321)
+            .payload(&[0; 300])
+            .build();
+        let frags = fragment(&full, 14, 64, 5);
+        let (first, _) = key(&full);
+        let mut t = FragmentTable::new(64, 30_000_000_000);
+        let d = |f: &[u8]| dissect(LinkType::ETHERNET, f);
+        // a later fragment before the first: its own Fragment key
+        assert_eq!(
+            t.resolve(&d(&frags[2]), 0).unwrap().0.kind(),
+            KeyKind::Fragment
+        );
+        for f in &frags {
+            assert_eq!(t.resolve(&d(f), 1).unwrap().0, first);
+        }
+        // the last fragment freed the slot
+        assert_eq!(
+            t.resolve(&d(&frags[1]), 2).unwrap().0.kind(),
+            KeyKind::Fragment
+        );
+        // expiry
+        t.resolve(&d(&frags[0]), 10).unwrap();
+        assert_eq!(
+            t.resolve(&d(&frags[1]), 40_000_000_000).unwrap().0.kind(),
+            KeyKind::Fragment
+        );
+        // not a fragment: plain key
+        assert_eq!(t.resolve(&d(&full), 0).unwrap().0, first);
     }
 
     #[test]
