@@ -635,194 +635,6 @@ fn embedded_pcap_payloads_never_silently_corrupt() {
     }
 }
 
-/// Live capture through a veth pair into a fresh network namespace. Needs root (netns + veth)
-/// and python3 (the AF_PACKET sender in the namespace); skipped with a message otherwise.
-#[cfg(feature = "live")]
-mod live {
-    use std::process::Command;
-    use std::sync::atomic::Ordering;
-    use std::time::{Duration, Instant};
-
-    use super::*;
-    use mplane_capture::source::SourceSpec;
-    use mplane_capture::source::live::LiveConfig;
-
-    /// Removes the namespace and the host end of the veth pair in every case.
-    struct NetnsGuard {
-        ns: String,
-        host_if: String,
-    }
-    impl Drop for NetnsGuard {
-        fn drop(&mut self) {
-            let _ = Command::new("ip")
-                .args(["link", "del", &self.host_if])
-                .status();
-            let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        }
-    }
-
-    fn run(args: &[&str]) -> bool {
-        Command::new(args[0])
-            .args(&args[1..])
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn is_root() -> bool {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-            })
-            .unwrap_or(false)
-    }
-
-    const SENDER: &str = r#"
-import socket, struct, sys
-data = open(sys.argv[1], 'rb').read()
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((sys.argv[2], 0))
-i = 0
-while i < len(data):
-    n = struct.unpack('<I', data[i:i + 4])[0]
-    s.send(data[i + 4:i + 4 + n])
-    i += 4 + n
-"#;
-
-    #[derive(Default)]
-    struct Ids {
-        ids: Vec<u32>,
-        watermarks: u64,
-    }
-    impl Worker for Ids {
-        fn packet(&mut self, pkt: &PacketRef<'_>, d: &Dissection) {
-            let p = d.payload_offset as usize;
-            if let Some(b) = pkt.data.get(p..p + 4) {
-                self.ids.push(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-            }
-        }
-        fn watermark(&mut self, _ts_ns: u64) {
-            self.watermarks += 1;
-        }
-        fn finish(&mut self) {}
-    }
-
-    #[test]
-    fn live_capture_over_veth_delivers_every_frame_once() {
-        if !is_root() {
-            eprintln!("skipping live_capture_over_veth: needs root to create a netns and veth");
-            return;
-        }
-        if !run(&["python3", "-c", "import socket; socket.AF_PACKET"]) {
-            eprintln!("skipping live_capture_over_veth: python3 with AF_PACKET not available");
-            return;
-        }
-        let pid = std::process::id() % 100_000;
-        let guard = NetnsGuard {
-            ns: format!("mpcap{pid}"),
-            host_if: format!("mpch{pid}"),
-        };
-        let peer = format!("mpcp{pid}");
-        assert!(run(&["ip", "netns", "add", &guard.ns]));
-        assert!(run(&[
-            "ip",
-            "link",
-            "add",
-            &guard.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer
-        ]));
-        assert!(run(&["ip", "link", "set", &peer, "netns", &guard.ns]));
-        assert!(run(&["ip", "link", "set", &guard.host_if, "up"]));
-        assert!(run(&["ip", "-n", &guard.ns, "link", "set", &peer, "up"]));
-
-        const N: u32 = 300;
-        let mut blob = Vec::new();
-        for i in 0..N {
-            let f = Builder::ethernet()
-                .ipv4(
-                    [10, 77, (i / 200) as u8, (i % 200) as u8 + 1],
-                    [10, 78, 0, 1],
-                )
-                .udp(40000 + (i % 7) as u16, 47000)
-                .payload(&i.to_be_bytes())
-                .build();
-            blob.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            blob.extend_from_slice(&f);
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let frames = dir.path().join("frames.bin");
-        std::fs::write(&frames, &blob).unwrap();
-
-        let spec: SourceSpec = format!("pcap-live:{}", guard.host_if).parse().unwrap();
-        let src = spec
-            .open_live(&LiveConfig {
-                filter: Some("udp and dst port 47000".into()),
-                ..LiveConfig::default()
-            })
-            .unwrap();
-        let p = Pipeline::new(PipelineConfig {
-            workers: 2,
-            batch: 16,
-            ..PipelineConfig::default()
-        });
-        let stop = p.stop_handle();
-        let counters = std::sync::Arc::clone(p.counters());
-        let mut ws = vec![Ids::default(), Ids::default()];
-        /// Stops the pipeline even when an assertion below panics (else the scope would hang).
-        struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
-        impl Drop for StopOnDrop {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
-        std::thread::scope(|s| {
-            let _stop_guard = StopOnDrop(std::sync::Arc::clone(&stop));
-            let h = s.spawn(|| p.run_source(src, &mut ws));
-            std::thread::sleep(Duration::from_millis(200));
-            let sent = Command::new("ip")
-                .args(["netns", "exec", &guard.ns, "python3", "-c", SENDER])
-                .arg(&frames)
-                .arg(&peer)
-                .status()
-                .unwrap();
-            assert!(sent.success());
-            let t0 = Instant::now();
-            while counters.snapshot().packets < u64::from(N)
-                && t0.elapsed() < Duration::from_secs(10)
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // let an idle period pass so wall-clock watermarks are sent
-            std::thread::sleep(Duration::from_millis(50));
-            stop.store(true, Ordering::Relaxed);
-            h.join().unwrap().unwrap();
-        });
-        let mut all: Vec<u32> = ws.iter().flat_map(|w| w.ids.iter().copied()).collect();
-        all.sort_unstable();
-        assert_eq!(
-            all,
-            (0..N).collect::<Vec<_>>(),
-            "every frame exactly once; {:?}",
-            counters.snapshot()
-        );
-        assert!(
-            ws.iter().all(|w| !w.ids.is_empty()),
-            "both workers got traffic"
-        );
-        assert!(ws.iter().all(|w| w.watermarks > 0));
-        let s = counters.snapshot();
-        assert_eq!(s.kernel_drops, 0);
-        assert_eq!(s.ring_full_drops, 0);
-        drop(guard);
-    }
-}
-
 #[test]
 fn records_larger_than_a_chunk_and_bogus_snaplen() {
     // 700 kB records leave some 1 MiB chunks without any record start, and the header's
@@ -868,4 +680,248 @@ fn records_larger_than_a_chunk_and_bogus_snaplen() {
         p.run_file(PcapFile::open(&path).unwrap(), &mut ws).unwrap();
         check_run(&ws, frames.len());
     }
+}
+
+/// Helpers for tests through a veth pair into a fresh network namespace. They need root (netns
+/// + veth) and python3 (the AF_PACKET sender in the namespace) and skip with a message otherwise.
+#[cfg(any(feature = "live", feature = "xdp"))]
+mod netns {
+    use std::process::Command;
+
+    use super::*;
+
+    /// Removes the namespace and the host end of the veth pair in every case.
+    pub struct NetnsGuard {
+        pub ns: String,
+        pub host_if: String,
+    }
+    impl Drop for NetnsGuard {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.host_if])
+                .status();
+            let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        }
+    }
+
+    pub fn run(args: &[&str]) -> bool {
+        Command::new(args[0])
+            .args(&args[1..])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    pub fn is_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+            })
+            .unwrap_or(false)
+    }
+
+    pub const SENDER: &str = r#"
+import socket, struct, sys
+data = open(sys.argv[1], 'rb').read()
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[2], 0))
+i = 0
+while i < len(data):
+    n = struct.unpack('<I', data[i:i + 4])[0]
+    s.send(data[i + 4:i + 4 + n])
+    i += 4 + n
+"#;
+
+    #[derive(Default)]
+    pub struct Ids {
+        pub ids: Vec<u32>,
+        pub watermarks: u64,
+    }
+    impl Worker for Ids {
+        fn packet(&mut self, pkt: &PacketRef<'_>, d: &Dissection) {
+            if d.dst_port != 47000 {
+                return; // neighbour discovery and other chatter on the link
+            }
+            let p = d.payload_offset as usize;
+            if let Some(b) = pkt.data.get(p..p + 4) {
+                self.ids.push(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            }
+        }
+        fn watermark(&mut self, _ts_ns: u64) {
+            self.watermarks += 1;
+        }
+        fn finish(&mut self) {}
+    }
+
+    /// Creates the namespace and veth pair (host end up in this namespace, peer in `ns`) and
+    /// writes `n` numbered UDP frames for the sender. `None` (after a message) if not possible.
+    pub fn setup(tag: &str, n: u32) -> Option<(NetnsGuard, String, tempfile::TempDir)> {
+        if !is_root() {
+            eprintln!("skipping {tag}: needs root to create a netns and veth");
+            return None;
+        }
+        if !run(&["python3", "-c", "import socket; socket.AF_PACKET"]) {
+            eprintln!("skipping {tag}: python3 with AF_PACKET not available");
+            return None;
+        }
+        let pid = std::process::id() % 100_000;
+        let guard = NetnsGuard {
+            ns: format!("mp{tag}{pid}"),
+            host_if: format!("mph{tag}{pid}"),
+        };
+        let peer = format!("mpp{tag}{pid}");
+        assert!(run(&["ip", "netns", "add", &guard.ns]));
+        assert!(run(&[
+            "ip",
+            "link",
+            "add",
+            &guard.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer
+        ]));
+        assert!(run(&["ip", "link", "set", &peer, "netns", &guard.ns]));
+        assert!(run(&["ip", "link", "set", &guard.host_if, "up"]));
+        assert!(run(&["ip", "-n", &guard.ns, "link", "set", &peer, "up"]));
+        let mut blob = Vec::new();
+        for i in 0..n {
+            let f = Builder::ethernet()
+                .ipv4(
+                    [10, 77, (i / 200) as u8, (i % 200) as u8 + 1],
+                    [10, 78, 0, 1],
+                )
+                .udp(40000 + (i % 7) as u16, 47000)
+                .payload(&i.to_be_bytes())
+                .build();
+            blob.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            blob.extend_from_slice(&f);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("frames.bin"), &blob).unwrap();
+        Some((guard, peer, dir))
+    }
+
+    /// Sends the frames from the namespace side.
+    pub fn send(guard: &NetnsGuard, peer: &str, dir: &tempfile::TempDir) {
+        let sent = Command::new("ip")
+            .args(["netns", "exec", &guard.ns, "python3", "-c", SENDER])
+            .arg(dir.path().join("frames.bin"))
+            .arg(peer)
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Runs `src` through a 2-worker pipeline while the frames are sent; returns the workers
+    /// and the final counters.
+    pub fn capture<S: PacketSource>(
+        open: impl FnOnce() -> S + Send,
+        n: u32,
+        guard: &NetnsGuard,
+        peer: &str,
+        dir: &tempfile::TempDir,
+    ) -> (Vec<Ids>, mplane_capture::counters::CountersSnapshot) {
+        use std::sync::atomic::Ordering;
+        use std::time::{Duration, Instant};
+        let p = Pipeline::new(PipelineConfig {
+            workers: 2,
+            batch: 16,
+            ..PipelineConfig::default()
+        });
+        let stop = p.stop_handle();
+        let counters = std::sync::Arc::clone(p.counters());
+        let mut ws = vec![Ids::default(), Ids::default()];
+        /// Stops the pipeline even when an assertion below panics (else the scope would hang).
+        struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        std::thread::scope(|s| {
+            let _stop_guard = StopOnDrop(std::sync::Arc::clone(&stop));
+            let h = s.spawn(|| p.run_source(open(), &mut ws));
+            std::thread::sleep(Duration::from_millis(200));
+            send(guard, peer, dir);
+            let t0 = Instant::now();
+            while counters.snapshot().packets < u64::from(n)
+                && t0.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // let an idle period pass so wall-clock watermarks are sent
+            std::thread::sleep(Duration::from_millis(50));
+            stop.store(true, Ordering::Relaxed);
+            h.join().unwrap().unwrap();
+        });
+        (ws, counters.snapshot())
+    }
+
+    /// Every frame exactly once, both workers busy, idle watermarks seen.
+    pub fn check(ws: &[Ids], s: &mplane_capture::counters::CountersSnapshot, n: u32) {
+        let mut all: Vec<u32> = ws.iter().flat_map(|w| w.ids.iter().copied()).collect();
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (0..n).collect::<Vec<_>>(),
+            "every frame exactly once; {s:?}"
+        );
+        assert!(
+            ws.iter().all(|w| !w.ids.is_empty()),
+            "both workers got traffic"
+        );
+        assert!(ws.iter().all(|w| w.watermarks > 0));
+        assert_eq!(s.ring_full_drops, 0);
+    }
+}
+
+#[cfg(feature = "live")]
+#[test]
+fn live_capture_over_veth_delivers_every_frame_once() {
+    use mplane_capture::source::SourceSpec;
+    use mplane_capture::source::live::LiveConfig;
+    const N: u32 = 300;
+    let Some((guard, peer, dir)) = netns::setup("lv", N) else {
+        return;
+    };
+    let spec: SourceSpec = format!("pcap-live:{}", guard.host_if).parse().unwrap();
+    let src = spec
+        .open_live(&LiveConfig {
+            filter: Some("udp and dst port 47000".into()),
+            ..LiveConfig::default()
+        })
+        .unwrap();
+    let (ws, s) = netns::capture(move || src, N, &guard, &peer, &dir);
+    netns::check(&ws, &s, N);
+    assert_eq!(s.kernel_drops, 0);
+}
+
+#[cfg(feature = "xdp")]
+#[test]
+fn xdp_capture_over_veth_delivers_every_frame_once() {
+    use mplane_capture::source::xdp::{AttachMode, XdpConfig, XdpSource};
+    const N: u32 = 300;
+    let cfg = XdpConfig {
+        frames: 4096,
+        mode: AttachMode::Skb,
+        ..XdpConfig::default()
+    };
+    if !cfg.object.exists() {
+        eprintln!(
+            "skipping xdp test: {} missing (apt-get install libxdp1)",
+            cfg.object.display()
+        );
+        return;
+    }
+    let Some((guard, peer, dir)) = netns::setup("xd", N) else {
+        return;
+    };
+    let iface = guard.host_if.clone();
+    let open = move || XdpSource::open(&iface, 0, &cfg).unwrap();
+    let (ws, s) = netns::capture(open, N, &guard, &peer, &dir);
+    netns::check(&ws, &s, N);
 }

@@ -11,13 +11,17 @@
 //!   to workers without copying.
 //! - `live::LiveSource` (feature `live`): libpcap on one or more interfaces, copied into the
 //!   pipeline's batches; kernel drops from `pcap_stats`.
-//! - AF_XDP is parsed by [`SourceSpec`] but not implemented yet: opening it returns
-//!   [`SourceError::NotSupported`].
+//! - `xdp::XdpSource` (feature `xdp`, experimental, not default): AF_XDP on one RX queue
+//!   (xdpilone rings, a prebuilt XDP program loaded with aya); tested on veth in copy mode.
+//!   [`SourceSpec::open_file`]/`open_live` return [`SourceError::NotSupported`] for `xdp:` specs;
+//!   open it with `XdpSource::open`.
 
 #[cfg(feature = "live")]
 pub mod live;
 pub mod mmap;
 pub mod pcap;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 
 use std::path::PathBuf;
 use std::str::FromStr;
