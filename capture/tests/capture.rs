@@ -903,7 +903,7 @@ fn live_capture_over_veth_delivers_every_frame_once() {
 #[cfg(feature = "xdp")]
 #[test]
 fn xdp_capture_over_veth_delivers_every_frame_once() {
-    use mplane_capture::source::xdp::{AttachMode, XdpConfig, XdpSource};
+    use mplane_capture::source::xdp::{AttachMode, XdpConfig};
     const N: u32 = 300;
     let cfg = XdpConfig {
         frames: 4096,
@@ -920,8 +920,9 @@ fn xdp_capture_over_veth_delivers_every_frame_once() {
     let Some((guard, peer, dir)) = netns::setup("xd", N) else {
         return;
     };
-    let iface = guard.host_if.clone();
-    let open = move || XdpSource::open(&iface, 0, &cfg).unwrap();
+    let spec: mplane_capture::source::SourceSpec =
+        format!("xdp:{}", guard.host_if).parse().unwrap();
+    let open = move || spec.open_xdp(&cfg).unwrap();
     let (ws, s) = netns::capture(open, N, &guard, &peer, &dir);
     netns::check(&ws, &s, N);
 }

@@ -13,8 +13,8 @@
 //!   pipeline's batches; kernel drops from `pcap_stats`.
 //! - `xdp::XdpSource` (feature `xdp`, experimental, not default): AF_XDP on one RX queue
 //!   (xdpilone rings, a prebuilt XDP program loaded with aya); tested on veth in copy mode.
-//!   [`SourceSpec::open_file`]/`open_live` return [`SourceError::NotSupported`] for `xdp:` specs;
-//!   open it with `XdpSource::open`.
+//!   `SourceSpec::open_xdp` opens `xdp:IFACE` (queue 0); several queues return
+//!   [`SourceError::NotSupported`].
 
 #[cfg(feature = "live")]
 pub mod live;
@@ -211,6 +211,22 @@ impl SourceSpec {
             ))),
             SourceSpec::Xdp { iface, .. } => Err(SourceError::NotSupported(format!(
                 "AF_XDP capture on {iface}"
+            ))),
+        }
+    }
+}
+
+#[cfg(feature = "xdp")]
+impl SourceSpec {
+    /// Opens an AF_XDP source (`xdp:IFACE`, queue 0). Several queues are not supported yet.
+    pub fn open_xdp(&self, cfg: &xdp::XdpConfig) -> Result<xdp::XdpSource, SourceError> {
+        match self {
+            SourceSpec::Xdp { iface, queues: 1 } => xdp::XdpSource::open(iface, 0, cfg),
+            SourceSpec::Xdp { iface, queues } => Err(SourceError::NotSupported(format!(
+                "AF_XDP on {queues} queues of {iface} (one queue only)"
+            ))),
+            other => Err(SourceError::NotSupported(format!(
+                "{other:?} is not an xdp: source"
             ))),
         }
     }
