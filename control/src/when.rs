@@ -52,6 +52,9 @@ pub enum WhenError {
     /// The crontab is malformed.
     #[error("malformed crontab {0:?}")]
     BadCron(String),
+    /// An absolute range ends before it starts.
+    #[error("temporal scope {0:?} ends before it starts")]
+    EndBeforeStart(String),
     /// The text is longer than any scope has reason to be.
     #[error("temporal scope of {0} bytes is too long")]
     TooLong(usize),
@@ -140,7 +143,10 @@ pub enum End {
 
 /// A crontab: sets of seconds, minutes, hours, days of month, weekdays
 /// (0 = Sunday) and months.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// Equality is by schedule: hours 24–59 (which the reference writes for `*`)
+/// never match and are ignored, and weekday 7 is Sunday.
+#[derive(Debug, Clone, Eq)]
 pub struct Crontab {
     /// Seconds 0–59.
     pub seconds: BTreeSet<u32>,
@@ -165,6 +171,43 @@ const CRON_FIELDS: [(u32, u32, u32); 6] = [
     (0, 7, 7),
     (1, 12, 13),
 ];
+
+impl PartialEq for Crontab {
+    fn eq(&self, o: &Crontab) -> bool {
+        let hours = |c: &Crontab| {
+            c.hours
+                .iter()
+                .copied()
+                .filter(|h| *h < 24)
+                .collect::<Vec<_>>()
+        };
+        let wdays = |c: &Crontab| c.weekdays.iter().map(|d| d % 7).collect::<BTreeSet<_>>();
+        self.seconds == o.seconds
+            && self.minutes == o.minutes
+            && hours(self) == hours(o)
+            && self.days == o.days
+            && wdays(self) == wdays(o)
+            && self.months == o.months
+    }
+}
+
+impl std::hash::Hash for Crontab {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.seconds.hash(h);
+        self.minutes.hash(h);
+        self.hours
+            .iter()
+            .filter(|x| **x < 24)
+            .for_each(|x| x.hash(h));
+        self.days.hash(h);
+        self.weekdays
+            .iter()
+            .map(|d| d % 7)
+            .collect::<BTreeSet<_>>()
+            .hash(h);
+        self.months.hash(h);
+    }
+}
 
 impl Crontab {
     /// Reads six whitespace-separated fields.
@@ -306,7 +349,8 @@ impl fmt::Display for Crontab {
             if i > 0 {
                 s.push(' ');
             }
-            let covers = (lo..=hi).all(|v| set.contains(&v));
+            let covers =
+                (lo..=hi).all(|v| set.contains(&v) || (i == 4 && v == 0 && set.contains(&7)));
             if covers || set.is_empty() {
                 s.push('*');
             } else {

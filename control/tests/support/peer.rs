@@ -1,0 +1,107 @@
+//! The Python reference SDK (`mplane-sdk` 0.9.0) as a live peer for tests.
+//!
+//! On first use a virtual environment is created under the build directory
+//! (`target/peer-venv`) and the reference SDK installed into it from PyPI with
+//! the dependency versions verified on Python 3.11; later runs reuse it. A file
+//! lock keeps parallel test processes from racing. The SDK fails on Python ≥
+//! 3.12, so `MPLANE_PEER_PYTHON` may name a 3.11 interpreter (default `python3`).
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Packages of the reference peer, as the reference was verified with.
+pub const PACKAGES: &[&str] = &[
+    "mplane-sdk==0.9.0",
+    "tornado==6.6.1",
+    "urllib3==2.8.0",
+    "PyYAML==6.0.4",
+    "nose==1.3.7",
+];
+
+/// The workspace's build directory.
+pub fn target_dir() -> PathBuf {
+    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(t);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// Path of the venv's python, creating the venv on first use.
+/// Panics with a clear message when it cannot be made: an interop test
+/// that silently skips proves nothing.
+pub fn python() -> PathBuf {
+    let venv = target_dir().join("peer-venv");
+    let py = venv.join("bin/python");
+    let stamp = venv.join(".mplane-peer-ready");
+    std::fs::create_dir_all(target_dir()).expect("create target dir");
+    let lock = File::create(target_dir().join(".peer-venv.lock")).expect("lock file");
+    lock.lock().expect("lock peer venv");
+    if !stamp.exists() {
+        let base = std::env::var("MPLANE_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
+        let _ = std::fs::remove_dir_all(&venv);
+        run(
+            Command::new(&base).args(["-m", "venv"]).arg(&venv),
+            "create the peer venv",
+        );
+        run(
+            Command::new(&py)
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                .args(PACKAGES),
+            "pip install the reference SDK",
+        );
+        run(
+            Command::new(&py).args([
+                "-c",
+                "import mplane.model, mplane.client, mplane.component, tornado",
+            ]),
+            "import the reference SDK (it needs Python 3.11)",
+        );
+        std::fs::write(&stamp, PACKAGES.join("\n")).expect("stamp");
+    }
+    drop(lock);
+    py
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "cannot {what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `script` with the peer's python, `PYTHONHASHSEED=0`, feeding `input`
+/// on stdin; returns stdout. Panics with stderr on failure.
+pub fn run_script(script: &str, input: &str) -> String {
+    use std::io::Write;
+    let py = python();
+    let mut child = Command::new(py)
+        .args(["-c", script])
+        .env("PYTHONHASHSEED", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn peer python");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().expect("peer python");
+    let _ = writer.join();
+    assert!(
+        out.status.success(),
+        "peer script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
