@@ -19,4 +19,7 @@
 //!   and matching a specification to a capability.
 #![warn(missing_docs)]
 
+pub mod azn;
+pub mod config;
 pub mod model;
+pub mod tls;
