@@ -25,6 +25,23 @@
 //!   several keys, and keys matching none, given the labels the component offers.
 //!
 //! Plain sync code, no I/O: [`Azn::decide`] is a pure function of the rules.
+//!
+//! ```
+//! use mplane::azn::{Azn, AznMode};
+//! use mplane::config::Config;
+//! use mplane::tls::Identity;
+//! let config = Config::parse(
+//!     "[TLS]\ncert = c.crt\nkey = c.key\nca-chain = ca.crt\n\
+//!      [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
+//!      [Authorizations]\nping-average = guest,admin\n",
+//!     "comp.conf",
+//! )?;
+//! let azn = Azn::from_config(&config, AznMode::Substring)?;
+//! let client = Identity::from("org.mplane.SSB.Clients.Client-1");
+//! assert!(azn.check(&client, Some("ping-average-ip4"), None));
+//! assert!(!azn.check(&client, Some("ping-detail-ip4"), None)); // deny by default
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -39,6 +39,20 @@
 //! (`os.path.abspath`), a relative path is relative to the **current working directory** of
 //! the process when it is opened. [`Config::relative_to_config_dir`] rewrites them against
 //! the directory of the configuration file instead.
+//!
+//! ```
+//! use mplane::config::{Config, Workflow};
+//! let text = "[component]\nworkflow = client-initiated\nlisten-port = 8888\n";
+//! let config = Config::parse(text, "comp.conf")?;
+//! let component = config.require_component()?;
+//! assert_eq!((component.workflow, component.listen_port), (Workflow::ClientInitiated, 8888));
+//! assert!(config.tls.is_none()); // plain HTTP, authorisation off
+//!
+//! let err = Config::parse("[component]\nworkflow = client-initiated\nlisten-port = abc\n", "comp.conf")
+//!     .unwrap_err();
+//! assert_eq!(err.to_string(), r#"comp.conf: [component] listen-port: "abc" is not a port number (line 3)"#);
+//! # Ok::<(), mplane::config::ConfigError>(())
+//! ```
 
 use std::collections::HashSet;
 use std::fmt;

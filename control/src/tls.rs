@@ -35,6 +35,33 @@
 //! With TLS 1.3 a client whose certificate is rejected sees the failure only at its first
 //! read; the reason is in the server's [`TlsError::Handshake`]. Log it with the peer address.
 //! Callers should bound handshakes with `tokio::time::timeout`.
+//!
+//! # Serving
+//! Without `[TLS]` there is no handshake and every peer is [`Identity::unauthenticated`].
+//!
+//! ```no_run
+//! # async fn serve(config: mplane::config::Config) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::{sync::Arc, time::Duration};
+//! use mplane::tls::ReloadableServerConfig;
+//! let tls = Arc::new(ReloadableServerConfig::load(config.tls.clone().ok_or("no [TLS]")?)?);
+//! let port = config.require_component()?.listen_port;
+//! let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+//! loop {
+//!     let (tcp, peer) = listener.accept().await?;
+//!     let tls = tls.clone(); // `tls.reload()` elsewhere (e.g. on SIGHUP) affects new connections
+//!     tokio::spawn(async move {
+//!         match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
+//!             Ok(Ok((_stream, identity))) => {
+//!                 // serve HTTP/1.1 on the stream; `azn.check(&identity, label, token)` per capability
+//!                 tracing::debug!(%peer, %identity, "TLS peer");
+//!             }
+//!             Ok(Err(e)) => tracing::warn!(%peer, "TLS handshake failed: {e}"),
+//!             Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+//!         }
+//!     });
+//! }
+//! # }
+//! ```
 
 use std::io;
 use std::net::IpAddr;

@@ -391,3 +391,143 @@ fn loading_errors_name_the_file() {
         1
     );
 }
+
+#[tokio::test]
+async fn ca_bundle_and_crl_coverage() {
+    let pki = Pki::new();
+    let bundle = pki.path("bundle.crt");
+    let mut both = std::fs::read(pki.path("ca.crt")).unwrap();
+    both.extend(std::fs::read(pki.path("other-ca.crt")).unwrap());
+    std::fs::write(&bundle, both).unwrap();
+    let other = TlsFiles {
+        ca_chain: pki.path("ca.crt"),
+        ..pki.files("other")
+    };
+    let other = Connector::new(&other).unwrap();
+
+    // Every certificate of the bundle is a trust anchor.
+    let files = TlsFiles {
+        ca_chain: bundle.clone(),
+        ..pki.files("component")
+    };
+    let (port, mut accepted) = echo_server(Arc::new(
+        ReloadableServerConfig::load(files.clone()).unwrap(),
+    ))
+    .await;
+    let (mut s, _) = other.connect("127.0.0.1", port).await.unwrap();
+    assert_eq!(accepted.recv().await.unwrap().unwrap().as_str(), CLIENT);
+    assert!(echo(&mut s, "x").await.is_ok());
+
+    // With a CRL of only one CA, clients of the other CA are refused (unknown status).
+    let files = TlsFiles {
+        crl: Some(pki.path("crl.pem")),
+        ..files
+    };
+    let (port, mut accepted) =
+        echo_server(Arc::new(ReloadableServerConfig::load(files).unwrap())).await;
+    let e = refused(&other, port, &mut accepted).await;
+    assert!(
+        e.contains("UnknownRevocationStatus") || e.to_lowercase().contains("revocation"),
+        "{e}"
+    );
+    let client = Connector::new(&pki.files("client")).unwrap();
+    let (mut s, _) = client.connect("127.0.0.1", port).await.unwrap();
+    assert_eq!(accepted.recv().await.unwrap().unwrap().as_str(), CLIENT);
+    assert!(echo(&mut s, "x").await.is_ok());
+}
+
+/// Live interop with Python's `ssl` (what tornado and urllib3 use) in both directions:
+/// a Python mTLS client against our server and our client against a Python mTLS server.
+/// Each side reports the identity it derived for the other, the reference's way.
+#[tokio::test]
+async fn python_ssl_peers_agree_on_identities() {
+    let Ok(python) = std::env::var("MPLANE_PEER_PYTHON") else {
+        eprintln!("skipped: set MPLANE_PEER_PYTHON to a Python 3 interpreter for live TLS interop");
+        return;
+    };
+    let pki = Pki::new();
+    const IDENT: &str = "def ident(cert):\n\
+        \x20   i = ''\n\
+        \x20   for elem in cert.get('subject'):\n\
+        \x20       i = str(elem[0][1]) if i == '' else i + '.' + str(elem[0][1])\n\
+        \x20   return i\n";
+
+    // Python client → our server.
+    let server = Arc::new(ReloadableServerConfig::load(server_files(&pki, true)).unwrap());
+    let (port, mut accepted) = echo_server(server).await;
+    let client_py = format!(
+        "import ssl,socket,sys\n{IDENT}\
+         ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+         ctx.load_cert_chain(sys.argv[2], sys.argv[3])\n\
+         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(sys.argv[4]))), server_hostname='127.0.0.1')\n\
+         s.sendall(b'hi\\n')\n\
+         reply = b''\n\
+         while not reply.endswith(b'\\n'):\n\
+         \x20   reply += s.recv(100)\n\
+         print(ident(s.getpeercert()))\n\
+         print(reply.decode().strip())\n"
+    );
+    let py = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(&client_py)
+        .arg(pki.path("ca.crt"))
+        .arg(pki.path("client.crt"))
+        .arg(pki.path("client.key"))
+        .arg(port.to_string())
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), py)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines, [COMPONENT, &format!("{CLIENT} hi")]);
+    assert_eq!(accepted.recv().await.unwrap().unwrap().as_str(), CLIENT);
+
+    // Our client → Python server (RSA PKCS#1 component key).
+    let server_py = format!(
+        "import ssl,socket,sys\n{IDENT}\
+         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+         ctx.load_verify_locations(sys.argv[3])\n\
+         ctx.verify_mode = ssl.CERT_REQUIRED\n\
+         l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)\n\
+         print(l.getsockname()[1], flush=True)\n\
+         c, _ = l.accept()\n\
+         t = ctx.wrap_socket(c, server_side=True)\n\
+         t.sendall((ident(t.getpeercert()) + '\\n').encode())\n\
+         t.recv(10)\n"
+    );
+    let mut child = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(&server_py)
+        .arg(pki.path("component.crt"))
+        .arg(pki.path("component.key"))
+        .arg(pki.path("ca.crt"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut port = String::new();
+    stdout.read_line(&mut port).await.unwrap();
+    let port: u16 = port.trim().parse().unwrap();
+    let client = Connector::new(&pki.files("client")).unwrap();
+    let (stream, server_id) = client.connect("127.0.0.1", port).await.unwrap();
+    assert_eq!(server_id.as_str(), COMPONENT);
+    let mut line = String::new();
+    let mut reader = BufReader::new(stream);
+    reader.read_line(&mut line).await.unwrap();
+    assert_eq!(line.trim_end(), CLIENT);
+    reader.get_mut().write_all(b"bye").await.unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
