@@ -695,6 +695,101 @@ pub struct Config {
     pub component: Option<ComponentConfig>,
     /// `[client]`.
     pub client: Option<ClientConfig>,
+    warnings: Vec<ConfigWarning>,
+}
+
+/// Keys this view reads, per section (everything else there is ignored, as by the reference).
+const KNOWN_KEYS: [(&str, &[&str]); 3] = [
+    ("TLS", &["cert", "key", "ca-chain", "crl"]),
+    (
+        "component",
+        &[
+            "workflow",
+            "registry_uri",
+            "registry_preload",
+            "scheduler_max_results",
+            "listen-port",
+            "listen-cap-link",
+            "client_host",
+            "client_port",
+            "registration_path",
+            "specification_path",
+            "result_path",
+        ],
+    ),
+    (
+        "client",
+        &[
+            "workflow",
+            "registry_uri",
+            "registry_preload",
+            "default-url",
+            "capability-url",
+            "listen-port",
+            "listen-spec-link",
+            "registration-path",
+            "specification-path",
+            "result-path",
+            "component-urls",
+        ],
+    ),
+];
+
+/// A key in `[TLS]`, `[component]` or `[client]` that nothing reads — usually a typo, or
+/// `_` and `-` swapped (`[component]` has `listen-port` but `client_port`; `[client]` has
+/// hyphenated paths but `registry_uri`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The file name.
+    pub file: String,
+    /// The section.
+    pub section: String,
+    /// The unknown key.
+    pub key: String,
+    /// 1-based line of the key.
+    pub line: usize,
+    /// The known key it probably means (same letters with `_`/`-` swapped, or case).
+    pub suggestion: Option<&'static str>,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: [{}] {}: unknown key, ignored",
+            self.file, self.section, self.key
+        )?;
+        if let Some(s) = self.suggestion {
+            write!(f, " (did you mean {s}?)")?;
+        }
+        write!(f, " (line {})", self.line)
+    }
+}
+
+fn unknown_keys(ini: &Ini) -> Vec<ConfigWarning> {
+    let norm = |k: &str| k.to_ascii_lowercase().replace('_', "-");
+    let mut out = Vec::new();
+    for (section, known) in KNOWN_KEYS {
+        let Some(sec) = ini.sections.iter().find(|s| s.name == section) else {
+            continue;
+        };
+        for setting in sec.raw() {
+            if known.contains(&setting.key.as_str()) {
+                continue;
+            }
+            out.push(ConfigWarning {
+                file: ini.source.clone(),
+                section: section.to_owned(),
+                key: setting.key.clone(),
+                line: setting.line,
+                suggestion: known
+                    .iter()
+                    .copied()
+                    .find(|k| norm(k) == norm(&setting.key)),
+            });
+        }
+    }
+    out
 }
 
 /// Typed getters over one section, producing errors that name file, section, key, line.
@@ -864,6 +959,7 @@ impl Config {
         } else {
             None
         };
+        let warnings = unknown_keys(&ini);
         Ok(Config {
             ini,
             tls,
@@ -872,6 +968,7 @@ impl Config {
             modules,
             component,
             client,
+            warnings,
         })
     }
 
@@ -963,6 +1060,11 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_RESULT_PATH.to_owned()),
             component_urls,
         })
+    }
+
+    /// Unknown keys in `[TLS]`, `[component]` and `[client]` (log them at start-up).
+    pub fn warnings(&self) -> &[ConfigWarning] {
+        &self.warnings
     }
 
     /// The underlying INI file (for sections and keys this view does not model).

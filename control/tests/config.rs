@@ -196,6 +196,35 @@ fn typed_errors_name_file_section_key_line() {
 }
 
 #[test]
+fn unknown_keys_are_reported_with_suggestions() {
+    let c = Config::parse(
+        "[DEFAULT]\nbase = /x\n[component]\nworkflow = client-initiated\nlisten_port = 9000\nClient-Port = 1\nfoo = 2\n[client]\nregistration_path = r\n",
+        "comp.conf",
+    )
+    .unwrap();
+    let w: Vec<String> = c.warnings().iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        w,
+        [
+            "comp.conf: [component] listen_port: unknown key, ignored (did you mean listen-port?) (line 5)",
+            "comp.conf: [component] Client-Port: unknown key, ignored (did you mean client_port?) (line 6)",
+            "comp.conf: [component] foo: unknown key, ignored (line 7)",
+            "comp.conf: [client] registration_path: unknown key, ignored (did you mean registration-path?) (line 9)",
+        ]
+    );
+    assert_eq!(
+        c.require_component().unwrap().listen_port,
+        DEFAULT_COMPONENT_PORT
+    );
+    for file in ["component-client-initiated.conf", "supervisor.conf"] {
+        assert!(
+            Config::read(data(file)).unwrap().warnings().is_empty(),
+            "{file}"
+        );
+    }
+}
+
+#[test]
 fn module_kwargs_in_file_order_without_module_keys() {
     let c = Config::parse(
         "[DEFAULT]\nverbose = 1\n[module_ping]\nmodule = mplane.components.ping\nip6addr = ::1\nmodule_extra = x\nip4addr = 127.0.0.1\n[module_b]\nmodule = b\n",
