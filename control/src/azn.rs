@@ -42,6 +42,7 @@
 //! assert!(!azn.check(&client, Some("ping-detail-ip4"), None)); // deny by default
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

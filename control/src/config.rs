@@ -53,6 +53,7 @@
 //! assert_eq!(err.to_string(), r#"comp.conf: [component] listen-port: "abc" is not a port number (line 3)"#);
 //! # Ok::<(), mplane::config::ConfigError>(())
 //! ```
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::fmt;

@@ -62,6 +62,7 @@
 //! }
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::net::IpAddr;
