@@ -17,10 +17,17 @@
 //! * [`when`] — temporal scopes, evaluated against a clock that is passed in.
 //! * [`model`] — every message kind, parse and unparse, tokens and schema hashes,
 //!   and matching a specification to a capability.
+//! * [`config`] — the reference's INI configuration, validated into typed sections.
+//! * [`tls`] — rustls configurations from the reference's PEM layout, identities
+//!   derived from certificate subjects as the reference derives them.
+//! * [`azn`] — identities → roles → capabilities, deny by default.
 #![warn(missing_docs)]
 
+pub mod azn;
+pub mod config;
 pub mod constraint;
 pub mod model;
 pub mod registry;
+pub mod tls;
 pub mod value;
 pub mod when;
