@@ -164,14 +164,28 @@ impl Entry {
         Value::parse(self.prim, &self.text()).ok().flatten()
     }
 
-    /// The value's reference form (`*` for none), as used in tokens.
+    /// The value's reference form, as used in tokens: `*` for none, except
+    /// for times, where the reference writes Python's `None`.
     pub fn reference_value(&self) -> String {
-        crate::value::unparse(self.value().as_ref())
+        match self.value() {
+            None => reference_none(self.prim).to_string(),
+            Some(v) => v.to_string(),
+        }
     }
 
     /// The constraint this entry states (in a capability).
     pub fn constraint(&self) -> Constraint {
         Constraint::parse(self.prim, &self.text()).unwrap_or(Constraint::All)
+    }
+}
+
+/// What the reference's `unparse` writes for a missing value of `prim`: the
+/// time primitive writes Python's `None`, every other one `*`.
+pub(crate) fn reference_none(prim: Primitive) -> &'static str {
+    if prim == Primitive::Time {
+        "None"
+    } else {
+        NONE
     }
 }
 

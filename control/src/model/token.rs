@@ -92,7 +92,7 @@ impl Statement {
 
     fn param_value_ref(&self, e: &super::Entry) -> String {
         if self.kind.has_constraints() {
-            "*".to_string()
+            super::reference_none(e.prim).to_string()
         } else {
             e.reference_value()
         }
