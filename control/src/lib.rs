@@ -21,13 +21,19 @@
 //! * [`tls`] — rustls configurations from the reference's PEM layout, identities
 //!   derived from certificate subjects as the reference derives them.
 //! * [`azn`] — identities → roles → capabilities, deny by default.
+//! * [`scheduler`] — sans-IO jobs from specifications: runs, receipts, redemption, interrupt.
+//! * [`component`] — the HTTPS server of the client-initiated workflow.
+//! * [`client`] — the matching HTTPS client.
 #![warn(missing_docs)]
 
 pub mod azn;
+pub mod client;
+pub mod component;
 pub mod config;
 pub mod constraint;
 pub mod model;
 pub mod registry;
+pub mod scheduler;
 pub mod tls;
 pub mod value;
 pub mod when;

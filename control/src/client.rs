@@ -1,0 +1,364 @@
+//! # HTTPS client (client-initiated workflow)
+//!
+//! Talks to a component as the reference client does (DIGEST §7a): discovers
+//! capabilities (GET the capability URL; an HTML page is crawled by following
+//! every `href`, an mPlane reply is a capability or an envelope of them),
+//! POSTs specifications, redemptions and interrupts to `/` (or the
+//! capability's `link`) with the exact media type `application/x-mplane+json`,
+//! and parses the reply. One HTTP/1.1 connection per request, over mutual
+//! TLS with a [`Connector`] (`https://`) or plain TCP (`http://`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::model::{self, MEDIA_TYPE, Message, ModelError, Statement, StatementKind};
+use crate::registry::Registries;
+use crate::tls::{Connector, Identity, TlsError};
+
+/// Errors of the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL is not `http(s)://host[:port][/path]`.
+    #[error("bad URL {0:?}")]
+    Url(String),
+    /// An `https://` URL without a TLS connector.
+    #[error("https URL {0:?} but no TLS configuration")]
+    NoTls(String),
+    /// TCP connection or TLS handshake failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// TCP connection failed.
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// HTTP protocol error.
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    /// Request building failed.
+    #[error("HTTP request: {0}")]
+    Request(#[from] hyper::http::Error),
+    /// The component answered with a non-200 status.
+    #[error("HTTP {status}: {body}")]
+    Status {
+        /// Status code.
+        status: StatusCode,
+        /// Body (text, truncated to 1000 bytes).
+        body: String,
+    },
+    /// The reply is not `application/x-mplane+json`.
+    #[error("reply has media type {0:?}, not application/x-mplane+json")]
+    MediaType(String),
+    /// The reply is not a valid mPlane message.
+    #[error("reply: {0}")]
+    Parse(#[from] ModelError),
+    /// The reply body is not UTF-8.
+    #[error("reply body is not UTF-8")]
+    Utf8,
+}
+
+/// A parsed `http(s)://host[:port]/path` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// `true` for `https`.
+    pub tls: bool,
+    /// Host (IPv6 without brackets).
+    pub host: String,
+    /// Port (default 443 / 80).
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl Url {
+    /// Parses an absolute URL.
+    pub fn parse(url: &str) -> Result<Url, ClientError> {
+        let bad = || ClientError::Url(url.to_string());
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(bad());
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = if let Some(h) = authority.strip_prefix('[') {
+            let (h, after) = h.split_once(']').ok_or_else(bad)?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p.parse().map_err(|_| bad())?),
+                None if after.is_empty() => None,
+                None => return Err(bad()),
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p.parse().map_err(|_| bad())?)),
+                None => (authority.to_string(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Url {
+            tls,
+            port: port.unwrap_or(if tls { 443 } else { 80 }),
+            host,
+            path: path.to_string(),
+        })
+    }
+
+    /// The same server with another path (`href` relative to the host).
+    pub fn with_path(&self, path: &str) -> Url {
+        let mut u = self.clone();
+        u.path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        u
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A raw HTTP reply.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// Status.
+    pub status: StatusCode,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// Body.
+    pub body: Bytes,
+    /// The server's identity (unauthenticated over plain HTTP).
+    pub peer: Identity,
+}
+
+/// An mPlane client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    connector: Option<Connector>,
+    registries: Arc<Registries>,
+}
+
+impl Client {
+    /// A client; `connector` is needed for `https://` URLs.
+    pub fn new(connector: Option<Connector>, registries: Arc<Registries>) -> Client {
+        Client {
+            connector,
+            registries,
+        }
+    }
+
+    /// One HTTP request on a fresh connection.
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<(&str, String)>,
+    ) -> Result<HttpReply, ClientError> {
+        let tcp = TcpStream::connect((url.host.as_str(), url.port))
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: url.authority(),
+                source,
+            })?;
+        if url.tls {
+            let conn = self
+                .connector
+                .as_ref()
+                .ok_or_else(|| ClientError::NoTls(url.authority()))?;
+            let (stream, peer) = conn.connect_stream(&url.host, tcp).await?;
+            exchange(stream, peer, method, url, body).await
+        } else {
+            exchange(tcp, Identity::unauthenticated(), method, url, body).await
+        }
+    }
+
+    /// Sends one mPlane message to `url` and parses the mPlane reply.
+    pub async fn send(&self, url: &Url, msg: &Message) -> Result<Message, ClientError> {
+        let r = self
+            .request(Method::POST, url, Some((MEDIA_TYPE, msg.unparse())))
+            .await?;
+        self.parse_reply(r)
+    }
+
+    fn parse_reply(&self, r: HttpReply) -> Result<Message, ClientError> {
+        if r.status != StatusCode::OK {
+            let body: String = String::from_utf8_lossy(&r.body)
+                .chars()
+                .take(1000)
+                .collect();
+            return Err(ClientError::Status {
+                status: r.status,
+                body,
+            });
+        }
+        let ct = r.content_type.unwrap_or_default();
+        if ct != MEDIA_TYPE {
+            return Err(ClientError::MediaType(ct));
+        }
+        let text = std::str::from_utf8(&r.body).map_err(|_| ClientError::Utf8)?;
+        Ok(model::parse(text, &self.registries)?)
+    }
+
+    /// Discovers capabilities at `url` (e.g. `https://host:port/capability`):
+    /// an HTML page is crawled one level deep by following its `href`s.
+    pub async fn capabilities(&self, url: &Url) -> Result<Vec<Statement>, ClientError> {
+        let r = self.request(Method::GET, url, None).await?;
+        if r.content_type.as_deref() == Some(MEDIA_TYPE) {
+            return Ok(collect_capabilities(self.parse_reply(r)?));
+        }
+        if r.status != StatusCode::OK {
+            return Err(ClientError::Status {
+                status: r.status,
+                body: String::from_utf8_lossy(&r.body).into_owned(),
+            });
+        }
+        let page = String::from_utf8_lossy(&r.body).into_owned();
+        let mut caps = Vec::new();
+        for href in hrefs(&page) {
+            let r = self
+                .request(Method::GET, &url.with_path(&href), None)
+                .await?;
+            caps.extend(collect_capabilities(self.parse_reply(r)?));
+        }
+        Ok(caps)
+    }
+
+    /// Sends a specification; the reply is a receipt, result, envelope or exception.
+    pub async fn specify(&self, url: &Url, spec: &Statement) -> Result<Message, ClientError> {
+        self.send(url, &Message::Statement(spec.clone())).await
+    }
+
+    /// Redeems a receipt (sent as the full receipt with kind `redemption`, as the reference client does).
+    pub async fn redeem(&self, url: &Url, receipt: &Statement) -> Result<Message, ClientError> {
+        let r = receipt.derive(StatementKind::Redemption);
+        self.send(url, &Message::Statement(r)).await
+    }
+
+    /// Interrupts the job of a receipt; the reply is its current state.
+    pub async fn interrupt(&self, url: &Url, receipt: &Statement) -> Result<Message, ClientError> {
+        let r = receipt.derive(StatementKind::Interrupt);
+        self.send(url, &Message::Statement(r)).await
+    }
+}
+
+fn collect_capabilities(m: Message) -> Vec<Statement> {
+    match m {
+        Message::Statement(s) if s.kind == StatementKind::Capability => vec![s],
+        Message::Envelope(e) => e
+            .contents
+            .into_iter()
+            .flat_map(collect_capabilities)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The `href` targets of an HTML page (quoted with `'` or `"`).
+pub fn hrefs(page: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = page;
+    while let Some(i) = rest.find("href=") {
+        rest = &rest[i + 5..];
+        let Some(q) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            continue;
+        };
+        rest = &rest[1..];
+        if let Some(end) = rest.find(q) {
+            out.push(rest[..end].to_string());
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+async fn exchange<IO>(
+    io: IO,
+    peer: Identity,
+    method: Method,
+    url: &Url,
+    body: Option<(&str, String)>,
+) -> Result<HttpReply, ClientError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder()
+        .method(method)
+        .uri(url.path.as_str())
+        .header(HOST, url.authority());
+    let payload = match body {
+        Some((ct, b)) => {
+            req = req.header(CONTENT_TYPE, ct);
+            Bytes::from(b)
+        }
+        None => Bytes::new(),
+    };
+    let resp = sender.send_request(req.body(Full::new(payload))?).await?;
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp.into_body().collect().await?.to_bytes();
+    drop(sender);
+    driver.abort();
+    Ok(HttpReply {
+        status,
+        content_type,
+        body,
+        peer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = Url::parse("https://127.0.0.1:8888/capability").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "127.0.0.1", 8888, "/capability")
+        );
+        let u = Url::parse("http://[::1]:1/").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1));
+        assert_eq!(Url::parse("https://h").unwrap().port, 443);
+        assert!(Url::parse("ftp://h").is_err());
+        assert!(Url::parse("https://h:x/").is_err());
+        assert_eq!(u.with_path("capability/x").path, "/capability/x");
+    }
+
+    #[test]
+    fn href_extraction() {
+        let page = "<a href='/capability/a'>x</a><a href=\"/b\">y</a><a href=bad>";
+        assert_eq!(hrefs(page), vec!["/capability/a", "/b"]);
+    }
+}

@@ -1,0 +1,486 @@
+//! # HTTPS component (client-initiated workflow)
+//!
+//! Serves a [`Scheduler`] over HTTP/1.1 on TLS with mandatory client
+//! certificates (or plain HTTP when no `[TLS]` is configured, every peer then
+//! being `Identity.Unauthenticated.Default`), as the reference `mpcom` with
+//! `workflow = client-initiated` (DIGEST §7a):
+//!
+//! | request | reply |
+//! |---|---|
+//! | GET `/` | 200 `text/html`: banner + `<pre>` JSON of each capability the peer may use |
+//! | GET `/capability` | 200 `text/html`: `<a href='/capability/<token>'>` per authorised capability |
+//! | GET `/capability/<token>` | 200 `application/x-mplane+json`; unknown token → **404** `text/html` (the reference answers 500) |
+//! | GET `/registry/<name>` | 200 `application/json`: an extension registry given in [`ComponentOptions::registries_served`] |
+//! | POST `/` | 200 `application/x-mplane+json`, exceptions included (quirk Q2) |
+//!
+//! POST `/` errors (deviations from the reference's tornado 500 page, chosen
+//! so that clients learn what was wrong):
+//! * `Content-Type` not byte-exactly `application/x-mplane+json` → 415 `text/plain`;
+//! * body larger than [`ComponentOptions::max_body`] → 413 `text/plain`;
+//! * body that is a JSON object but not a valid mPlane message (unknown
+//!   element, bad scope, …) → 200 with an mPlane exception `Invalid message: …`
+//!   carrying the `token` of the object if there is one;
+//! * body that is not a JSON object → 400 `text/plain`.
+//!
+//! A specification is answered with its result (or exception) if its job
+//! finishes within [`ComponentOptions::reply_wait`] (5 s as the reference),
+//! else with its receipt; the waiting is asynchronous, so one slow request
+//! never stalls others (unlike the reference, quirk Q12). Services run on
+//! `spawn_blocking` threads. Slow clients are bounded by a TLS handshake
+//! timeout and hyper's header read timeout. Shutdown is graceful on a
+//! [`CancellationToken`]: the listener closes, running jobs are interrupted,
+//! open connections finish their current request.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{self, Exception, MEDIA_TYPE, Message, StatementKind};
+use crate::registry::Registries;
+use crate::scheduler::{Run, Scheduler};
+use crate::tls::{Identity, ReloadableServerConfig};
+use crate::value::Timestamp;
+
+/// Errors of the component runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ComponentError {
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Other socket error.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Settings of the HTTPS server.
+#[derive(Debug, Clone)]
+pub struct ComponentOptions {
+    /// Where to listen (port 0: any free port, see [`Component::local_addr`]).
+    pub addr: SocketAddr,
+    /// TLS configuration; `None` serves plain HTTP (no `[TLS]` section).
+    pub tls: Option<Arc<ReloadableServerConfig>>,
+    /// Registries used to parse incoming messages.
+    pub registries: Arc<Registries>,
+    /// Extension registries served at `/registry/<name>` (name → JSON text).
+    pub registries_served: BTreeMap<String, String>,
+    /// Largest accepted request body (default 16 MiB).
+    pub max_body: usize,
+    /// TLS handshake timeout per connection (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Timeout for reading a request's headers (default 10 s).
+    pub header_timeout: Duration,
+    /// How long a specification POST waits for the result (default 5 s).
+    pub reply_wait: Duration,
+}
+
+impl ComponentOptions {
+    /// Defaults for `addr` and `tls`.
+    pub fn new(addr: SocketAddr, tls: Option<Arc<ReloadableServerConfig>>) -> ComponentOptions {
+        ComponentOptions {
+            addr,
+            tls,
+            registries: Arc::new(Registries::default()),
+            registries_served: BTreeMap::new(),
+            max_body: 16 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            reply_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The current wall-clock time.
+pub fn now() -> Timestamp {
+    let us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    Timestamp::from_micros(us)
+}
+
+struct State {
+    scheduler: Mutex<Scheduler>,
+    /// Wakes the driver (new job, interrupt, completed run).
+    wake: Notify,
+    /// Bumped on every completed run.
+    done: watch::Sender<u64>,
+    opts: ComponentOptions,
+}
+
+impl State {
+    fn sched(&self) -> MutexGuard<'_, Scheduler> {
+        self.scheduler.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A bound, not yet serving component.
+pub struct Component {
+    state: Arc<State>,
+    listener: TcpListener,
+}
+
+impl std::fmt::Debug for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Component")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn reply(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
+fn mplane_reply(msg: &Message) -> Response<Body> {
+    reply(StatusCode::OK, MEDIA_TYPE, msg.unparse())
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    reply(status, "text/plain; charset=utf-8", msg.into())
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&#39;")
+        .replace('"', "&quot;")
+}
+
+impl Component {
+    /// Binds the listening socket; serve with [`serve`](Self::serve).
+    pub async fn bind(
+        opts: ComponentOptions,
+        scheduler: Scheduler,
+    ) -> Result<Component, ComponentError> {
+        let listener =
+            TcpListener::bind(opts.addr)
+                .await
+                .map_err(|source| ComponentError::Bind {
+                    addr: opts.addr,
+                    source,
+                })?;
+        let (done, _) = watch::channel(0);
+        Ok(Component {
+            state: Arc::new(State {
+                scheduler: Mutex::new(scheduler),
+                wake: Notify::new(),
+                done,
+                opts,
+            }),
+            listener,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> Result<SocketAddr, ComponentError> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `cancel` fires, then shuts down gracefully: stops
+    /// accepting, interrupts running jobs, lets open connections finish.
+    pub async fn serve(self, cancel: CancellationToken) -> Result<(), ComponentError> {
+        let Component { state, listener } = self;
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        tasks.spawn(drive(state.clone(), cancel.clone()));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let _ = tcp.set_nodelay(true);
+                        tasks.spawn(connection(state.clone(), tcp, peer, cancel.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(res) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = res && e.is_panic() {
+                        tracing::error!("task panicked: {e}");
+                    }
+                }
+            }
+        }
+        drop(listener);
+        while let Some(res) = tasks.join_next().await {
+            if let Err(e) = res
+                && e.is_panic()
+            {
+                tracing::error!("task panicked: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the scheduler: starts due runs, sleeps until the next deadline.
+async fn drive(state: Arc<State>, cancel: CancellationToken) {
+    let mut runs: JoinSet<()> = JoinSet::new();
+    loop {
+        let (due, next) = {
+            let mut s = state.sched();
+            let t = now();
+            let due = s.poll(t);
+            (due, s.next_wakeup())
+        };
+        for run in due {
+            runs.spawn(execute(state.clone(), run));
+        }
+        let delay = next
+            .map(|n| {
+                let d = n.as_micros().saturating_sub(now().as_micros());
+                Duration::from_micros(u64::try_from(d.max(0)).unwrap_or(0))
+            })
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(60));
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = state.wake.notified() => {}
+            _ = tokio::time::sleep(delay) => {}
+            Some(_) = runs.join_next(), if !runs.is_empty() => {}
+        }
+    }
+    state.sched().interrupt_all();
+    while runs.join_next().await.is_some() {}
+}
+
+async fn execute(state: Arc<State>, run: Run) {
+    let Run {
+        id,
+        spec,
+        service,
+        ctx,
+    } = run;
+    let out = tokio::task::spawn_blocking(move || service.run(&spec, ctx))
+        .await
+        .unwrap_or_else(|e| Err(format!("service failed: {e}")));
+    state.sched().complete(id, out, now());
+    state.done.send_modify(|n| *n = n.wrapping_add(1));
+    state.wake.notify_one();
+}
+
+async fn connection(
+    state: Arc<State>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+) {
+    match state.opts.tls.clone() {
+        None => serve_io(state, tcp, Identity::unauthenticated(), cancel).await,
+        Some(tls) => {
+            let hs = tokio::time::timeout(state.opts.handshake_timeout, tls.accept(tcp)).await;
+            match hs {
+                Ok(Ok((stream, identity))) => serve_io(state, stream, identity, cancel).await,
+                Ok(Err(e)) => tracing::info!("{peer}: TLS: {e}"),
+                Err(_) => tracing::info!("{peer}: TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_io<IO>(state: Arc<State>, io: IO, identity: Identity, cancel: CancellationToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_state = state.clone();
+    let svc = service_fn(move |req| {
+        let st = svc_state.clone();
+        let id = identity.clone();
+        async move { Ok::<_, Infallible>(route(&st, &id, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.opts.header_timeout)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res { tracing::debug!("connection: {e}"); }
+        }
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        }
+    }
+}
+
+async fn route(state: &State, identity: &Identity, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/") => index(state, identity),
+        (&Method::GET, "/capability" | "/capability/") => capability_links(state, identity),
+        (&Method::GET, p) if p.starts_with("/capability/") => {
+            let token = &p["/capability/".len()..];
+            match state.sched().capability(token) {
+                Some(c) => mplane_reply(&Message::Statement(c.clone())),
+                None => reply(
+                    StatusCode::NOT_FOUND,
+                    "text/html; charset=UTF-8",
+                    "<html><body>404: no such capability</body></html>",
+                ),
+            }
+        }
+        (&Method::GET, p) if p.starts_with("/registry/") => {
+            match state.opts.registries_served.get(&p["/registry/".len()..]) {
+                Some(json) => reply(StatusCode::OK, "application/json", json.clone()),
+                None => text(StatusCode::NOT_FOUND, "no such registry"),
+            }
+        }
+        (&Method::POST, "/") => post(state, identity, req).await,
+        (_, "/") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST"),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/html; charset=UTF-8",
+            "<html><body>404: Not Found</body></html>",
+        ),
+    }
+}
+
+fn index(state: &State, identity: &Identity) -> Response<Body> {
+    let mut page = String::from(
+        "<html><head><title>mplane component</title></head><body>\n\
+         <h1>mPlane component</h1>\n<p>Capabilities available to you:</p>\n",
+    );
+    for c in state.sched().capabilities_for(identity) {
+        let json = Message::Statement(c.clone()).unparse();
+        let _ = writeln!(page, "<pre>{}</pre>", html_escape(&json));
+    }
+    page.push_str("</body></html>\n");
+    reply(StatusCode::OK, "text/html; charset=UTF-8", page)
+}
+
+fn capability_links(state: &State, identity: &Identity) -> Response<Body> {
+    let mut page = String::from("<html><head><title>Capabilities</title></head><body>\n");
+    for c in state.sched().capabilities_for(identity) {
+        let tok = html_escape(c.token.as_deref().unwrap_or(""));
+        let label = html_escape(c.label.as_deref().unwrap_or(""));
+        let _ = writeln!(page, "<a href='/capability/{tok}'>{label}</a><br/>");
+    }
+    page.push_str("</body></html>\n");
+    reply(StatusCode::OK, "text/html; charset=UTF-8", page)
+}
+
+async fn post(state: &State, identity: &Identity, req: Request<Incoming>) -> Response<Body> {
+    let ctype_ok = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == MEDIA_TYPE.as_bytes());
+    if !ctype_ok {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be exactly {MEDIA_TYPE}\n"),
+        );
+    }
+    let max = state.opts.max_body;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {max} bytes\n"),
+        );
+    }
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body larger than {max} bytes\n"),
+                );
+            }
+            return text(StatusCode::BAD_REQUEST, format!("cannot read body: {e}\n"));
+        }
+    };
+    let Ok(body) = std::str::from_utf8(&body) else {
+        return text(StatusCode::BAD_REQUEST, "body is not UTF-8\n");
+    };
+    let msg = match model::parse(body, &state.opts.registries) {
+        Ok(m) => m,
+        Err(e) => {
+            return match serde_json::from_str::<serde_json::Value>(body) {
+                Ok(serde_json::Value::Object(o)) => {
+                    let token = o.get("token").and_then(|t| t.as_str()).map(str::to_string);
+                    mplane_reply(&Exception::new(token, e.exception_message()).into())
+                }
+                Ok(_) => text(StatusCode::BAD_REQUEST, "body is not a JSON object\n"),
+                Err(je) => text(StatusCode::BAD_REQUEST, format!("malformed JSON: {je}\n")),
+            };
+        }
+    };
+    let spec_token = match &msg {
+        Message::Statement(s) if s.kind == StatementKind::Specification => {
+            Some(s.token.clone().unwrap_or_else(|| s.default_token()))
+        }
+        _ => None,
+    };
+    let mut done = state.done.subscribe();
+    let (answer, wait_for) = {
+        let mut s = state.sched();
+        let existed = spec_token
+            .as_deref()
+            .is_some_and(|t| s.is_repeated(t).is_some());
+        let answer = s.handle(&msg, identity, now());
+        let wait_for = match (&spec_token, existed) {
+            (Some(t), false) if s.is_repeated(t) == Some(false) => Some(t.clone()),
+            _ => None,
+        };
+        (answer, wait_for)
+    };
+    state.wake.notify_one();
+    let Some(token) = wait_for else {
+        return mplane_reply(&answer);
+    };
+    let deadline = tokio::time::Instant::now() + state.opts.reply_wait;
+    loop {
+        {
+            let mut s = state.sched();
+            if s.is_finished(&token) {
+                return mplane_reply(&s.redeem(&token, now()));
+            }
+            if s.is_repeated(&token).is_none() {
+                return mplane_reply(&answer);
+            }
+        }
+        tokio::select! {
+            r = done.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    mplane_reply(&answer)
+}
