@@ -3,3 +3,5 @@
 //! Aggregators fed by the capture pipeline, active measurements, and their
 //! binding to mPlane capabilities; the `mpcom` component runtime.
 #![warn(missing_docs)]
+
+pub mod services;

@@ -4,8 +4,18 @@
 //! the probe's capabilities, derives a specification as a client would, checks
 //! it against the capability, answers it, and prints every message exchanged
 //! in the reference SDK's wire format.
+//!
+//! `mpcom --config FILE` (or `mpcom run --config FILE`) runs a component
+//! from the reference's INI file unchanged: `[TLS]`, `[Roles]`,
+//! `[Authorizations]`, `[module_*]` (services by `module` name, see
+//! `mplane_probe::services`) and `[component]` with `workflow =
+//! client-initiated`. SIGTERM/SIGINT stop it gracefully, SIGHUP reloads the
+//! TLS certificate, key and CA files.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -17,26 +27,138 @@ use mplane::when::When;
 #[derive(Parser)]
 #[command(name = "mpcom", version, about = "mPlane component runtime")]
 struct Cli {
+    /// Configuration file (the reference's INI format); runs the component.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run an embedded demonstration (no configuration, no hardware).
     Demo,
+    /// Run the component described by --config.
+    Run,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r = match cli.cmd {
-        Cmd::Demo => demo(),
+    let r = match (cli.cmd, cli.config) {
+        (Some(Cmd::Demo), _) => demo(),
+        (Some(Cmd::Run) | None, Some(config)) => run(&config),
+        (Some(Cmd::Run) | None, None) => Err(anyhow::anyhow!(
+            "no configuration: use `mpcom --config FILE` (or `mpcom demo`)"
+        )),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mpcom: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &Path) -> Result<()> {
+    use mplane::azn::{Azn, AznMode};
+    use mplane::component::{Component, ComponentOptions};
+    use mplane::config::{Config, Workflow};
+    use mplane::scheduler::Scheduler;
+    use mplane::tls::ReloadableServerConfig;
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = Config::read(path)?;
+    let comp = cfg
+        .component
+        .as_ref()
+        .with_context(|| format!("{}: missing section [component]", path.display()))?;
+    if comp.workflow != Workflow::ClientInitiated {
+        anyhow::bail!(
+            "{}: [component] workflow = {}: only client-initiated is implemented",
+            path.display(),
+            comp.workflow.as_str()
+        );
+    }
+    let mut regs = Registries::new();
+    if let Some(pre) = &comp.registry_preload {
+        regs.load_file(pre)
+            .with_context(|| format!("{}: [component] registry_preload", path.display()))?;
+    }
+    let azn = Azn::from_config(&cfg, AznMode::Substring)
+        .with_context(|| format!("{}: [Roles]/[Authorizations]", path.display()))?;
+    let mut sched = Scheduler::new(azn, comp.scheduler_max_results);
+    for m in &cfg.modules {
+        for svc in mplane_probe::services::from_module(m, &regs)
+            .with_context(|| format!("{}", path.display()))?
+        {
+            sched.add_service(svc, comp.listen_cap_link.as_deref());
+        }
+    }
+    let tls = match &cfg.tls {
+        Some(files) => Some(Arc::new(
+            ReloadableServerConfig::load(files.clone())
+                .with_context(|| format!("{}: [TLS]", path.display()))?,
+        )),
+        None => None,
+    };
+    let addr = SocketAddr::from(([0, 0, 0, 0], comp.listen_port));
+    let mut opts = ComponentOptions::new(addr, tls.clone());
+    opts.registries = Arc::new(regs);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async move {
+        let component = Component::bind(opts, sched).await?;
+        let bound = component.local_addr()?;
+        tracing::info!(
+            "listening on {bound} ({})",
+            if tls.is_some() { "https" } else { "http" }
+        );
+        // the port actually bound, for scripts using listen-port = 0
+        println!("listening {bound}");
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let signals = tokio::spawn(signals(cancel.clone(), tls));
+        component.serve(cancel.clone()).await?;
+        cancel.cancel();
+        let _ = signals.await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn signals(
+    cancel: tokio_util::sync::CancellationToken,
+    tls: Option<Arc<mplane::tls::ReloadableServerConfig>>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); cancel.cancel(); return }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); cancel.cancel(); return }
+            _ = hup.recv() => match &tls {
+                Some(t) => match t.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS files reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: TLS reload failed, keeping the old files: {e}"),
+                },
+                None => tracing::info!("SIGHUP: no [TLS], nothing to reload"),
+            },
         }
     }
 }
