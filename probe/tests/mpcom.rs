@@ -1,0 +1,193 @@
+//! `mpcom --config` end to end: the binary reads a reference-style INI
+//! configuration (fresh PKI, `module = interop_services`), serves over mutual
+//! TLS on loopback, and stops gracefully on SIGTERM. Needs `openssl`.
+
+#[path = "../../control/tests/common/pki.rs"]
+mod pki;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mplane::client::{Client, Url};
+use mplane::model::{Message, Statement, WhenText};
+use mplane::registry::Registries;
+use mplane::tls::Connector;
+use mplane::value::Value;
+use pki::Pki;
+
+fn config(pki: &Pki) -> String {
+    let d = pki.dir().display();
+    format!(
+        "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
+         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
+         org.mplane.SSB.Supervisors.Supervisor-1 = admin\n\n\
+         [Authorizations]\ninterop-rows-ip4 = guest,admin\ninterop-slow-ip4 = guest,admin\n\
+         interop-fail-ip4 = guest,admin\n\n\
+         [module_interop]\nmodule = interop_services\nip4addr = 127.0.0.1\n\n\
+         [component]\nworkflow = client-initiated\nlisten-port = 0\n\
+         listen-cap-link = https://127.0.0.1:1/\nclient_host = 127.0.0.1\nclient_port = 1\n\
+         registration_path = register/capability\nspecification_path = show/specification\n\
+         result_path = register/result\n"
+    )
+}
+
+struct Mpcom(Child);
+
+impl Drop for Mpcom {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(conf: &std::path::Path) -> (Mpcom, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mpcom"))
+        .arg("--config")
+        .arg(conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).unwrap();
+    let port = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (Mpcom(child), port)
+}
+
+fn find<'a>(caps: &'a [Statement], label: &str) -> &'a Statement {
+    caps.iter()
+        .find(|c| c.label.as_deref() == Some(label))
+        .unwrap_or_else(|| panic!("no {label}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_interop_services_and_stops_on_sigterm() {
+    let pki = Pki::new();
+    let conf = pki.dir().join("component.conf");
+    std::fs::write(&conf, config(&pki)).unwrap();
+    let (mut mpcom, port) = start(&conf);
+    let client = Client::new(
+        Some(Connector::new(&pki.files("client")).unwrap()),
+        Arc::new(Registries::default()),
+    );
+    let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
+    let caps = client
+        .capabilities(&base.with_path("/capability"))
+        .await
+        .unwrap();
+    assert_eq!(caps.len(), 3);
+    let rows = find(&caps, "interop-rows-ip4");
+    assert_eq!(rows.link.as_deref(), Some("https://127.0.0.1:1/"));
+
+    let mut spec = rows.specification_for();
+    spec.set_parameter_value(
+        "destination.ip4",
+        &Value::Address("127.0.0.2".parse().unwrap()),
+    )
+    .unwrap();
+    spec.set_parameter_value("packets.ip", &Value::Natural(3))
+        .unwrap();
+    spec.when = Some(WhenText::parse("now + 1s / 1s").unwrap());
+    spec.token = Some(spec.default_token());
+    match client.specify(&base, &spec).await.unwrap() {
+        Message::Statement(r) => {
+            assert_eq!(r.kind.key(), "result");
+            assert_eq!(r.token, spec.token);
+            assert_eq!(r.rows().len(), 3);
+        }
+        m => panic!("{}", m.unparse()),
+    }
+
+    let fail = find(&caps, "interop-fail-ip4");
+    let mut spec = fail.specification_for();
+    spec.set_parameter_value(
+        "destination.ip4",
+        &Value::Address("127.0.0.2".parse().unwrap()),
+    )
+    .unwrap();
+    spec.when = Some(WhenText::parse("now").unwrap());
+    match client.specify(&base, &spec).await.unwrap() {
+        Message::Exception(e) => assert_eq!(e.message, "interop-fail: deliberate failure"),
+        m => panic!("{}", m.unparse()),
+    }
+
+    // a long job is interrupted by the shutdown; SIGTERM ends the process cleanly
+    let slow = find(&caps, "interop-slow-ip4");
+    let mut spec = slow.specification_for();
+    spec.set_parameter_value(
+        "destination.ip4",
+        &Value::Address("127.0.0.2".parse().unwrap()),
+    )
+    .unwrap();
+    spec.when = Some(WhenText::parse("now ... future / 1s").unwrap());
+    spec.token = Some(spec.default_token());
+    let receipt = tokio::time::timeout(Duration::from_secs(8), client.specify(&base, &spec))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(receipt.kind_name(), "receipt");
+
+    let pid = mpcom.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = mpcom.0.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mpcom did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn config_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("bad.conf");
+    std::fs::write(
+        &conf,
+        "[component]\nworkflow = client-initiated\nlisten-port = abc\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mpcom"))
+        .arg("--config")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.conf") && err.contains("listen-port"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &conf,
+        "[module_x]\nmodule = nosuch\n[component]\nworkflow = client-initiated\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mpcom"))
+        .arg("--config")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("module_x") && err.contains("nosuch"), "{err}");
+}
