@@ -129,13 +129,12 @@ impl Timestamp {
         let mut i = 0;
         let num = |i: &mut usize, min: usize, max: usize| -> Option<i64> {
             let start = *i;
+            let mut v: i64 = 0;
             while *i < b.len() && b[*i].is_ascii_digit() && *i - start < max {
+                v = v * 10 + (b[*i] - b'0') as i64;
                 *i += 1;
             }
-            if *i - start < min {
-                return None;
-            }
-            text[start..*i].parse().ok()
+            (*i - start >= min).then_some(v)
         };
         let y = num(&mut i, 1, 6)?;
         if b.get(i) != Some(&b'-') {
@@ -183,8 +182,11 @@ impl Timestamp {
                                 if k3 == start {
                                     return None;
                                 }
-                                let digits = &text[start..k3.min(start + 6)];
-                                let mut v: i64 = digits.parse().ok()?;
+                                let digits = &b[start..k3.min(start + 6)];
+                                let mut v: i64 = 0;
+                                for d in digits {
+                                    v = v * 10 + (d - b'0') as i64;
+                                }
                                 for _ in digits.len()..6 {
                                     v *= 10;
                                 }
