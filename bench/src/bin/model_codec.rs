@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p mplane-bench --bin model_codec
-//! target/release/model_codec [--python PATH] [--seconds S] [--repeat N]
+//! target/release/model_codec [--python PATH] [--seconds S] [--repeat N] [--only capability|specification|result]
 //! ```
 //! `--python` names a Python 3.11 with `mplane-sdk` 0.9.0 installed (e.g. the
 //! test venv `target/peer-venv/bin/python`); without it only ours is measured.
@@ -120,12 +120,16 @@ fn main() -> Result<()> {
     let python = get("--python");
     let seconds: f64 = get("--seconds").map(|s| s.parse()).transpose()?.unwrap_or(2.0);
     let repeat: usize = get("--repeat").map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let only = get("--only");
     let regs = Registries::new();
     let cap = capability(&regs)?;
     let spec = specification(&cap)?;
     let res = result(&regs, 1000)?;
     println!("{:<22} {:>14} {:>14} {:>9}", "message", "ours msg/s", "reference/s", "ratio");
     for (name, msg) in [("capability", &cap), ("specification", &spec), ("result (1000 rows)", &res)] {
+        if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+            continue;
+        }
         let text = msg.unparse();
         let o = median((0..repeat).map(|_| ours(&text, &regs, seconds)).collect::<Result<Vec<_>>>()?);
         match &python {
