@@ -1,0 +1,163 @@
+//! The reference Python client (`mplane-sdk` 0.9.0, `HttpInitiatorClient`)
+//! against `mpcom --config` with the interop services, over mutual TLS on
+//! loopback. Needs `openssl` and a Python 3.11 able to create the peer venv
+//! (see `control/tests/support/peer.rs`; first run installs from PyPI).
+
+#[path = "../../control/tests/common/pki.rs"]
+mod pki;
+
+#[path = "../../control/tests/support/peer.rs"]
+#[allow(clippy::incompatible_msrv)]
+mod peer;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use mplane::model::{self, Message};
+use mplane::registry::Registries;
+use pki::Pki;
+
+/// The reference client driven from Python: discovery (GET /capability, then
+/// each linked capability through the SDK), rows (inline result), fail
+/// (exception), slow (receipt, interrupt, partial result by redemption).
+const DRIVER: &str = r#"
+import configparser, html.parser, json, sys, time
+import urllib3
+import mplane.model, mplane.tls, mplane.client
+urllib3.disable_warnings()
+args = json.load(sys.stdin)
+mplane.model.initialize_registry()
+cfg = configparser.ConfigParser()
+cfg.optionxform = str
+pki = args["pki"]
+cfg["TLS"] = {"ca-chain": pki + "/ca.crt", "cert": pki + "/client.crt", "key": pki + "/client.key"}
+cfg["client"] = {"workflow": "client-initiated"}
+tls = mplane.tls.TlsState(cfg)
+client = mplane.client.HttpInitiatorClient(cfg, tls)
+base = args["url"]
+client.set_default_url(base + "/")
+u = urllib3.util.parse_url(base)
+res = tls.pool_for(u.scheme, u.host, u.port).request("GET", "/capability")
+class Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links = []
+    def handle_starttag(self, tag, attrs):
+        self.links += [v for k, v in attrs if tag == "a" and k == "href"]
+p = Links()
+p.feed(res.data.decode("utf-8"))
+for href in p.links:
+    client.retrieve_capabilities(base + href)
+out = {"caps": sorted(client.capability_labels())}
+
+def first(spec):
+    return mplane.client.BaseClient.result_for(client, spec.get_token())
+
+def finish(spec, rep, wait=10.0):
+    deadline = time.time() + wait
+    while isinstance(rep, mplane.model.Receipt) and time.time() < deadline:
+        time.sleep(0.3)
+        rep = client.result_for(spec.get_token())
+    return mplane.model.unparse_json(rep)
+
+spec = client.invoke_capability("interop-rows-ip4", "now + 1s / 1s",
+                                {"destination.ip4": "127.0.0.2", "packets.ip": "4"})
+rep = first(spec)
+out["rows_first"] = type(rep).__name__
+out["rows"] = finish(spec, rep)
+out["rows_token"] = spec.get_token()
+
+spec = client.invoke_capability("interop-fail-ip4", "now", {"destination.ip4": "127.0.0.2"})
+out["fail"] = finish(spec, first(spec))
+
+spec = client.invoke_capability("interop-slow-ip4", "now + 60s / 1s", {"destination.ip4": "127.0.0.2"})
+rep = first(spec)
+out["slow_first"] = type(rep).__name__
+client.interrupt_capability(spec.get_token())
+out["slow"] = finish(spec, rep)
+print(json.dumps(out))
+"#;
+
+struct Mpcom(Child);
+
+impl Drop for Mpcom {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn parse(text: &str) -> Message {
+    model::parse(text, &Registries::default()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn reference_client_against_mpcom() {
+    let pki = Pki::new();
+    let port = free_port();
+    let d = pki.dir().display();
+    let conf = format!(
+        "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
+         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+         [Authorizations]\ninterop-rows-ip4 = guest\ninterop-slow-ip4 = guest\n\
+         interop-fail-ip4 = guest\n\n\
+         [module_interop]\nmodule = interop_services\nip4addr = 127.0.0.1\n\n\
+         [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
+         listen-cap-link = https://127.0.0.1:{port}/\n"
+    );
+    let path = pki.dir().join("component.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mpcom"))
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening"), "{line:?}");
+    let _mpcom = Mpcom(child);
+
+    let input = serde_json::json!({"pki": pki.dir(), "url": format!("https://127.0.0.1:{port}")});
+    let out = peer::run_script(DRIVER, &input.to_string());
+    let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        out["caps"],
+        serde_json::json!(["interop-fail-ip4", "interop-rows-ip4", "interop-slow-ip4"])
+    );
+
+    assert_eq!(out["rows_first"], "Result");
+    let Message::Statement(rows) = parse(out["rows"].as_str().unwrap()) else {
+        panic!("{}", out["rows"])
+    };
+    assert_eq!(rows.kind.key(), "result");
+    assert_eq!(rows.token.as_deref(), out["rows_token"].as_str());
+    assert_eq!(rows.rows().len(), 4);
+    assert_eq!(
+        rows.when.as_ref().map(|w| w.text().to_string()).as_deref(),
+        Some("2015-06-01 12:00:00.000000 ... 2015-06-01 12:00:03.000000")
+    );
+
+    let Message::Exception(e) = parse(out["fail"].as_str().unwrap()) else {
+        panic!("{}", out["fail"])
+    };
+    assert_eq!(e.message, "interop-fail: deliberate failure");
+
+    assert_eq!(out["slow_first"], "Receipt");
+    let Message::Statement(slow) = parse(out["slow"].as_str().unwrap()) else {
+        panic!("{}", out["slow"])
+    };
+    assert_eq!(slow.kind.key(), "result", "{}", out["slow"]);
+    assert_eq!(slow.rows().len(), 1);
+}
