@@ -1,0 +1,188 @@
+//! The Rust [`mplane::client::Client`] against the reference component
+//! runtime (`mpcom` of `mplane-sdk` 0.9.0) over mutual TLS on loopback, with
+//! a small service module written here. Needs `openssl` and a Python 3.11
+//! able to create the peer venv (see `support/peer.rs`).
+
+mod common;
+
+#[path = "support/peer.rs"]
+#[allow(clippy::incompatible_msrv)]
+mod peer;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::pki::Pki;
+use mplane::client::{Client, Url};
+use mplane::model::{Message, Statement, StatementKind, WhenText};
+use mplane::registry::Registries;
+use mplane::tls::Connector;
+use mplane::value::Value;
+
+/// Two services for the reference runtime: `echo-ip4` answers at once,
+/// `wait-ip4` runs until interrupted (at most 60 s).
+const MODULE: &str = r#"
+import time
+from datetime import datetime, timedelta
+import mplane.model, mplane.scheduler
+
+def _cap(label, result):
+    cap = mplane.model.Capability(label=label, when="now ... future")
+    cap.add_parameter("source.ip4", "127.0.0.1")
+    cap.add_parameter("destination.ip4")
+    cap.add_result_column(result)
+    return cap
+
+_T0 = datetime(2015, 6, 1, 12, 0, 0)
+
+class Echo(mplane.scheduler.Service):
+    def run(self, spec, check_interrupt):
+        res = mplane.model.Result(specification=spec)
+        res.set_when(mplane.model.When(a=_T0, b=_T0 + timedelta(seconds=1)), force=True)
+        res.set_result_value("delay.twoway.icmp.us", 42)
+        return res
+
+class Wait(mplane.scheduler.Service):
+    def run(self, spec, check_interrupt):
+        n = 0
+        while not check_interrupt() and n < 600:
+            time.sleep(0.1)
+            n += 1
+        res = mplane.model.Result(specification=spec)
+        res.set_when(mplane.model.When(a=_T0, b=_T0 + timedelta(seconds=1)), force=True)
+        res.set_result_value("delay.twoway.icmp.count", n)
+        return res
+
+def services():
+    return [Echo(_cap("echo-ip4", "delay.twoway.icmp.us")),
+            Wait(_cap("wait-ip4", "delay.twoway.icmp.count"))]
+"#;
+
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn find<'a>(caps: &'a [Statement], label: &str) -> &'a Statement {
+    caps.iter()
+        .find(|c| c.label.as_deref() == Some(label))
+        .unwrap_or_else(|| panic!("no {label}"))
+}
+
+fn spec(cap: &Statement, when: &str) -> Statement {
+    let mut s = cap.specification_for();
+    s.set_parameter_value(
+        "destination.ip4",
+        &Value::Address("127.0.0.2".parse().unwrap()),
+    )
+    .unwrap();
+    s.when = Some(WhenText::parse(when).unwrap());
+    s.label = Some(format!("{}-0", cap.label.as_deref().unwrap_or("")));
+    s.token = Some(s.default_token());
+    s
+}
+
+fn statement(m: Message) -> Statement {
+    match m {
+        Message::Statement(s) => s,
+        m => panic!("{}", m.unparse()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_client_against_reference_component() {
+    let py = peer::python();
+    let mpcom = py.with_file_name("mpcom");
+    let pki = Pki::new();
+    let port = free_port();
+    let d = pki.dir().display();
+    std::fs::write(pki.dir().join("rustpeer_services.py"), MODULE).unwrap();
+    let conf = format!(
+        "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
+         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+         [Authorizations]\necho-ip4 = guest\nwait-ip4 = guest\n\n\
+         [module_rust]\nmodule = rustpeer_services\n\n\
+         [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
+         listen-cap-link = https://127.0.0.1:{port}/\n"
+    );
+    let conf_path = pki.dir().join("component.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let _peer = Peer(
+        Command::new(&py)
+            .arg(&mpcom)
+            .arg("--config")
+            .arg(&conf_path)
+            .env("PYTHONPATH", pki.dir())
+            .env("PYTHONHASHSEED", "0")
+            .current_dir(pki.dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "reference mpcom did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let client = Client::new(
+        Some(Connector::new(&pki.files("client")).unwrap()),
+        Arc::new(Registries::default()),
+    );
+    let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
+    let caps = client
+        .capabilities(&base.with_path("/capability"))
+        .await
+        .unwrap();
+    assert_eq!(caps.len(), 2);
+
+    // immediate result inline
+    let s = spec(find(&caps, "echo-ip4"), "now");
+    let r = statement(client.specify(&base, &s).await.unwrap());
+    assert_eq!(r.kind, StatementKind::Result);
+    assert_eq!(r.token, s.token);
+    assert_eq!(r.rows().len(), 1);
+    // the reference keeps a job returned inline until it is redeemed once
+    // (the Rust component forgets it at once); then it is unknown
+    let rec = r.derive(StatementKind::Receipt);
+    let again = statement(client.redeem(&base, &rec).await.unwrap());
+    assert_eq!(again.kind, StatementKind::Result);
+    match client.redeem(&base, &rec).await.unwrap() {
+        Message::Exception(e) => assert_eq!(e.message, "Unknown job"),
+        m => panic!("{}", m.unparse()),
+    }
+
+    // long job: receipt after 5 s, interrupt, partial result by redemption
+    let s = spec(find(&caps, "wait-ip4"), "now + 60s");
+    let rec = statement(client.specify(&base, &s).await.unwrap());
+    assert_eq!(rec.kind, StatementKind::Receipt);
+    assert_eq!(rec.token, s.token);
+    client.interrupt(&base, &rec).await.unwrap();
+    let mut result = None;
+    for _ in 0..50 {
+        let m = statement(client.redeem(&base, &rec).await.unwrap());
+        if m.kind == StatementKind::Result {
+            result = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let result = result.expect("result after interrupt");
+    assert_eq!(result.token, s.token);
+    assert_eq!(result.rows().len(), 1);
+}
