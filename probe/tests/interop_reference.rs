@@ -75,6 +75,12 @@ rep = first(spec)
 out["slow_first"] = type(rep).__name__
 client.interrupt_capability(spec.get_token())
 out["slow"] = finish(spec, rep)
+spec = client.invoke_capability("interop-rows-ip4", "repeat now + 2s / 1s { now + 1s / 1s }",
+                                {"destination.ip4": "127.0.0.2", "packets.ip": "2"})
+rep = first(spec)
+out["repeat_first"] = type(rep).__name__
+out["repeat"] = finish(spec, rep, wait=15.0)
+out["repeat_token"] = spec.get_token()
 print(json.dumps(out))
 "#;
 
@@ -160,4 +166,16 @@ fn reference_client_against_mpcom() {
     };
     assert_eq!(slow.kind.key(), "result", "{}", out["slow"]);
     assert_eq!(slow.rows().len(), 1);
+
+    // repeated specification: receipt, then an envelope of per-repetition results
+    assert_eq!(out["repeat_first"], "Receipt");
+    let Message::Envelope(env) = parse(out["repeat"].as_str().unwrap()) else {
+        panic!("{}", out["repeat"])
+    };
+    assert_eq!(env.token.as_deref(), out["repeat_token"].as_str());
+    assert!(!env.contents.is_empty(), "{}", out["repeat"]);
+    for m in &env.contents {
+        assert_eq!(m.kind_name(), "result");
+        assert_ne!(m.token(), env.token.as_deref());
+    }
 }
