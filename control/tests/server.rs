@@ -120,6 +120,8 @@ impl Fixture {
         let mut opts = ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), Some(tls));
         opts.max_body = 64 * 1024;
         opts.reply_wait = Duration::from_millis(1500);
+        opts.header_timeout = Duration::from_millis(500);
+        opts.handshake_timeout = Duration::from_millis(500);
         opts.registries_served
             .insert("test".into(), "{\"registry-format\":\"mplane-0\"}".into());
         let comp = Component::bind(opts, sched).await.unwrap();
@@ -429,5 +431,33 @@ async fn exceptions_and_http_errors() {
         .request(Method::GET, &f.base.with_path("/capability"), None)
         .await;
     assert!(r.is_err(), "served a client without certificate: {r:?}");
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_peers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = Fixture::start().await;
+    // no TLS hello at all: closed after the handshake timeout
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", f.base.port))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("handshake timeout closes the connection");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+
+    // TLS done, headers never finished: closed after the header timeout
+    let conn = Connector::new(&f.pki.files("client")).unwrap();
+    let (mut tls, _) = conn.connect("127.0.0.1", f.base.port).await.unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out))
+        .await
+        .expect("header timeout closes the connection");
+    assert!(!String::from_utf8_lossy(&out).contains("200 OK"), "{r:?}");
     f.stop().await;
 }

@@ -136,6 +136,21 @@ async fn serves_interop_services_and_stops_on_sigterm() {
     assert_eq!(receipt.kind_name(), "receipt");
 
     let pid = mpcom.0.id().to_string();
+    // SIGHUP reloads the TLS files and keeps serving
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let caps = client
+        .capabilities(&base.with_path("/capability"))
+        .await
+        .unwrap();
+    assert_eq!(caps.len(), 3);
+
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])

@@ -24,7 +24,8 @@
 //!
 //! A specification is answered with its result (or exception) if its job
 //! finishes within [`ComponentOptions::reply_wait`] (5 s as the reference),
-//! else with its receipt; the waiting is asynchronous, so one slow request
+//! else with its receipt (a result returned inline is forgotten at once; the
+//! reference keeps it until one redemption); the waiting is asynchronous, so one slow request
 //! never stalls others (unlike the reference, quirk Q12). Services run on
 //! `spawn_blocking` threads. Slow clients are bounded by a TLS handshake
 //! timeout and hyper's header read timeout. Shutdown is graceful on a

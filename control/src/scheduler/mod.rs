@@ -307,15 +307,22 @@ impl Scheduler {
         let mut matched = false;
         let mut service = None;
         for (cap, svc) in &self.services {
-            if find_capability(&spec, std::iter::once(cap), now).is_ok() {
-                matched = true;
-                if self
-                    .azn
-                    .check(identity, cap.label.as_deref(), cap.token.as_deref())
-                {
-                    service = Some(svc.clone());
-                    break;
+            match find_capability(&spec, std::iter::once(cap), now) {
+                Ok(_) => {
+                    matched = true;
+                    if self
+                        .azn
+                        .check(identity, cap.label.as_deref(), cap.token.as_deref())
+                    {
+                        service = Some(svc.clone());
+                        break;
+                    }
                 }
+                Err(e) if !e.is_schema() => tracing::debug!(
+                    "specification {token} does not fit {:?}: {e}",
+                    cap.label.as_deref().unwrap_or("")
+                ),
+                Err(_) => {}
             }
         }
         let Some(service) = service else {
