@@ -94,6 +94,8 @@ pub struct ComponentOptions {
     pub header_timeout: Duration,
     /// How long a specification POST waits for the result (default 5 s).
     pub reply_wait: Duration,
+    /// Most connections served at once (default 1024); further ones are closed at accept.
+    pub max_connections: usize,
 }
 
 impl ComponentOptions {
@@ -108,6 +110,7 @@ impl ComponentOptions {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             reply_wait: Duration::from_secs(5),
+            max_connections: 1024,
         }
     }
 }
@@ -216,6 +219,10 @@ impl Component {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) if tasks.len() > state.opts.max_connections => {
+                        tracing::warn!("{peer}: too many connections, closing");
+                        drop(tcp);
+                    }
                     Ok((tcp, peer)) => {
                         let _ = tcp.set_nodelay(true);
                         tasks.spawn(connection(state.clone(), tcp, peer, cancel.clone()));

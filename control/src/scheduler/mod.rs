@@ -51,6 +51,12 @@ pub const UNKNOWN_JOB: &str = "Unknown job";
 /// Reply text for messages the scheduler does not take.
 pub const UNEXPECTED: &str = "Unexpected message type";
 
+/// Reply text when [`Scheduler::set_max_jobs`] jobs exist already (our own; the reference has no limit).
+pub const TOO_MANY_JOBS: &str = "Too many jobs";
+
+/// Default limit on jobs kept at once.
+pub const DEFAULT_MAX_JOBS: usize = 10_000;
+
 /// Default time an unredeemed finished job is kept: one hour (µs).
 pub const DEFAULT_RESULT_TTL_MICROS: i64 = 3600 * 1_000_000;
 
@@ -190,6 +196,7 @@ pub struct Scheduler {
     azn: Azn,
     max_results: usize,
     result_ttl: i64,
+    max_jobs: usize,
 }
 
 impl fmt::Debug for Scheduler {
@@ -221,7 +228,14 @@ impl Scheduler {
             azn,
             max_results,
             result_ttl: DEFAULT_RESULT_TTL_MICROS,
+            max_jobs: DEFAULT_MAX_JOBS,
         }
+    }
+
+    /// Most jobs kept at once (running or waiting for redemption); further
+    /// specifications are answered with the exception [`TOO_MANY_JOBS`].
+    pub fn set_max_jobs(&mut self, max: usize) {
+        self.max_jobs = max;
     }
 
     /// How long (µs) a finished, unredeemed job is kept (see [`expire`](Self::expire)).
@@ -329,6 +343,10 @@ impl Scheduler {
             let text = if matched { NO_PERMISSION } else { NO_SERVICE };
             return Exception::new(Some(token), text).into();
         };
+        self.expire(now);
+        if self.jobs.len() >= self.max_jobs {
+            return Exception::new(Some(token), TOO_MANY_JOBS).into();
+        }
         let when = spec.when();
         let mut job = Job {
             service,

@@ -266,3 +266,14 @@ fn setting(k: &str, v: &str) -> Setting {
         line: 1,
     }
 }
+
+#[test]
+fn job_limit() {
+    let (mut s, c) = sched(false, 0);
+    s.set_max_jobs(1);
+    let id = Identity::unauthenticated();
+    let r = s.submit(&spec_of(&c, "now"), &id, t(0));
+    assert_eq!(kind(&r), "receipt");
+    let r = s.submit(&spec_of(&c, "now + 1s"), &id, t(0));
+    assert!(r.unparse().contains(TOO_MANY_JOBS), "{}", r.unparse());
+}

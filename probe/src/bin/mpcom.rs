@@ -10,7 +10,10 @@
 //! `[Authorizations]`, `[module_*]` (services by `module` name, see
 //! `mplane_probe::services`) and `[component]` with `workflow =
 //! client-initiated`. SIGTERM/SIGINT stop it gracefully, SIGHUP reloads the
-//! TLS certificate, key and CA files.
+//! TLS certificate, key and CA files. The first line on stdout is
+//! `listening <addr>` (useful with `listen-port = 0`); logs go to stderr
+//! (`RUST_LOG` filters them). A `registry_preload` file is also served at
+//! `/registry/<file stem>`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -87,9 +90,18 @@ fn run(path: &Path) -> Result<()> {
         );
     }
     let mut regs = Registries::new();
+    let mut served = std::collections::BTreeMap::new();
     if let Some(pre) = &comp.registry_preload {
         regs.load_file(pre)
             .with_context(|| format!("{}: [component] registry_preload", path.display()))?;
+        // also served to clients at /registry/<file stem>
+        let text = std::fs::read_to_string(pre)
+            .with_context(|| format!("{}: [component] registry_preload", path.display()))?;
+        let name = pre
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "registry".into());
+        served.insert(name, text);
     }
     let azn = Azn::from_config(&cfg, AznMode::Substring)
         .with_context(|| format!("{}: [Roles]/[Authorizations]", path.display()))?;
@@ -111,6 +123,7 @@ fn run(path: &Path) -> Result<()> {
     let addr = SocketAddr::from(([0, 0, 0, 0], comp.listen_port));
     let mut opts = ComponentOptions::new(addr, tls.clone());
     opts.registries = Arc::new(regs);
+    opts.registries_served = served;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
