@@ -279,7 +279,16 @@ async fn drive(state: Arc<State>, cancel: CancellationToken) {
         }
     }
     state.sched().interrupt_all();
-    while runs.join_next().await.is_some() {}
+    // Services should return soon after their interrupt flag is set; one
+    // that does not is abandoned after 10 s (its thread is left to finish).
+    let drain = async { while runs.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("jobs still running at shutdown were abandoned");
+        runs.abort_all();
+    }
 }
 
 async fn execute(state: Arc<State>, run: Run) {

@@ -28,7 +28,7 @@
 //! Exception texts are those of the reference (`No service registered for
 //! specification`, `User has no permission to request this capability`,
 //! `Unknown job`, `Unexpected message type`); matching a specification uses
-//! [`find_capability`](crate::model::find_capability), which checks the verb
+//! [`model::find_capability`](crate::model::find_capability), which checks the verb
 //! and the parameter constraints too (the reference checks neither).
 
 use std::collections::{BTreeMap, VecDeque};

@@ -128,7 +128,7 @@ fn run(path: &Path) -> Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let component = Component::bind(opts, sched).await?;
         let bound = component.local_addr()?;
         tracing::info!(
@@ -144,7 +144,10 @@ fn run(path: &Path) -> Result<()> {
         let _ = signals.await;
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // do not wait forever for a service thread that ignores its interrupt
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
 }
 
 async fn signals(
