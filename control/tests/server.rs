@@ -461,3 +461,37 @@ async fn slow_peers_are_cut_off() {
     assert!(!String::from_utf8_lossy(&out).contains("200 OK"), "{r:?}");
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_without_tls() {
+    let mut sched = Scheduler::new(Azn::off(), 0);
+    sched.add_service(
+        Arc::new(Quick(
+            cap("test-quick-ip4", &["delay.twoway.icmp.us"]),
+            false,
+        )),
+        None,
+    );
+    let opts = ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), None);
+    let comp = Component::bind(opts, sched).await.unwrap();
+    let port = comp.local_addr().unwrap().port();
+    let cancel = CancellationToken::new();
+    let server = tokio::spawn(comp.serve(cancel.clone()));
+    let client = Client::new(None, Arc::new(Registries::default()));
+    let base = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+    let caps = client
+        .capabilities(&base.with_path("/capability"))
+        .await
+        .unwrap();
+    assert_eq!(caps.len(), 1);
+    let r = statement(client.specify(&base, &spec(&caps[0], "now")).await.unwrap());
+    assert_eq!(r.kind.key(), "result");
+    // an https URL needs a TLS configuration
+    let https = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
+    assert!(matches!(
+        client.request(Method::GET, &https, None).await,
+        Err(ClientError::NoTls(_))
+    ));
+    cancel.cancel();
+    server.await.unwrap().unwrap();
+}
