@@ -82,8 +82,12 @@ impl Constraint {
             if b.contains(RANGE_SEP) {
                 return Err(ConstraintError::BadRange(text.into()));
             }
-            let a = Value::parse_some(prim, a.trim())?;
-            let b = Value::parse_some(prim, b.trim())?;
+            let (a, b) = (a.trim(), b.trim());
+            if a.is_empty() || b.is_empty() {
+                return Err(ConstraintError::BadRange(text.into()));
+            }
+            let a = Value::parse_some(prim, a)?;
+            let b = Value::parse_some(prim, b)?;
             return match a.partial_cmp_same(&b) {
                 Some(std::cmp::Ordering::Greater) => Ok(Constraint::Range { lo: b, hi: a }),
                 Some(_) => Ok(Constraint::Range { lo: a, hi: b }),
@@ -241,5 +245,7 @@ mod tests {
         assert!(Constraint::parse(Primitive::Natural, "1,,2").is_err());
         assert!(Constraint::parse(Primitive::Address, "10.0.0.0/33").is_err());
         assert!(Constraint::parse(Primitive::Natural, "1 ... 2 ... 3").is_err());
+        // found by fuzzing: an empty bound made the reference form unstable
+        assert!(Constraint::parse(Primitive::String, " ..\0 ... ").is_err());
     }
 }

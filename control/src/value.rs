@@ -78,8 +78,10 @@ impl Timestamp {
     }
 
     /// From calendar fields (UTC). Returns `None` for an invalid date or time.
+    /// Years outside 1–9999 (Python's `datetime` range) are refused.
     pub fn from_civil(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32, us: u32) -> Option<Self> {
-        if !(1..=12).contains(&mo)
+        if !(1..=9999).contains(&y)
+            || !(1..=12).contains(&mo)
             || d == 0
             || d > days_in_month(y, mo)
             || h > 23
@@ -564,6 +566,9 @@ mod tests {
         assert!(Timestamp::parse("2017-02-30").is_none());
         assert!(Timestamp::parse("2017-12-24 25:00").is_none());
         assert!(Timestamp::parse("yesterday").is_none());
+        // found by fuzzing: a six-digit year overflowed the day arithmetic
+        assert!(Timestamp::parse("420112-2-24 23:002p0.00").is_none());
+        assert!(Timestamp::parse("0000-01-01").is_none());
         assert_eq!(Timestamp::parse("2026-11-25").unwrap().weekday(), 2); // a Wednesday
     }
 

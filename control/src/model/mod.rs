@@ -1157,6 +1157,14 @@ mod tests {
     }
 
     #[test]
+    fn long_numbers_round_trip() {
+        // found by fuzzing: floats must parse correctly rounded to re-emit stably
+        let text = "{\"withdrawal\":\"m\",\"x\":66666666666666666666666666666666666666666666666666666666666666666666666666666766666666666666666666666666661}";
+        let once = parse(text, &regs()).unwrap().unparse();
+        assert_eq!(parse(&once, &regs()).unwrap().unparse(), once);
+    }
+
+    #[test]
     fn liberal_values() {
         let r = regs();
         let m = parse(
