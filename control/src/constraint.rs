@@ -74,6 +74,11 @@ impl Constraint {
         if text == "*" {
             return Ok(Constraint::All);
         }
+        // The reference reads a leading " ... " as part of a set member; such
+        // a member could never be written back unambiguously, so it is refused.
+        if text.starts_with(RANGE_SEP) {
+            return Err(ConstraintError::BadRange(text.into()));
+        }
         if let Some(pos) = text.find(RANGE_SEP)
             && pos > 0
         {
@@ -247,5 +252,6 @@ mod tests {
         assert!(Constraint::parse(Primitive::Natural, "1 ... 2 ... 3").is_err());
         // found by fuzzing: an empty bound made the reference form unstable
         assert!(Constraint::parse(Primitive::String, " ..\0 ... ").is_err());
+        assert!(Constraint::parse(Primitive::String, " ...  Tr.Tr.00. ... T").is_err());
     }
 }

@@ -167,10 +167,10 @@ fn constraint(r: &mut Rng, prim: Primitive) -> String {
         2 if ordered => {
             let mut a = value(r, prim);
             let mut b = value(r, prim);
-            if let (Value::Address(x), Value::Address(y)) = (&a, &b) {
-                if x.is_ipv4() != y.is_ipv4() {
-                    b = a.clone();
-                }
+            if let (Value::Address(x), Value::Address(y)) = (&a, &b)
+                && x.is_ipv4() != y.is_ipv4()
+            {
+                b = a.clone();
             }
             if a.partial_cmp_same(&b) == Some(std::cmp::Ordering::Greater) {
                 std::mem::swap(&mut a, &mut b);
@@ -203,7 +203,8 @@ pub fn message(r: &mut Rng) -> Message {
         StatementKind::Specification,
         StatementKind::Result,
     ]);
-    let verb: &str = *r.pick(&["measure", "query", "collect"]);
+    let verbs = ["measure", "query", "collect"];
+    let verb = verbs[r.below(3) as usize];
     let mut s = Statement::new(kind, verb);
     if r.chance(80) {
         s.label = Some(format!("gen-{}", r.below(10_000)));
