@@ -24,7 +24,12 @@ fn capability(regs: &Registries) -> Result<Message> {
     c.set_when(When::parse("now ... future / 1s")?);
     c.add_parameter("source.ip4", "10.0.27.2", regs)?;
     c.add_parameter("destination.ip4", "*", regs)?;
-    for r in ["delay.twoway.icmp.us.min", "delay.twoway.icmp.us.mean", "delay.twoway.icmp.us.max", "delay.twoway.icmp.count"] {
+    for r in [
+        "delay.twoway.icmp.us.min",
+        "delay.twoway.icmp.us.mean",
+        "delay.twoway.icmp.us.max",
+        "delay.twoway.icmp.count",
+    ] {
         c.add_result_column(r, regs)?;
     }
     c.token = Some(c.default_token());
@@ -48,10 +53,15 @@ fn result(regs: &Registries, rows: usize) -> Result<Message> {
     r.add_result_column("time", regs)?;
     r.add_result_column("delay.twoway.icmp.us", regs)?;
     let t0 = Timestamp::parse("2035-12-24 22:18:42.003").context("t0")?;
-    r.set_when(When::range(TimeValue::At(t0), TimeValue::At(t0.add_micros(rows as i64 * 1_000_000))));
+    r.set_when(When::range(
+        TimeValue::At(t0),
+        TimeValue::At(t0.add_micros(rows as i64 * 1_000_000)),
+    ));
     for i in 0..rows {
         r.push_row(&[
-            Some(Value::Time(TimeValue::At(t0.add_micros(i as i64 * 1_000_000)))),
+            Some(Value::Time(TimeValue::At(
+                t0.add_micros(i as i64 * 1_000_000),
+            ))),
             Some(Value::Natural(30_000 + (i as u64 * 7919) % 20_000)),
         ])?;
     }
@@ -101,7 +111,11 @@ fn reference(python: &str, text: &str, seconds: f64) -> Result<f64> {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("start the reference")?;
-    child.stdin.take().context("stdin")?.write_all(text.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(text.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!("reference failed");
@@ -116,25 +130,48 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let python = get("--python");
-    let seconds: f64 = get("--seconds").map(|s| s.parse()).transpose()?.unwrap_or(2.0);
+    let seconds: f64 = get("--seconds")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(2.0);
     let repeat: usize = get("--repeat").map(|s| s.parse()).transpose()?.unwrap_or(5);
     let only = get("--only");
     let regs = Registries::new();
     let cap = capability(&regs)?;
     let spec = specification(&cap)?;
     let res = result(&regs, 1000)?;
-    println!("{:<22} {:>14} {:>14} {:>9}", "message", "ours msg/s", "reference/s", "ratio");
-    for (name, msg) in [("capability", &cap), ("specification", &spec), ("result (1000 rows)", &res)] {
+    println!(
+        "{:<22} {:>14} {:>14} {:>9}",
+        "message", "ours msg/s", "reference/s", "ratio"
+    );
+    for (name, msg) in [
+        ("capability", &cap),
+        ("specification", &spec),
+        ("result (1000 rows)", &res),
+    ] {
         if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
             continue;
         }
         let text = msg.unparse();
-        let o = median((0..repeat).map(|_| ours(&text, &regs, seconds)).collect::<Result<Vec<_>>>()?);
+        let o = median(
+            (0..repeat)
+                .map(|_| ours(&text, &regs, seconds))
+                .collect::<Result<Vec<_>>>()?,
+        );
         match &python {
             Some(py) => {
-                let r = median((0..repeat).map(|_| reference(py, &text, seconds)).collect::<Result<Vec<_>>>()?);
+                let r = median(
+                    (0..repeat)
+                        .map(|_| reference(py, &text, seconds))
+                        .collect::<Result<Vec<_>>>()?,
+                );
                 println!("{name:<22} {o:>14.0} {r:>14.1} {:>8.0}x", o / r);
             }
             None => println!("{name:<22} {o:>14.0} {:>14} {:>9}", "-", "-"),
