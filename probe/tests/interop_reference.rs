@@ -19,7 +19,9 @@ use pki::Pki;
 
 /// The reference client driven from Python: discovery (GET /capability, then
 /// each linked capability through the SDK), rows (inline result), fail
-/// (exception), slow (receipt, interrupt, partial result by redemption).
+/// (exception), slow (receipt, interrupt after a second, partial result by
+/// redemption), an identity without a role (no permission), a specification
+/// with a result column no capability has (no service), repeat (envelope).
 const DRIVER: &str = r#"
 import configparser, html.parser, json, sys, time
 import urllib3
@@ -73,8 +75,34 @@ out["fail"] = finish(spec, first(spec))
 spec = client.invoke_capability("interop-slow-ip4", "now + 60s / 1s", {"destination.ip4": "127.0.0.2"})
 rep = first(spec)
 out["slow_first"] = type(rep).__name__
+time.sleep(1.0)
 client.interrupt_capability(spec.get_token())
 out["slow"] = finish(spec, rep)
+
+def seen(rep):
+    return [type(rep).__name__, getattr(rep, "_errmsg", None)]
+
+# an identity without a role (the supervisor certificate) invoking a
+# capability it learnt from the guest client
+cfg2 = configparser.ConfigParser()
+cfg2.optionxform = str
+cfg2.read_dict(cfg)
+cfg2["TLS"] = {"ca-chain": pki + "/ca.crt", "cert": pki + "/supervisor.crt", "key": pki + "/supervisor.key"}
+client2 = mplane.client.HttpInitiatorClient(cfg2, mplane.tls.TlsState(cfg2))
+client2.set_default_url(base + "/")
+client2.handle_message(client.capability_for("interop-rows-ip4"))
+spec = client2.invoke_capability("interop-rows-ip4", "now + 1s / 1s",
+                                 {"destination.ip4": "127.0.0.2", "packets.ip": "1"})
+out["noperm"] = seen(mplane.client.BaseClient.result_for(client2, spec.get_token()))
+
+# a specification with a result column no capability has, through the
+# client's own send path
+(cap, spec) = client._spec_for("interop-fail-ip4", "now", {"destination.ip4": "127.0.0.2"})
+spec.add_result_column("delay.twoway.icmp.us.max")
+spec.retoken(force=True)
+client.send_message(spec)
+out["nosvc"] = seen(first(spec))
+
 spec = client.invoke_capability("interop-rows-ip4", "repeat now + 2s / 1s { now + 1s / 1s }",
                                 {"destination.ip4": "127.0.0.2", "packets.ip": "2"})
 rep = first(spec)
@@ -166,6 +194,28 @@ fn reference_client_against_mpcom() {
     };
     assert_eq!(slow.kind.key(), "result", "{}", out["slow"]);
     assert_eq!(slow.rows().len(), 1);
+    let count = slow
+        .columns()
+        .iter()
+        .position(|c| c.name == "delay.twoway.icmp.count")
+        .map(|i| &slow.rows()[0][i]);
+    let count = count
+        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+        .unwrap_or_else(|| panic!("{}", out["slow"]));
+    assert!(count > 0, "{}", out["slow"]);
+
+    // what the reference client holds for the refused specifications
+    assert_eq!(
+        out["noperm"],
+        serde_json::json!([
+            "Exception",
+            "User has no permission to request this capability"
+        ])
+    );
+    assert_eq!(
+        out["nosvc"],
+        serde_json::json!(["Exception", "No service registered for specification"])
+    );
 
     // repeated specification: receipt, then an envelope of per-repetition results
     assert_eq!(out["repeat_first"], "Receipt");
