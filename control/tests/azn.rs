@@ -1,5 +1,7 @@
-//! Authorisation from configuration files; compared with the reference `mplane.azn` when
-//! `MPLANE_PEER_PYTHON` names a Python with mplane-sdk installed.
+//! Authorisation from configuration files; compared with the reference `mplane.azn` run in
+//! the reference peer venv (`support::peer`).
+
+mod support;
 
 use std::path::{Path, PathBuf};
 
@@ -130,12 +132,8 @@ fn exact_mode_and_lint() {
 /// identity × label pair.
 #[test]
 fn substring_mode_matches_reference_azn() {
-    let Ok(python) = std::env::var("MPLANE_PEER_PYTHON") else {
-        eprintln!(
-            "skipped: set MPLANE_PEER_PYTHON to a Python with mplane-sdk to compare with mplane.azn"
-        );
-        return;
-    };
+    // The reference peer venv (created on first use; MPLANE_PEER_PYTHON picks its base).
+    let python = support::peer::python();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("azn.conf");
     std::fs::write(&conf, RULES).unwrap();

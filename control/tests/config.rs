@@ -1,6 +1,8 @@
 //! Configuration files: the reference's generated component configs, a supervisor config,
 //! and configparser corner cases (compared with Python's configparser when
-//! `MPLANE_PEER_PYTHON` names a Python 3 interpreter).
+//! run with the reference peer venv's Python).
+
+mod support;
 
 use std::path::{Path, PathBuf};
 
@@ -286,12 +288,8 @@ fn tricky_ini_matches_expectations() {
 /// Every section and its items (with interpolation) as Python's configparser sees them.
 #[test]
 fn tricky_ini_matches_python_configparser() {
-    let Ok(python) = std::env::var("MPLANE_PEER_PYTHON") else {
-        eprintln!(
-            "skipped: set MPLANE_PEER_PYTHON to a Python 3 interpreter to compare with configparser"
-        );
-        return;
-    };
+    // The reference peer venv (created on first use; MPLANE_PEER_PYTHON picks its base).
+    let python = support::peer::python();
     for file in [
         "tricky.conf",
         "supervisor.conf",

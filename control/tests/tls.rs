@@ -6,6 +6,7 @@
 //! through the reference SDK's join loop.
 
 mod common;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -120,15 +121,11 @@ fn identities_match_openssl_and_reference_layout() {
     );
 }
 
-/// Set MPLANE_PEER_PYTHON=/path/to/python3 to compare with Python's certificate decoding.
+/// Compared with Python's certificate decoding, in the reference peer venv.
 #[test]
 fn identities_match_python_getpeercert() {
-    let Ok(python) = std::env::var("MPLANE_PEER_PYTHON") else {
-        eprintln!(
-            "skipped: set MPLANE_PEER_PYTHON to a Python 3 interpreter to compare identities"
-        );
-        return;
-    };
+    // The reference peer venv (created on first use; MPLANE_PEER_PYTHON picks its base).
+    let python = support::peer::python();
     let pki = Pki::new();
     // The loop of mplane/tls.py extract_peer_identity over getpeercert()['subject'].
     let script = "import ssl,sys\n\
@@ -441,10 +438,7 @@ async fn ca_bundle_and_crl_coverage() {
 /// Each side reports the identity it derived for the other, the reference's way.
 #[tokio::test]
 async fn python_ssl_peers_agree_on_identities() {
-    let Ok(python) = std::env::var("MPLANE_PEER_PYTHON") else {
-        eprintln!("skipped: set MPLANE_PEER_PYTHON to a Python 3 interpreter for live TLS interop");
-        return;
-    };
+    let python = support::peer::python();
     let pki = Pki::new();
     const IDENT: &str = "def ident(cert):\n\
         \x20   i = ''\n\
