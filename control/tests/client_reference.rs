@@ -20,15 +20,16 @@ use mplane::registry::Registries;
 use mplane::tls::Connector;
 use mplane::value::Value;
 
-/// Two services for the reference runtime: `echo-ip4` answers at once,
-/// `wait-ip4` runs until interrupted (at most 60 s).
+/// Three services for the reference runtime: `echo-ip4` answers at once,
+/// `wait-ip4` runs until interrupted (at most 60 s), `tick-ip4` answers at
+/// once and is periodic (for repeated specifications).
 const MODULE: &str = r#"
 import time
 from datetime import datetime, timedelta
 import mplane.model, mplane.scheduler
 
-def _cap(label, result):
-    cap = mplane.model.Capability(label=label, when="now ... future")
+def _cap(label, result, when="now ... future"):
+    cap = mplane.model.Capability(label=label, when=when)
     cap.add_parameter("source.ip4", "127.0.0.1")
     cap.add_parameter("destination.ip4")
     cap.add_result_column(result)
@@ -56,7 +57,8 @@ class Wait(mplane.scheduler.Service):
 
 def services():
     return [Echo(_cap("echo-ip4", "delay.twoway.icmp.us")),
-            Wait(_cap("wait-ip4", "delay.twoway.icmp.count"))]
+            Wait(_cap("wait-ip4", "delay.twoway.icmp.count")),
+            Echo(_cap("tick-ip4", "delay.twoway.icmp.us", when="now ... future / 1s"))]
 "#;
 
 struct Peer(Child);
@@ -113,7 +115,7 @@ async fn rust_client_against_reference_component() {
     let conf = format!(
         "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
          [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
-         [Authorizations]\necho-ip4 = guest\nwait-ip4 = guest\n\n\
+         [Authorizations]\necho-ip4 = guest\nwait-ip4 = guest\ntick-ip4 = guest\n\n\
          [module_rust]\nmodule = rustpeer_services\n\n\
          [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
          listen-cap-link = https://127.0.0.1:{port}/\n"
@@ -149,7 +151,7 @@ async fn rust_client_against_reference_component() {
         .capabilities(&base.with_path("/capability"))
         .await
         .unwrap();
-    assert_eq!(caps.len(), 2);
+    assert_eq!(caps.len(), 3);
 
     // immediate result inline
     let s = spec(find(&caps, "echo-ip4"), "now");
@@ -185,4 +187,56 @@ async fn rust_client_against_reference_component() {
     let result = result.expect("result after interrupt");
     assert_eq!(result.token, s.token);
     assert_eq!(result.rows().len(), 1);
+
+    // a specification that fits no capability (an extra result column)
+    let regs = Registries::default();
+    let mut s = spec(find(&caps, "echo-ip4"), "now");
+    s.add_result_column("hops.ip", &regs).unwrap();
+    s.token = Some(s.default_token());
+    match client.specify(&base, &s).await.unwrap() {
+        Message::Exception(e) => assert_eq!(e.message, "No service registered for specification"),
+        m => panic!("{}", m.unparse()),
+    }
+
+    // an identity without a role: nothing listed, and a specification is refused
+    let outsider = Client::new(
+        Some(Connector::new(&pki.files("supervisor")).unwrap()),
+        Arc::new(Registries::default()),
+    );
+    let listed = outsider
+        .capabilities(&base.with_path("/capability"))
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "{} capabilities listed", listed.len());
+    let s = spec(find(&caps, "echo-ip4"), "now");
+    match outsider.specify(&base, &s).await.unwrap() {
+        Message::Exception(e) => {
+            assert_eq!(
+                e.message,
+                "User has no permission to request this capability"
+            )
+        }
+        m => panic!("{}", m.unparse()),
+    }
+
+    // a repeated specification: receipt, then an envelope of results
+    let s = spec(
+        find(&caps, "tick-ip4"),
+        "repeat now + 3s / 1s { now + 1s / 1s }",
+    );
+    let rec = statement(client.specify(&base, &s).await.unwrap());
+    assert_eq!(rec.kind, StatementKind::Receipt);
+    let mut envelope = None;
+    for _ in 0..60 {
+        match client.redeem(&base, &rec).await.unwrap() {
+            Message::Envelope(e) if !e.contents.is_empty() => {
+                envelope = Some(e);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    let envelope = envelope.expect("an envelope of results");
+    assert_eq!(envelope.token, s.token);
+    assert!(envelope.contents.iter().all(|m| m.kind_name() == "result"));
 }
