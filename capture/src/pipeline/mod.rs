@@ -857,7 +857,7 @@ impl Pipeline {
             counters: &self.counters,
             stop: &self.stop,
         };
-        let (mut ends, raw_out, raw_back) = build_ends(n, cap, false);
+        let (ends, raw_out, raw_back) = build_ends(n, cap, false);
         let live = framer.is_live();
         let feeder = Feeder {
             live,
@@ -873,58 +873,19 @@ impl Pipeline {
             max_ts: 0,
             packets: 0,
         };
-        let (w0, rest) = workers.split_at_mut(1);
-        let ends0 = ends.remove(0);
         let sh = &sh;
-        let res0 = std::thread::scope(|scope| {
-            let handles: Vec<_> = rest
-                .iter_mut()
-                .zip(ends)
-                .enumerate()
-                .map(|(i, (w, e))| {
-                    let t = i + 1;
-                    std::thread::Builder::new()
-                        .name(format!("capture-w{t}"))
-                        .spawn_scoped(scope, move || {
-                            pin(t);
-                            let r =
-                                catch_unwind(AssertUnwindSafe(|| thread_loop(t, sh, e, None, w)));
-                            if r.is_err() {
-                                sh.abort.store(true, Ordering::Relaxed);
-                            }
-                            r
-                        })
-                })
-                .collect();
-            if handles.iter().any(|h| h.is_err()) {
-                sh.abort.store(true, Ordering::Relaxed);
-            }
-            pin(0);
-            let r0 = catch_unwind(AssertUnwindSafe(|| {
-                thread_loop(0, sh, ends0, Some(feeder), &mut w0[0])
-            }));
-            if r0.is_err() {
-                sh.abort.store(true, Ordering::Relaxed);
-            }
-            let mut panic = None;
-            let mut spawn_error = None;
-            for h in handles {
-                match h {
-                    Ok(h) => match h.join() {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(p)) | Err(p) => panic = Some(p),
-                    },
-                    Err(e) => {
-                        sh.abort.store(true, Ordering::Relaxed);
-                        spawn_error = Some(e);
-                    }
-                }
-            }
-            match (r0, panic) {
-                (Err(p), _) | (Ok(_), Some(p)) => Err(p),
-                (Ok(r), None) => Ok((r, spawn_error)),
-            }
-        });
+        let (r0, panic, spawn_error) = on_worker_threads(
+            &sh.abort,
+            workers,
+            ends,
+            pin,
+            |t, e, w| thread_loop(t, sh, e, None, w).map(|_| ()),
+            |e, w| thread_loop(0, sh, e, Some(feeder), w),
+        );
+        let res0 = match (r0, panic) {
+            (Err(p), _) | (Ok(_), Some(p)) => Err(p),
+            (Ok(r), None) => Ok((r, spawn_error)),
+        };
         let packets = match res0 {
             Ok((_, Some(e))) => return Err(PipelineError::Spawn(e)),
             Ok((r, None)) => r?,
@@ -937,6 +898,76 @@ impl Pipeline {
             pinned: false,
         })
     }
+}
+
+/// A caught panic.
+type Panic = Box<dyn std::any::Any + Send + 'static>;
+
+/// Runs `each(t, ends[t], workers[t])` for workers 1.. on scoped threads named
+/// `capture-w{t}` (each pinned with `pin(t)`), and `first(ends[0], workers[0])`
+/// on the calling thread, pinned to slot 0. A panic or a failed spawn sets
+/// `abort` so the other threads stop; returns the calling thread's outcome,
+/// the first panic of another thread, and a spawn error, if any.
+fn on_worker_threads<W, E, T, M>(
+    abort: &AtomicBool,
+    workers: &mut [W],
+    mut ends: Vec<E>,
+    pin: &(dyn Fn(usize) + Sync),
+    each: impl Fn(usize, E, &mut W) -> T + Sync,
+    first: impl FnOnce(E, &mut W) -> M,
+) -> (
+    std::thread::Result<M>,
+    Option<Panic>,
+    Option<std::io::Error>,
+)
+where
+    W: Send,
+    E: Send,
+    T: Send,
+{
+    let (w0, rest) = workers.split_at_mut(1);
+    let ends0 = ends.remove(0);
+    let each = &each;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = rest
+            .iter_mut()
+            .zip(ends)
+            .enumerate()
+            .map(|(i, (w, e))| {
+                let t = i + 1;
+                std::thread::Builder::new()
+                    .name(format!("capture-w{t}"))
+                    .spawn_scoped(scope, move || {
+                        pin(t);
+                        let r = catch_unwind(AssertUnwindSafe(|| each(t, e, w)));
+                        if r.is_err() {
+                            abort.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
+            })
+            .collect();
+        if handles.iter().any(|h| h.is_err()) {
+            abort.store(true, Ordering::Relaxed);
+        }
+        pin(0);
+        let r0 = catch_unwind(AssertUnwindSafe(|| first(ends0, &mut w0[0])));
+        if r0.is_err() {
+            abort.store(true, Ordering::Relaxed);
+        }
+        let mut panic = None;
+        let mut spawn_error = None;
+        for h in handles {
+            match h {
+                Ok(h) => match h.join() {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(p)) | Err(p) => panic = panic.or(Some(p)),
+                },
+                Err(e) => spawn_error = Some(e),
+            }
+        }
+        (r0, panic, spawn_error)
+    })
 }
 
 /// State shared by the threads of a parallel classic-pcap run.
@@ -1223,54 +1254,17 @@ impl Pipeline {
             ends: (0..nchunks).map(|_| AtomicU64::new(u64::MAX)).collect(),
             error: std::sync::Mutex::new(None),
         };
-        let (mut ends, _raw_out, _raw_back) = build_ends(n, 4 * n + 4, true);
-        let (w0, rest) = workers.split_at_mut(1);
-        let ends0 = ends.remove(0);
+        let (ends, _raw_out, _raw_back) = build_ends(n, 4 * n + 4, true);
         let sh = &sh;
-        let outcome = std::thread::scope(|scope| {
-            let handles: Vec<_> = rest
-                .iter_mut()
-                .zip(ends)
-                .enumerate()
-                .map(|(i, (w, e))| {
-                    let t = i + 1;
-                    std::thread::Builder::new()
-                        .name(format!("capture-w{t}"))
-                        .spawn_scoped(scope, move || {
-                            pin(t);
-                            let r = catch_unwind(AssertUnwindSafe(|| {
-                                thread_loop_parallel(t, sh, e, w)
-                            }));
-                            if r.is_err() {
-                                sh.abort.store(true, Ordering::Relaxed);
-                            }
-                            r
-                        })
-                })
-                .collect();
-            if handles.iter().any(|h| h.is_err()) {
-                sh.abort.store(true, Ordering::Relaxed);
-            }
-            pin(0);
-            let r0 = catch_unwind(AssertUnwindSafe(|| {
-                thread_loop_parallel(0, sh, ends0, &mut w0[0])
-            }));
-            if r0.is_err() {
-                sh.abort.store(true, Ordering::Relaxed);
-            }
-            let mut panic = r0.err();
-            let mut spawn_error = None;
-            for h in handles {
-                match h {
-                    Ok(h) => match h.join() {
-                        Ok(Ok(())) => {}
-                        Ok(Err(p)) | Err(p) => panic = panic.or(Some(p)),
-                    },
-                    Err(e) => spawn_error = Some(e),
-                }
-            }
-            (panic, spawn_error)
-        });
+        let (r0, panic, spawn_error) = on_worker_threads(
+            &sh.abort,
+            workers,
+            ends,
+            pin,
+            |t, e, w| thread_loop_parallel(t, sh, e, w),
+            |e, w| thread_loop_parallel(0, sh, e, w),
+        );
+        let outcome = (r0.err().or(panic), spawn_error);
         match outcome {
             (Some(p), _) => resume_unwind(p),
             (None, Some(e)) => return Err(PipelineError::Spawn(e)),
