@@ -359,6 +359,17 @@ async fn exceptions_and_http_errors() {
         "No service registered for specification"
     );
 
+    // fits no capability: temporal scope outside the capability's
+    let m = f
+        .client
+        .specify(&f.base, &spec(quick, "2000-01-01 ... 2000-01-02"))
+        .await
+        .unwrap();
+    assert_eq!(
+        exception_text(&m),
+        "No service registered for specification"
+    );
+
     // a capability is not a request
     let m = f
         .client
