@@ -236,6 +236,37 @@ mod tests {
         }
     }
 
+    /// Tokens and schema hashes the reference SDK computes for the capabilities
+    /// of its `interop_services` module with `ip4addr = 127.0.0.1` (the token
+    /// covers scope, parameters, constraints, metadata and results).
+    #[test]
+    fn capabilities_equal_the_reference_ones() {
+        let regs = Registries::default();
+        let ip = Ipv4Addr::new(127, 0, 0, 1);
+        for (cap, token, schema) in [
+            (
+                rows_capability(ip, &regs).unwrap(),
+                "a6aa128430a0dbc0c76e5f26b7bdb121",
+                "918b34e7ed9609ba2e3ea8516138f9af",
+            ),
+            (
+                slow_capability(ip, &regs).unwrap(),
+                "f21b76b3f2c6bb0616639ebc2d85b911",
+                "e2ca42e60e5e998c7b7bc1fc439129b4",
+            ),
+            (
+                fail_capability(ip, &regs).unwrap(),
+                "5b8a63fac19966e6196414314b480515",
+                "e6246fd8fbadf12f730d121f1a0694f5",
+            ),
+        ] {
+            let mut c = cap.clone();
+            c.token = None;
+            assert_eq!(c.default_token(), token, "{:?}", cap.label);
+            assert_eq!(c.schema_hash(), schema, "{:?}", cap.label);
+        }
+    }
+
     #[test]
     fn rows_and_fail() {
         let regs = Registries::default();
