@@ -4,4 +4,6 @@
 //! binding to mPlane capabilities; the `mpcom` component runtime.
 #![warn(missing_docs)]
 
+pub mod passive;
+pub mod registry;
 pub mod services;

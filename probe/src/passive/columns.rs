@@ -1,0 +1,765 @@
+//! Flow records as result columns: one mapping from an mPlane element to a field of a
+//! [`FlowRecord`], used for Arrow/Parquet files (through `mplane-export`'s
+//! [`ColumnsBuilder`]) and for inline mPlane results alike, so both always agree.
+//!
+//! A column set is resolved once from element names ([`FlowColumns::new`]); per record each
+//! column is one `match` arm producing a [`Cell`]. Values that do not apply are no value
+//! (`*` in mPlane, null in Parquet): RTT statistics without samples, options without a SYN,
+//! the other family's address column, DNS fields of a TLS flow. Counters that do not apply to
+//! a protocol (SYN packets of a UDP flow) are 0.
+
+use std::net::IpAddr;
+
+use mplane::value::{TimeValue, Timestamp, Value};
+use mplane_capture::flow::KeyKind;
+use mplane_export::{ColumnsBuilder, ExportError};
+
+use super::record::{AppKind, DirRecord, FlowRecord, NO_TIME_US, RttStats};
+
+/// One value of a column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    /// `natural`.
+    U64(u64),
+    /// `real`.
+    F64(f64),
+    /// `boolean`.
+    Bool(bool),
+    /// `time`, ns since the epoch.
+    Time(u64),
+    /// `address`.
+    Addr(IpAddr),
+    /// `string`.
+    Str(&'a str),
+    /// No value.
+    Null,
+}
+
+impl Cell<'_> {
+    /// The mPlane value (`None` = no value). Times lose their sub-µs part (mPlane times have
+    /// microsecond resolution).
+    pub fn to_value(self) -> Option<Value> {
+        Some(match self {
+            Cell::U64(v) => Value::Natural(v),
+            Cell::F64(v) => Value::Real(v),
+            Cell::Bool(v) => Value::Boolean(v),
+            Cell::Time(ns) => Value::Time(TimeValue::At(Timestamp::from_micros(
+                (ns / 1000).min(i64::MAX as u64) as i64,
+            ))),
+            Cell::Addr(a) => Value::Address(a),
+            Cell::Str(s) => Value::String(s.to_string()),
+            Cell::Null => return None,
+        })
+    }
+}
+
+/// Context a few columns need beyond the record.
+#[derive(Debug, Clone, Default)]
+pub struct ColumnContext {
+    /// Name of the observation point (`observer.interface`).
+    pub interface: String,
+    /// Internal networks for `*.ip4.isinternal` (address, prefix length).
+    pub internal: Vec<(IpAddr, u8)>,
+}
+
+impl ColumnContext {
+    /// The default internal networks: RFC 1918, RFC 6598 (shared address space), loopback,
+    /// link-local, and IPv6 unique-local and link-local.
+    pub fn default_internal() -> Vec<(IpAddr, u8)> {
+        [
+            ("10.0.0.0", 8),
+            ("172.16.0.0", 12),
+            ("192.168.0.0", 16),
+            ("100.64.0.0", 10),
+            ("127.0.0.0", 8),
+            ("169.254.0.0", 16),
+            ("fc00::", 7),
+            ("fe80::", 10),
+            ("::1", 128),
+        ]
+        .iter()
+        .filter_map(|(a, l)| Some((a.parse().ok()?, *l)))
+        .collect()
+    }
+
+    fn is_internal(&self, a: IpAddr) -> bool {
+        self.internal
+            .iter()
+            .any(|&(net, len)| in_prefix(a, net, len))
+    }
+}
+
+/// `true` when `a` lies in `net/len` (same family).
+pub fn in_prefix(a: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (a, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let len = u32::from(len.min(32));
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let len = u32::from(len.min(128));
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+macro_rules! fields {
+    ($($variant:ident => $name:literal),* $(,)?) => {
+        /// A flow record field, by the element that names it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum FlowField { $(
+            #[doc = concat!("`", $name, "`")]
+            $variant,
+        )* }
+
+        impl FlowField {
+            /// Every field.
+            pub const ALL: &'static [FlowField] = &[$(FlowField::$variant),*];
+            /// The element name.
+            pub const fn element(self) -> &'static str {
+                match self { $(FlowField::$variant => $name,)* }
+            }
+            /// The field named by `element`.
+            pub fn from_element(element: &str) -> Option<FlowField> {
+                match element { $($name => Some(FlowField::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+fields! {
+    Start => "start",
+    End => "end",
+    DurationMs => "duration.ms",
+    Time => "time",
+    FlowStart => "flow.start",
+    EndReason => "flow.end.reason",
+    Interface => "observer.interface",
+    SourceIp => "source.ip",
+    DestinationIp => "destination.ip",
+    SourceIp4 => "source.ip4",
+    DestinationIp4 => "destination.ip4",
+    SourceIp6 => "source.ip6",
+    DestinationIp6 => "destination.ip6",
+    SourcePort => "source.port",
+    DestinationPort => "destination.port",
+    IpVersion => "ip.version",
+    IpProtocol => "ip.protocol",
+    VlanOuter => "vlan.outer",
+    VlanInner => "vlan.inner",
+    TunnelType => "tunnel.type",
+    TunnelId => "tunnel.id",
+    IcmpType => "icmp.type",
+    IcmpCode => "icmp.code",
+    PacketsIp => "packets.ip",
+    OctetsIp => "octets.ip",
+    PacketsFwd => "packets.forward",
+    PacketsBwd => "packets.backward",
+    OctetsIpFwd => "octets.ip.forward",
+    OctetsIpBwd => "octets.ip.backward",
+    BytesFwd => "bytes.forward",
+    BytesBwd => "bytes.backward",
+    BytesUniqueFwd => "bytes.forward.unique",
+    BytesUniqueBwd => "bytes.backward.unique",
+    BytesRxmitFwd => "bytes.forward.rxmit",
+    BytesRxmitBwd => "bytes.backward.rxmit",
+    StartFwd => "start.forward",
+    EndFwd => "end.forward",
+    StartBwd => "start.backward",
+    EndBwd => "end.backward",
+    FlagsFwd => "tcp.flags.forward",
+    FlagsBwd => "tcp.flags.backward",
+    SynFwd => "packets.forward.syn",
+    FinFwd => "packets.forward.fin",
+    RstFwd => "packets.forward.rst",
+    AckFwd => "packets.forward.ack",
+    PureAckFwd => "packets.forward.pure_ack",
+    PayloadPktsFwd => "packets.forward.with_payload",
+    RxmitFwd => "packets.forward.rxmit",
+    OutseqFwd => "packets.forward.outseq",
+    SynBwd => "packets.backward.syn",
+    FinBwd => "packets.backward.fin",
+    RstBwd => "packets.backward.rst",
+    AckBwd => "packets.backward.ack",
+    PureAckBwd => "packets.backward.pure_ack",
+    PayloadPktsBwd => "packets.backward.with_payload",
+    RxmitBwd => "packets.backward.rxmit",
+    OutseqBwd => "packets.backward.outseq",
+    SrcTtlMin => "source.ttl.min",
+    SrcTtlMax => "source.ttl.max",
+    DstTtlMin => "destination.ttl.min",
+    DstTtlMax => "destination.ttl.max",
+    SrcReordering => "source.reordering",
+    DstReordering => "destination.reordering",
+    SrcNetDup => "source.net_dup",
+    DstNetDup => "destination.net_dup",
+    SrcZeroWin => "source.window.zero",
+    DstZeroWin => "destination.window.zero",
+    SrcMss => "source.MSS.bytes",
+    DstMss => "destination.MSS.bytes",
+    SrcWinScale => "source.win_scale",
+    DstWinScale => "destination.win_scale",
+    SrcWs => "source.RFC1323.ws",
+    DstWs => "destination.RFC1323.ws",
+    SrcTs => "source.RFC1323.ts",
+    DstTs => "destination.RFC1323.ts",
+    SrcSack => "source.SACK_set",
+    DstSack => "destination.SACK_set",
+    SrcTtfp => "source.TTFP.ms",
+    DstTtfp => "destination.TTFP.ms",
+    SrcTtlp => "source.TTLP.ms",
+    DstTtlp => "destination.TTLP.ms",
+    SrcTtfa => "source.TTFA.ms",
+    DstTtfa => "destination.TTFA.ms",
+    SrcInternal => "source.ip4.isinternal",
+    DstInternal => "destination.ip4.isinternal",
+    HsSource => "rtt.handshake.source.ms",
+    HsDestination => "rtt.handshake.destination.ms",
+    RttFwdMin => "rtt.forward.min.ms",
+    RttFwdAvg => "rtt.forward.average.ms",
+    RttFwdMax => "rtt.forward.max.ms",
+    RttFwdStd => "rtt.forward.stddev.ms",
+    RttFwdN => "rtt.forward.samples",
+    RttBwdMin => "rtt.backward.min.ms",
+    RttBwdAvg => "rtt.backward.average.ms",
+    RttBwdMax => "rtt.backward.max.ms",
+    RttBwdStd => "rtt.backward.stddev.ms",
+    RttBwdN => "rtt.backward.samples",
+    TstatRttAvg => "rtt.average.ms",
+    TstatRttMin => "rtt.min.ms",
+    TstatRttMax => "rtt.max.ms",
+    TstatRttStd => "rtt.stddev",
+    TstatRttN => "rtt.samples",
+    TstatTtlMin => "ttl.min",
+    TstatTtlMax => "ttl.max",
+    ClassConn => "tstat.flow.class.conn",
+    ClassP2p => "tstat.flow.class.p2p",
+    ClassHttp => "tstat.flow.class.http",
+    AppProtocol => "application.protocol",
+    DnsQname => "dns.qname",
+    DnsQtype => "dns.qtype",
+    DnsRcode => "dns.rcode",
+    TlsSni => "ssl.hello.client",
+    HttpHost => "request.hostname",
+    QuicSni => "quic.hello.client",
+}
+
+const NS_PER_MS: f64 = 1e6;
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / NS_PER_MS
+}
+
+fn rel_ms(us: u32) -> Cell<'static> {
+    if us == NO_TIME_US {
+        Cell::Null
+    } else {
+        Cell::F64(f64::from(us) / 1000.0)
+    }
+}
+
+fn rtt(s: &RttStats, which: u8) -> Cell<'static> {
+    if s.count == 0 {
+        return if which == 4 { Cell::U64(0) } else { Cell::Null };
+    }
+    match which {
+        0 => Cell::F64(ms(u64::from(s.min_ns))),
+        1 => s.mean_ns().map_or(Cell::Null, |m| Cell::F64(m / NS_PER_MS)),
+        2 => Cell::F64(ms(u64::from(s.max_ns))),
+        3 => s
+            .stddev_ns()
+            .map_or(Cell::Null, |m| Cell::F64(m / NS_PER_MS)),
+        _ => Cell::U64(u64::from(s.count)),
+    }
+}
+
+fn opt_syn<'a>(d: &DirRecord, f: impl FnOnce(&DirRecord) -> Cell<'a>) -> Cell<'a> {
+    if d.options.syn_seen { f(d) } else { Cell::Null }
+}
+
+fn name_str(name: &[u8]) -> &str {
+    // names are ASCII in practice (DNS names are escaped); anything else is shown lossily
+    std::str::from_utf8(name).unwrap_or("")
+}
+
+impl FlowField {
+    /// The value of this field for `r` (`name` is the record's application string).
+    pub fn cell<'a>(self, r: &FlowRecord, name: &'a [u8], ctx: &'a ColumnContext) -> Cell<'a> {
+        use FlowField as F;
+        let (f, b) = (&r.fwd, &r.bwd);
+        let v4 = r.key.ip_version == 4;
+        let app = |k: AppKind| -> Cell<'a> {
+            if r.app.kind == k && !name.is_empty() {
+                Cell::Str(name_str(name))
+            } else {
+                Cell::Null
+            }
+        };
+        let icmpish = matches!(r.kind(), KeyKind::IcmpError | KeyKind::IcmpOther);
+        match self {
+            F::Start => Cell::Time(r.first_ns()),
+            F::End => Cell::Time(r.last_ns()),
+            F::DurationMs => Cell::U64((r.last_ns() - r.first_ns()) / 1_000_000),
+            F::Time => Cell::Time(r.first_ns()),
+            F::FlowStart => Cell::Time(r.flow_start_ns),
+            F::EndReason => Cell::Str(r.end.name()),
+            F::Interface => Cell::Str(&ctx.interface),
+            F::SourceIp => Cell::Addr(r.source().0),
+            F::DestinationIp => Cell::Addr(r.destination().0),
+            F::SourceIp4 => {
+                if v4 {
+                    Cell::Addr(r.source().0)
+                } else {
+                    Cell::Null
+                }
+            }
+            F::DestinationIp4 => {
+                if v4 {
+                    Cell::Addr(r.destination().0)
+                } else {
+                    Cell::Null
+                }
+            }
+            F::SourceIp6 => {
+                if v4 {
+                    Cell::Null
+                } else {
+                    Cell::Addr(r.source().0)
+                }
+            }
+            F::DestinationIp6 => {
+                if v4 {
+                    Cell::Null
+                } else {
+                    Cell::Addr(r.destination().0)
+                }
+            }
+            F::SourcePort => Cell::U64(u64::from(r.source().1)),
+            F::DestinationPort => Cell::U64(u64::from(r.destination().1)),
+            F::IpVersion => Cell::U64(u64::from(r.key.ip_version)),
+            F::IpProtocol => Cell::U64(u64::from(r.key.protocol)),
+            F::VlanOuter => Cell::U64(u64::from(r.key.vlans[0])),
+            F::VlanInner => Cell::U64(u64::from(r.key.vlans[1])),
+            F::TunnelType => Cell::Str(match r.tunnel() {
+                mplane_capture::packet::TunnelKind::None => "",
+                mplane_capture::packet::TunnelKind::Gre => "gre",
+                mplane_capture::packet::TunnelKind::Vxlan => "vxlan",
+                mplane_capture::packet::TunnelKind::Gtpu => "gtpu",
+                mplane_capture::packet::TunnelKind::IpInIp => "ipip",
+            }),
+            F::TunnelId => Cell::U64(u64::from(r.key.tunnel_id)),
+            F::IcmpType => {
+                if icmpish {
+                    Cell::U64(u64::from(r.key.icmp_type))
+                } else {
+                    Cell::Null
+                }
+            }
+            F::IcmpCode => {
+                if icmpish {
+                    Cell::U64(u64::from(r.key.icmp_code))
+                } else {
+                    Cell::Null
+                }
+            }
+            F::PacketsIp => Cell::U64(r.packets()),
+            F::OctetsIp => Cell::U64(r.ip_octets()),
+            F::PacketsFwd => Cell::U64(f.packets),
+            F::PacketsBwd => Cell::U64(b.packets),
+            F::OctetsIpFwd => Cell::U64(f.ip_octets),
+            F::OctetsIpBwd => Cell::U64(b.ip_octets),
+            F::BytesFwd => Cell::U64(f.payload_octets),
+            F::BytesBwd => Cell::U64(b.payload_octets),
+            F::BytesUniqueFwd => Cell::U64(f.unique_octets()),
+            F::BytesUniqueBwd => Cell::U64(b.unique_octets()),
+            F::BytesRxmitFwd => Cell::U64(f.rxmit_octets),
+            F::BytesRxmitBwd => Cell::U64(b.rxmit_octets),
+            F::StartFwd => {
+                if f.packets > 0 {
+                    Cell::Time(f.first_ns)
+                } else {
+                    Cell::Null
+                }
+            }
+            F::EndFwd => {
+                if f.packets > 0 {
+                    Cell::Time(f.last_ns)
+                } else {
+                    Cell::Null
+                }
+            }
+            F::StartBwd => {
+                if b.packets > 0 {
+                    Cell::Time(b.first_ns)
+                } else {
+                    Cell::Null
+                }
+            }
+            F::EndBwd => {
+                if b.packets > 0 {
+                    Cell::Time(b.last_ns)
+                } else {
+                    Cell::Null
+                }
+            }
+            F::FlagsFwd => Cell::U64(u64::from(f.tcp_flags)),
+            F::FlagsBwd => Cell::U64(u64::from(b.tcp_flags)),
+            F::SynFwd => Cell::U64(u64::from(f.syn)),
+            F::FinFwd => Cell::U64(u64::from(f.fin)),
+            F::RstFwd => Cell::U64(u64::from(f.rst)),
+            F::AckFwd => Cell::U64(u64::from(f.ack)),
+            F::PureAckFwd => Cell::U64(u64::from(f.pure_ack)),
+            F::PayloadPktsFwd => Cell::U64(u64::from(f.with_payload)),
+            F::RxmitFwd => Cell::U64(u64::from(f.rxmit_packets)),
+            F::OutseqFwd => Cell::U64(u64::from(f.out_of_sequence)),
+            F::SynBwd => Cell::U64(u64::from(b.syn)),
+            F::FinBwd => Cell::U64(u64::from(b.fin)),
+            F::RstBwd => Cell::U64(u64::from(b.rst)),
+            F::AckBwd => Cell::U64(u64::from(b.ack)),
+            F::PureAckBwd => Cell::U64(u64::from(b.pure_ack)),
+            F::PayloadPktsBwd => Cell::U64(u64::from(b.with_payload)),
+            F::RxmitBwd => Cell::U64(u64::from(b.rxmit_packets)),
+            F::OutseqBwd => Cell::U64(u64::from(b.out_of_sequence)),
+            F::SrcTtlMin | F::TstatTtlMin => ttl(f, f.ttl_min),
+            F::SrcTtlMax | F::TstatTtlMax => ttl(f, f.ttl_max),
+            F::DstTtlMin => ttl(b, b.ttl_min),
+            F::DstTtlMax => ttl(b, b.ttl_max),
+            F::SrcReordering => Cell::U64(u64::from(f.reordered)),
+            F::DstReordering => Cell::U64(u64::from(b.reordered)),
+            F::SrcNetDup => Cell::U64(u64::from(f.duplicates)),
+            F::DstNetDup => Cell::U64(u64::from(b.duplicates)),
+            F::SrcZeroWin => Cell::U64(u64::from(f.zero_window)),
+            F::DstZeroWin => Cell::U64(u64::from(b.zero_window)),
+            F::SrcMss => opt_syn(f, |d| Cell::U64(u64::from(d.options.mss))),
+            F::DstMss => opt_syn(b, |d| Cell::U64(u64::from(d.options.mss))),
+            F::SrcWinScale => opt_syn(f, |d| {
+                d.options
+                    .wscale
+                    .map_or(Cell::Null, |w| Cell::U64(u64::from(w)))
+            }),
+            F::DstWinScale => opt_syn(b, |d| {
+                d.options
+                    .wscale
+                    .map_or(Cell::Null, |w| Cell::U64(u64::from(w)))
+            }),
+            F::SrcWs => opt_syn(f, |d| Cell::Bool(d.options.wscale.is_some())),
+            F::DstWs => opt_syn(b, |d| Cell::Bool(d.options.wscale.is_some())),
+            F::SrcTs => opt_syn(f, |d| Cell::Bool(d.options.timestamps)),
+            F::DstTs => opt_syn(b, |d| Cell::Bool(d.options.timestamps)),
+            F::SrcSack => opt_syn(f, |d| Cell::Bool(d.options.sack_permitted)),
+            F::DstSack => opt_syn(b, |d| Cell::Bool(d.options.sack_permitted)),
+            F::SrcTtfp => rel_ms(f.first_payload_us),
+            F::DstTtfp => rel_ms(b.first_payload_us),
+            F::SrcTtlp => rel_ms(f.last_payload_us),
+            F::DstTtlp => rel_ms(b.last_payload_us),
+            F::SrcTtfa => rel_ms(f.first_ack_us),
+            F::DstTtfa => rel_ms(b.first_ack_us),
+            F::SrcInternal => Cell::Bool(ctx.is_internal(r.source().0)),
+            F::DstInternal => Cell::Bool(ctx.is_internal(r.destination().0)),
+            F::HsSource => r
+                .handshake_initiator_ns
+                .map_or(Cell::Null, |n| Cell::F64(ms(n))),
+            F::HsDestination => r
+                .handshake_responder_ns
+                .map_or(Cell::Null, |n| Cell::F64(ms(n))),
+            F::RttFwdMin | F::TstatRttMin => rtt(&f.rtt, 0),
+            F::RttFwdAvg | F::TstatRttAvg => rtt(&f.rtt, 1),
+            F::RttFwdMax | F::TstatRttMax => rtt(&f.rtt, 2),
+            F::RttFwdStd | F::TstatRttStd => rtt(&f.rtt, 3),
+            F::RttFwdN | F::TstatRttN => rtt(&f.rtt, 4),
+            F::RttBwdMin => rtt(&b.rtt, 0),
+            F::RttBwdAvg => rtt(&b.rtt, 1),
+            F::RttBwdMax => rtt(&b.rtt, 2),
+            F::RttBwdStd => rtt(&b.rtt, 3),
+            F::RttBwdN => rtt(&b.rtt, 4),
+            F::ClassConn | F::AppProtocol => match r.app.kind {
+                AppKind::None if self == F::ClassConn => Cell::Null,
+                k => Cell::Str(k.name()),
+            },
+            F::ClassP2p => Cell::Null,
+            F::ClassHttp => app(AppKind::Http),
+            F::DnsQname => app(AppKind::Dns),
+            F::DnsQtype => {
+                if r.app.kind == AppKind::Dns && r.app.dns_qtype != 0 {
+                    Cell::U64(u64::from(r.app.dns_qtype))
+                } else {
+                    Cell::Null
+                }
+            }
+            F::DnsRcode => match (r.app.kind, r.app.dns_rcode) {
+                (AppKind::Dns, Some(c)) => Cell::U64(u64::from(c)),
+                _ => Cell::Null,
+            },
+            F::TlsSni => app(AppKind::Tls),
+            F::HttpHost => app(AppKind::Http),
+            F::QuicSni => app(AppKind::Quic),
+        }
+    }
+}
+
+fn ttl(d: &DirRecord, v: u8) -> Cell<'static> {
+    if d.packets > 0 {
+        Cell::U64(u64::from(v))
+    } else {
+        Cell::Null
+    }
+}
+
+/// Errors resolving a column set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ColumnError {
+    /// The element names no flow record field.
+    #[error("{0}: not a flow record column")]
+    Unknown(String),
+}
+
+/// An ordered set of flow columns (a result schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowColumns {
+    fields: Vec<FlowField>,
+}
+
+impl FlowColumns {
+    /// Resolves `elements` in order.
+    pub fn new<S: AsRef<str>>(elements: &[S]) -> Result<Self, ColumnError> {
+        let fields = elements
+            .iter()
+            .map(|e| {
+                FlowField::from_element(e.as_ref())
+                    .ok_or_else(|| ColumnError::Unknown(e.as_ref().to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(FlowColumns { fields })
+    }
+
+    /// The fields in order.
+    pub fn fields(&self) -> &[FlowField] {
+        &self.fields
+    }
+
+    /// Element names in order.
+    pub fn elements(&self) -> Vec<&'static str> {
+        self.fields.iter().map(|f| f.element()).collect()
+    }
+
+    /// The record as an mPlane result row.
+    pub fn row(&self, r: &FlowRecord, name: &[u8], ctx: &ColumnContext) -> Vec<Option<Value>> {
+        self.fields
+            .iter()
+            .map(|f| f.cell(r, name, ctx).to_value())
+            .collect()
+    }
+
+    /// Appends the record to `b` (whose schema has these columns in this order).
+    pub fn append(
+        &self,
+        b: &mut ColumnsBuilder,
+        r: &FlowRecord,
+        name: &[u8],
+        ctx: &ColumnContext,
+    ) -> Result<(), ExportError> {
+        for (i, f) in self.fields.iter().enumerate() {
+            match f.cell(r, name, ctx) {
+                Cell::U64(v) => b.append_u64(i, v)?,
+                Cell::F64(v) => b.append_f64(i, v)?,
+                Cell::Bool(v) => b.append_bool(i, v)?,
+                Cell::Time(ns) => b.append_time_ns(i, ns.min(i64::MAX as u64) as i64)?,
+                Cell::Addr(a) => b.append_addr(i, a)?,
+                Cell::Str(s) => b.append_str(i, s)?,
+                Cell::Null => b.append_null(i)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The columns of a flow file (`mpcom replay`, flow exports): everything a record holds, IPv4
+/// and IPv6 in the same `source.ip` / `destination.ip` columns.
+pub const FILE_COLUMNS: &[&str] = &[
+    "flow.start",
+    "start",
+    "end",
+    "duration.ms",
+    "flow.end.reason",
+    "observer.interface",
+    "ip.version",
+    "ip.protocol",
+    "source.ip",
+    "source.port",
+    "destination.ip",
+    "destination.port",
+    "vlan.outer",
+    "vlan.inner",
+    "tunnel.type",
+    "tunnel.id",
+    "icmp.type",
+    "icmp.code",
+    "packets.forward",
+    "packets.backward",
+    "octets.ip.forward",
+    "octets.ip.backward",
+    "bytes.forward",
+    "bytes.backward",
+    "bytes.forward.unique",
+    "bytes.backward.unique",
+    "bytes.forward.rxmit",
+    "bytes.backward.rxmit",
+    "start.forward",
+    "end.forward",
+    "start.backward",
+    "end.backward",
+    "tcp.flags.forward",
+    "tcp.flags.backward",
+    "packets.forward.syn",
+    "packets.forward.fin",
+    "packets.forward.rst",
+    "packets.forward.ack",
+    "packets.forward.pure_ack",
+    "packets.forward.with_payload",
+    "packets.forward.rxmit",
+    "packets.forward.outseq",
+    "packets.backward.syn",
+    "packets.backward.fin",
+    "packets.backward.rst",
+    "packets.backward.ack",
+    "packets.backward.pure_ack",
+    "packets.backward.with_payload",
+    "packets.backward.rxmit",
+    "packets.backward.outseq",
+    "source.reordering",
+    "destination.reordering",
+    "source.net_dup",
+    "destination.net_dup",
+    "source.window.zero",
+    "destination.window.zero",
+    "source.ttl.min",
+    "source.ttl.max",
+    "destination.ttl.min",
+    "destination.ttl.max",
+    "rtt.handshake.source.ms",
+    "rtt.handshake.destination.ms",
+    "rtt.forward.min.ms",
+    "rtt.forward.average.ms",
+    "rtt.forward.max.ms",
+    "rtt.forward.stddev.ms",
+    "rtt.forward.samples",
+    "rtt.backward.min.ms",
+    "rtt.backward.average.ms",
+    "rtt.backward.max.ms",
+    "rtt.backward.stddev.ms",
+    "rtt.backward.samples",
+    "source.MSS.bytes",
+    "destination.MSS.bytes",
+    "source.win_scale",
+    "destination.win_scale",
+    "source.SACK_set",
+    "destination.SACK_set",
+    "source.RFC1323.ts",
+    "destination.RFC1323.ts",
+    "source.TTFP.ms",
+    "destination.TTFP.ms",
+    "source.TTLP.ms",
+    "destination.TTLP.ms",
+    "source.TTFA.ms",
+    "destination.TTFA.ms",
+    "application.protocol",
+    "dns.qname",
+    "dns.qtype",
+    "dns.rcode",
+    "ssl.hello.client",
+    "request.hostname",
+    "quic.hello.client",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry;
+
+    #[test]
+    fn every_field_is_in_the_registry_with_a_matching_primitive() {
+        let reg = registry::probe_registry().unwrap();
+        let ctx = ColumnContext::default();
+        let dir = DirRecord {
+            packets: 1,
+            rtt: RttStats {
+                count: 2,
+                min_ns: 1,
+                max_ns: 3,
+                sum_ns: 4,
+                sum_sq: 10.0,
+            },
+            options: super::super::record::TcpOptions {
+                syn_seen: true,
+                wscale: Some(7),
+                ..Default::default()
+            },
+            first_payload_us: 1,
+            last_payload_us: 2,
+            first_ack_us: 3,
+            ..DirRecord::EMPTY
+        };
+        let base = FlowRecord {
+            fwd: dir,
+            bwd: dir,
+            handshake_initiator_ns: Some(1),
+            handshake_responder_ns: Some(2),
+            ..FlowRecord::default()
+        };
+        let mut records = Vec::new();
+        for kind in [AppKind::Dns, AppKind::Tls, AppKind::Http, AppKind::Quic] {
+            let mut r = base;
+            r.app.kind = kind;
+            r.app.dns_qtype = 1;
+            r.app.dns_rcode = Some(0);
+            r.key.kind = KeyKind::IcmpError as u8;
+            records.push(r);
+        }
+        for (f, r) in FlowField::ALL
+            .iter()
+            .flat_map(|f| records.iter().map(move |r| (f, r)))
+        {
+            let el = reg
+                .element(f.element())
+                .unwrap_or_else(|| panic!("{} not in the registry", f.element()));
+            use mplane::registry::Primitive as P;
+            let ok = match f.cell(r, b"x", &ctx) {
+                Cell::U64(_) => el.prim == P::Natural,
+                Cell::F64(_) => el.prim == P::Real,
+                Cell::Bool(_) => el.prim == P::Boolean,
+                Cell::Time(_) => el.prim == P::Time,
+                Cell::Addr(_) => el.prim == P::Address,
+                Cell::Str(_) => el.prim == P::String,
+                Cell::Null => true,
+            };
+            assert!(ok, "{}: cell type vs {:?}", f.element(), el.prim);
+        }
+        FlowColumns::new(FILE_COLUMNS).unwrap();
+        assert!(FlowColumns::new(&["nope"]).is_err());
+    }
+
+    #[test]
+    fn prefixes() {
+        let ctx = ColumnContext {
+            internal: ColumnContext::default_internal(),
+            ..ColumnContext::default()
+        };
+        assert!(ctx.is_internal("10.1.2.3".parse().unwrap()));
+        assert!(ctx.is_internal("fd00::1".parse().unwrap()));
+        assert!(!ctx.is_internal("8.8.8.8".parse().unwrap()));
+        assert!(!ctx.is_internal("2001:db8::1".parse().unwrap()));
+        assert!(in_prefix(
+            "1.2.3.4".parse().unwrap(),
+            "0.0.0.0".parse().unwrap(),
+            0
+        ));
+    }
+}

@@ -1,0 +1,25 @@
+//! Passive measurement: per-worker flow metering on the capture pipeline.
+//!
+//! ```text
+//!  capture pipeline ──► FlowMeter (one per worker, a capture `Worker`)
+//!                          ├─ FlowTable: open addressing, preallocated slots, timer wheel
+//!                          ├─ tcp: handshake, sequence analysis, RTT samples
+//!                          ├─ app: DNS / TLS SNI / HTTP Host / QUIC SNI
+//!                          └─ RecordSink ◄── FlowRecord (+ application string)
+//! ```
+//!
+//! - [`record`]: [`record::FlowRecord`], bidirectional and oriented initiator → responder.
+//! - [`meter`]: [`meter::FlowMeter`], timeouts on packet time, window cuts, eviction.
+//! - [`table`]: the bounded flow table and its timer wheel.
+//! - [`tcp`]: TCP analysis per segment.
+//! - [`app`]: application metadata, each extraction switchable off.
+//! - [`arena`]: the bounded string arena and reassembly buffers.
+//! - [`columns`]: flow record fields by element name, for files and mPlane results.
+
+pub mod app;
+pub mod arena;
+pub mod columns;
+pub mod meter;
+pub mod record;
+pub mod table;
+pub mod tcp;
