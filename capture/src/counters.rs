@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::packet::{ErrorKind, Layer, ParseError};
+use crate::source::SourceStats;
 
 /// Counters of one pipeline thread.
 #[derive(Debug)]
@@ -49,8 +50,9 @@ impl Default for StageCounters {
 pub struct Counters {
     /// Frames read from the source.
     pub source_packets: AtomicU64,
-    /// Frames the kernel dropped (live sources; from the source's statistics).
-    pub kernel_drops: AtomicU64,
+    /// What the source counted itself (kernel drops, duplicates, oversize frames...), copied
+    /// from [`crate::source::PacketSource::stats`] about every 100 ms and at the end of a run.
+    pub source: SourceCounters,
     /// Frames dropped because the workers' rings were full (live sources only; files wait).
     pub ring_full_drops: AtomicU64,
     /// Chunk starts of a parallel pcap walk whose resynchronisation was wrong and was redone
@@ -65,7 +67,7 @@ impl Counters {
     pub fn new(workers: usize) -> Self {
         Counters {
             source_packets: AtomicU64::new(0),
-            kernel_drops: AtomicU64::new(0),
+            source: SourceCounters::default(),
             ring_full_drops: AtomicU64::new(0),
             resyncs_fixed: AtomicU64::new(0),
             stages: (0..workers.max(1))
@@ -78,7 +80,7 @@ impl Counters {
     pub fn snapshot(&self) -> CountersSnapshot {
         let mut s = CountersSnapshot {
             source_packets: self.source_packets.load(Relaxed),
-            kernel_drops: self.kernel_drops.load(Relaxed),
+            source: self.source.load(),
             ring_full_drops: self.ring_full_drops.load(Relaxed),
             resyncs_fixed: self.resyncs_fixed.load(Relaxed),
             ..CountersSnapshot::default()
@@ -103,6 +105,46 @@ impl Counters {
     }
 }
 
+/// [`SourceStats`] as atomics: written by the reading thread only, read by anyone.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    kernel_drops: AtomicU64,
+    interface_drops: AtomicU64,
+    fill_ring_empty: AtomicU64,
+    duplicates: AtomicU64,
+    out_of_order: AtomicU64,
+    snaplen_cut: AtomicU64,
+    oversize: AtomicU64,
+    over_mtu: AtomicU64,
+}
+
+impl SourceCounters {
+    /// Replaces the values (the source's counts are cumulative).
+    pub fn store(&self, s: &SourceStats) {
+        self.kernel_drops.store(s.kernel_drops, Relaxed);
+        self.interface_drops.store(s.interface_drops, Relaxed);
+        self.fill_ring_empty.store(s.fill_ring_empty, Relaxed);
+        self.duplicates.store(s.duplicates, Relaxed);
+        self.out_of_order.store(s.out_of_order, Relaxed);
+        self.snaplen_cut.store(s.snaplen_cut, Relaxed);
+        self.oversize.store(s.oversize, Relaxed);
+        self.over_mtu.store(s.over_mtu, Relaxed);
+    }
+    /// The current values.
+    pub fn load(&self) -> SourceStats {
+        SourceStats {
+            kernel_drops: self.kernel_drops.load(Relaxed),
+            interface_drops: self.interface_drops.load(Relaxed),
+            fill_ring_empty: self.fill_ring_empty.load(Relaxed),
+            duplicates: self.duplicates.load(Relaxed),
+            out_of_order: self.out_of_order.load(Relaxed),
+            snaplen_cut: self.snaplen_cut.load(Relaxed),
+            oversize: self.oversize.load(Relaxed),
+            over_mtu: self.over_mtu.load(Relaxed),
+        }
+    }
+}
+
 /// Per-worker part of a snapshot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerSnapshot {
@@ -121,8 +163,8 @@ pub struct WorkerSnapshot {
 pub struct CountersSnapshot {
     /// Frames read from the source.
     pub source_packets: u64,
-    /// Kernel drops.
-    pub kernel_drops: u64,
+    /// The source's own counts (kernel drops, duplicates, oversize frames...).
+    pub source: SourceStats,
     /// Ring-full drops.
     pub ring_full_drops: u64,
     /// Parallel pcap walk: wrong chunk resynchronisations that were redone.
@@ -145,7 +187,7 @@ impl Default for CountersSnapshot {
     fn default() -> Self {
         CountersSnapshot {
             source_packets: 0,
-            kernel_drops: 0,
+            source: SourceStats::default(),
             ring_full_drops: 0,
             resyncs_fixed: 0,
             packets: 0,

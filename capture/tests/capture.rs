@@ -897,7 +897,7 @@ fn live_capture_over_veth_delivers_every_frame_once() {
         .unwrap();
     let (ws, s) = netns::capture(move || src, N, &guard, &peer, &dir);
     netns::check(&ws, &s, N);
-    assert_eq!(s.kernel_drops, 0);
+    assert_eq!(s.source.kernel_drops, 0);
 }
 
 #[cfg(feature = "xdp")]

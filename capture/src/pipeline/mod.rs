@@ -94,7 +94,7 @@ use crate::flow::dispatch;
 use crate::packet::{Dissection, dissect_into};
 use crate::source::mmap::MappedFile;
 use crate::source::pcap::{CHUNK, ChunkWalker, Classic, PcapFile, Record, record_bytes, resync};
-use crate::source::{PacketRef, PacketSource, SourceError};
+use crate::source::{PacketRef, PacketSource, SourceError, SourceStats};
 
 /// The consumer of packets: one instance per worker thread, owning its state (a flow table).
 pub trait Worker: Send {
@@ -218,6 +218,8 @@ const IDLE_WATERMARK: Duration = Duration::from_millis(10);
 /// How long the workers' rings may stay full before a live reader drops (counted) instead of
 /// leaving frames in the kernel ring.
 const LIVE_STALL: Duration = Duration::from_millis(100);
+/// How often a live source's own counts ([`PacketSource::stats`]) are copied into the counters.
+const STATS_EVERY: Duration = Duration::from_millis(100);
 
 fn wall_ns() -> u64 {
     SystemTime::now()
@@ -230,8 +232,8 @@ trait Framer {
     /// Appends up to `max` records; `Ok(false)` at the end. Records appended before an error
     /// stay in `raw`. A live source may append fewer (even zero) and return `Ok(true)`.
     fn fill(&mut self, raw: &mut RawBatch, max: usize) -> Result<bool, SourceError>;
-    fn kernel_drops(&mut self) -> u64 {
-        0
+    fn stats(&mut self) -> SourceStats {
+        SourceStats::default()
     }
     fn is_live(&self) -> bool {
         false
@@ -289,8 +291,8 @@ impl<S: PacketSource> Framer for CopyFramer<S> {
         }
         Ok(true)
     }
-    fn kernel_drops(&mut self) -> u64 {
-        self.0.kernel_drops()
+    fn stats(&mut self) -> SourceStats {
+        self.0.stats()
     }
     fn is_live(&self) -> bool {
         self.0.is_live()
@@ -333,6 +335,7 @@ struct Feeder<'f> {
     packets: u64,
     live: bool,
     last_emit: Instant,
+    last_stats: Instant,
     full_since: Option<Instant>,
 }
 
@@ -345,10 +348,12 @@ impl Feeder<'_> {
     /// Frames batches up to `lookahead` ahead of `cs`. Returns whether anything was framed.
     fn step(&mut self, sh: &Shared<'_>, cs: u64) -> Result<bool, SourceError> {
         let mut progress = false;
+        if self.live && self.last_stats.elapsed() >= STATS_EVERY {
+            sh.counters.source.store(&self.framer.stats());
+            self.last_stats = Instant::now();
+        }
         if self.live && !self.eof && sh.stop.load(Ordering::Relaxed) {
-            sh.counters
-                .kernel_drops
-                .store(self.framer.kernel_drops(), Ordering::Relaxed);
+            sh.counters.source.store(&self.framer.stats());
             self.end(sh);
         }
         if self.live && !self.eof && self.fs >= cs + sh.lookahead {
@@ -415,9 +420,7 @@ impl Feeder<'_> {
                 progress = true;
             }
             if !more {
-                sh.counters
-                    .kernel_drops
-                    .store(self.framer.kernel_drops(), Ordering::Relaxed);
+                sh.counters.source.store(&self.framer.stats());
                 self.end(sh);
                 res?;
             }
@@ -777,6 +780,7 @@ impl Pipeline {
         let mut report = RunReport::default();
         let live = framer.is_live();
         let mut last_emit = Instant::now();
+        let mut last_stats = Instant::now();
         let result = loop {
             raw.recs.clear();
             raw.buf.clear();
@@ -784,6 +788,10 @@ impl Pipeline {
                 break Ok(());
             }
             let res = framer.fill(&mut raw, self.cfg.batch);
+            if live && last_stats.elapsed() >= STATS_EVERY {
+                self.counters.source.store(&framer.stats());
+                last_stats = Instant::now();
+            }
             if live && raw.recs.is_empty() {
                 if last_emit.elapsed() >= IDLE_WATERMARK {
                     max_ts = max_ts.max(wall_ns());
@@ -828,9 +836,7 @@ impl Pipeline {
                 Err(e) => break Err(e),
             }
         };
-        self.counters
-            .kernel_drops
-            .store(framer.kernel_drops(), Ordering::Relaxed);
+        self.counters.source.store(&framer.stats());
         local.publish(stage);
         worker.finish();
         result?;
@@ -862,6 +868,7 @@ impl Pipeline {
         let feeder = Feeder {
             live,
             last_emit: Instant::now(),
+            last_stats: Instant::now(),
             full_since: None,
             framer,
             raw_out,

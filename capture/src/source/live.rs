@@ -149,11 +149,12 @@ impl PacketSource for LiveSource {
             Err(e) => Err(live_err(&self.names[idx], e)),
         }
     }
-    fn kernel_drops(&mut self) -> u64 {
-        let mut total = 0;
+    fn stats(&mut self) -> super::SourceStats {
+        let mut total = super::SourceStats::default();
         for (c, _) in &mut self.caps {
             if let Ok(s) = c.stats() {
-                total += u64::from(s.dropped) + u64::from(s.if_dropped);
+                total.kernel_drops += u64::from(s.dropped);
+                total.interface_drops += u64::from(s.if_dropped);
             }
         }
         total

@@ -10,7 +10,9 @@
 //!   out [`pcap::Record`] descriptors (offsets into the shared mapping), which the pipeline ships
 //!   to workers without copying.
 //! - `live::LiveSource` (feature `live`): libpcap on one or more interfaces, copied into the
-//!   pipeline's batches; kernel drops from `pcap_stats`.
+//!   pipeline's batches; kernel drops from `pcap_stats`. Several interfaces are merged into one
+//!   stream in timestamp order with a bounded reorder window (`merge`, see the bound there and
+//!   in `doc/capture.md`); [`dedup`] suppresses the duplicates of SPAN ports on request.
 //! - `xdp::XdpSource` (feature `xdp`, experimental, not default): AF_XDP on one RX queue
 //!   (xdpilone rings, a prebuilt XDP program loaded with aya); tested on veth in copy mode.
 //!   `SourceSpec::open_xdp` opens `xdp:IFACE` (queue 0); several queues return
@@ -46,9 +48,11 @@ pub trait PacketSource {
     /// The next frame, `Ok(None)` at the end of the source. The frame borrows the source until
     /// the next call.
     fn next_packet(&mut self) -> Result<Option<PacketRef<'_>>, SourceError>;
-    /// Frames the kernel (or capture hardware) dropped before we saw them; 0 for files.
-    fn kernel_drops(&mut self) -> u64 {
-        0
+    /// What the source counted so far (cumulative since it was opened): kernel drops,
+    /// suppressed duplicates, frames too large for the capture buffer... All zero for files.
+    /// Cheap enough to call every 100 ms, not per packet (live sources ask the kernel).
+    fn stats(&mut self) -> SourceStats {
+        SourceStats::default()
     }
     /// `true` for live sources: `Ok(None)` from [`Self::next_packet`] then means "nothing right
     /// now" rather than "end", and the pipeline runs until its stop flag is set.
@@ -57,6 +61,49 @@ pub trait PacketSource {
     }
     /// Live sources: block up to `timeout` until a frame may be available (files: no-op).
     fn wait_readable(&mut self, _timeout: std::time::Duration) {}
+}
+
+/// Counts kept by a source, cumulative since it was opened (see [`PacketSource::stats`]).
+///
+/// The pipeline copies them into [`crate::counters::Counters`] about every 100 ms and at the end
+/// of a run, so they are readable at any time without locks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Frames the kernel dropped because the capture ring was full (libpcap `ps_drop`, AF_XDP
+    /// `rx_dropped + rx_ring_full`), summed over interfaces and queues.
+    pub kernel_drops: u64,
+    /// Frames the driver or NIC dropped before the capture point (libpcap `ps_ifdrop`: the
+    /// interface's `rx_dropped` since the capture started).
+    pub interface_drops: u64,
+    /// AF_XDP: packets that found the fill ring empty (a subset of `kernel_drops` in copy mode).
+    pub fill_ring_empty: u64,
+    /// Frames suppressed as duplicates of a frame seen shortly before (SPAN ports, optional).
+    pub duplicates: u64,
+    /// Frames of a merged multi-interface source delivered with a timestamp older than one
+    /// already delivered (an interface was later than the reorder window allows).
+    pub out_of_order: u64,
+    /// Frames captured shorter than on the wire because of the snaplen.
+    pub snaplen_cut: u64,
+    /// Frames too large for a capture buffer (AF_XDP: larger than a UMEM frame): counted and
+    /// not delivered, never delivered truncated.
+    pub oversize: u64,
+    /// Frames longer than the interface MTU allows (plus Ethernet and two VLAN headers): the
+    /// mark of GRO/LRO on receive or TSO/GSO on locally sent traffic (see [`crate::hygiene`]).
+    pub over_mtu: u64,
+}
+
+impl SourceStats {
+    /// Adds `other` field by field (summing interfaces or queues).
+    pub fn add(&mut self, other: &SourceStats) {
+        self.kernel_drops += other.kernel_drops;
+        self.interface_drops += other.interface_drops;
+        self.fill_ring_empty += other.fill_ring_empty;
+        self.duplicates += other.duplicates;
+        self.out_of_order += other.out_of_order;
+        self.snaplen_cut += other.snaplen_cut;
+        self.oversize += other.oversize;
+        self.over_mtu += other.over_mtu;
+    }
 }
 
 /// Errors of packet sources. File errors carry the byte offset where reading stopped.

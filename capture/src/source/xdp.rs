@@ -274,11 +274,16 @@ impl PacketSource for XdpSource {
         }))
     }
 
-    fn kernel_drops(&mut self) -> u64 {
+    fn stats(&mut self) -> super::SourceStats {
         // XDP_STATISTICS v2 (Linux >= 5.9): drops, RX ring full, fill ring empty.
-        self.rings.user.statistics_v2().map_or(0, |s| {
-            s.rx_dropped + s.rx_ring_full + s.rx_fill_ring_empty_descs
-        })
+        self.rings
+            .user
+            .statistics_v2()
+            .map_or(super::SourceStats::default(), |s| super::SourceStats {
+                kernel_drops: s.rx_dropped + s.rx_ring_full,
+                fill_ring_empty: s.rx_fill_ring_empty_descs,
+                ..super::SourceStats::default()
+            })
     }
 
     fn is_live(&self) -> bool {
