@@ -15,15 +15,20 @@
 //!   [`flow::Direction`]) and the symmetric hashes; the worker is chosen by address pair so that
 //!   fragments and ICMP errors land with their flow.
 //! - [`source`]: [`source::pcap::PcapFile`] (memory-mapped pcap/pcapng), `source::live`
-//!   (libpcap, feature `live`, on by default), [`source::SourceSpec`] (`pcap:`, `pcap-live:`,
-//!   `xdp:`).
+//!   (libpcap, feature `live`, on by default; several interfaces merged into one time-ordered
+//!   stream, optional duplicate suppression for SPAN ports), [`source::SourceSpec`] (`pcap:`,
+//!   `pcap-live:`, `xdp:`), and [`source::SourceStats`], what a source counts itself.
+//! - [`hygiene`]: which NIC offloads (GRO, LRO, VLAN stripping, TSO/GSO) distort the capture on
+//!   an interface, read with the ethtool ioctl, and the `ethtool -K` line that turns them off
+//!   (see `doc/capture.md`).
 //! - [`pipeline`]: N threads (the caller's is worker 0) that frame, dissect, dispatch and run one
 //!   [`pipeline::Worker`] each; watermarks identical for any worker count; clean drain.
 //! - [`counters`]: per-stage atomics and a [`counters::CountersSnapshot`].
 //! - [`builder`]: a packet builder and pcap/pcapng writers for tests (here and in the probe).
 //!
 //! Invariants: no `unsafe` outside the modules that talk to the OS (`source::mmap`,
-//! `source::live`, `pipeline::affinity`), each block with a `// SAFETY:` comment; no allocation
+//! `source::live`, `source::xdp`, `pipeline::affinity`, `hygiene`), each block with a
+//! `// SAFETY:` comment; no allocation
 //! or lock per packet on the data path; typed errors (`thiserror`); parse errors are `Copy` values
 //! that index counters.
 //!
@@ -77,6 +82,7 @@
 pub mod builder;
 pub mod counters;
 pub mod flow;
+pub mod hygiene;
 pub mod packet;
 pub mod pipeline;
 pub mod source;

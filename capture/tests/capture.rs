@@ -681,25 +681,35 @@ fn records_larger_than_a_chunk_and_bogus_snaplen() {
         check_run(&ws, frames.len());
     }
 }
-
-/// Helpers for tests through a veth pair into a fresh network namespace. They need root (netns
-/// + veth) and python3 (the AF_PACKET sender in the namespace) and skip with a message otherwise.
+/// Helpers for tests through veth pairs into a fresh network namespace. They need root (netns +
+/// veth) and python3 (the AF_PACKET sender in the namespace) and skip with a message otherwise.
 #[cfg(any(feature = "live", feature = "xdp"))]
 mod netns {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
     use std::process::Command;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use mplane_capture::counters::CountersSnapshot;
+    use mplane_capture::pipeline::{PipelineError, RunReport};
 
     use super::*;
 
-    /// Removes the namespace and the host end of the veth pair in every case.
-    pub struct NetnsGuard {
+    /// A namespace with `ports` veth pairs: the host ends stay in this namespace, the peers go
+    /// into the new one. Dropping it removes everything, also when a test panics.
+    pub struct Netns {
         pub ns: String,
-        pub host_if: String,
+        pub host: Vec<String>,
+        pub peer: Vec<String>,
+        dir: tempfile::TempDir,
     }
-    impl Drop for NetnsGuard {
+
+    impl Drop for Netns {
         fn drop(&mut self) {
-            let _ = Command::new("ip")
-                .args(["link", "del", &self.host_if])
-                .status();
+            for h in &self.host {
+                let _ = Command::new("ip").args(["link", "del", h]).status();
+            }
             let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         }
     }
@@ -709,6 +719,11 @@ mod netns {
             .args(&args[1..])
             .status()
             .is_ok_and(|s| s.success())
+    }
+
+    #[track_caller]
+    pub fn run_ok(args: &[&str]) {
+        assert!(run(args), "{args:?} failed");
     }
 
     pub fn is_root() -> bool {
@@ -722,32 +737,265 @@ mod netns {
             .unwrap_or(false)
     }
 
-    pub const SENDER: &str = r#"
+    /// Sends length-prefixed frames, each on the interface its first byte names, in file order.
+    /// Port numbers with bit 7 set go through a second socket with `PACKET_VNET_HDR`: the frame
+    /// starts with a `virtio_net_hdr` (how a GSO super-frame is injected).
+    const SENDER: &str = r#"
 import socket, struct, sys
 data = open(sys.argv[1], 'rb').read()
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((sys.argv[2], 0))
+socks = []
+for name in sys.argv[2:]:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((name, 0))
+    v = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    v.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
+    v.bind((name, 0))
+    socks.append((s, v))
 i = 0
 while i < len(data):
-    n = struct.unpack('<I', data[i:i + 4])[0]
-    s.send(data[i + 4:i + 4 + n])
-    i += 4 + n
+    port, n = struct.unpack('<BI', data[i:i + 5])
+    socks[port & 0x7f][port >> 7].send(data[i + 5:i + 5 + n])
+    i += 5 + n
 "#;
 
-    #[derive(Default)]
-    pub struct Ids {
-        pub ids: Vec<u32>,
+    /// A TCP/IPv4 segment of `payload` bytes as one GSO super-frame (larger than the MTU), as
+    /// TSO/GSO on the sender or GRO on the receiver produce: `(virtio_net_hdr + frame, frame)`.
+    pub fn gso_frame(seq: u32, payload: usize) -> (Vec<u8>, Vec<u8>) {
+        let frame = Builder::ethernet()
+            .ipv4([10, 79, 0, 1], [10, 79, 0, 2])
+            .tcp(1234, 80, seq, 1, flags::ACK | flags::PSH)
+            .payload(&vec![b'g'; payload])
+            .build();
+        // flags NEEDS_CSUM, gso_type TCPV4, hdr_len, gso_size, csum_start, csum_offset
+        let mut v = vec![1u8, 1];
+        for x in [54u16, 1448, 34, 16] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.extend_from_slice(&frame);
+        (v, frame)
+    }
+
+    impl Netns {
+        /// Creates the namespace and `ports` veth pairs with `queues` RX/TX queues on each end.
+        /// `None` (after a message) if the test cannot run here.
+        pub fn create(tag: &str, ports: usize, queues: u32) -> Option<Netns> {
+            if !is_root() {
+                eprintln!("skipping {tag}: needs root to create a netns and veth");
+                return None;
+            }
+            if !run(&["python3", "-c", "import socket; socket.AF_PACKET"]) {
+                eprintln!("skipping {tag}: python3 with AF_PACKET not available");
+                return None;
+            }
+            let pid = std::process::id() % 100_000;
+            let mut net = Netns {
+                ns: format!("mp{tag}{pid}"),
+                host: Vec::new(),
+                peer: Vec::new(),
+                dir: tempfile::tempdir().unwrap(),
+            };
+            run_ok(&["ip", "netns", "add", &net.ns]);
+            let q = queues.to_string();
+            for p in 0..ports {
+                let (h, e) = (format!("mh{tag}{p}{pid}"), format!("mp{tag}{p}{pid}"));
+                let mut args = vec!["ip", "link", "add", &h];
+                if queues > 1 {
+                    args.extend(["numrxqueues", &q, "numtxqueues", &q]);
+                }
+                args.extend(["type", "veth", "peer", "name", &e]);
+                if queues > 1 {
+                    args.extend(["numrxqueues", &q, "numtxqueues", &q]);
+                }
+                run_ok(&args);
+                net.host.push(h.clone());
+                run_ok(&["ip", "link", "set", &e, "netns", &net.ns]);
+                net.peer.push(e.clone());
+                // no IPv6 on the host end: less chatter on the wire (not required)
+                let _ = run(&[
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{h}.disable_ipv6=1"),
+                ]);
+                run_ok(&["ip", "link", "set", &h, "up"]);
+                run_ok(&["ip", "-n", &net.ns, "link", "set", &e, "up"]);
+            }
+            Some(net)
+        }
+
+        /// Sends `(port, frame)` from the namespace side in order, from one thread.
+        pub fn send(&self, frames: &[(usize, Vec<u8>)]) {
+            let mut blob = Vec::new();
+            for (port, f) in frames {
+                blob.push(*port as u8);
+                blob.extend_from_slice(&(f.len() as u32).to_le_bytes());
+                blob.extend_from_slice(f);
+            }
+            let file = self.dir.path().join("frames.bin");
+            std::fs::write(&file, &blob).unwrap();
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &self.ns, "python3", "-c", SENDER])
+                .arg(&file)
+                .args(&self.peer);
+            assert!(cmd.status().unwrap().success(), "sender failed");
+        }
+    }
+
+    /// The known packet set, as `(direction, frame)` with direction 0 = client → server: UDP
+    /// and TCP flows in both directions (some VLAN-tagged, some IPv6), ICMP echo request and
+    /// reply, and IPv4 / IPv6 datagrams cut into fragments both ways. Every frame is unique.
+    pub fn packet_set(flows: u32) -> Vec<(usize, Vec<u8>)> {
+        let mut out = Vec::new();
+        for i in 0..flows {
+            let c = [10, 77, (i / 200) as u8, (i % 200) as u8 + 1];
+            let s = [10, 78, 0, 1 + (i % 3) as u8];
+            let cp = 40000 + i as u16;
+            let tag = |b: Builder| {
+                if i % 5 == 1 {
+                    b.vlan(100 + (i % 4) as u16)
+                } else {
+                    b
+                }
+            };
+            for k in 0..3u32 {
+                let pay = |dir: u32| [i.to_be_bytes(), k.to_be_bytes(), dir.to_be_bytes()].concat();
+                out.push((
+                    0,
+                    tag(Builder::ethernet())
+                        .ipv4(c, s)
+                        .udp(cp, 47000)
+                        .payload(&pay(0))
+                        .build(),
+                ));
+                out.push((
+                    1,
+                    tag(Builder::ethernet())
+                        .ipv4(s, c)
+                        .udp(47000, cp)
+                        .payload(&pay(1))
+                        .build(),
+                ));
+            }
+            if i % 4 == 0 {
+                let (c6, s6) = (v6(i as u8), v6(200));
+                out.push((
+                    0,
+                    Builder::ethernet()
+                        .ipv6(c6, s6)
+                        .tcp(cp, 443, i, 0, flags::SYN)
+                        .build(),
+                ));
+                out.push((
+                    1,
+                    Builder::ethernet()
+                        .ipv6(s6, c6)
+                        .tcp(443, cp, 7, i + 1, flags::SYN | flags::ACK)
+                        .build(),
+                ));
+                out.push((
+                    0,
+                    Builder::ethernet()
+                        .ipv6(c6, s6)
+                        .tcp(cp, 443, i + 1, 8, flags::ACK)
+                        .build(),
+                ));
+            }
+            if i % 7 == 0 {
+                out.push((0, Builder::ethernet().ipv4(c, s).icmp(8, 0, cp, 1).build()));
+                out.push((1, Builder::ethernet().ipv4(s, c).icmp(0, 0, cp, 1).build()));
+            }
+            if i % 10 == 0 {
+                for (dir, (a, b)) in [(c, s), (s, c)].into_iter().enumerate() {
+                    // reply from the server port to the client port: one flow, both ways
+                    let (pa, pb) = if dir == 0 { (5000, 5001) } else { (5001, 5000) };
+                    let big = Builder::ethernet()
+                        .ipv4(a, b)
+                        .udp(pa, pb)
+                        .payload(&vec![i as u8; 700])
+                        .build();
+                    for f in fragment(&big, 14, 256, i * 2 + dir as u32 + 1) {
+                        out.push((dir, f));
+                    }
+                    let (a6, b6) = if dir == 0 {
+                        (v6(i as u8), v6(201))
+                    } else {
+                        (v6(201), v6(i as u8))
+                    };
+                    let big6 = Builder::ethernet()
+                        .ipv6(a6, b6)
+                        .udp(pa, pb)
+                        .payload(&vec![i as u8 ^ 0xff; 500])
+                        .build();
+                    for f in fragment(&big6, 14, 256, i * 2 + dir as u32 + 9000) {
+                        out.push((dir, f));
+                    }
+                }
+            }
+        }
+        let uniq: BTreeSet<&Vec<u8>> = out.iter().map(|(_, f)| f).collect();
+        assert_eq!(uniq.len(), out.len(), "test frames must be unique");
+        out
+    }
+
+    /// Test frames by their exact bytes.
+    pub struct Known(HashMap<Vec<u8>, usize>);
+
+    impl Known {
+        pub fn new(frames: &[(usize, Vec<u8>)]) -> Arc<Known> {
+            Arc::new(Known(
+                frames
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, f))| (f.clone(), i))
+                    .collect(),
+            ))
+        }
+        pub fn index(&self, data: &[u8]) -> Option<usize> {
+            self.0.get(data).copied()
+        }
+    }
+
+    type FragId = ([u8; 16], [u8; 16], u32);
+    type SeenFrame = (u64, usize, Option<(FlowKey, Direction)>, Option<FragId>);
+
+    /// A worker recording which test frames it saw (ts, index, key, fragment id).
+    pub struct Seen {
+        known: Arc<Known>,
+        count: Arc<AtomicU64>,
+        /// (timestamp, index in the packet set, flow key, fragment id)
+        pub frames: Vec<SeenFrame>,
+        pub foreign: u64,
         pub watermarks: u64,
     }
-    impl Worker for Ids {
+
+    impl Seen {
+        pub fn new(known: &Arc<Known>, count: &Arc<AtomicU64>) -> Seen {
+            Seen {
+                known: Arc::clone(known),
+                count: Arc::clone(count),
+                frames: Vec::new(),
+                foreign: 0,
+                watermarks: 0,
+            }
+        }
+    }
+
+    impl Worker for Seen {
         fn packet(&mut self, pkt: &PacketRef<'_>, d: &Dissection) {
-            if d.dst_port != 47000 {
-                return; // neighbour discovery and other chatter on the link
-            }
-            let p = d.payload_offset as usize;
-            if let Some(b) = pkt.data.get(p..p + 4) {
-                self.ids.push(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-            }
+            let Some(i) = self.known.index(pkt.data) else {
+                self.foreign += 1; // neighbour discovery and other chatter on the link
+                return;
+            };
+            let frag = d.frag.is_fragment.then(|| {
+                let (a, b) = if d.src <= d.dst {
+                    (d.src, d.dst)
+                } else {
+                    (d.dst, d.src)
+                };
+                (a, b, d.frag.ident)
+            });
+            self.frames
+                .push((pkt.ts_ns, i, FlowKey::from_dissection(d), frag));
+            self.count.fetch_add(1, Ordering::Relaxed);
         }
         fn watermark(&mut self, _ts_ns: u64) {
             self.watermarks += 1;
@@ -755,100 +1003,39 @@ while i < len(data):
         fn finish(&mut self) {}
     }
 
-    /// Creates the namespace and veth pair (host end up in this namespace, peer in `ns`) and
-    /// writes `n` numbered UDP frames for the sender. `None` (after a message) if not possible.
-    pub fn setup(tag: &str, n: u32) -> Option<(NetnsGuard, String, tempfile::TempDir)> {
-        if !is_root() {
-            eprintln!("skipping {tag}: needs root to create a netns and veth");
-            return None;
-        }
-        if !run(&["python3", "-c", "import socket; socket.AF_PACKET"]) {
-            eprintln!("skipping {tag}: python3 with AF_PACKET not available");
-            return None;
-        }
-        let pid = std::process::id() % 100_000;
-        let guard = NetnsGuard {
-            ns: format!("mp{tag}{pid}"),
-            host_if: format!("mph{tag}{pid}"),
-        };
-        let peer = format!("mpp{tag}{pid}");
-        assert!(run(&["ip", "netns", "add", &guard.ns]));
-        assert!(run(&[
-            "ip",
-            "link",
-            "add",
-            &guard.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer
-        ]));
-        assert!(run(&["ip", "link", "set", &peer, "netns", &guard.ns]));
-        assert!(run(&["ip", "link", "set", &guard.host_if, "up"]));
-        assert!(run(&["ip", "-n", &guard.ns, "link", "set", &peer, "up"]));
-        let mut blob = Vec::new();
-        for i in 0..n {
-            let f = Builder::ethernet()
-                .ipv4(
-                    [10, 77, (i / 200) as u8, (i % 200) as u8 + 1],
-                    [10, 78, 0, 1],
-                )
-                .udp(40000 + (i % 7) as u16, 47000)
-                .payload(&i.to_be_bytes())
-                .build();
-            blob.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            blob.extend_from_slice(&f);
-        }
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("frames.bin"), &blob).unwrap();
-        Some((guard, peer, dir))
-    }
-
-    /// Sends the frames from the namespace side.
-    pub fn send(guard: &NetnsGuard, peer: &str, dir: &tempfile::TempDir) {
-        let sent = Command::new("ip")
-            .args(["netns", "exec", &guard.ns, "python3", "-c", SENDER])
-            .arg(dir.path().join("frames.bin"))
-            .arg(peer)
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    }
-
-    /// Runs `src` through a 2-worker pipeline while the frames are sent; returns the workers
-    /// and the final counters.
-    pub fn capture<S: PacketSource>(
-        open: impl FnOnce() -> S + Send,
-        n: u32,
-        guard: &NetnsGuard,
-        peer: &str,
-        dir: &tempfile::TempDir,
-    ) -> (Vec<Ids>, mplane_capture::counters::CountersSnapshot) {
-        use std::sync::atomic::Ordering;
-        use std::time::{Duration, Instant};
+    /// Runs a 2-worker pipeline (`run` starts it on the source) while `frames` are sent from
+    /// the namespace, until every test frame arrived or 10 s passed; returns the workers and
+    /// the final counters.
+    pub fn capture(
+        net: &Netns,
+        frames: &[(usize, Vec<u8>)],
+        send: &[(usize, Vec<u8>)],
+        run: impl FnOnce(&Pipeline, &mut [Seen]) -> Result<RunReport, PipelineError> + Send,
+    ) -> (Vec<Seen>, CountersSnapshot) {
         let p = Pipeline::new(PipelineConfig {
             workers: 2,
             batch: 16,
             ..PipelineConfig::default()
         });
         let stop = p.stop_handle();
-        let counters = std::sync::Arc::clone(p.counters());
-        let mut ws = vec![Ids::default(), Ids::default()];
+        let counters = Arc::clone(p.counters());
+        let known = Known::new(frames);
+        let count = Arc::new(AtomicU64::new(0));
+        let mut ws = vec![Seen::new(&known, &count), Seen::new(&known, &count)];
         /// Stops the pipeline even when an assertion below panics (else the scope would hang).
-        struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        struct StopOnDrop(Arc<AtomicBool>);
         impl Drop for StopOnDrop {
             fn drop(&mut self) {
                 self.0.store(true, Ordering::Relaxed);
             }
         }
         std::thread::scope(|s| {
-            let _stop_guard = StopOnDrop(std::sync::Arc::clone(&stop));
-            let h = s.spawn(|| p.run_source(open(), &mut ws));
+            let _stop_guard = StopOnDrop(Arc::clone(&stop));
+            let h = s.spawn(|| run(&p, &mut ws));
             std::thread::sleep(Duration::from_millis(200));
-            send(guard, peer, dir);
+            net.send(send);
             let t0 = Instant::now();
-            while counters.snapshot().packets < u64::from(n)
+            while count.load(Ordering::Relaxed) < frames.len() as u64
                 && t0.elapsed() < Duration::from_secs(10)
             {
                 std::thread::sleep(Duration::from_millis(20));
@@ -861,17 +1048,46 @@ while i < len(data):
         (ws, counters.snapshot())
     }
 
-    /// Every frame exactly once, both workers busy, idle watermarks seen.
-    pub fn check(ws: &[Ids], s: &mplane_capture::counters::CountersSnapshot, n: u32) {
-        let mut all: Vec<u32> = ws.iter().flat_map(|w| w.ids.iter().copied()).collect();
+    /// Every test frame exactly once; every flow (both directions) and every fragmented
+    /// datagram on one worker; each worker's frames in time order; both workers busy; idle
+    /// watermarks seen; nothing dropped.
+    pub fn check(ws: &[Seen], s: &CountersSnapshot, frames: &[(usize, Vec<u8>)]) {
+        let mut all: Vec<usize> = ws
+            .iter()
+            .flat_map(|w| w.frames.iter().map(|f| f.1))
+            .collect();
         all.sort_unstable();
         assert_eq!(
             all,
-            (0..n).collect::<Vec<_>>(),
+            (0..frames.len()).collect::<Vec<_>>(),
             "every frame exactly once; {s:?}"
         );
+        let mut key_worker: BTreeMap<FlowKey, usize> = BTreeMap::new();
+        let mut dirs: BTreeMap<FlowKey, BTreeSet<u8>> = BTreeMap::new();
+        let mut frag_worker: BTreeMap<FragId, usize> = BTreeMap::new();
+        for (w, seen) in ws.iter().enumerate() {
+            let mut last = 0;
+            for &(ts, _, key, frag) in &seen.frames {
+                assert!(ts >= last, "worker {w}: frames out of time order");
+                last = ts;
+                let (k, d) = key.expect("test frames have flow keys");
+                assert_eq!(
+                    *key_worker.entry(k).or_insert(w),
+                    w,
+                    "flow {k:?} on two workers"
+                );
+                dirs.entry(k).or_default().insert(d as u8);
+                if let Some(f) = frag {
+                    assert_eq!(*frag_worker.entry(f).or_insert(w), w, "fragments split");
+                }
+            }
+        }
+        for (k, d) in &dirs {
+            assert_eq!(d.len(), 2, "both directions of {k:?}");
+        }
+        assert!(frag_worker.len() >= 4, "fragmented datagrams in the set");
         assert!(
-            ws.iter().all(|w| !w.ids.is_empty()),
+            ws.iter().all(|w| !w.frames.is_empty()),
             "both workers got traffic"
         );
         assert!(ws.iter().all(|w| w.watermarks > 0));
@@ -884,45 +1100,206 @@ while i < len(data):
 fn live_capture_over_veth_delivers_every_frame_once() {
     use mplane_capture::source::SourceSpec;
     use mplane_capture::source::live::LiveConfig;
-    const N: u32 = 300;
-    let Some((guard, peer, dir)) = netns::setup("lv", N) else {
+    let Some(net) = netns::Netns::create("lv", 1, 1) else {
         return;
     };
-    let spec: SourceSpec = format!("pcap-live:{}", guard.host_if).parse().unwrap();
+    let frames = netns::packet_set(60);
+    let send: Vec<_> = frames.iter().map(|(_, f)| (0, f.clone())).collect();
+    let spec: SourceSpec = format!("pcap-live:{}", net.host[0]).parse().unwrap();
     let src = spec
         .open_live(&LiveConfig {
-            filter: Some("udp and dst port 47000".into()),
+            filter: Some("ether src 02:00:00:00:00:01".into()),
             ..LiveConfig::default()
         })
         .unwrap();
-    let (ws, s) = netns::capture(move || src, N, &guard, &peer, &dir);
-    netns::check(&ws, &s, N);
+    let (ws, s) = netns::capture(&net, &frames, &send, move |p, ws| p.run_source(src, ws));
+    netns::check(&ws, &s, &frames);
+    assert!(ws.iter().all(|w| w.foreign == 0), "the BPF filter applies");
     assert_eq!(s.source.kernel_drops, 0);
+    assert_eq!(s.source.snaplen_cut, 0);
+    assert_eq!(s.source.over_mtu, 0);
 }
 
-#[cfg(feature = "xdp")]
+/// A two-port tap: each port sees one direction. The merged source is complete and strictly
+/// time-ordered, each port's frames keep their order, and the ports really interleave.
+#[cfg(feature = "live")]
 #[test]
-fn xdp_capture_over_veth_delivers_every_frame_once() {
-    use mplane_capture::source::xdp::{AttachMode, XdpConfig};
-    const N: u32 = 300;
-    let cfg = XdpConfig {
-        frames: 4096,
-        mode: AttachMode::Skb,
-        ..XdpConfig::default()
+fn live_two_port_merge_is_time_ordered_and_complete() {
+    use mplane_capture::source::SourceSpec;
+    use mplane_capture::source::live::LiveConfig;
+    use std::time::{Duration, Instant};
+    let Some(net) = netns::Netns::create("mg", 2, 1) else {
+        return;
     };
-    if !cfg.object.exists() {
-        eprintln!(
-            "skipping xdp test: {} missing (apt-get install libxdp1)",
-            cfg.object.display()
-        );
+    let frames = netns::packet_set(60);
+    let spec: SourceSpec = format!("pcap-live:{},{}", net.host[0], net.host[1])
+        .parse()
+        .unwrap();
+    let cfg = LiveConfig {
+        filter: Some("ether src 02:00:00:00:00:01".into()),
+        ..LiveConfig::default()
+    };
+    let known = netns::Known::new(&frames);
+
+    // 1. The source on its own: the merged order.
+    let mut src = spec.open_live(&cfg).unwrap();
+    let mut got: Vec<(u64, usize)> = Vec::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            net.send(&frames);
+        });
+        let t0 = Instant::now();
+        while got.len() < frames.len() && t0.elapsed() < Duration::from_secs(10) {
+            match src.next_packet().unwrap() {
+                Some(p) => {
+                    let i = known
+                        .index(p.data)
+                        .expect("only test frames pass the filter");
+                    got.push((p.ts_ns, i));
+                }
+                None => src.wait_readable(Duration::from_millis(5)),
+            }
+        }
+    });
+    let mut ids: Vec<usize> = got.iter().map(|g| g.1).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..frames.len()).collect::<Vec<_>>(), "complete, once");
+    assert!(
+        got.windows(2).all(|w| w[0].0 <= w[1].0),
+        "merged stream strictly time-ordered"
+    );
+    for port in 0..2 {
+        let seq: Vec<usize> = got
+            .iter()
+            .map(|g| g.1)
+            .filter(|&i| frames[i].0 == port)
+            .collect();
+        assert!(seq.windows(2).all(|w| w[0] < w[1]), "port {port} in order");
+    }
+    let switches = got
+        .windows(2)
+        .filter(|w| frames[w[0].1].0 != frames[w[1].1].0)
+        .count();
+    assert!(
+        switches > frames.len() / 4,
+        "ports interleave ({switches} switches)"
+    );
+    let st = src.stats();
+    assert_eq!(st.out_of_order, 0);
+    assert_eq!(st.kernel_drops, 0);
+    let per_if = src.interfaces();
+    assert_eq!(per_if.len(), 2);
+    let sent0 = frames.iter().filter(|f| f.0 == 0).count() as u64;
+    assert_eq!(per_if[0].frames, sent0);
+    assert_eq!(per_if[1].frames, frames.len() as u64 - sent0);
+    drop(src);
+
+    // 2. Through the pipeline: both directions of each flow (from two ports) meet on one worker.
+    let src = spec.open_live(&cfg).unwrap();
+    let (ws, s) = netns::capture(&net, &frames, &frames, move |p, ws| p.run_source(src, ws));
+    netns::check(&ws, &s, &frames);
+    assert_eq!(s.source.out_of_order, 0);
+}
+
+/// SPAN ports mirroring ingress and egress: every frame arrives on both ports. With duplicate
+/// suppression each is delivered once and the copies are counted.
+#[cfg(feature = "live")]
+#[test]
+fn live_span_duplicates_are_suppressed_and_counted() {
+    use mplane_capture::source::SourceSpec;
+    use mplane_capture::source::live::LiveConfig;
+    use std::time::Duration;
+    let Some(net) = netns::Netns::create("dd", 2, 1) else {
+        return;
+    };
+    let frames = netns::packet_set(30);
+    let send: Vec<(usize, Vec<u8>)> = frames
+        .iter()
+        .flat_map(|(_, f)| [(0, f.clone()), (1, f.clone())])
+        .collect();
+    let spec: SourceSpec = format!("pcap-live:{},{}", net.host[0], net.host[1])
+        .parse()
+        .unwrap();
+    let src = spec
+        .open_live(&LiveConfig {
+            filter: Some("ether src 02:00:00:00:00:01".into()),
+            // generous: the sender's two copies may be descheduled apart on a busy machine
+            dedup_window: Some(Duration::from_millis(200)),
+            ..LiveConfig::default()
+        })
+        .unwrap();
+    let (ws, s) = netns::capture(&net, &frames, &send, move |p, ws| p.run_source(src, ws));
+    netns::check(&ws, &s, &frames);
+    assert_eq!(s.source.duplicates, frames.len() as u64);
+}
+
+/// Offloads read from a veth match what `ethtool` set; the suggested fix command, run as is,
+/// turns every receive-side distortion off; and the symptom (frames longer than the MTU, here
+/// GSO super-frames) is counted while those frames are still delivered whole.
+#[cfg(feature = "live")]
+#[test]
+fn hygiene_offloads_of_a_veth_and_over_mtu_frames() {
+    use mplane_capture::hygiene::{Offload, Offloads};
+    use mplane_capture::source::SourceSpec;
+    use mplane_capture::source::live::LiveConfig;
+    let Some(net) = netns::Netns::create("hy", 1, 1) else {
+        return;
+    };
+    if !netns::run(&["ethtool", "--version"]) {
+        eprintln!("skipping hygiene test: ethtool not installed");
         return;
     }
-    let Some((guard, peer, dir)) = netns::setup("xd", N) else {
-        return;
-    };
-    let spec: mplane_capture::source::SourceSpec =
-        format!("xdp:{}", guard.host_if).parse().unwrap();
-    let open = move || spec.open_xdp(&cfg).unwrap();
-    let (ws, s) = netns::capture(open, N, &guard, &peer, &dir);
-    netns::check(&ws, &s, N);
+    let h = &net.host[0];
+    netns::run_ok(&["ethtool", "-K", h, "gro", "on"]);
+    let o = Offloads::read(h).unwrap();
+    assert_eq!(o.mtu, 1500);
+    let gro = o.get(Offload::Gro).unwrap();
+    assert!(gro.active && gro.changeable, "{o}");
+    assert!(
+        o.get(Offload::RxVlanStrip).unwrap().active,
+        "veth strips VLAN tags: {o}"
+    );
+    assert!(
+        !o.get(Offload::Lro).unwrap().changeable,
+        "veth has no LRO: {o}"
+    );
+    assert!(!o.receive_clean());
+    let fix = o.fix_command().unwrap();
+    assert!(
+        fix.contains(" gro off") && fix.contains(" rxvlan off"),
+        "{fix}"
+    );
+    assert!(
+        !fix.contains(" lro off"),
+        "fixed features are left out: {fix}"
+    );
+    assert!(o.warnings().iter().any(|w| w.contains("gro is on")));
+    assert!(o.pairs().contains(&("gro", true)));
+    netns::run_ok(&["sh", "-c", &fix]);
+    let o = Offloads::read(h).unwrap();
+    assert!(o.receive_clean(), "after `{fix}`: {o}");
+    assert!(!o.get(Offload::Gro).unwrap().active);
+
+    // The symptom: three GSO super-frames among normal frames.
+    let mut frames = netns::packet_set(10);
+    let mut send: Vec<(usize, Vec<u8>)> = frames.iter().map(|(_, f)| (0, f.clone())).collect();
+    for k in 0..3 {
+        let (with_hdr, frame) = netns::gso_frame(k * 5000, 5000);
+        assert!(frame.len() > 1500 + 22);
+        send.push((0x80, with_hdr));
+        frames.push((0, frame));
+    }
+    let spec: SourceSpec = format!("pcap-live:{h}").parse().unwrap();
+    let src = spec
+        .open_live(&LiveConfig {
+            filter: Some("ether src 02:00:00:00:00:01".into()),
+            ..LiveConfig::default()
+        })
+        .unwrap();
+    let (ws, s) = netns::capture(&net, &frames, &send, move |p, ws| p.run_source(src, ws));
+    let got: usize = ws.iter().map(|w| w.frames.len()).sum();
+    assert_eq!(got, frames.len(), "super-frames delivered whole, {s:?}");
+    assert_eq!(s.source.over_mtu, 3);
+    assert_eq!(s.source.snaplen_cut, 0);
 }

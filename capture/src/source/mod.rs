@@ -18,8 +18,11 @@
 //!   `SourceSpec::open_xdp` opens `xdp:IFACE` (queue 0); several queues return
 //!   [`SourceError::NotSupported`].
 
+pub mod dedup;
 #[cfg(feature = "live")]
 pub mod live;
+#[cfg(feature = "live")]
+pub(crate) mod merge;
 pub mod mmap;
 pub mod pcap;
 #[cfg(feature = "xdp")]
