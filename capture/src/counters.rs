@@ -80,11 +80,13 @@ impl Counters {
     pub fn snapshot(&self) -> CountersSnapshot {
         let mut s = CountersSnapshot {
             source_packets: self.source_packets.load(Relaxed),
+            kernel_drops: 0,
             source: self.source.load(),
             ring_full_drops: self.ring_full_drops.load(Relaxed),
             resyncs_fixed: self.resyncs_fixed.load(Relaxed),
             ..CountersSnapshot::default()
         };
+        s.kernel_drops = s.source.kernel_drops;
         for st in self.stages.iter() {
             let w = WorkerSnapshot {
                 packets: st.packets.load(Relaxed),
@@ -163,6 +165,9 @@ pub struct WorkerSnapshot {
 pub struct CountersSnapshot {
     /// Frames read from the source.
     pub source_packets: u64,
+    /// Frames the kernel dropped (the headline drop count; the same as
+    /// `source.kernel_drops`).
+    pub kernel_drops: u64,
     /// The source's own counts (kernel drops, duplicates, oversize frames...).
     pub source: SourceStats,
     /// Ring-full drops.
@@ -187,6 +192,7 @@ impl Default for CountersSnapshot {
     fn default() -> Self {
         CountersSnapshot {
             source_packets: 0,
+            kernel_drops: 0,
             source: SourceStats::default(),
             ring_full_drops: 0,
             resyncs_fixed: 0,
