@@ -43,12 +43,66 @@ enum Cmd {
     Demo,
     /// Run the component described by --config.
     Run,
+    /// Replay a pcap/pcapng file through the flow meters into Parquet files.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The capture file (pcap or pcapng).
+    file: PathBuf,
+    /// Directory for the Parquet files (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Pipeline workers (threads; the file is read by all of them).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Pin the workers to CPUs.
+    #[arg(long)]
+    pin: bool,
+    /// Idle timeout, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Active timeout, seconds.
+    #[arg(long, default_value_t = 1800.0)]
+    active_timeout: f64,
+    /// Most flows tracked at once per worker.
+    #[arg(long, default_value_t = 262_144)]
+    max_flows: usize,
+    /// Do not extract DNS query names, types and response codes.
+    #[arg(long)]
+    no_dns: bool,
+    /// Do not extract TLS server names (SNI).
+    #[arg(long)]
+    no_tls_sni: bool,
+    /// Do not extract HTTP Host headers.
+    #[arg(long)]
+    no_http_host: bool,
+    /// Do not decrypt QUIC Initial packets for their server name.
+    #[arg(long)]
+    no_quic_sni: bool,
+    /// Value of the `observer_interface` column (default: the file name).
+    #[arg(long)]
+    interface: Option<String>,
+    /// Hive-style partitions probe=NAME/date=…/hour=…/ under --out.
+    #[arg(long, value_name = "NAME")]
+    hive: Option<String>,
+    /// File name prefix.
+    #[arg(long, default_value = "flows")]
+    prefix: String,
+    /// ZSTD level of the files (1 is faster, 3 smaller).
+    #[arg(long, default_value_t = 3)]
+    zstd: i32,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match (cli.cmd, cli.config) {
         (Some(Cmd::Demo), _) => demo(),
+        (Some(Cmd::Replay(args)), _) => replay(&args),
         (Some(Cmd::Run) | None, Some(config)) => run(&config),
         (Some(Cmd::Run) | None, None) => Err(anyhow::anyhow!(
             "no configuration: use `mpcom --config FILE` (or `mpcom demo`)"
@@ -177,6 +231,118 @@ async fn signals(
             },
         }
     }
+}
+
+fn replay(a: &ReplayArgs) -> Result<()> {
+    use mplane_probe::passive::app::AppConfig;
+    use mplane_probe::passive::replay::{self, Progress, ReplayConfig};
+    use std::io::IsTerminal;
+
+    let secs = |v: f64, what: &str| -> Result<u64> {
+        if !(v > 0.0 && v.is_finite()) {
+            anyhow::bail!("--{what}: must be a positive number of seconds");
+        }
+        Ok((v * 1e9) as u64)
+    };
+    let mut cfg = ReplayConfig::new(&a.file, &a.out);
+    cfg.workers = a.workers.max(1);
+    cfg.pin = a.pin;
+    cfg.prefix = a.prefix.clone();
+    cfg.hive = a.hive.clone();
+    cfg.zstd_level = a.zstd;
+    cfg.meter.idle_timeout_ns = secs(a.idle_timeout, "idle-timeout")?;
+    cfg.meter.active_timeout_ns = secs(a.active_timeout, "active-timeout")?;
+    cfg.meter.max_flows = a.max_flows.max(1);
+    cfg.meter.app = AppConfig {
+        dns: !a.no_dns,
+        tls_sni: !a.no_tls_sni,
+        http_host: !a.no_http_host,
+        quic_sni: !a.no_quic_sni,
+        ..AppConfig::default()
+    };
+    if let Some(i) = &a.interface {
+        cfg.context.interface = i.clone();
+    }
+    cfg.identity = Some(format!("mpcom replay {}", env!("CARGO_PKG_VERSION")));
+    replay::check_out_dir(&a.out).map_err(anyhow::Error::msg)?;
+    let bar = !a.quiet && std::io::stderr().is_terminal();
+    let draw = |p: &Progress| {
+        let width = 30;
+        let done = (p.fraction * width as f64).round() as usize;
+        eprint!(
+            "\r[{}{}] {:5.1}%  {} packets  {} flow records  {:.1} s ",
+            "#".repeat(done.min(width)),
+            "-".repeat(width - done.min(width)),
+            p.fraction * 100.0,
+            p.packets,
+            p.records,
+            p.elapsed
+        );
+    };
+    let s = replay::replay(&cfg, bar.then_some(&draw as &(dyn Fn(&Progress) + Sync)))?;
+    if bar {
+        eprintln!();
+    }
+    let c = &s.counters;
+    let secs = s.elapsed.as_secs_f64();
+    println!("{}", a.file.display());
+    println!(
+        "  packets      {} ({} bytes), {:.2} Mpkt/s over {:.2} s with {} worker(s)",
+        c.packets,
+        c.bytes,
+        c.packets as f64 / secs.max(1e-9) / 1e6,
+        secs,
+        cfg.workers
+    );
+    if let Some((first, last)) = s.span_ns {
+        println!(
+            "  capture      {} ... {} ({:.1} s)",
+            mplane_export::metadata::mplane_time(first as i64),
+            mplane_export::metadata::mplane_time(last as i64),
+            (last - first) as f64 / 1e9
+        );
+    }
+    println!(
+        "  flows        {} flows, {} records, {} application names",
+        s.flows, s.records, s.app_names
+    );
+    println!(
+        "  losses       {} evicted (table full), {} packets untracked, {} frames without IP, {} cut by the snaplen, {} parse errors, {} rows lost in export",
+        s.evicted,
+        s.untracked,
+        c.non_ip,
+        c.truncated,
+        c.parse_errors_total(),
+        s.rows_lost
+    );
+    println!(
+        "  memory       {:.0} bytes of flow table per tracked flow; string arena {} KiB, reassembly {} KiB per worker",
+        s.table_bytes_per_flow,
+        s.app_bytes.0 / 1024,
+        s.app_bytes.1 / 1024
+    );
+    for f in &s.files {
+        println!(
+            "  wrote        {} ({} rows, {} bytes)",
+            f.path.display(),
+            f.rows,
+            f.bytes
+        );
+    }
+    for e in &s.export_errors {
+        eprintln!("mpcom: export: {e}");
+    }
+    if let Some(e) = &s.source_error {
+        anyhow::bail!(
+            "{}: {e} (the {} records of the packets before it were written)",
+            a.file.display(),
+            s.records
+        );
+    }
+    if !s.export_errors.is_empty() {
+        anyhow::bail!("{} export error(s)", s.export_errors.len());
+    }
+    Ok(())
 }
 
 fn demo() -> Result<()> {

@@ -348,7 +348,7 @@ impl FlowField {
             F::VlanOuter => Cell::U64(u64::from(r.key.vlans[0])),
             F::VlanInner => Cell::U64(u64::from(r.key.vlans[1])),
             F::TunnelType => Cell::Str(match r.tunnel() {
-                mplane_capture::packet::TunnelKind::None => "",
+                mplane_capture::packet::TunnelKind::None => return Cell::Null,
                 mplane_capture::packet::TunnelKind::Gre => "gre",
                 mplane_capture::packet::TunnelKind::Vxlan => "vxlan",
                 mplane_capture::packet::TunnelKind::Gtpu => "gtpu",
@@ -480,7 +480,7 @@ impl FlowField {
             F::RttBwdStd => rtt(&b.rtt, 3),
             F::RttBwdN => rtt(&b.rtt, 4),
             F::ClassConn | F::AppProtocol => match r.app.kind {
-                AppKind::None if self == F::ClassConn => Cell::Null,
+                AppKind::None => Cell::Null,
                 k => Cell::Str(k.name()),
             },
             F::ClassP2p => Cell::Null,

@@ -279,6 +279,13 @@ impl<K: RecordSink> FlowMeter<K> {
         self
     }
 
+    /// Publishes into `shared` instead of a counter block of its own (so a caller can hold
+    /// the counters before the meter moves to its thread).
+    pub fn with_counters(mut self, shared: Arc<MeterCounters>) -> Self {
+        self.shared = shared;
+        self
+    }
+
     /// Adds a cut time directly.
     pub fn add_cut(&mut self, cut_ns: u64) {
         if let Err(pos) = self.cuts.binary_search(&cut_ns) {
@@ -666,7 +673,14 @@ impl<K: RecordSink> Worker for FlowMeter<K> {
         }
         let ids: Vec<u32> = self.table.live_ids().collect();
         for id in ids {
-            self.end_flow(id, EndReason::Shutdown);
+            // a flow that closed and was only lingering ended by its FIN or RST
+            let f = self.table.get(id);
+            let reason = if f.closing != 0 {
+                Self::close_reason(f)
+            } else {
+                EndReason::Shutdown
+            };
+            self.end_flow(id, reason);
         }
         self.sink.finish();
         self.publish();

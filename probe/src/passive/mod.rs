@@ -15,11 +15,15 @@
 //! - [`app`]: application metadata, each extraction switchable off.
 //! - [`arena`]: the bounded string arena and reassembly buffers.
 //! - [`columns`]: flow record fields by element name, for files and mPlane results.
+//! - [`export`]: records → Arrow batches → the Parquet export thread.
+//! - [`replay`]: a capture file through pipeline and meters into Parquet (`mpcom replay`).
 
 pub mod app;
 pub mod arena;
 pub mod columns;
+pub mod export;
 pub mod meter;
 pub mod record;
+pub mod replay;
 pub mod table;
 pub mod tcp;

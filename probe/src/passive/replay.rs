@@ -1,0 +1,304 @@
+//! Offline replay: a pcap/pcapng file through the capture pipeline and the flow meters into
+//! Parquet files (`mpcom replay FILE --out DIR`).
+//!
+//! The same pipeline and meters as live capture, with packet time as the only clock, so a
+//! replay gives the records the live probe gave, for any number of workers. Files are written
+//! through the export sink (atomic commit, ZSTD, footer metadata with the drop counters of
+//! the span each file covers) and named after the data's time. A file that turns out to be
+//! truncated or corrupt still yields the records of everything before the damage; the
+//! summary then carries the error, and `mpcom` exits non-zero.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use mplane_capture::counters::{Counters, CountersSnapshot};
+use mplane_capture::pipeline::{Pipeline, PipelineConfig, PipelineError};
+use mplane_capture::source::SourceError;
+use mplane_capture::source::pcap::PcapFile;
+use mplane_export::{
+    CommittedFile, ExportError, ExportSchema, ExportThread, FileMetadata, Partitioning, SinkConfig,
+};
+
+use super::columns::{ColumnContext, FILE_COLUMNS};
+use super::export::{Delivery, ParquetRecords, ParquetRecordsError};
+use super::meter::{FlowMeter, MeterConfig, MeterCounters};
+use crate::registry;
+
+/// What to replay and how.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// The capture file.
+    pub input: PathBuf,
+    /// Output directory (created if missing).
+    pub out: PathBuf,
+    /// File name prefix.
+    pub prefix: String,
+    /// Pipeline workers.
+    pub workers: usize,
+    /// Pin workers to CPUs.
+    pub pin: bool,
+    /// Flow meter settings (per worker).
+    pub meter: MeterConfig,
+    /// `observer.interface` value and internal networks.
+    pub context: ColumnContext,
+    /// Hive-style partitions `probe=…/date=…/hour=…/` under this probe name.
+    pub hive: Option<String>,
+    /// Identity written into the files' footer.
+    pub identity: Option<String>,
+    /// ZSTD level (1 trades a little size for speed).
+    pub zstd_level: i32,
+}
+
+impl ReplayConfig {
+    /// Defaults for `input` → `out`.
+    pub fn new(input: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        let input = input.into();
+        let interface = input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        ReplayConfig {
+            input,
+            out: out.into(),
+            prefix: "flows".into(),
+            workers: 1,
+            pin: false,
+            meter: MeterConfig::default(),
+            context: ColumnContext {
+                interface,
+                internal: ColumnContext::default_internal(),
+            },
+            hive: None,
+            identity: None,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// Progress of a running replay.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Progress {
+    /// Fraction of the file read, 0..=1.
+    pub fraction: f64,
+    /// Packets so far.
+    pub packets: u64,
+    /// Flow records so far.
+    pub records: u64,
+    /// Seconds since the start.
+    pub elapsed: f64,
+}
+
+/// What a replay did.
+#[derive(Debug)]
+pub struct ReplaySummary {
+    /// Pipeline counters at the end.
+    pub counters: CountersSnapshot,
+    /// Flows created.
+    pub flows: u64,
+    /// Records written (rows).
+    pub records: u64,
+    /// Flows evicted from a full table.
+    pub evicted: u64,
+    /// Packets not tracked (table full).
+    pub untracked: u64,
+    /// Application names extracted.
+    pub app_names: u64,
+    /// Earliest and latest packet time in a record, ns.
+    pub span_ns: Option<(u64, u64)>,
+    /// Files committed.
+    pub files: Vec<CommittedFile>,
+    /// Rows the export lost (queue, disk).
+    pub rows_lost: u64,
+    /// Export errors (disk full, unwritable directory).
+    pub export_errors: Vec<String>,
+    /// The capture file's damage, if any: everything before it was written.
+    pub source_error: Option<SourceError>,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Flow table bytes per tracked flow at capacity.
+    pub table_bytes_per_flow: f64,
+    /// String arena and reassembly bytes per worker.
+    pub app_bytes: (usize, usize),
+}
+
+/// Errors that stop a replay before it starts (or lose its output).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// The capture file cannot be opened or is not a capture file.
+    #[error("{path}: {source}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: SourceError,
+    },
+    /// The output cannot be set up.
+    #[error("{0}")]
+    Export(#[from] ExportError),
+    /// The registry does not load (a build defect).
+    #[error("probe registry: {0}")]
+    Registry(#[from] mplane::registry::RegistryError),
+    /// The column set is not valid (a build defect).
+    #[error(transparent)]
+    Columns(#[from] ParquetRecordsError),
+    /// The pipeline could not run.
+    #[error("{0}")]
+    Pipeline(String),
+}
+
+/// Runs a replay; `progress` is called about five times a second from a monitor thread.
+pub fn replay(
+    cfg: &ReplayConfig,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<ReplaySummary, ReplayError> {
+    let started = Instant::now();
+    let file = PcapFile::open(&cfg.input).map_err(|source| ReplayError::Input {
+        path: cfg.input.clone(),
+        source,
+    })?;
+    let file_len = std::fs::metadata(&cfg.input).map(|m| m.len()).unwrap_or(0);
+    let reg = registry::probe_registry()?;
+    let schema = Arc::new(ExportSchema::from_registry(&reg, FILE_COLUMNS)?);
+    let workers = cfg.workers.max(1);
+    let pipeline = Pipeline::new(PipelineConfig {
+        workers,
+        pin: cfg.pin,
+        ..PipelineConfig::default()
+    });
+
+    let meters: Vec<Arc<MeterCounters>> = (0..workers)
+        .map(|_| Arc::new(MeterCounters::default()))
+        .collect();
+    let mut sink_cfg = SinkConfig::new(&cfg.out, cfg.prefix.clone());
+    sink_cfg.time_column = Some("start".into());
+    sink_cfg.writer.zstd_level = cfg.zstd_level;
+    sink_cfg.metadata = FileMetadata {
+        identity: cfg.identity.clone(),
+        extra: vec![(
+            "mplane.source".into(),
+            format!("pcap:{}", cfg.input.display()),
+        )],
+        ..FileMetadata::default()
+    };
+    if let Some(p) = &cfg.hive {
+        sink_cfg.partitioning = Partitioning::Hive { probe: p.clone() };
+    }
+    sink_cfg.drop_counters = Some(drop_counters(pipeline.counters().clone(), meters.clone()));
+    let export = ExportThread::spawn(sink_cfg, schema.clone(), 8)?;
+    let ctx = Arc::new(cfg.context.clone());
+    let mut ws = Vec::with_capacity(workers);
+    for shared in &meters {
+        let sink = ParquetRecords::new(
+            schema.clone(),
+            ctx.clone(),
+            export.handle(),
+            Delivery::Blocking,
+        )?;
+        ws.push(FlowMeter::new(cfg.meter.clone(), sink).with_counters(shared.clone()));
+    }
+    let table_bytes_per_flow = ws[0].table_bytes_per_flow();
+    let app_bytes = ws[0].app_bytes();
+
+    let done = AtomicBool::new(false);
+    let counters = pipeline.counters().clone();
+    let result = std::thread::scope(|s| {
+        if let Some(cb) = progress {
+            let (done, counters, meters) = (&done, &counters, &meters);
+            s.spawn(move || {
+                while !done.load(Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    cb(&progress_of(counters, meters, file_len, started));
+                }
+            });
+        }
+        let r = pipeline.run_file(file, &mut ws);
+        done.store(true, Relaxed);
+        r
+    });
+    let source_error = match result {
+        Ok(_) => None,
+        Err(PipelineError::Source(e)) => Some(e),
+        Err(e) => return Err(ReplayError::Pipeline(e.to_string())),
+    };
+    let (mut records, mut first, mut last) = (0u64, u64::MAX, 0u64);
+    for w in &ws {
+        let s = w.sink();
+        records += s.records;
+        first = first.min(s.first_ns);
+        last = last.max(s.last_ns);
+    }
+    drop(ws);
+    let report = export.finish()?;
+    if let Some(cb) = progress {
+        cb(&progress_of(&counters, &meters, file_len, started));
+    }
+    let sum = |f: fn(&MeterCounters) -> u64| meters.iter().map(|m| f(m)).sum::<u64>();
+    Ok(ReplaySummary {
+        counters: counters.snapshot(),
+        flows: sum(|m| m.flows.load(Relaxed)),
+        records,
+        evicted: sum(|m| m.evicted.load(Relaxed)),
+        untracked: sum(|m| m.untracked.load(Relaxed)),
+        app_names: sum(|m| m.app_names.load(Relaxed)),
+        span_ns: (first <= last).then_some((first, last)),
+        rows_lost: report.stats.rows_dropped + report.stats.rows_lost,
+        export_errors: report.errors.iter().map(|e| e.to_string()).collect(),
+        files: report.files,
+        source_error,
+        elapsed: started.elapsed(),
+        table_bytes_per_flow,
+        app_bytes,
+    })
+}
+
+fn progress_of(
+    c: &Counters,
+    meters: &[Arc<MeterCounters>],
+    file_len: u64,
+    started: Instant,
+) -> Progress {
+    let s = c.snapshot();
+    // record headers are 16 bytes (pcap) or about 32 (pcapng EPB); the bar only needs a
+    // monotone estimate
+    let read = s.bytes + 16 * s.packets;
+    Progress {
+        fraction: if file_len == 0 {
+            1.0
+        } else {
+            (read as f64 / file_len as f64).min(1.0)
+        },
+        packets: s.packets,
+        records: meters.iter().map(|m| m.records.load(Relaxed)).sum(),
+        elapsed: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// The drop counters a file's footer carries: pipeline and flow-table losses.
+pub fn drop_counters(
+    pipeline: Arc<Counters>,
+    meters: Vec<Arc<MeterCounters>>,
+) -> mplane_export::sink::DropCounters {
+    Arc::new(move || {
+        let s = pipeline.snapshot();
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("capture.drops.kernel".into(), s.kernel_drops);
+        m.insert("capture.drops.ring".into(), s.ring_full_drops);
+        m.insert("capture.truncated".into(), s.truncated);
+        m.insert("capture.parse_errors".into(), s.parse_errors_total());
+        let sum = |f: fn(&MeterCounters) -> u64| meters.iter().map(|x| f(x)).sum::<u64>();
+        m.insert("flows.evicted".into(), sum(|x| x.evicted.load(Relaxed)));
+        m.insert("flows.untracked".into(), sum(|x| x.untracked.load(Relaxed)));
+        m
+    })
+}
+
+/// `true` when `path` exists and is a directory we could write into (for early errors).
+pub fn check_out_dir(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => Err(format!("{}: not a directory", path.display())),
+        _ => Ok(()),
+    }
+}
