@@ -100,11 +100,87 @@ use crate::source::{PacketRef, PacketSource, SourceError, SourceStats};
 pub trait Worker: Send {
     /// One packet, in capture order (per worker), with its dissection.
     fn packet(&mut self, pkt: &PacketRef<'_>, dissection: &Dissection);
+    /// The packets of one batch for this worker, in capture order. The default calls
+    /// [`Worker::packet`] for each; a worker may override it to look ahead within the batch
+    /// (e.g. to prefetch the table slots of the next packets while working on this one).
+    #[inline]
+    fn batch(&mut self, batch: &Batch<'_>) {
+        for i in 0..batch.len() {
+            if let Some((p, d)) = batch.get(i) {
+                self.packet(&p, d);
+            }
+        }
+    }
     /// Time has advanced to `ts_ns` (packet time; wall clock while a live source is idle):
     /// expire what is due. Called after every batch, identically for any worker count.
     fn watermark(&mut self, ts_ns: u64);
     /// The source ended (or failed): flush everything.
     fn finish(&mut self);
+}
+
+/// The packets of one batch for one worker, in capture order: borrowed frames (from the
+/// mapped file or the batch's copy buffer) with their dissections.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    data: &'a [u8],
+    items: &'a [Item],
+    idx: Option<&'a [u16]>,
+}
+
+impl<'a> Batch<'a> {
+    /// Number of packets.
+    #[inline]
+    pub fn len(&self) -> usize {
+        match self.idx {
+            Some(i) => i.len(),
+            None => self.items.len(),
+        }
+    }
+
+    /// `true` when the batch holds no packet.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Packet `i` and its dissection (`None` past the end).
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<(PacketRef<'a>, &'a Dissection)> {
+        let it = match self.idx {
+            Some(idx) => self.items.get(usize::from(*idx.get(i)?))?,
+            None => self.items.get(i)?,
+        };
+        Some((
+            PacketRef {
+                data: record_bytes(self.data, &it.rec),
+                ts_ns: it.rec.ts_ns,
+                orig_len: it.rec.orig_len,
+                link: it.rec.link,
+            },
+            &it.d,
+        ))
+    }
+
+    /// The dissection of packet `i` alone (cheaper than [`Self::get`] for a look-ahead).
+    #[inline]
+    pub fn dissection(&self, i: usize) -> Option<&'a Dissection> {
+        match self.idx {
+            Some(idx) => self.items.get(usize::from(*idx.get(i)?)).map(|it| &it.d),
+            None => self.items.get(i).map(|it| &it.d),
+        }
+    }
+
+    /// Capture time of packet `i`.
+    #[inline]
+    pub fn ts_ns(&self, i: usize) -> Option<u64> {
+        match self.idx {
+            Some(idx) => self
+                .items
+                .get(usize::from(*idx.get(i)?))
+                .map(|it| it.rec.ts_ns),
+            None => self.items.get(i).map(|it| it.rec.ts_ns),
+        }
+    }
 }
 
 /// Pipeline settings.
@@ -173,7 +249,7 @@ pub struct Pipeline {
     stop: Arc<AtomicBool>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Item {
     rec: Record,
     d: Dissection,
@@ -603,18 +679,12 @@ fn thread_loop<W: Worker>(
                 ends.share_in[src].as_ref().and_then(|r| r.try_recv().ok())
             };
             let Some(mut share) = share else { break };
+            worker.batch(&Batch {
+                data: sh.mapped.unwrap_or(&share.buf),
+                items: &share.items,
+                idx: None,
+            });
             for it in &share.items {
-                let data = match sh.mapped {
-                    Some(m) => record_bytes(m, &it.rec),
-                    None => record_bytes(&share.buf, &it.rec),
-                };
-                let p = PacketRef {
-                    data,
-                    ts_ns: it.rec.ts_ns,
-                    orig_len: it.rec.orig_len,
-                    link: it.rec.link,
-                };
-                worker.packet(&p, &it.d);
                 local.bytes += u64::from(it.rec.orig_len);
             }
             local.packets += share.items.len() as u64;
@@ -775,7 +845,7 @@ impl Pipeline {
             recs: Vec::with_capacity(self.cfg.batch),
             ..RawBatch::default()
         };
-        let mut d = Dissection::default();
+        let mut items: Vec<Item> = Vec::with_capacity(self.cfg.batch);
         let mut max_ts = 0u64;
         let mut report = RunReport::default();
         let live = framer.is_live();
@@ -802,23 +872,23 @@ impl Pipeline {
             }
             if !raw.recs.is_empty() {
                 last_emit = Instant::now();
-                for rec in &raw.recs {
-                    let data = match mapped {
-                        Some(m) => record_bytes(m, rec),
-                        None => record_bytes(&raw.buf, rec),
-                    };
-                    dissect_into(&mut d, rec.link, data);
-                    local.count_dissection(&d);
+                let data = mapped.unwrap_or(&raw.buf);
+                // items are reused in place: dissect_into resets each one
+                if items.len() < raw.recs.len() {
+                    items.resize(raw.recs.len(), Item::default());
+                }
+                for (rec, it) in raw.recs.iter().zip(items.iter_mut()) {
+                    it.rec = *rec;
+                    dissect_into(&mut it.d, rec.link, record_bytes(data, rec));
+                    local.count_dissection(&it.d);
                     max_ts = max_ts.max(rec.ts_ns);
-                    let p = PacketRef {
-                        data,
-                        ts_ns: rec.ts_ns,
-                        orig_len: rec.orig_len,
-                        link: rec.link,
-                    };
-                    worker.packet(&p, &d);
                     local.bytes += u64::from(rec.orig_len);
                 }
+                worker.batch(&Batch {
+                    data,
+                    items: &items[..raw.recs.len()],
+                    idx: None,
+                });
                 let count = raw.recs.len() as u64;
                 local.packets += count;
                 local.batches += 1;
@@ -1174,18 +1244,16 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
             };
             let Some(mut share) = share else { break };
             let slab = share.slab.take().unwrap_or_default();
+            worker.batch(&Batch {
+                data: b,
+                items: &slab.items,
+                idx: Some(&share.idx),
+            });
             for it in share
                 .idx
                 .iter()
                 .filter_map(|&k| slab.items.get(usize::from(k)))
             {
-                let p = PacketRef {
-                    data: record_bytes(b, &it.rec),
-                    ts_ns: it.rec.ts_ns,
-                    orig_len: it.rec.orig_len,
-                    link: it.rec.link,
-                };
-                worker.packet(&p, &it.d);
                 local.bytes += u64::from(it.rec.orig_len);
             }
             drop(slab);

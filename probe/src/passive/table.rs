@@ -56,6 +56,12 @@ pub trait Slot: Default {
     fn links(&mut self) -> &mut Links;
     /// The table's links (read).
     fn links_ref(&self) -> &Links;
+    /// Issues prefetch hints for the cache lines a lookup and update will touch (see
+    /// [`prefetch`]); the default hints the first line only.
+    #[inline(always)]
+    fn prefetch(&self) {
+        prefetch(self);
+    }
 }
 
 /// The table. See the module doc.
@@ -75,6 +81,15 @@ pub struct FlowTable<S: Slot> {
     /// Detached bucket lists of the current sweep.
     detached: Vec<u32>,
     cursor: u32,
+}
+
+/// A cache prefetch hint for the line holding `r` (no-op where the target has none).
+#[inline(always)]
+pub fn prefetch<T>(r: &T) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+    safe_arch::prefetch_t0(r);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
+    let _ = r;
 }
 
 #[inline(always)]
@@ -140,6 +155,26 @@ impl<S: Slot> FlowTable<S> {
                 }
             }
             i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Hints the CPU to fetch the index entry of `hash` (a look-ahead a few packets early).
+    #[inline(always)]
+    pub fn prefetch_index(&self, hash: u64) {
+        prefetch(&self.index[h32(hash) as usize & self.mask]);
+    }
+
+    /// Hints the CPU to fetch the slot the index entry of `hash` points to, if its tag matches
+    /// (call after [`Self::prefetch_index`] had time to land).
+    #[inline(always)]
+    pub fn prefetch_slot(&self, hash: u64) {
+        let tag = h32(hash);
+        let e = self.index[tag as usize & self.mask];
+        if e != 0
+            && (e >> 32) as u32 == tag
+            && let Some(s) = self.slots.get((e as u32 - 1) as usize)
+        {
+            s.prefetch();
         }
     }
 
