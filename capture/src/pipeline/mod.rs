@@ -111,6 +111,14 @@ pub trait Worker: Send {
             }
         }
     }
+    /// Every frame of the source, seen on the thread that dissected it, in capture order
+    /// within each batch and before the batch is dispatched (so each frame is observed by
+    /// exactly one worker, whichever worker its flow belongs to): for statistics of the whole
+    /// stream, such as inter-arrival times. `prev_ts_ns` is the capture time of the frame
+    /// just before it in the source, when known (not across the chunk boundaries of a
+    /// parallel file walk). The default does nothing.
+    #[inline]
+    fn observe(&mut self, _ts_ns: u64, _prev_ts_ns: Option<u64>, _orig_len: u32, _d: &Dissection) {}
     /// Time has advanced to `ts_ns` (packet time; wall clock while a live source is idle):
     /// expire what is due. Called after every batch, identically for any worker count.
     fn watermark(&mut self, ts_ns: u64);
@@ -259,6 +267,8 @@ struct Item {
 struct RawBatch {
     seq: u64,
     watermark: u64,
+    /// Capture time of the frame before the first one (0 = unknown).
+    prev_ts: u64,
     recs: Vec<Record>,
     buf: Vec<u8>,
 }
@@ -413,6 +423,8 @@ struct Feeder<'f> {
     last_emit: Instant,
     last_stats: Instant,
     full_since: Option<Instant>,
+    /// Capture time of the last frame framed.
+    last_ts: u64,
 }
 
 impl Feeder<'_> {
@@ -482,6 +494,10 @@ impl Feeder<'_> {
                     .fetch_add(count, Ordering::Relaxed);
                 raw.seq = self.fs;
                 raw.watermark = self.max_ts;
+                raw.prev_ts = self.last_ts;
+                if let Some(r) = raw.recs.last() {
+                    self.last_ts = r.ts_ns;
+                }
                 let owner = (self.fs % sh.n as u64) as usize;
                 match &self.raw_out[owner] {
                     None => self.local.push_back(raw),
@@ -626,6 +642,7 @@ fn thread_loop<W: Worker>(
                     });
                 outs.push(s);
             }
+            let mut prev = raw.prev_ts;
             for rec in &raw.recs {
                 let bytes = match sh.mapped {
                     Some(m) => record_bytes(m, rec),
@@ -633,6 +650,8 @@ fn thread_loop<W: Worker>(
                 };
                 dissect_into(&mut d, rec.link, bytes);
                 local.count_dissection(&d);
+                worker.observe(rec.ts_ns, (prev != 0).then_some(prev), rec.orig_len, &d);
+                prev = rec.ts_ns;
                 let w = dispatch(&d, n);
                 let out = &mut outs[w];
                 let mut rec = *rec;
@@ -846,6 +865,7 @@ impl Pipeline {
             ..RawBatch::default()
         };
         let mut items: Vec<Item> = Vec::with_capacity(self.cfg.batch);
+        let mut prev_ts = 0u64;
         let mut max_ts = 0u64;
         let mut report = RunReport::default();
         let live = framer.is_live();
@@ -881,6 +901,13 @@ impl Pipeline {
                     it.rec = *rec;
                     dissect_into(&mut it.d, rec.link, record_bytes(data, rec));
                     local.count_dissection(&it.d);
+                    worker.observe(
+                        rec.ts_ns,
+                        (prev_ts != 0).then_some(prev_ts),
+                        rec.orig_len,
+                        &it.d,
+                    );
+                    prev_ts = rec.ts_ns;
                     max_ts = max_ts.max(rec.ts_ns);
                     local.bytes += u64::from(rec.orig_len);
                 }
@@ -940,6 +967,7 @@ impl Pipeline {
             last_emit: Instant::now(),
             last_stats: Instant::now(),
             full_since: None,
+            last_ts: 0,
             framer,
             raw_out,
             raw_back,
@@ -1196,6 +1224,13 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
                     it.rec = *rec;
                     dissect_into(&mut it.d, rec.link, record_bytes(b, rec));
                     local.count_dissection(&it.d);
+                    // the frame before a chunk's first one was walked by another thread
+                    let prev = if from + k == 0 {
+                        None
+                    } else {
+                        Some(chunk_recs[from + k - 1].ts_ns)
+                    };
+                    worker.observe(rec.ts_ns, prev, rec.orig_len, &it.d);
                     batch_max = batch_max.max(rec.ts_ns);
                     outs[dispatch(&it.d, n)].idx.push(k as u16);
                 }

@@ -32,6 +32,7 @@ use mplane_capture::pipeline::{Batch, Worker};
 use mplane_capture::source::PacketRef;
 
 use super::app::{AppConfig, AppEngine, AppState};
+use super::iface::{IfaceAccumulator, IfaceStats};
 use super::record::{AppRecord, DirRecord, EndReason, FlowRecord, StrRef};
 use super::table::{FlowTable, Links, Slot};
 use super::tcp::{self, DirTrack, Handshake};
@@ -81,6 +82,9 @@ pub trait RecordSink: Send {
     fn flush(&mut self, _watermark_ns: u64) {}
     /// Every record of the window ending at `cut_ns` has been handed over.
     fn cut_done(&mut self, _cut_ns: u64) {}
+    /// The interface statistics of this worker's frames up to `until_ns` (a window cut; at
+    /// the end of the source, `u64::MAX`).
+    fn iface(&mut self, _until_ns: u64, _stats: IfaceStats) {}
     /// The source ended: the last records have been handed over.
     fn finish(&mut self) {}
 }
@@ -249,6 +253,10 @@ pub struct FlowMeter<K: RecordSink> {
     local: Local,
     cuts: Vec<u64>,
     next_cut: u64,
+    /// Cut times still ahead of the interface statistics (observed frames may run ahead of
+    /// the flow side in a multi-worker pipeline).
+    iface_cuts: Vec<u64>,
+    iface: IfaceAccumulator,
     control: Option<Receiver<u64>>,
     started: bool,
     now: u64,
@@ -281,6 +289,8 @@ impl<K: RecordSink> FlowMeter<K> {
             local: Local::default(),
             cuts: Vec::with_capacity(64),
             next_cut: u64::MAX,
+            iface_cuts: Vec::with_capacity(64),
+            iface: IfaceAccumulator::default(),
             control: None,
             started: false,
             now: 0,
@@ -303,10 +313,22 @@ impl<K: RecordSink> FlowMeter<K> {
 
     /// Adds a cut time directly.
     pub fn add_cut(&mut self, cut_ns: u64) {
-        if let Err(pos) = self.cuts.binary_search(&cut_ns) {
-            self.cuts.insert(pos, cut_ns);
-        }
+        insert_sorted(&mut self.cuts, cut_ns);
+        insert_sorted(&mut self.iface_cuts, cut_ns);
         self.next_cut = self.cuts.first().copied().unwrap_or(u64::MAX);
+    }
+
+    /// Closes the interface statistics' windows ending at or before `ts`.
+    #[inline]
+    fn iface_cuts_until(&mut self, ts: u64) {
+        while let Some(&c) = self.iface_cuts.first() {
+            if c > ts {
+                break;
+            }
+            self.iface_cuts.remove(0);
+            let stats = self.iface.take();
+            self.sink.iface(c, stats);
+        }
     }
 
     /// The shared counters.
@@ -437,9 +459,8 @@ impl<K: RecordSink> FlowMeter<K> {
     fn poll_control(&mut self) {
         if let Some(rx) = &self.control {
             while let Ok(c) = rx.try_recv() {
-                if let Err(pos) = self.cuts.binary_search(&c) {
-                    self.cuts.insert(pos, c);
-                }
+                insert_sorted(&mut self.cuts, c);
+                insert_sorted(&mut self.iface_cuts, c);
             }
             self.next_cut = self.cuts.first().copied().unwrap_or(u64::MAX);
         }
@@ -576,6 +597,12 @@ impl<K: RecordSink> FlowMeter<K> {
         if reschedule {
             self.table.schedule(id, ts.saturating_add(linger));
         }
+    }
+}
+
+fn insert_sorted(v: &mut Vec<u64>, x: u64) {
+    if let Err(pos) = v.binary_search(&x) {
+        v.insert(pos, x);
     }
 }
 
@@ -728,6 +755,14 @@ impl<K: RecordSink> Worker for FlowMeter<K> {
         );
     }
 
+    #[inline]
+    fn observe(&mut self, ts_ns: u64, prev_ts_ns: Option<u64>, orig_len: u32, d: &Dissection) {
+        if self.iface_cuts.first().is_some_and(|&c| ts_ns >= c) {
+            self.iface_cuts_until(ts_ns);
+        }
+        self.iface.frame(ts_ns, prev_ts_ns, orig_len, d);
+    }
+
     fn batch(&mut self, b: &Batch<'_>) {
         let n = b.len();
         let mut ring = [Ahead::default(); AHEAD];
@@ -758,6 +793,7 @@ impl<K: RecordSink> Worker for FlowMeter<K> {
         if ts_ns >= self.next_cut {
             self.run_cuts(ts_ns);
         }
+        self.iface_cuts_until(ts_ns);
         self.now = self.now.max(ts_ns);
         if self.started {
             self.sweep(self.now);
@@ -772,6 +808,9 @@ impl<K: RecordSink> Worker for FlowMeter<K> {
         if self.next_cut <= self.now {
             self.run_cuts(self.now);
         }
+        self.iface_cuts_until(self.now);
+        let stats = self.iface.take();
+        self.sink.iface(u64::MAX, stats);
         let ids: Vec<u32> = self.table.live_ids().collect();
         for id in ids {
             // a flow that closed and was only lingering ended by its FIN or RST

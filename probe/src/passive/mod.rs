@@ -15,6 +15,8 @@
 //! - [`app`]: application metadata, each extraction switchable off.
 //! - [`arena`]: the bounded string arena and reassembly buffers.
 //! - [`columns`]: flow record fields by element name, for files and mPlane results.
+//! - [`filter`]: flow filters in pcap-filter syntax, evaluated on records.
+//! - [`iface`]: interface statistics (protocols, size and inter-arrival histograms, per second).
 //! - [`export`]: records → Arrow batches → the Parquet export thread.
 //! - [`replay`]: a capture file through pipeline and meters into Parquet (`mpcom replay`).
 
@@ -22,6 +24,8 @@ pub mod app;
 pub mod arena;
 pub mod columns;
 pub mod export;
+pub mod filter;
+pub mod iface;
 pub mod meter;
 pub mod record;
 pub mod replay;
