@@ -12,8 +12,8 @@
 //! client-initiated`. SIGTERM/SIGINT stop it gracefully, SIGHUP reloads the
 //! TLS certificate, key and CA files. The first line on stdout is
 //! `listening <addr>` (useful with `listen-port = 0`); logs go to stderr
-//! (`RUST_LOG` filters them). A `registry_preload` file is also served at
-//! `/registry/<file stem>`.
+//! (`RUST_LOG` filters them). The probe's extension registry is served at
+//! `/registry/probe`, and a `registry_preload` file at `/registry/<file stem>`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -145,6 +145,13 @@ fn run(path: &Path) -> Result<()> {
     }
     let mut regs = Registries::new();
     let mut served = std::collections::BTreeMap::new();
+    // the probe's own extension registry: always loaded, served at /registry/probe
+    regs.load_str(mplane_probe::registry::PROBE_REGISTRY_JSON)
+        .context("probe registry")?;
+    served.insert(
+        mplane_probe::registry::PROBE_REGISTRY_NAME.to_string(),
+        mplane_probe::registry::PROBE_REGISTRY_JSON.to_string(),
+    );
     if let Some(pre) = &comp.registry_preload {
         regs.load_file(pre)
             .with_context(|| format!("{}: [component] registry_preload", path.display()))?;
@@ -160,8 +167,13 @@ fn run(path: &Path) -> Result<()> {
     let azn = Azn::from_config(&cfg, AznMode::Substring)
         .with_context(|| format!("{}: [Roles]/[Authorizations]", path.display()))?;
     let mut sched = Scheduler::new(azn, comp.scheduler_max_results);
+    // files of over-size results are downloadable below the component's URL
+    let export_url = comp.listen_cap_link.as_deref().map(|l| {
+        let base = l.trim_end_matches('/');
+        format!("{base}/export/")
+    });
     for m in &cfg.modules {
-        for svc in mplane_probe::services::from_module(m, &regs)
+        for svc in mplane_probe::services::from_module(m, &regs, export_url.clone())
             .with_context(|| format!("{}", path.display()))?
         {
             sched.add_service(svc, comp.listen_cap_link.as_deref());

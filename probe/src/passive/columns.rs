@@ -220,6 +220,8 @@ fields! {
     DstTtfa => "destination.TTFA.ms",
     SrcInternal => "source.ip4.isinternal",
     DstInternal => "destination.ip4.isinternal",
+    SrcInternal6 => "source.ip6.isinternal",
+    DstInternal6 => "destination.ip6.isinternal",
     HsSource => "rtt.handshake.source.ms",
     HsDestination => "rtt.handshake.destination.ms",
     RttFwdMin => "rtt.forward.min.ms",
@@ -461,8 +463,8 @@ impl FlowField {
             F::DstTtlp => rel_ms(b.last_payload_us),
             F::SrcTtfa => rel_ms(f.first_ack_us),
             F::DstTtfa => rel_ms(b.first_ack_us),
-            F::SrcInternal => Cell::Bool(ctx.is_internal(r.source().0)),
-            F::DstInternal => Cell::Bool(ctx.is_internal(r.destination().0)),
+            F::SrcInternal | F::SrcInternal6 => Cell::Bool(ctx.is_internal(r.source().0)),
+            F::DstInternal | F::DstInternal6 => Cell::Bool(ctx.is_internal(r.destination().0)),
             F::HsSource => r
                 .handshake_initiator_ns
                 .map_or(Cell::Null, |n| Cell::F64(ms(n))),

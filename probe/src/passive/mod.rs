@@ -18,6 +18,8 @@
 //! - [`filter`]: flow filters in pcap-filter syntax, evaluated on records.
 //! - [`iface`]: interface statistics (protocols, size and inter-arrival histograms, per second).
 //! - [`export`]: records → Arrow batches → the Parquet export thread.
+//! - [`hub`]: the shared live pipeline of a source and the jobs subscribed to it.
+//! - [`source`]: live sources, and capture files replayed at their own pace.
 //! - [`replay`]: a capture file through pipeline and meters into Parquet (`mpcom replay`).
 
 pub mod app;
@@ -25,9 +27,11 @@ pub mod arena;
 pub mod columns;
 pub mod export;
 pub mod filter;
+pub mod hub;
 pub mod iface;
 pub mod meter;
 pub mod record;
 pub mod replay;
+pub mod source;
 pub mod table;
 pub mod tcp;

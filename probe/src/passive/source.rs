@@ -1,0 +1,252 @@
+//! Where a live passive pipeline gets its packets: libpcap on interfaces, AF_XDP (feature
+//! `xdp`), or a capture file replayed at its own pace with its timestamps moved to now
+//! ([`PacedFile`]: demonstrations and tests of the live path without hardware).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mplane_capture::source::pcap::{PcapFile, Record};
+use mplane_capture::source::{PacketRef, PacketSource, SourceError, SourceSpec, SourceStats};
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A capture file replayed in real time: each frame is delivered when as much time has passed
+/// since the start of the replay as separated it from the file's first frame, stamped with
+/// that wall-clock time. With `repeat`, the file starts over after its last frame (one second
+/// later), so a long-running job keeps seeing traffic. Behaves as a live source.
+#[derive(Debug)]
+pub struct PacedFile {
+    path: PathBuf,
+    file: PcapFile,
+    repeat: bool,
+    /// Added to the file's timestamps.
+    shift: i128,
+    first_ts: Option<u64>,
+    last_ts: u64,
+    pending: Option<Record>,
+    done: bool,
+    /// Frames delivered.
+    pub frames: u64,
+}
+
+impl PacedFile {
+    /// Opens `path` for a paced replay.
+    pub fn open(path: &Path, repeat: bool) -> Result<PacedFile, SourceError> {
+        Ok(PacedFile {
+            path: path.to_path_buf(),
+            file: PcapFile::open(path)?,
+            repeat,
+            shift: 0,
+            first_ts: None,
+            last_ts: 0,
+            pending: None,
+            done: false,
+            frames: 0,
+        })
+    }
+
+    fn due(&self, r: &Record) -> u64 {
+        (i128::from(r.ts_ns) + self.shift).max(0) as u64
+    }
+
+    fn fetch(&mut self) -> Result<(), SourceError> {
+        if self.pending.is_some() || self.done {
+            return Ok(());
+        }
+        match self.file.next_record()? {
+            Some(r) => {
+                if self.first_ts.is_none() {
+                    self.first_ts = Some(r.ts_ns);
+                    self.shift = i128::from(wall_ns()) - i128::from(r.ts_ns);
+                }
+                self.pending = Some(r);
+            }
+            None if self.repeat && self.frames > 0 => {
+                // start over one second after the last frame
+                let end = (i128::from(self.last_ts) + self.shift).max(0) as u64;
+                self.file = PcapFile::open(&self.path)?;
+                if let Some(r) = self.file.next_record()? {
+                    self.shift = i128::from(end + 1_000_000_000) - i128::from(r.ts_ns);
+                    self.pending = Some(r);
+                }
+            }
+            None => self.done = true,
+        }
+        Ok(())
+    }
+}
+
+impl PacketSource for PacedFile {
+    fn next_packet(&mut self) -> Result<Option<PacketRef<'_>>, SourceError> {
+        self.fetch()?;
+        let Some(r) = self.pending else {
+            return Ok(None);
+        };
+        let due = self.due(&r);
+        if wall_ns() < due {
+            return Ok(None);
+        }
+        self.pending = None;
+        self.frames += 1;
+        self.last_ts = r.ts_ns;
+        Ok(Some(PacketRef {
+            data: self.file.data(&r),
+            ts_ns: due,
+            orig_len: r.orig_len,
+            link: r.link,
+        }))
+    }
+
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    fn wait_readable(&mut self, timeout: Duration) {
+        let wait = match self.pending {
+            Some(r) => Duration::from_nanos(self.due(&r).saturating_sub(wall_ns())).min(timeout),
+            None => timeout,
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// Where the timestamps of a source come from (the `capture.clock` metadata of results).
+pub fn clock_of(spec: &SourceSpec) -> &'static str {
+    match spec {
+        SourceSpec::PcapFile(_) => "file-rebased",
+        SourceSpec::PcapLive(_) => "kernel",
+        SourceSpec::Xdp { .. } => "userspace",
+    }
+}
+
+/// One of the sources a passive pipeline runs on.
+pub enum AnySource {
+    /// A paced capture file.
+    Paced(PacedFile),
+    /// libpcap.
+    Live(mplane_capture::source::live::LiveSource),
+    /// AF_XDP.
+    #[cfg(feature = "xdp")]
+    Xdp(mplane_capture::source::xdp::XdpSource),
+}
+
+impl std::fmt::Debug for AnySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AnySource::Paced(_) => "AnySource::Paced",
+            AnySource::Live(_) => "AnySource::Live",
+            #[cfg(feature = "xdp")]
+            AnySource::Xdp(_) => "AnySource::Xdp",
+        })
+    }
+}
+
+/// How to open a live source.
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    /// libpcap settings (buffer, snaplen, BPF filter, multi-interface merge).
+    pub live: mplane_capture::source::live::LiveConfig,
+    /// A `pcap:` file starts over at its end.
+    pub repeat: bool,
+}
+
+impl AnySource {
+    /// Opens `spec`.
+    pub fn open(spec: &SourceSpec, opts: &SourceOptions) -> Result<AnySource, SourceError> {
+        match spec {
+            SourceSpec::PcapFile(p) => Ok(AnySource::Paced(PacedFile::open(p, opts.repeat)?)),
+            SourceSpec::PcapLive(_) => Ok(AnySource::Live(spec.open_live(&opts.live)?)),
+            #[cfg(feature = "xdp")]
+            SourceSpec::Xdp { .. } => Ok(AnySource::Xdp(
+                spec.open_xdp(&mplane_capture::source::xdp::XdpConfig::default())?,
+            )),
+            #[cfg(not(feature = "xdp"))]
+            SourceSpec::Xdp { iface, .. } => Err(SourceError::NotSupported(format!(
+                "AF_XDP on {iface}: mpcom was built without the xdp feature"
+            ))),
+        }
+    }
+}
+
+impl PacketSource for AnySource {
+    fn next_packet(&mut self) -> Result<Option<PacketRef<'_>>, SourceError> {
+        match self {
+            AnySource::Paced(s) => s.next_packet(),
+            AnySource::Live(s) => s.next_packet(),
+            #[cfg(feature = "xdp")]
+            AnySource::Xdp(s) => s.next_packet(),
+        }
+    }
+    fn stats(&mut self) -> SourceStats {
+        match self {
+            AnySource::Paced(s) => s.stats(),
+            AnySource::Live(s) => s.stats(),
+            #[cfg(feature = "xdp")]
+            AnySource::Xdp(s) => s.stats(),
+        }
+    }
+    fn is_live(&self) -> bool {
+        true
+    }
+    fn wait_readable(&mut self, timeout: Duration) {
+        match self {
+            AnySource::Paced(s) => s.wait_readable(timeout),
+            AnySource::Live(s) => s.wait_readable(timeout),
+            #[cfg(feature = "xdp")]
+            AnySource::Xdp(s) => s.wait_readable(timeout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mplane_capture::builder::{Builder, PcapWriter};
+    use mplane_capture::packet::LinkType;
+
+    #[test]
+    fn paced_replay_keeps_the_gaps_and_moves_to_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.pcap");
+        let mut w = PcapWriter::new(
+            std::fs::File::create(&path).unwrap(),
+            LinkType::ETHERNET,
+            65535,
+            true,
+            false,
+        )
+        .unwrap();
+        let f = Builder::ethernet()
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2])
+            .udp(1, 2)
+            .build();
+        for i in 0..3u64 {
+            w.write(1_000_000_000 + i * 100_000_000, &f, f.len() as u32)
+                .unwrap();
+        }
+        drop(w);
+        let mut s = PacedFile::open(&path, true).unwrap();
+        let start = wall_ns();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            match s.next_packet().unwrap() {
+                Some(p) => got.push(p.ts_ns),
+                None => s.wait_readable(Duration::from_millis(5)),
+            }
+        }
+        let took = wall_ns() - start;
+        assert!(got[0] >= start - 1_000_000 && got[0] <= start + 50_000_000);
+        assert_eq!(got[1] - got[0], 100_000_000);
+        assert_eq!(got[2] - got[1], 100_000_000);
+        // repeated one second after the last frame
+        assert_eq!(got[3] - got[2], 1_000_000_000);
+        assert!(took >= 1_150_000_000, "paced: {took}");
+        assert!(s.is_live());
+    }
+}

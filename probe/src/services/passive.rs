@@ -1,0 +1,852 @@
+//! Passive measurements as mPlane capabilities (`module = passive`).
+//!
+//! One `[module_*]` section describes one capture source; its capabilities all run as
+//! subscriptions on that source's one shared pipeline ([`PassiveSource`]):
+//!
+//! | label | rows | parameters |
+//! |---|---|---|
+//! | `flows-ip4`, `flows-ip6` | one per flow active in the window, counters within it | `observer.interface`, `flow.filter` |
+//! | `tstat-log_tcp_complete-core`, `…-core-ip6` | TCP flows opened by a SYN, tstat's columns | `System_ID` |
+//! | `interface-summary` | one: protocols, size and inter-arrival distributions, busiest second | `observer.interface` |
+//! | `interface-rates` | one per second | `observer.interface` |
+//! | `interface-toptalkers-ip4`, `-ip6` | the addresses that sent the most octets | `observer.interface`, `talkers.max` |
+//!
+//! All take `when = now ... future`: a specification gives the window (`now + 1m`, an
+//! absolute range, or `repeat … { now + 1m }` for consecutive windows; flows open at a window's
+//! end are cut with end reason `window` and continue in the next). An open-ended window runs
+//! until interrupted. Every result carries, as metadata, the window's drop counters
+//! (`capture.drops.*`, `flows.evicted`, …), the clock of its timestamps (`capture.clock`) and
+//! the source (`capture.source`).
+//!
+//! Flow results hold at most `inline_rows` rows (default 10,000): beyond that the rows with
+//! the most octets are inline, every row is written to a Parquet file in the export
+//! directory, and the result's metadata gives `result.rows.total`, `result.rows.inline` and the
+//! file's `export.url`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use mplane::config::ModuleConfig;
+use mplane::model::{ModelError, Statement, StatementKind};
+use mplane::registry::Registries;
+use mplane::scheduler::{JobContext, Outcome, Service};
+use mplane::value::{TimeValue, Timestamp, Value};
+use mplane::when::When;
+use mplane_capture::source::SourceSpec;
+use mplane_export::{ExportSchema, FileMetadata, Sink, SinkConfig};
+
+use super::ServiceError;
+use crate::passive::app::AppConfig;
+use crate::passive::columns::{ColumnContext, FlowColumns};
+use crate::passive::filter::FlowFilter;
+use crate::passive::hub::{Collected, PassiveConfig, PassiveSource};
+use crate::passive::record::FlowRecord;
+use crate::passive::source::clock_of;
+use crate::registry::{self, PROBE_REGISTRY_URI};
+
+/// Result columns of `flows-ip4` (the `-ip6` twin has `.ip6` addresses). No time column may
+/// be empty: the reference SDK cannot read an empty time cell.
+pub const FLOW_COLUMNS: &[&str] = &[
+    "flow.start",
+    "start",
+    "end",
+    "duration.ms",
+    "flow.end.reason",
+    "ip.protocol",
+    "source.ip4",
+    "source.port",
+    "destination.ip4",
+    "destination.port",
+    "vlan.outer",
+    "vlan.inner",
+    "packets.forward",
+    "packets.backward",
+    "octets.ip.forward",
+    "octets.ip.backward",
+    "bytes.forward",
+    "bytes.backward",
+    "tcp.flags.forward",
+    "tcp.flags.backward",
+    "packets.forward.rxmit",
+    "packets.backward.rxmit",
+    "packets.forward.outseq",
+    "packets.backward.outseq",
+    "source.ttl.min",
+    "destination.ttl.min",
+    "rtt.handshake.source.ms",
+    "rtt.handshake.destination.ms",
+    "rtt.forward.average.ms",
+    "rtt.backward.average.ms",
+    "application.protocol",
+    "dns.qname",
+    "dns.qtype",
+    "dns.rcode",
+    "ssl.hello.client",
+    "request.hostname",
+    "quic.hello.client",
+];
+
+/// The result columns of tstat's `log_tcp_complete-core` capability, in tstat's order.
+pub const TSTAT_CORE_COLUMNS: &[&str] = &[
+    "source.ip4",
+    "source.port",
+    "packets.forward",
+    "packets.forward.syn",
+    "packets.forward.fin",
+    "packets.forward.rst",
+    "packets.forward.ack",
+    "packets.forward.pure_ack",
+    "packets.forward.with_payload",
+    "packets.forward.rxmit",
+    "packets.forward.outseq",
+    "bytes.forward",
+    "bytes.forward.unique",
+    "bytes.forward.rxmit",
+    "destination.ip4",
+    "destination.port",
+    "packets.backward",
+    "packets.backward.syn",
+    "packets.backward.fin",
+    "packets.backward.rst",
+    "packets.backward.ack",
+    "packets.backward.pure_ack",
+    "packets.backward.with_payload",
+    "packets.backward.rxmit",
+    "packets.backward.outseq",
+    "bytes.backward",
+    "bytes.backward.unique",
+    "bytes.backward.rxmit",
+    "start",
+    "end",
+    "duration.ms",
+    "source.TTFP.ms",
+    "destination.TTFP.ms",
+    "source.TTLP.ms",
+    "destination.TTLP.ms",
+    "source.TTFA.ms",
+    "destination.TTFA.ms",
+    "source.ip4.isinternal",
+    "destination.ip4.isinternal",
+    "tstat.flow.class.conn",
+    "tstat.flow.class.p2p",
+    "tstat.flow.class.http",
+];
+
+/// Result columns of `interface-summary`.
+pub const SUMMARY_COLUMNS: &[&str] = &[
+    "start",
+    "end",
+    "packets.ip",
+    "octets.frame",
+    "packets.ip4",
+    "octets.ip4",
+    "packets.ip6",
+    "octets.ip6",
+    "packets.tcp",
+    "octets.tcp",
+    "packets.udp",
+    "octets.udp",
+    "packets.icmp",
+    "octets.icmp",
+    "packets.other",
+    "octets.other",
+    "packets.nonip",
+    "flows.new",
+    "flows.active",
+    "packet.size.bytes.min",
+    "packet.size.bytes.mean",
+    "packet.size.bytes.50pct",
+    "packet.size.bytes.90pct",
+    "packet.size.bytes.99pct",
+    "packet.size.bytes.max",
+    "iat.us.min",
+    "iat.us.mean",
+    "iat.us.50pct",
+    "iat.us.90pct",
+    "iat.us.99pct",
+    "iat.us.max",
+    "packets.rate.max",
+    "octets.rate.max",
+    "bandwidth.imputed.bps.max",
+];
+
+/// Result columns of `interface-rates`.
+pub const RATE_COLUMNS: &[&str] = &[
+    "time",
+    "packets.ip",
+    "octets.frame",
+    "bandwidth.imputed.bps",
+];
+
+/// Settings of a `module = passive` section beyond the source's.
+#[derive(Debug, Clone)]
+pub struct PassiveModule {
+    /// The source and its pipeline settings.
+    pub pipeline: PassiveConfig,
+    /// `System_ID` of tstat-compatible capabilities and metadata.
+    pub system_id: String,
+    /// Most rows in an inline flow result.
+    pub inline_rows: usize,
+    /// Where over-size results are written (`None`: inline rows only).
+    pub export_dir: Option<PathBuf>,
+    /// URL under which `export_dir` is downloadable (`…/export/`).
+    pub export_url: Option<String>,
+}
+
+/// What a capability computes.
+#[derive(Debug, Clone)]
+enum Kind {
+    Flows { cols: FlowColumns, family: u8 },
+    Tstat { cols: FlowColumns, family: u8 },
+    Summary,
+    Rates,
+    Talkers { family: u8 },
+}
+
+/// One passive capability bound to the module's shared source.
+pub struct PassiveService {
+    cap: Statement,
+    kind: Kind,
+    module: Arc<PassiveModule>,
+    source: PassiveSource,
+    regs: Arc<Registries>,
+}
+
+impl std::fmt::Debug for PassiveService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassiveService")
+            .field("label", &self.cap.label)
+            .finish_non_exhaustive()
+    }
+}
+
+fn family_cols(cols: &[&str], family: u8) -> Vec<String> {
+    cols.iter()
+        .map(|c| {
+            if family == 6 {
+                c.replace(".ip4", ".ip6")
+            } else {
+                (*c).to_string()
+            }
+        })
+        .collect()
+}
+
+fn capability(
+    label: &str,
+    params: &[(&str, String)],
+    results: &[String],
+    m: &PassiveModule,
+    regs: &Registries,
+) -> Result<Statement, ModelError> {
+    let mut cap = Statement::new(StatementKind::Capability, "measure");
+    cap.registry = Some(PROBE_REGISTRY_URI.into());
+    cap.label = Some(label.into());
+    cap.set_when(When::parse("now ... future").map_err(|e| ModelError::Invalid(e.to_string()))?);
+    cap.add_metadata(
+        "System_type",
+        &Value::String("mplane-rs probe".into()),
+        regs,
+    )?;
+    cap.add_metadata("System_ID", &Value::String(m.system_id.clone()), regs)?;
+    cap.add_metadata(
+        "System_version",
+        &Value::String(env!("CARGO_PKG_VERSION").into()),
+        regs,
+    )?;
+    cap.add_metadata(
+        "capture.clock",
+        &Value::String(clock_of(&m.pipeline.source).into()),
+        regs,
+    )?;
+    cap.add_metadata(
+        "capture.source",
+        &Value::String(source_text(&m.pipeline.source)),
+        regs,
+    )?;
+    for (p, c) in params {
+        cap.add_parameter(p, c, regs)?;
+    }
+    for r in results {
+        cap.add_result_column(r, regs)?;
+    }
+    cap.token = Some(cap.default_token());
+    Ok(cap)
+}
+
+/// A source as written in configuration.
+pub fn source_text(s: &SourceSpec) -> String {
+    match s {
+        SourceSpec::PcapFile(p) => format!("pcap:{}", p.display()),
+        SourceSpec::PcapLive(i) => format!("pcap-live:{}", i.join(",")),
+        SourceSpec::Xdp { iface, queues } => format!("xdp:{iface}:{queues}"),
+    }
+}
+
+/// The capabilities of `module` on `source`.
+pub fn services(
+    module: PassiveModule,
+    regs: Arc<Registries>,
+) -> Result<Vec<Arc<dyn Service>>, ModelError> {
+    let module = Arc::new(module);
+    let source = PassiveSource::new(module.pipeline.clone());
+    let iface = module.pipeline.interface.clone();
+    let iface_p = ("observer.interface", iface.clone());
+    let filter_p = ("flow.filter", "*".to_string());
+    let mut out: Vec<Arc<dyn Service>> = Vec::new();
+    let mut add = |label: String, params: Vec<(&str, String)>, results: Vec<String>, kind: Kind| {
+        let cap = capability(&label, &params, &results, &module, &regs)?;
+        out.push(Arc::new(PassiveService {
+            cap,
+            kind,
+            module: module.clone(),
+            source: source.clone(),
+            regs: regs.clone(),
+        }));
+        Ok::<(), ModelError>(())
+    };
+    for family in [4u8, 6] {
+        let cols = family_cols(FLOW_COLUMNS, family);
+        let fc = FlowColumns::new(&cols).map_err(|e| ModelError::Invalid(e.to_string()))?;
+        add(
+            format!("flows-ip{family}"),
+            vec![iface_p.clone(), filter_p.clone()],
+            cols,
+            Kind::Flows { cols: fc, family },
+        )?;
+    }
+    for family in [4u8, 6] {
+        let cols = family_cols(TSTAT_CORE_COLUMNS, family);
+        let fc = FlowColumns::new(&cols).map_err(|e| ModelError::Invalid(e.to_string()))?;
+        let label = if family == 4 {
+            "tstat-log_tcp_complete-core".to_string()
+        } else {
+            "tstat-log_tcp_complete-core-ip6".to_string()
+        };
+        add(
+            label,
+            vec![("System_ID", module.system_id.clone())],
+            cols,
+            Kind::Tstat { cols: fc, family },
+        )?;
+    }
+    add(
+        "interface-summary".into(),
+        vec![iface_p.clone()],
+        SUMMARY_COLUMNS.iter().map(|s| s.to_string()).collect(),
+        Kind::Summary,
+    )?;
+    add(
+        "interface-rates".into(),
+        vec![iface_p.clone()],
+        RATE_COLUMNS.iter().map(|s| s.to_string()).collect(),
+        Kind::Rates,
+    )?;
+    for family in [4u8, 6] {
+        add(
+            format!("interface-toptalkers-ip{family}"),
+            vec![iface_p.clone(), ("talkers.max", "1 ... 1000".into())],
+            vec![
+                "talker.rank".into(),
+                format!("source.ip{family}"),
+                "octets.ip".into(),
+                "packets.ip".into(),
+                "flows".into(),
+            ],
+            Kind::Talkers { family },
+        )?;
+    }
+    Ok(out)
+}
+
+fn ns_of(t: Timestamp) -> u64 {
+    (t.as_micros().max(0) as u64).saturating_mul(1000)
+}
+
+fn ts_of(ns: u64) -> Timestamp {
+    Timestamp::from_micros((ns / 1000).min(i64::MAX as u64) as i64)
+}
+
+fn now_ts() -> Timestamp {
+    mplane::component::now()
+}
+
+impl PassiveService {
+    /// The window of a run: from the (sub-)specification's start (now if it started) to its
+    /// end (`u64::MAX` if open-ended).
+    fn window(&self, spec: &Statement, ctx: &JobContext) -> (u64, u64) {
+        let now = now_ts();
+        let (start, end) = spec.when().datetimes(now);
+        let start = start.map_or(now, |s| s.max(now));
+        let end = ctx.end.or(end);
+        (ns_of(start), end.map_or(u64::MAX, ns_of))
+    }
+
+    fn metadata(&self, res: &mut Statement, c: &Collected) -> Result<(), String> {
+        for (name, v) in c.drops.elements() {
+            res.add_metadata(name, &Value::Natural(v), &self.regs)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn flows(
+        &self,
+        spec: &Statement,
+        c: &Collected,
+        cols: &FlowColumns,
+        keep: impl Fn(&FlowRecord) -> bool,
+    ) -> Outcome {
+        let ctx = &self.module.pipeline.context;
+        let mut rows: Vec<&(FlowRecord, Vec<u8>)> =
+            c.flows.iter().filter(|(r, _)| keep(r)).collect();
+        let total = rows.len();
+        let mut res = spec.result_for();
+        set_window(&mut res, c);
+        self.metadata(&mut res, c)?;
+        let limit = self.module.inline_rows;
+        if total > limit {
+            let url = self.export_rows(spec, cols, &rows, ctx)?;
+            rows.sort_by_key(|(r, _)| std::cmp::Reverse(r.ip_octets()));
+            rows.truncate(limit);
+            rows.sort_by_key(|(r, _)| (r.first_ns(), r.key));
+            res.add_metadata(
+                "result.rows.total",
+                &Value::Natural(total as u64),
+                &self.regs,
+            )
+            .map_err(|e| e.to_string())?;
+            res.add_metadata(
+                "result.rows.inline",
+                &Value::Natural(limit as u64),
+                &self.regs,
+            )
+            .map_err(|e| e.to_string())?;
+            if let Some(url) = url {
+                res.add_metadata("export.url", &Value::Url(url), &self.regs)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        for (r, name) in rows {
+            res.push_row(&cols.row(r, name, ctx))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(res)
+    }
+
+    /// Writes every row of an over-size result to Parquet; returns its download URL.
+    fn export_rows(
+        &self,
+        spec: &Statement,
+        cols: &FlowColumns,
+        rows: &[&(FlowRecord, Vec<u8>)],
+        ctx: &ColumnContext,
+    ) -> Result<Option<String>, String> {
+        let Some(dir) = &self.module.export_dir else {
+            return Ok(None);
+        };
+        let reg = registry::probe_registry().map_err(|e| e.to_string())?;
+        let schema = Arc::new(
+            ExportSchema::from_registry(&reg, &cols.elements()).map_err(|e| e.to_string())?,
+        );
+        let job = spec
+            .token
+            .clone()
+            .unwrap_or_else(|| spec.default_token())
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(32)
+            .collect::<String>();
+        let label = self.cap.label.clone().unwrap_or_default();
+        let prefix = format!("{label}-{job}");
+        let mut cfg = SinkConfig::new(dir.join(&prefix), prefix.clone());
+        cfg.metadata = FileMetadata {
+            specification: Some(mplane::model::Message::from(spec.clone()).unparse()),
+            identity: Some(self.module.system_id.clone()),
+            ..FileMetadata::default()
+        };
+        let mut sink = Sink::open(cfg, schema.clone()).map_err(|e| format!("export: {e}"))?;
+        let mut b = mplane_export::ColumnsBuilder::new(schema, 8192);
+        let now = SystemTime::now();
+        for (r, name) in rows {
+            cols.append(&mut b, r, name, ctx)
+                .map_err(|e| e.to_string())?;
+            if b.len() >= 8192 {
+                let batch = b.finish().map_err(|e| e.to_string())?;
+                sink.write(&batch, now)
+                    .map_err(|e| format!("export: {e}"))?;
+            }
+        }
+        if !b.is_empty() {
+            let batch = b.finish().map_err(|e| e.to_string())?;
+            sink.write(&batch, now)
+                .map_err(|e| format!("export: {e}"))?;
+        }
+        let report = sink.finish(now).map_err(|e| format!("export: {e}"))?;
+        let file = report.files.first().ok_or("export: no file written")?;
+        let rel = file
+            .path
+            .strip_prefix(dir)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(self
+            .module
+            .export_url
+            .as_ref()
+            .map(|base| format!("{}{rel}", base)))
+    }
+
+    fn summary(&self, spec: &Statement, c: &Collected) -> Outcome {
+        let s = &c.iface;
+        let mut res = spec.result_for();
+        set_window(&mut res, c);
+        self.metadata(&mut res, c)?;
+        let (start, end) = c.window;
+        let new = c
+            .flows
+            .iter()
+            .filter(|(r, _)| r.flow_start_ns >= start && r.flow_start_ns < end)
+            .count() as u64;
+        let nat = |v: u64| Some(Value::Natural(v));
+        let real = |v: f64| Some(Value::Real(v));
+        let q = |h: &hdrhistogram::Histogram<u64>, p: f64| {
+            if h.is_empty() {
+                None
+            } else {
+                Some(h.value_at_quantile(p))
+            }
+        };
+        let size = |p: f64| q(&s.sizes, p).map(Value::Natural);
+        let iat = |p: f64| q(&s.iat_ns, p).map(|v| Value::Real(v as f64 / 1000.0));
+        let max = s.max_per_second();
+        let row = vec![
+            Some(Value::Time(TimeValue::At(ts_of(start)))),
+            Some(Value::Time(TimeValue::At(ts_of(end)))),
+            nat(s.ip4.packets + s.ip6.packets),
+            nat(s.frames.octets),
+            nat(s.ip4.packets),
+            nat(s.ip4.octets),
+            nat(s.ip6.packets),
+            nat(s.ip6.octets),
+            nat(s.tcp.packets),
+            nat(s.tcp.octets),
+            nat(s.udp.packets),
+            nat(s.udp.octets),
+            nat(s.icmp.packets),
+            nat(s.icmp.octets),
+            nat(s.other.packets),
+            nat(s.other.octets),
+            nat(s.non_ip.packets),
+            nat(new),
+            nat(c.flows.len() as u64),
+            size(0.0),
+            if s.sizes.is_empty() {
+                None
+            } else {
+                real(s.sizes.mean())
+            },
+            size(0.5),
+            size(0.9),
+            size(0.99),
+            size(1.0),
+            iat(0.0),
+            if s.iat_ns.is_empty() {
+                None
+            } else {
+                real(s.iat_ns.mean() / 1000.0)
+            },
+            iat(0.5),
+            iat(0.9),
+            iat(0.99),
+            iat(1.0),
+            nat(max.packets),
+            nat(max.octets),
+            nat(max.octets * 8),
+        ];
+        res.push_row(&row).map_err(|e| e.to_string())?;
+        Ok(res)
+    }
+
+    fn rates(&self, spec: &Statement, c: &Collected) -> Outcome {
+        let mut res = spec.result_for();
+        set_window(&mut res, c);
+        self.metadata(&mut res, c)?;
+        let (start, end) = c.window;
+        for (sec, n) in &c.iface.per_second {
+            let t = sec * 1_000_000_000;
+            if t + 1_000_000_000 <= start || t >= end {
+                continue;
+            }
+            res.push_row(&[
+                Some(Value::Time(TimeValue::At(ts_of(t)))),
+                Some(Value::Natural(n.packets)),
+                Some(Value::Natural(n.octets)),
+                Some(Value::Natural(n.octets * 8)),
+            ])
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(res)
+    }
+
+    fn talkers(&self, spec: &Statement, c: &Collected, family: u8, max: usize) -> Outcome {
+        let mut by: std::collections::HashMap<IpAddr, (u64, u64, u64)> = Default::default();
+        for (r, _) in c.flows.iter().filter(|(r, _)| r.key.ip_version == family) {
+            let (s, d) = (r.source().0, r.destination().0);
+            if r.fwd.packets > 0 {
+                let e = by.entry(s).or_default();
+                e.0 += r.fwd.ip_octets;
+                e.1 += r.fwd.packets;
+                e.2 += 1;
+            }
+            if r.bwd.packets > 0 {
+                let e = by.entry(d).or_default();
+                e.0 += r.bwd.ip_octets;
+                e.1 += r.bwd.packets;
+                e.2 += 1;
+            }
+        }
+        let mut v: Vec<(IpAddr, (u64, u64, u64))> = by.into_iter().collect();
+        v.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
+        v.truncate(max);
+        let mut res = spec.result_for();
+        set_window(&mut res, c);
+        self.metadata(&mut res, c)?;
+        for (i, (a, (oct, pk, fl))) in v.into_iter().enumerate() {
+            res.push_row(&[
+                Some(Value::Natural(i as u64 + 1)),
+                Some(Value::Address(a)),
+                Some(Value::Natural(oct)),
+                Some(Value::Natural(pk)),
+                Some(Value::Natural(fl)),
+            ])
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(res)
+    }
+}
+
+fn set_window(res: &mut Statement, c: &Collected) {
+    let (s, e) = c.window;
+    let e = if e == u64::MAX { s } else { e };
+    res.set_when(When::range(
+        TimeValue::At(ts_of(s)),
+        TimeValue::At(ts_of(e.max(s))),
+    ));
+}
+
+impl Service for PassiveService {
+    fn capability(&self) -> &Statement {
+        &self.cap
+    }
+
+    fn run(&self, spec: &Statement, ctx: JobContext) -> Outcome {
+        let filter = match spec.parameter("flow.filter") {
+            Some(e) => {
+                let t = e.text();
+                let t = if t == "*" { "" } else { &t };
+                FlowFilter::parse(t).map_err(|e| e.to_string())?
+            }
+            None => FlowFilter::default(),
+        };
+        let family = match &self.kind {
+            Kind::Flows { family, .. } | Kind::Tstat { family, .. } | Kind::Talkers { family } => {
+                Some(*family)
+            }
+            Kind::Summary | Kind::Rates => None,
+        };
+        let (start, end) = self.window(spec, &ctx);
+        let sub = self
+            .source
+            .subscribe(start, end, filter, family)
+            .map_err(|e| e.to_string())?;
+        let c = self.source.wait(&sub, || ctx.interrupt.is_set());
+        if let Some(e) = &c.error
+            && c.flows.is_empty()
+            && c.iface.frames.packets == 0
+        {
+            return Err(e.clone());
+        }
+        match &self.kind {
+            Kind::Flows { cols, .. } => self.flows(spec, &c, cols, |_| true),
+            Kind::Tstat { cols, .. } => self.flows(spec, &c, cols, |r| {
+                r.key.protocol == 6 && (r.fwd.syn > 0 || r.bwd.syn > 0)
+            }),
+            Kind::Summary => self.summary(spec, &c),
+            Kind::Rates => self.rates(spec, &c),
+            Kind::Talkers { family } => {
+                let max = match spec.parameter_value("talkers.max") {
+                    Some(Value::Natural(n)) => n.clamp(1, 1000) as usize,
+                    _ => 10,
+                };
+                self.talkers(spec, &c, *family, max)
+            }
+        }
+    }
+}
+
+/// Reads a `[module_*]` section with `module = passive`.
+pub fn from_kwargs(
+    module: &ModuleConfig,
+    regs: &Registries,
+    export_url: Option<String>,
+) -> Result<Vec<Arc<dyn Service>>, ServiceError> {
+    let bad = |key: &str, value: &str, reason: String| ServiceError::BadArgument {
+        section: module.section.clone(),
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    let get = |k: &str| {
+        module
+            .kwargs
+            .iter()
+            .rev()
+            .find(|s| s.key == k)
+            .map(|s| s.value.trim().to_string())
+    };
+    let known = [
+        "source",
+        "interface",
+        "workers",
+        "cpus",
+        "idle_timeout",
+        "active_timeout",
+        "max_flows",
+        "dns",
+        "tls_sni",
+        "http_host",
+        "quic_sni",
+        "inline_rows",
+        "export_dir",
+        "system_id",
+        "internal_networks",
+        "bpf_filter",
+        "buffer_size",
+        "snaplen",
+        "repeat",
+        "dedup",
+    ];
+    for kw in &module.kwargs {
+        if !known.contains(&kw.key.as_str()) {
+            return Err(bad(
+                &kw.key,
+                &kw.value,
+                format!("unexpected keyword argument (known: {})", known.join(", ")),
+            ));
+        }
+    }
+    let src_text = get("source").ok_or_else(|| {
+        bad(
+            "source",
+            "",
+            "missing: pcap:FILE, pcap-live:IFACE[,IFACE] or xdp:IFACE[:QUEUES]".into(),
+        )
+    })?;
+    let spec: SourceSpec = src_text
+        .parse()
+        .map_err(|e: mplane_capture::source::SourceError| {
+            bad("source", &src_text, e.to_string())
+        })?;
+    let default_iface = match &spec {
+        SourceSpec::PcapFile(p) => p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        SourceSpec::PcapLive(i) => i.join(","),
+        SourceSpec::Xdp { iface, .. } => iface.clone(),
+    };
+    let interface = get("interface").unwrap_or(default_iface);
+    let mut p = PassiveConfig::new(spec, interface);
+    let num = |k: &str, min: u64| -> Result<Option<u64>, ServiceError> {
+        match get(k) {
+            None => Ok(None),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n >= min => Ok(Some(n)),
+                _ => Err(bad(k, &v, format!("expected a whole number ≥ {min}"))),
+            },
+        }
+    };
+    let onoff = |k: &str| -> Result<bool, ServiceError> {
+        match get(k).as_deref() {
+            None | Some("on" | "yes" | "true" | "1") => Ok(true),
+            Some("off" | "no" | "false" | "0") => Ok(false),
+            Some(v) => Err(bad(k, v, "expected on or off".into())),
+        }
+    };
+    if let Some(n) = num("workers", 1)? {
+        p.workers = n.min(256) as usize;
+    }
+    if let Some(v) = get("cpus") {
+        let cpus: Result<Vec<usize>, _> = v.split(',').map(|c| c.trim().parse::<usize>()).collect();
+        p.cpus =
+            Some(cpus.map_err(|_| bad("cpus", &v, "expected a comma list of CPU numbers".into()))?);
+    }
+    if let Some(n) = num("idle_timeout", 1)? {
+        p.meter.idle_timeout_ns = n * 1_000_000_000;
+    }
+    if let Some(n) = num("active_timeout", 1)? {
+        p.meter.active_timeout_ns = n * 1_000_000_000;
+    }
+    if let Some(n) = num("max_flows", 1)? {
+        p.meter.max_flows = n.min(1 << 30) as usize;
+    }
+    p.meter.app = AppConfig {
+        dns: onoff("dns")?,
+        tls_sni: onoff("tls_sni")?,
+        http_host: onoff("http_host")?,
+        quic_sni: onoff("quic_sni")?,
+        ..AppConfig::default()
+    };
+    p.options.repeat = match get("repeat") {
+        None => false,
+        Some(_) => onoff("repeat")?,
+    };
+    p.options.live.filter = get("bpf_filter").filter(|s| !s.is_empty());
+    if let Some(n) = num("buffer_size", 1 << 16)? {
+        p.options.live.buffer_size = n.min(i32::MAX as u64) as i32;
+    }
+    if let Some(n) = num("snaplen", 64)? {
+        p.options.live.snaplen = n.min(262_144) as i32;
+    }
+    if let Some(n) = num("dedup", 1)? {
+        p.options.live.dedup_window = Some(std::time::Duration::from_micros(n));
+    }
+    if let Some(v) = get("internal_networks") {
+        let mut nets = Vec::new();
+        for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (a, l) = part.split_once('/').unwrap_or((part, ""));
+            let a: IpAddr = a
+                .parse()
+                .map_err(|_| bad("internal_networks", part, "expected ADDR/LEN".into()))?;
+            let max = if a.is_ipv4() { 32 } else { 128 };
+            let l = if l.is_empty() {
+                max
+            } else {
+                l.parse::<u8>()
+                    .ok()
+                    .filter(|&l| l <= max)
+                    .ok_or_else(|| bad("internal_networks", part, "bad prefix length".into()))?
+            };
+            nets.push((a, l));
+        }
+        p.context.internal = nets;
+    }
+    let m = PassiveModule {
+        pipeline: p,
+        system_id: get("system_id").unwrap_or_else(|| "mplane-rs".into()),
+        inline_rows: num("inline_rows", 1)?.unwrap_or(10_000) as usize,
+        export_dir: get("export_dir").map(PathBuf::from),
+        export_url,
+    };
+    let mut regs = regs.clone();
+    if regs.get(PROBE_REGISTRY_URI).is_none() {
+        regs.load_str(registry::PROBE_REGISTRY_JSON)
+            .map_err(|e| bad("module", "passive", e.to_string()))?;
+    }
+    services(m, Arc::new(regs)).map_err(|source| ServiceError::Model {
+        section: module.section.clone(),
+        source,
+    })
+}
