@@ -33,7 +33,8 @@
 //! thread never dissects further ahead, which bounds every ring (capacity `2·lookahead + N + 2`
 //! suffices), so file replay waits instead of dropping. A live source leaves frames in its
 //! kernel ring while the window is full, drops and counts `ring_full_drops` once it has stayed
-//! full for 100 ms, and sends empty batches carrying wall-clock watermarks while idle (every
+//! full for 1 s (the kernel ring absorbs shorter stalls, e.g. a worker descheduled on a busy
+//! machine; if it overflows first, that is counted as a kernel drop), and sends empty batches carrying wall-clock watermarks while idle (every
 //! 10 ms); it runs until [`Pipeline::stop_handle`] is set.
 //!
 //! # Parallel framing (classic pcap, N > 1)
@@ -56,6 +57,9 @@
 //!
 //! Sources without a shared mapping (any [`PacketSource`], e.g. a live capture whose buffer dies
 //! at the next read) are copied once into the raw batch and once more into the worker's share.
+//! AF_XDP (`run_xdp`, feature `xdp`) is not copied: its record descriptors point into the UMEM
+//! like a file's into the mapping, every thread publishes how many batches it has consumed,
+//! and the reader returns a batch's frames to the kernel once every thread has passed it.
 //!
 //! # Example
 //!
@@ -94,7 +98,7 @@ use crate::flow::dispatch;
 use crate::packet::{Dissection, dissect_into};
 use crate::source::mmap::MappedFile;
 use crate::source::pcap::{CHUNK, ChunkWalker, Classic, PcapFile, Record, record_bytes, resync};
-use crate::source::{PacketRef, PacketSource, SourceError, SourceStats};
+use crate::source::{Frames, PacketRef, PacketSource, SourceError, SourceStats};
 
 /// The consumer of packets: one instance per worker thread, owning its state (a flow table).
 pub trait Worker: Send {
@@ -130,7 +134,7 @@ pub trait Worker: Send {
 /// mapped file or the batch's copy buffer) with their dissections.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {
-    data: &'a [u8],
+    data: Frames<'a>,
     items: &'a [Item],
     idx: Option<&'a [u16]>,
 }
@@ -160,7 +164,7 @@ impl<'a> Batch<'a> {
         };
         Some((
             PacketRef {
-                data: record_bytes(self.data, &it.rec),
+                data: self.data.get(&it.rec),
                 ts_ns: it.rec.ts_ns,
                 orig_len: it.rec.orig_len,
                 link: it.rec.link,
@@ -264,12 +268,12 @@ struct Item {
 }
 
 #[derive(Debug, Default)]
-struct RawBatch {
+pub(crate) struct RawBatch {
     seq: u64,
     watermark: u64,
     /// Capture time of the frame before the first one (0 = unknown).
     prev_ts: u64,
-    recs: Vec<Record>,
+    pub(crate) recs: Vec<Record>,
     buf: Vec<u8>,
 }
 
@@ -303,7 +307,7 @@ struct Slab {
 const IDLE_WATERMARK: Duration = Duration::from_millis(10);
 /// How long the workers' rings may stay full before a live reader drops (counted) instead of
 /// leaving frames in the kernel ring.
-const LIVE_STALL: Duration = Duration::from_millis(100);
+const LIVE_STALL: Duration = Duration::from_secs(1);
 /// How often a live source's own counts ([`PacketSource::stats`]) are copied into the counters.
 const STATS_EVERY: Duration = Duration::from_millis(100);
 
@@ -314,7 +318,7 @@ fn wall_ns() -> u64 {
 }
 
 /// Cuts a source into raw batches.
-trait Framer {
+pub(crate) trait Framer {
     /// Appends up to `max` records; `Ok(false)` at the end. Records appended before an error
     /// stay in `raw`. A live source may append fewer (even zero) and return `Ok(true)`.
     fn fill(&mut self, raw: &mut RawBatch, max: usize) -> Result<bool, SourceError>;
@@ -328,6 +332,15 @@ trait Framer {
     /// Live sources: reads and discards up to `max` frames, returning how many.
     fn discard(&mut self, _max: usize) -> Result<u64, SourceError> {
         Ok(0)
+    }
+    /// Zero-copy live sources (AF_XDP): the frames of the last `fill` form batch `seq`; they
+    /// stay lent until `release_before(s)` with `s > seq`.
+    fn lent(&mut self, _seq: u64) {}
+    /// Every worker has consumed every batch before `seq`: their frames may be reused.
+    fn release_before(&mut self, _seq: u64) {}
+    /// `true` if `lent`/`release_before` matter (the pipeline then tracks consumption).
+    fn holds_frames(&self) -> bool {
+        false
     }
 }
 
@@ -403,10 +416,17 @@ struct Shared<'m> {
     /// Number of batches, `u64::MAX` until the reader reached the end.
     total: AtomicU64,
     abort: AtomicBool,
-    mapped: Option<&'m [u8]>,
+    mapped: Option<Frames<'m>>,
     counters: &'m Counters,
     stop: &'m AtomicBool,
+    /// Per thread: batches consumed so far (how far lent frames may be released).
+    consumed: Box<[Cursor]>,
 }
+
+/// A consumption cursor on its own cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Cursor(AtomicU64);
 
 /// The reader's state (thread 0 only).
 struct Feeder<'f> {
@@ -436,6 +456,14 @@ impl Feeder<'_> {
     /// Frames batches up to `lookahead` ahead of `cs`. Returns whether anything was framed.
     fn step(&mut self, sh: &Shared<'_>, cs: u64) -> Result<bool, SourceError> {
         let mut progress = false;
+        if self.framer.holds_frames() {
+            let done = sh
+                .consumed
+                .iter()
+                .map(|c| c.0.load(Ordering::Acquire))
+                .min();
+            self.framer.release_before(done.unwrap_or(0));
+        }
         if self.live && self.last_stats.elapsed() >= STATS_EVERY {
             sh.counters.source.store(&self.framer.stats());
             self.last_stats = Instant::now();
@@ -498,6 +526,7 @@ impl Feeder<'_> {
                 if let Some(r) = raw.recs.last() {
                     self.last_ts = r.ts_ns;
                 }
+                self.framer.lent(raw.seq);
                 let owner = (self.fs % sh.n as u64) as usize;
                 match &self.raw_out[owner] {
                     None => self.local.push_back(raw),
@@ -645,7 +674,7 @@ fn thread_loop<W: Worker>(
             let mut prev = raw.prev_ts;
             for rec in &raw.recs {
                 let bytes = match sh.mapped {
-                    Some(m) => record_bytes(m, rec),
+                    Some(m) => m.get(rec),
                     None => record_bytes(&raw.buf, rec),
                 };
                 dissect_into(&mut d, rec.link, bytes);
@@ -699,7 +728,7 @@ fn thread_loop<W: Worker>(
             };
             let Some(mut share) = share else { break };
             worker.batch(&Batch {
-                data: sh.mapped.unwrap_or(&share.buf),
+                data: sh.mapped.unwrap_or(Frames::Mapped(&share.buf)),
                 items: &share.items,
                 idx: None,
             });
@@ -719,6 +748,7 @@ fn thread_loop<W: Worker>(
                 }
             }
             cs += 1;
+            sh.consumed[t].0.store(cs, Ordering::Release);
             progress = true;
         }
         if cs >= sh.total.load(Ordering::Acquire) || sh.abort.load(Ordering::Relaxed) {
@@ -784,7 +814,7 @@ impl Pipeline {
                 p.run_parallel(&map, start, classic, ws, pin)
             });
         }
-        self.run(&mut file, Some(map.bytes()), workers)
+        self.run(&mut file, Some(Frames::Mapped(map.bytes())), workers)
     }
 
     /// Runs any [`PacketSource`] (frames are copied into batches) through `workers`. A live
@@ -799,21 +829,24 @@ impl Pipeline {
         self.run(&mut f, None, workers)
     }
 
-    fn run<W: Worker>(
+    pub(crate) fn run<W: Worker>(
         &self,
         framer: &mut dyn Framer,
-        mapped: Option<&[u8]>,
+        mapped: Option<Frames<'_>>,
         workers: &mut [W],
     ) -> Result<RunReport, PipelineError> {
         let n = self.cfg.workers;
-        self.run_with_pinning(workers, |p, ws, pin| {
+        let report = self.run_with_pinning(workers, |p, ws, pin| {
             if n == 1 {
                 pin(0);
                 p.run_single(framer, mapped, &mut ws[0])
             } else {
                 p.run_multi(framer, mapped, ws, pin)
             }
-        })
+        });
+        // Every worker is done: nothing lent is referenced any more.
+        framer.release_before(u64::MAX);
+        report
     }
 
     /// Checks the worker count, pins as configured around `body`, restores the caller's CPUs.
@@ -855,7 +888,7 @@ impl Pipeline {
     fn run_single<W: Worker>(
         &self,
         framer: &mut dyn Framer,
-        mapped: Option<&[u8]>,
+        mapped: Option<Frames<'_>>,
         worker: &mut W,
     ) -> Result<RunReport, PipelineError> {
         let stage = &self.counters.stages[0];
@@ -892,14 +925,15 @@ impl Pipeline {
             }
             if !raw.recs.is_empty() {
                 last_emit = Instant::now();
-                let data = mapped.unwrap_or(&raw.buf);
+                let data = mapped.unwrap_or(Frames::Mapped(&raw.buf));
+                framer.lent(report.batches);
                 // items are reused in place: dissect_into resets each one
                 if items.len() < raw.recs.len() {
                     items.resize(raw.recs.len(), Item::default());
                 }
                 for (rec, it) in raw.recs.iter().zip(items.iter_mut()) {
                     it.rec = *rec;
-                    dissect_into(&mut it.d, rec.link, record_bytes(data, rec));
+                    dissect_into(&mut it.d, rec.link, data.get(rec));
                     local.count_dissection(&it.d);
                     worker.observe(
                         rec.ts_ns,
@@ -921,6 +955,7 @@ impl Pipeline {
                 local.batches += 1;
                 report.packets += count;
                 report.batches += 1;
+                framer.release_before(report.batches);
                 self.counters
                     .source_packets
                     .fetch_add(count, Ordering::Relaxed);
@@ -943,7 +978,7 @@ impl Pipeline {
     fn run_multi<W: Worker>(
         &self,
         framer: &mut dyn Framer,
-        mapped: Option<&[u8]>,
+        mapped: Option<Frames<'_>>,
         workers: &mut [W],
         pin: &(dyn Fn(usize) + Sync),
     ) -> Result<RunReport, PipelineError> {
@@ -959,6 +994,7 @@ impl Pipeline {
             mapped,
             counters: &self.counters,
             stop: &self.stop,
+            consumed: (0..n).map(|_| Cursor::default()).collect(),
         };
         let (ends, raw_out, raw_back) = build_ends(n, cap, false);
         let live = framer.is_live();
@@ -1280,7 +1316,7 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
             let Some(mut share) = share else { break };
             let slab = share.slab.take().unwrap_or_default();
             worker.batch(&Batch {
-                data: b,
+                data: Frames::Mapped(b),
                 items: &slab.items,
                 idx: Some(&share.idx),
             });

@@ -13,10 +13,12 @@
 //!   pipeline's batches; kernel drops from `pcap_stats`. Several interfaces are merged into one
 //!   stream in timestamp order with a bounded reorder window (`merge`, see the bound there and
 //!   in `doc/capture.md`); [`dedup`] suppresses the duplicates of SPAN ports on request.
-//! - `xdp::XdpSource` (feature `xdp`, experimental, not default): AF_XDP on one RX queue
-//!   (xdpilone rings, a prebuilt XDP program loaded with aya); tested on veth in copy mode.
-//!   `SourceSpec::open_xdp` opens `xdp:IFACE` (queue 0); several queues return
-//!   [`SourceError::NotSupported`].
+//! - `xdp::XdpSource` (feature `xdp`): AF_XDP, one socket per RX queue sharing one UMEM
+//!   (xdpilone rings, our own XDP program embedded as a prebuilt object and attached with aya,
+//!   native mode with generic fallback, zero-copy bind with copy fallback).
+//!   `Pipeline::run_xdp` hands UMEM frames to the workers as borrowed slices and returns them
+//!   to the fill rings when every worker has passed their batch. Tested on veth (copy mode,
+//!   generic and native, two queues).
 
 pub mod dedup;
 #[cfg(feature = "live")]
@@ -64,6 +66,25 @@ pub trait PacketSource {
     }
     /// Live sources: block up to `timeout` until a frame may be available (files: no-op).
     fn wait_readable(&mut self, _timeout: std::time::Duration) {}
+}
+
+/// Where the bytes of the pipeline's record descriptors live when they are not copied: a
+/// memory-mapped file, or the UMEM of an AF_XDP socket (frames lent to the workers and returned
+/// to the kernel once every worker has passed their batch).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Frames<'a> {
+    /// A mapped capture file; `Record::offset` is the file offset.
+    Mapped(&'a [u8]),
+}
+
+impl<'a> Frames<'a> {
+    /// The bytes of `rec` (empty if it does not fit, which the sources rule out).
+    #[inline(always)]
+    pub(crate) fn get(self, rec: &pcap::Record) -> &'a [u8] {
+        match self {
+            Frames::Mapped(m) => pcap::record_bytes(m, rec),
+        }
+    }
 }
 
 /// Counts kept by a source, cumulative since it was opened (see [`PacketSource::stats`]).
