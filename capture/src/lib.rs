@@ -1,12 +1,15 @@
 //! # mplane-capture — the data plane's first half
 //!
-//! Packets from pcap files, live interfaces (libpcap) or, later, AF_XDP reach pinned per-core
-//! workers as borrowed slices with a one-pass [`packet::Dissection`], and every drop is counted.
+//! Packets from pcap files, live interfaces (libpcap) or AF_XDP sockets (feature `xdp`) reach
+//! pinned per-core workers with a one-pass [`packet::Dissection`], and every drop is counted.
+//! Mapped files and AF_XDP UMEM frames are lent to the workers as borrowed slices (no copy);
+//! a libpcap frame, gone at the next read, is copied into the pipeline's batches.
 //!
 //! ```text
 //!  source ──► frame ──► dissect ──► FlowKey worker hash ──► SPSC ring ──► Worker::packet
 //!  (mmap'd pcap/pcapng,   (record      (packet::dissect)   (flow::FlowKey)   (per pair of     (your flow
-//!   libpcap live)          headers)                                           threads)          table)
+//!   libpcap live,          headers)                                           threads)          table)
+//!   AF_XDP UMEM)
 //! ```
 //!
 //! - [`packet`]: zero-copy views (one file per protocol) and [`packet::dissect()`], which fills a
@@ -18,6 +21,9 @@
 //!   (libpcap, feature `live`, on by default; several interfaces merged into one time-ordered
 //!   stream, optional duplicate suppression for SPAN ports), [`source::SourceSpec`] (`pcap:`,
 //!   `pcap-live:`, `xdp:`), and [`source::SourceStats`], what a source counts itself.
+//!   `source::xdp` (feature `xdp`): AF_XDP, one socket per RX queue on a shared UMEM, our own
+//!   XDP program (native mode, generic fallback; zero-copy bind, copy fallback), run with
+//!   `Pipeline::run_xdp`.
 //! - [`hygiene`]: which NIC offloads (GRO, LRO, VLAN stripping, TSO/GSO) distort the capture on
 //!   an interface, read with the ethtool ioctl, and the `ethtool -K` line that turns them off
 //!   (see `doc/capture.md`).

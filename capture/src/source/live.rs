@@ -85,6 +85,9 @@ pub struct InterfaceStats {
     pub over_mtu: u64,
     /// Frames cut by the snaplen.
     pub snaplen_cut: u64,
+    /// Its offloads as read when the capture started (`None` if the driver does not answer the
+    /// ethtool ioctl); see [`crate::hygiene`].
+    pub offloads: Option<crate::hygiene::Offloads>,
 }
 
 /// A frame held in libpcap's buffer (valid until the next read on its handle).
@@ -104,6 +107,7 @@ struct Port {
     /// Frames longer than this are counted as over-MTU.
     max_frame: u32,
     mtu: u32,
+    offloads: Option<crate::hygiene::Offloads>,
     ready: bool,
     head: Option<Head>,
     frames: u64,
@@ -196,6 +200,7 @@ impl LiveSource {
             }
             let link = LinkType(cap.get_datalink().0 as u16);
             let mtu = crate::hygiene::mtu(iface).unwrap_or(0);
+            let offloads = crate::hygiene::Offloads::read(iface).ok();
             ports.push(Port {
                 fd: cap.as_raw_fd(),
                 cap,
@@ -207,6 +212,7 @@ impl LiveSource {
                     mtu.saturating_add(L2_OVERHEAD)
                 },
                 mtu,
+                offloads,
                 ready: true,
                 head: None,
                 frames: 0,
@@ -240,6 +246,7 @@ impl LiveSource {
                 interface_drops: p.interface_drops,
                 over_mtu: p.over_mtu,
                 snaplen_cut: p.snaplen_cut,
+                offloads: p.offloads.clone(),
             })
             .collect()
     }

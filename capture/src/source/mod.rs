@@ -75,6 +75,9 @@ pub trait PacketSource {
 pub(crate) enum Frames<'a> {
     /// A mapped capture file; `Record::offset` is the file offset.
     Mapped(&'a [u8]),
+    /// An AF_XDP UMEM; `Record::offset` is the frame address.
+    #[cfg(feature = "xdp")]
+    Umem(&'a xdp::UmemArea),
 }
 
 impl<'a> Frames<'a> {
@@ -83,6 +86,8 @@ impl<'a> Frames<'a> {
     pub(crate) fn get(self, rec: &pcap::Record) -> &'a [u8] {
         match self {
             Frames::Mapped(m) => pcap::record_bytes(m, rec),
+            #[cfg(feature = "xdp")]
+            Frames::Umem(u) => u.frame(rec.offset, rec.caplen),
         }
     }
 }
@@ -289,13 +294,10 @@ impl SourceSpec {
 
 #[cfg(feature = "xdp")]
 impl SourceSpec {
-    /// Opens an AF_XDP source (`xdp:IFACE`, queue 0). Several queues are not supported yet.
+    /// Opens an AF_XDP source (`xdp:IFACE[:QUEUES]`, one socket per queue `0..QUEUES`).
     pub fn open_xdp(&self, cfg: &xdp::XdpConfig) -> Result<xdp::XdpSource, SourceError> {
         match self {
-            SourceSpec::Xdp { iface, queues: 1 } => xdp::XdpSource::open(iface, 0, cfg),
-            SourceSpec::Xdp { iface, queues } => Err(SourceError::NotSupported(format!(
-                "AF_XDP on {queues} queues of {iface} (one queue only)"
-            ))),
+            SourceSpec::Xdp { iface, queues } => xdp::XdpSource::open(iface, *queues, cfg),
             other => Err(SourceError::NotSupported(format!(
                 "{other:?} is not an xdp: source"
             ))),
