@@ -447,7 +447,15 @@ impl<K: RecordSink> FlowMeter<K> {
             // cutting only resets counters, it never frees or moves slots
             let n = self.table.slots_len() as u32;
             for id in 0..n {
-                if self.table.is_live(id) && self.table.get(id).packets() > 0 {
+                if !self.table.is_live(id) {
+                    continue;
+                }
+                let f = self.table.get(id);
+                if f.closing != 0 {
+                    // closed and only lingering for stray packets: it ends here
+                    let r = Self::close_reason(f);
+                    self.end_flow(id, r);
+                } else if f.packets() > 0 {
                     self.cut_flow(id, EndReason::Window);
                 }
             }
