@@ -7,3 +7,4 @@
 pub mod passive;
 pub mod registry;
 pub mod services;
+pub mod synth;

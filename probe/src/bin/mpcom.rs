@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mplane::model::{self, Message, StatementKind};
+use mplane::model::{self, Message};
 use mplane::registry::Registries;
 use mplane::value::{Timestamp, Value};
 use mplane::when::When;
@@ -39,12 +39,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run an embedded demonstration (no configuration, no hardware).
-    Demo,
+    /// Run an embedded demonstration (no configuration, no hardware): generate a capture,
+    /// meter it into Parquet, and answer a flow specification from it.
+    Demo(DemoArgs),
     /// Run the component described by --config.
     Run,
     /// Replay a pcap/pcapng file through the flow meters into Parquet files.
     Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Directory for the generated capture and the Parquet files (default: a new
+    /// directory under the system's temporary directory, kept afterwards).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Flows in the generated capture.
+    #[arg(long, default_value_t = 2000)]
+    flows: usize,
 }
 
 #[derive(clap::Args)]
@@ -101,7 +113,7 @@ struct ReplayArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match (cli.cmd, cli.config) {
-        (Some(Cmd::Demo), _) => demo(),
+        (Some(Cmd::Demo(args)), _) => demo(&args),
         (Some(Cmd::Replay(args)), _) => replay(&args),
         (Some(Cmd::Run) | None, Some(config)) => run(&config),
         (Some(Cmd::Run) | None, None) => Err(anyhow::anyhow!(
@@ -357,59 +369,119 @@ fn replay(a: &ReplayArgs) -> Result<()> {
     Ok(())
 }
 
-fn demo() -> Result<()> {
-    let regs = Registries::new();
-    let now = Timestamp::from_micros(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .context("clock before 1970")?
-            .as_micros() as i64,
-    );
-    let mut cap = model::Statement::new(StatementKind::Capability, "measure");
-    cap.label = Some("interop-rows-ip4".into());
-    cap.set_when(When::parse("now ... future / 1s")?);
-    cap.add_metadata(
-        "measurement.identifier",
-        &Value::String("mplane-interop".into()),
-        &regs,
-    )?;
-    cap.add_parameter("source.ip4", "127.0.0.1", &regs)?;
-    cap.add_parameter("destination.ip4", "*", &regs)?;
-    cap.add_parameter("packets.ip", "1 ... 10", &regs)?;
-    for c in ["time", "delay.twoway.icmp.us", "hops.ip"] {
-        cap.add_result_column(c, &regs)?;
-    }
-    cap.token = Some(cap.default_token());
-    println!("# capability\n{}\n", Message::from(cap.clone()));
+fn demo(a: &DemoArgs) -> Result<()> {
+    use mplane_probe::passive::columns::FlowColumns;
+    use mplane_probe::passive::meter::{FlowMeter, MeterConfig, VecSink};
+    use mplane_probe::passive::replay::{self, ReplayConfig};
+    use mplane_probe::services::passive::{FLOW_COLUMNS, PassiveModule};
 
+    let dir = match &a.out {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("mpcom-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+    let pcap = dir.join("demo.pcap");
+    let synth = mplane_probe::synth::SynthConfig {
+        flows: a.flows.max(1),
+        ..Default::default()
+    };
+    let packets = mplane_probe::synth::write_capture(
+        std::fs::File::create(&pcap).with_context(|| format!("{}", pcap.display()))?,
+        &synth,
+    )?;
+    println!(
+        "# generated {} ({} flows, {packets} packets)\n",
+        pcap.display(),
+        synth.flows
+    );
+
+    // 1. the capture through the flow meters into Parquet, as `mpcom replay` does
+    let mut cfg = ReplayConfig::new(&pcap, dir.join("flows"));
+    cfg.workers = 2;
+    cfg.context.interface = "demo".into();
+    let s = replay::replay(&cfg, None)?;
+    println!(
+        "# replay: {} packets, {} flows, {} records, {} application names in {:.2} s",
+        s.counters.packets,
+        s.flows,
+        s.records,
+        s.app_names,
+        s.elapsed.as_secs_f64()
+    );
+    for f in &s.files {
+        println!(
+            "#   wrote {} ({} rows, {} bytes)",
+            f.path.display(),
+            f.rows,
+            f.bytes
+        );
+    }
+    println!(
+        "#   duckdb -c \"select * from '{}/**/*.parquet' limit 10\"\n",
+        dir.join("flows").display()
+    );
+
+    // 2. the mPlane exchange: the probe's flow capability, a specification derived from it
+    //    as a client would, checked against the capability and answered from the same records
+    let regs = mplane_probe::registry::registries()?;
+    let mut pipeline = mplane_probe::passive::hub::PassiveConfig::new(
+        mplane_capture::source::SourceSpec::PcapFile(pcap.clone()),
+        "demo",
+    );
+    pipeline.workers = 1;
+    let module = PassiveModule {
+        pipeline,
+        system_id: "demo".into(),
+        inline_rows: 10_000,
+        export_dir: None,
+        export_url: None,
+    };
+    let services = mplane_probe::services::passive::services(module, Arc::new(regs.clone()))?;
+    let svc = services
+        .iter()
+        .find(|s| s.capability().label.as_deref() == Some("flows-ip4"))
+        .context("flows-ip4")?;
+    let cap = svc.capability().clone();
+    println!("# capability\n{}\n", Message::from(cap.clone()));
+    let now = mplane::component::now();
     let mut spec = cap.specification_for();
-    spec.label = Some("interop-rows-ip4-0".into());
-    spec.set_when(When::parse("now + 1s / 1s")?);
-    spec.set_parameter_value("destination.ip4", &Value::Address("127.0.0.2".parse()?))?;
-    spec.set_parameter_value("packets.ip", &Value::Natural(3))?;
+    spec.label = Some("flows-ip4-0".into());
+    spec.set_when(When::parse("now + 1m")?);
+    spec.set_parameter_value("observer.interface", &Value::String("demo".into()))?;
+    spec.set_parameter_value("flow.filter", &Value::String("tcp".into()))?;
     spec.token = Some(spec.client_token(now));
     let text = Message::from(spec).unparse();
     println!("# specification\n{text}\n");
-
-    // what a component does: parse, match, answer
     let parsed = model::parse(&text, &regs)?;
     let spec = parsed.as_statement().context("not a statement")?;
     model::check_fulfills(spec, &cap, now)?;
+    // the answer: the first TCP flows of the capture (a live probe would measure the window)
+    let p = mplane_capture::pipeline::Pipeline::new(Default::default());
+    let mut ws = vec![FlowMeter::new(MeterConfig::default(), VecSink::default())];
+    p.run_file(
+        mplane_capture::source::pcap::PcapFile::open(&pcap)?,
+        &mut ws,
+    )?;
+    let mut recs = ws.pop().map(|w| w.into_sink().records).unwrap_or_default();
+    recs.retain(|(r, _)| r.key.ip_version == 4 && r.key.protocol == 6);
+    recs.sort_by_key(|(r, _)| r.first_ns());
+    recs.truncate(3);
+    let cols = FlowColumns::new(FLOW_COLUMNS)?;
+    let ctx = mplane_probe::passive::columns::ColumnContext {
+        interface: "demo".into(),
+        internal: mplane_probe::passive::columns::ColumnContext::default_internal(),
+    };
     let mut res = spec.result_for();
-    let t0 = Timestamp::parse("2015-06-01 12:00:00").context("timestamp")?;
-    res.set_when(When::range(
-        mplane::value::TimeValue::At(t0),
-        mplane::value::TimeValue::At(t0.add_micros(2_000_000)),
-    ));
-    for i in 0..3u64 {
-        res.push_row(&[
-            Some(Value::Time(mplane::value::TimeValue::At(
-                t0.add_micros(i as i64 * 1_000_000 + 250_000),
-            ))),
-            Some(Value::Natural(1000 * (i + 1) + 7)),
-            Some(Value::Natural(i + 1)),
-        ])?;
+    if let (Some((f, _)), Some((l, _))) = (recs.first(), recs.last()) {
+        let us = |ns: u64| Timestamp::from_micros((ns / 1000) as i64);
+        res.set_when(When::range(
+            mplane::value::TimeValue::At(us(f.first_ns())),
+            mplane::value::TimeValue::At(us(l.last_ns().max(f.first_ns()))),
+        ));
     }
-    println!("# result\n{}", Message::from(res));
+    for (r, name) in &recs {
+        res.push_row(&cols.row(r, name, &ctx))?;
+    }
+    println!("# result (first three TCP flows)\n{}", Message::from(res));
     Ok(())
 }
