@@ -17,12 +17,11 @@
 //! loaded registries in load order (DIGEST Q9); see `doc/protocol.md`.
 //!
 //! # Registry URIs of this project
-//! Extension registries of a component are named
-//! `https://<host>:<port>/registry/<name>`, the component serving them at that
-//! path (see `doc/protocol.md`). The reference fetches unknown registry URIs over
-//! plain HTTP(S) without a client certificate, which fails against a component
-//! requiring mutual TLS, so reference clients preload the file
-//! (`registry_preload`).
+//! The probe's extension registry has one fixed URI on every probe
+//! (`https://mplane-rs.invalid/registry/probe`), and components serve their
+//! registries at `/registry/<name>` (see `doc/protocol.md`). The reference fetches
+//! unknown registry URIs over plain HTTP(S) at parse time, so reference clients
+//! preload the file (`registry_preload`).
 
 use std::collections::HashMap;
 use std::fmt;
