@@ -50,6 +50,9 @@ pub struct MeterConfig {
     pub close_linger_ns: u64,
     /// Application metadata.
     pub app: AppConfig,
+    /// Interface statistics (protocols, size and inter-arrival histograms, per second); a
+    /// replay that writes only flow records turns them off.
+    pub interface_stats: bool,
 }
 
 const S: u64 = 1_000_000_000;
@@ -62,6 +65,7 @@ impl Default for MeterConfig {
             active_timeout_ns: 1800 * S,
             close_linger_ns: 2 * S,
             app: AppConfig::default(),
+            interface_stats: true,
         }
     }
 }
@@ -765,6 +769,9 @@ impl<K: RecordSink> Worker for FlowMeter<K> {
 
     #[inline]
     fn observe(&mut self, ts_ns: u64, prev_ts_ns: Option<u64>, orig_len: u32, d: &Dissection) {
+        if !self.cfg.interface_stats {
+            return;
+        }
         if self.iface_cuts.first().is_some_and(|&c| ts_ns >= c) {
             self.iface_cuts_until(ts_ns);
         }

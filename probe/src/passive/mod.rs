@@ -16,6 +16,7 @@
 //! - [`arena`]: the bounded string arena and reassembly buffers.
 //! - [`columns`]: flow record fields by element name, for files and mPlane results.
 //! - [`filter`]: flow filters in pcap-filter syntax, evaluated on records.
+//! - [`hugepage`]: transparent huge pages for the table's arrays.
 //! - [`iface`]: interface statistics (protocols, size and inter-arrival histograms, per second).
 //! - [`export`]: records → Arrow batches → the Parquet export thread.
 //! - [`hub`]: the shared live pipeline of a source and the jobs subscribed to it.
@@ -28,6 +29,7 @@ pub mod columns;
 pub mod export;
 pub mod filter;
 pub mod hub;
+pub mod hugepage;
 pub mod iface;
 pub mod meter;
 pub mod record;

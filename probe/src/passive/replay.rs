@@ -65,7 +65,10 @@ impl ReplayConfig {
             prefix: "flows".into(),
             workers: 1,
             pin: false,
-            meter: MeterConfig::default(),
+            meter: MeterConfig {
+                interface_stats: false,
+                ..MeterConfig::default()
+            },
             context: ColumnContext {
                 interface,
                 internal: ColumnContext::default_internal(),
@@ -149,16 +152,25 @@ pub enum ReplayError {
     Pipeline(String),
 }
 
+/// Bytes of the capture file kept mapped behind (and read ahead of) the reader.
+const REPLAY_WINDOW: usize = 8 << 20;
+/// Rows per Parquet row group of replay files.
+const REPLAY_ROW_GROUP: usize = 16 * 1024;
+/// Arrow batches queued for the export thread (each ~8 Ki rows).
+const REPLAY_QUEUE: usize = 2;
+
 /// Runs a replay; `progress` is called about five times a second from a monitor thread.
 pub fn replay(
     cfg: &ReplayConfig,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
-    let file = PcapFile::open(&cfg.input).map_err(|source| ReplayError::Input {
+    let mut file = PcapFile::open(&cfg.input).map_err(|source| ReplayError::Input {
         path: cfg.input.clone(),
         source,
     })?;
+    // keep the mapped part of the file small: the meters need only the current batches
+    file.set_window(REPLAY_WINDOW);
     let file_len = std::fs::metadata(&cfg.input).map(|m| m.len()).unwrap_or(0);
     let reg = registry::probe_registry()?;
     let schema = Arc::new(ExportSchema::from_registry(&reg, FILE_COLUMNS)?);
@@ -175,6 +187,8 @@ pub fn replay(
     let mut sink_cfg = SinkConfig::new(&cfg.out, cfg.prefix.clone());
     sink_cfg.time_column = Some("start".into());
     sink_cfg.writer.zstd_level = cfg.zstd_level;
+    // row groups of 16 Ki rows: the writer buffers a row group of ~95 columns in memory
+    sink_cfg.writer.row_group_rows = REPLAY_ROW_GROUP;
     sink_cfg.metadata = FileMetadata {
         identity: cfg.identity.clone(),
         extra: vec![(
@@ -187,7 +201,7 @@ pub fn replay(
         sink_cfg.partitioning = Partitioning::Hive { probe: p.clone() };
     }
     sink_cfg.drop_counters = Some(drop_counters(pipeline.counters().clone(), meters.clone()));
-    let export = ExportThread::spawn(sink_cfg, schema.clone(), 8)?;
+    let export = ExportThread::spawn(sink_cfg, schema.clone(), REPLAY_QUEUE)?;
     let ctx = Arc::new(cfg.context.clone());
     let mut ws = Vec::with_capacity(workers);
     for shared in &meters {

@@ -102,10 +102,14 @@ impl<S: Slot> FlowTable<S> {
     pub fn new(max_flows: usize, tick_ns: u64) -> Self {
         let cap = max_flows.clamp(1, (u32::MAX - 2) as usize);
         let index_len = (cap * 2).next_power_of_two().max(16);
+        let index = vec![0u64; index_len].into_boxed_slice();
+        super::hugepage::advise(&index, index_len);
+        let slots = Vec::with_capacity(cap);
+        super::hugepage::advise(&slots, cap);
         FlowTable {
-            index: vec![0u64; index_len].into_boxed_slice(),
+            index,
             mask: index_len - 1,
-            slots: Vec::with_capacity(cap),
+            slots,
             cap,
             free: Vec::with_capacity(cap),
             live: 0,
