@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 pub const VERSION: u16 = 10;
 /// Set ID of Template Sets.
 pub const TEMPLATE_SET_ID: u16 = 2;
-/// Set ID of Options Template Sets (skipped by the decoder).
+/// Set ID of Options Template Sets.
 pub const OPTIONS_TEMPLATE_SET_ID: u16 = 3;
 /// Smallest Template ID (and Data Set ID).
 pub const MIN_TEMPLATE_ID: u16 = 256;
@@ -213,11 +213,15 @@ impl FieldSpec {
     }
 }
 
-/// A Template: an ID and its ordered fields.
+/// A Template: an ID and its ordered fields. An Options Template (RFC 7011 §3.4.2) also
+/// says how many of its first fields are scope fields (what the options describe, e.g. the
+/// observation domain); it travels in an Options Template Set (Set ID 3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     id: u16,
     fields: Vec<FieldSpec>,
+    /// Scope fields (0: an ordinary template).
+    scope: u16,
 }
 
 impl Template {
@@ -234,7 +238,27 @@ impl Template {
                 return Err(IpfixError::BadField(*f));
             }
         }
-        Ok(Template { id, fields })
+        Ok(Template {
+            id,
+            fields,
+            scope: 0,
+        })
+    }
+
+    /// Checks and builds an Options Template whose first `scope` fields are its scope
+    /// (at least one, RFC 7011 §3.4.2.2).
+    pub fn options(id: u16, scope: u16, fields: Vec<FieldSpec>) -> Result<Template, IpfixError> {
+        let mut t = Template::new(id, fields)?;
+        if scope == 0 || usize::from(scope) > t.fields.len() {
+            return Err(IpfixError::EmptyTemplate(id));
+        }
+        t.scope = scope;
+        Ok(t)
+    }
+
+    /// Number of scope fields (0 for an ordinary template).
+    pub fn scope_fields(&self) -> u16 {
+        self.scope
     }
 
     /// The Template ID.
@@ -248,12 +272,16 @@ impl Template {
     }
 
     fn encoded_len(&self) -> usize {
-        4 + self.fields.iter().map(FieldSpec::wire_len).sum::<usize>()
+        let header = if self.scope > 0 { 6 } else { 4 };
+        header + self.fields.iter().map(FieldSpec::wire_len).sum::<usize>()
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.id.to_be_bytes());
         out.extend_from_slice(&(self.fields.len() as u16).to_be_bytes());
+        if self.scope > 0 {
+            out.extend_from_slice(&self.scope.to_be_bytes());
+        }
         for f in &self.fields {
             match f.enterprise {
                 None => out.extend_from_slice(&f.id.to_be_bytes()),
@@ -487,30 +515,41 @@ impl Encoder {
     pub fn template_messages(&mut self) -> Vec<Vec<u8>> {
         self.finish_message();
         let mut out = Vec::new();
-        let mut msg = Vec::new();
-        for id in &self.order {
-            let Some(t) = self.templates.get(id) else {
-                continue;
-            };
-            let need = t.encoded_len();
-            if !msg.is_empty() && msg.len() + need > self.max_len {
-                out.push(self.seal(std::mem::take(&mut msg), 0));
+        // ordinary templates in Template Sets, then options templates in Options Template Sets
+        for options in [false, true] {
+            let mut msg = Vec::new();
+            for id in &self.order {
+                let Some(t) = self.templates.get(id) else {
+                    continue;
+                };
+                if (t.scope > 0) != options {
+                    continue;
+                }
+                let need = t.encoded_len();
+                if !msg.is_empty() && msg.len() + need > self.max_len {
+                    out.push(self.seal(std::mem::take(&mut msg), options));
+                }
+                if msg.is_empty() {
+                    msg.resize(HEADER_LEN + SET_HEADER_LEN, 0);
+                }
+                t.encode(&mut msg);
             }
-            if msg.is_empty() {
-                msg.resize(HEADER_LEN + SET_HEADER_LEN, 0);
+            if !msg.is_empty() {
+                out.push(self.seal(msg, options));
             }
-            t.encode(&mut msg);
-        }
-        if !msg.is_empty() {
-            out.push(self.seal(msg, 0));
         }
         out
     }
 
-    /// Fills in the message and template-set headers of a template message.
-    fn seal(&self, mut msg: Vec<u8>, _records: u32) -> Vec<u8> {
+    /// Fills in the message and set headers of a template message.
+    fn seal(&self, mut msg: Vec<u8>, options: bool) -> Vec<u8> {
         let set_len = (msg.len() - HEADER_LEN) as u16;
-        msg[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&TEMPLATE_SET_ID.to_be_bytes());
+        let set_id = if options {
+            OPTIONS_TEMPLATE_SET_ID
+        } else {
+            TEMPLATE_SET_ID
+        };
+        msg[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&set_id.to_be_bytes());
         msg[HEADER_LEN + 2..HEADER_LEN + 4].copy_from_slice(&set_len.to_be_bytes());
         self.write_header(&mut msg);
         msg
@@ -926,8 +965,13 @@ impl Decoder {
                 return Err(IpfixError::Malformed(at));
             }
             let body = &msg[at + SET_HEADER_LEN..at + set_len];
-            if set_id == TEMPLATE_SET_ID {
-                self.templates_in(body, m.domain, &mut m.templates)?;
+            if set_id == TEMPLATE_SET_ID || set_id == OPTIONS_TEMPLATE_SET_ID {
+                self.templates_in(
+                    body,
+                    m.domain,
+                    set_id == OPTIONS_TEMPLATE_SET_ID,
+                    &mut m.templates,
+                )?;
             } else if set_id >= MIN_TEMPLATE_ID
                 && let Some(t) = self.templates.get(&(m.domain, set_id))
             {
@@ -945,11 +989,13 @@ impl Decoder {
         &mut self,
         body: &[u8],
         domain: u32,
+        options: bool,
         out: &mut Vec<Template>,
     ) -> Result<(), IpfixError> {
         let mut p = 0;
+        let head = if options { 6 } else { 4 };
         // Records until fewer bytes than a template header remain (padding).
-        while p + 4 <= body.len() {
+        while p + head <= body.len() {
             let id = be16(body, p)?;
             let count = usize::from(be16(body, p + 2)?);
             p += 4;
@@ -958,6 +1004,13 @@ impl Decoder {
                 self.templates.remove(&(domain, id));
                 continue;
             }
+            let scope = if options {
+                let s = be16(body, p)?;
+                p += 2;
+                s
+            } else {
+                0
+            };
             let mut fields = Vec::with_capacity(count);
             for _ in 0..count {
                 let raw = be16(body, p)?;
@@ -976,7 +1029,11 @@ impl Decoder {
                     enterprise,
                 });
             }
-            let t = Template::new(id, fields)?;
+            let t = if options {
+                Template::options(id, scope, fields)?
+            } else {
+                Template::new(id, fields)?
+            };
             self.templates.insert((domain, id), t.clone());
             out.push(t);
         }
@@ -1028,6 +1085,51 @@ fn records_in(body: &[u8], t: &Template, out: &mut Vec<DataRecord>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_templates_round_trip() {
+        let mut e = Encoder::new(7, 1400);
+        let opt = Template::options(
+            310,
+            1,
+            vec![
+                FieldSpec::iana(149, 4),
+                FieldSpec::iana(164, 8),
+                FieldSpec::iana(166, 8),
+            ],
+        )
+        .unwrap();
+        assert!(Template::options(311, 0, vec![FieldSpec::iana(1, 8)]).is_err());
+        e.add_template(biflow_template()).unwrap();
+        e.add_template(opt.clone()).unwrap();
+        let tm = e.template_messages();
+        assert_eq!(tm.len(), 2, "a template set and an options template set");
+        e.record(310, |w| {
+            w.unsigned(7)?.unsigned(12)?.unsigned(3)?;
+            Ok(())
+        })
+        .unwrap();
+        let data = e.take_messages();
+        let mut d = Decoder::new();
+        let mut templates = Vec::new();
+        for m in &tm {
+            templates.extend(d.decode(m).unwrap().templates);
+        }
+        assert!(templates.contains(&opt));
+        assert_eq!(
+            templates
+                .iter()
+                .find(|t| t.id() == 310)
+                .unwrap()
+                .scope_fields(),
+            1
+        );
+        let m = d.decode(&data[0]).unwrap();
+        assert_eq!(m.records.len(), 1);
+        assert_eq!(m.records[0].template, 310);
+        assert_eq!(m.records[0].unsigned(1), Some(12));
+        assert_eq!(m.records[0].unsigned(2), Some(3));
+    }
 
     fn biflow_template() -> Template {
         let f = FieldSpec::iana;

@@ -105,6 +105,13 @@ struct ReplayArgs {
     /// ZSTD level of the files (1 is faster, 3 smaller).
     #[arg(long, default_value_t = 3)]
     zstd: i32,
+    /// Also send the flow records to an IPFIX collector: ipfix://HOST:PORT (UDP) or
+    /// ipfix+tcp://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    ipfix: Option<String>,
+    /// IPFIX as two uniflows per flow instead of RFC 5103 biflows.
+    #[arg(long)]
+    uniflow: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -288,6 +295,11 @@ fn replay(a: &ReplayArgs) -> Result<()> {
         cfg.context.interface = i.clone();
     }
     cfg.identity = Some(format!("mpcom replay {}", env!("CARGO_PKG_VERSION")));
+    if let Some(u) = &a.ipfix {
+        cfg.ipfix =
+            Some(mplane_probe::passive::ipfix::IpfixTarget::parse(u).map_err(anyhow::Error::msg)?);
+        cfg.ipfix_biflow = !a.uniflow;
+    }
     replay::check_out_dir(&a.out).map_err(anyhow::Error::msg)?;
     let bar = !a.quiet && std::io::stderr().is_terminal();
     let draw = |p: &Progress| {

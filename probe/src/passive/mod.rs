@@ -18,6 +18,7 @@
 //! - [`filter`]: flow filters in pcap-filter syntax, evaluated on records.
 //! - [`hugepage`]: transparent huge pages for the table's arrays.
 //! - [`iface`]: interface statistics (protocols, size and inter-arrival histograms, per second).
+//! - [`ipfix`]: records as IPFIX biflows or uniflows to a collector.
 //! - [`export`]: records → Arrow batches → the Parquet export thread.
 //! - [`hub`]: the shared live pipeline of a source and the jobs subscribed to it.
 //! - [`source`]: live sources, and capture files replayed at their own pace.
@@ -31,6 +32,7 @@ pub mod filter;
 pub mod hub;
 pub mod hugepage;
 pub mod iface;
+pub mod ipfix;
 pub mod meter;
 pub mod record;
 pub mod replay;

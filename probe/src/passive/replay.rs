@@ -23,6 +23,7 @@ use mplane_export::{
 
 use super::columns::{ColumnContext, FILE_COLUMNS};
 use super::export::{Delivery, ParquetRecords, ParquetRecordsError};
+use super::ipfix::{Either, IpfixRecords, IpfixTarget, Losses, NoSink, Tee};
 use super::meter::{FlowMeter, MeterConfig, MeterCounters};
 use crate::registry;
 
@@ -49,6 +50,10 @@ pub struct ReplayConfig {
     pub identity: Option<String>,
     /// ZSTD level (1 trades a little size for speed).
     pub zstd_level: i32,
+    /// Also send the records to this IPFIX collector.
+    pub ipfix: Option<IpfixTarget>,
+    /// IPFIX as RFC 5103 biflows (else two uniflows per flow).
+    pub ipfix_biflow: bool,
 }
 
 impl ReplayConfig {
@@ -76,6 +81,8 @@ impl ReplayConfig {
             hive: None,
             identity: None,
             zstd_level: 3,
+            ipfix: None,
+            ipfix_biflow: true,
         }
     }
 }
@@ -114,8 +121,10 @@ pub struct ReplaySummary {
     pub files: Vec<CommittedFile>,
     /// Rows the export lost (queue, disk).
     pub rows_lost: u64,
-    /// Export errors (disk full, unwritable directory).
+    /// Export errors (disk full, unwritable directory, IPFIX send failures).
     pub export_errors: Vec<String>,
+    /// IPFIX data records sent.
+    pub ipfix_records: u64,
     /// The capture file's damage, if any: everything before it was written.
     pub source_error: Option<SourceError>,
     /// Wall time.
@@ -150,6 +159,9 @@ pub enum ReplayError {
     /// The pipeline could not run.
     #[error("{0}")]
     Pipeline(String),
+    /// The IPFIX collector cannot be reached.
+    #[error("IPFIX: {0}")]
+    Ipfix(String),
 }
 
 /// Bytes of the capture file kept mapped behind (and read ahead of) the reader.
@@ -204,14 +216,34 @@ pub fn replay(
     let export = ExportThread::spawn(sink_cfg, schema.clone(), REPLAY_QUEUE)?;
     let ctx = Arc::new(cfg.context.clone());
     let mut ws = Vec::with_capacity(workers);
-    for shared in &meters {
-        let sink = ParquetRecords::new(
+    for (i, shared) in meters.iter().enumerate() {
+        let parquet = ParquetRecords::new(
             schema.clone(),
             ctx.clone(),
             export.handle(),
             Delivery::Blocking,
         )?;
-        ws.push(FlowMeter::new(cfg.meter.clone(), sink).with_counters(shared.clone()));
+        let ipfix = match &cfg.ipfix {
+            // one observation domain per worker: each keeps its own sequence numbers
+            Some(t) => {
+                let (pc, mc) = (pipeline.counters().clone(), shared.clone());
+                let losses: Losses = Arc::new(move || {
+                    let s = pc.snapshot();
+                    (
+                        s.kernel_drops + s.source.interface_drops + s.ring_full_drops,
+                        mc.untracked.load(Relaxed),
+                    )
+                });
+                Either::A(
+                    IpfixRecords::connect(t, 1 + i as u32, cfg.ipfix_biflow, Some(losses))
+                        .map_err(|e| ReplayError::Ipfix(format!("{}: {e}", t.url())))?,
+                )
+            }
+            None => Either::B(NoSink),
+        };
+        ws.push(
+            FlowMeter::new(cfg.meter.clone(), Tee(parquet, ipfix)).with_counters(shared.clone()),
+        );
     }
     let table_bytes_per_flow = ws[0].table_bytes_per_flow();
     let app_bytes = ws[0].app_bytes();
@@ -238,11 +270,22 @@ pub fn replay(
         Err(e) => return Err(ReplayError::Pipeline(e.to_string())),
     };
     let (mut records, mut first, mut last) = (0u64, u64::MAX, 0u64);
+    let (mut ipfix_records, mut ipfix_errors) = (0u64, Vec::new());
     for w in &ws {
-        let s = w.sink();
+        let Tee(s, x) = w.sink();
         records += s.records;
         first = first.min(s.first_ns);
         last = last.max(s.last_ns);
+        if let Either::A(x) = x {
+            ipfix_records += x.records;
+            if let Some(e) = &x.last_error {
+                ipfix_errors.push(format!(
+                    "{}: {e} ({} flows not sent)",
+                    x.target().url(),
+                    x.not_sent
+                ));
+            }
+        }
     }
     drop(ws);
     let report = export.finish()?;
@@ -259,7 +302,13 @@ pub fn replay(
         app_names: sum(|m| m.app_names.load(Relaxed)),
         span_ns: (first <= last).then_some((first, last)),
         rows_lost: report.stats.rows_dropped + report.stats.rows_lost,
-        export_errors: report.errors.iter().map(|e| e.to_string()).collect(),
+        export_errors: report
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .chain(ipfix_errors)
+            .collect(),
+        ipfix_records,
         files: report.files,
         source_error,
         elapsed: started.elapsed(),
