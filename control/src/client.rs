@@ -148,6 +148,8 @@ pub struct HttpReply {
     pub status: StatusCode,
     /// `Content-Type`, if any.
     pub content_type: Option<String>,
+    /// All response headers.
+    pub headers: hyper::HeaderMap,
     /// Body.
     pub body: Bytes,
     /// The server's identity (unauthenticated over plain HTTP).
@@ -177,6 +179,18 @@ impl Client {
         url: &Url,
         body: Option<(&str, String)>,
     ) -> Result<HttpReply, ClientError> {
+        self.request_with(method, url, body, &[]).await
+    }
+
+    /// Like [`Self::request`], with extra request headers (e.g. `Range` to download part
+    /// of an export file). The reply's headers are in [`HttpReply::headers`].
+    pub async fn request_with(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<(&str, String)>,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpReply, ClientError> {
         let tcp = TcpStream::connect((url.host.as_str(), url.port))
             .await
             .map_err(|source| ClientError::Connect {
@@ -189,9 +203,9 @@ impl Client {
                 .as_ref()
                 .ok_or_else(|| ClientError::NoTls(url.authority()))?;
             let (stream, peer) = conn.connect_stream(&url.host, tcp).await?;
-            exchange(stream, peer, method, url, body).await
+            exchange(stream, peer, method, url, body, headers).await
         } else {
-            exchange(tcp, Identity::unauthenticated(), method, url, body).await
+            exchange(tcp, Identity::unauthenticated(), method, url, body, headers).await
         }
     }
 
@@ -300,6 +314,7 @@ async fn exchange<IO>(
     method: Method,
     url: &Url,
     body: Option<(&str, String)>,
+    headers: &[(&str, &str)],
 ) -> Result<HttpReply, ClientError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -312,6 +327,9 @@ where
         .method(method)
         .uri(url.path.as_str())
         .header(HOST, url.authority());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
     let payload = match body {
         Some((ct, b)) => {
             req = req.header(CONTENT_TYPE, ct);
@@ -326,12 +344,14 @@ where
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let reply_headers = resp.headers().clone();
     let body = resp.into_body().collect().await?.to_bytes();
     drop(sender);
     driver.abort();
     Ok(HttpReply {
         status,
         content_type,
+        headers: reply_headers,
         body,
         peer,
     })

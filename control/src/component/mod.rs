@@ -11,6 +11,7 @@
 //! | GET `/capability` | 200 `text/html`: `<a href='/capability/<token>'>` per authorised capability |
 //! | GET `/capability/<token>` | 200 `application/x-mplane+json`; unknown token → **404** `text/html` (the reference answers 500) |
 //! | GET `/registry/<name>` | 200 `application/json`: an extension registry given in [`ComponentOptions::registries_served`] |
+//! | GET/HEAD `/export/<job>/<file>` | the file, byte ranges honoured, for peers allowed the job's capability ([`files`]) |
 //! | POST `/` | 200 `application/x-mplane+json`, exceptions included (quirk Q2) |
 //!
 //! POST `/` errors (deviations from the reference's tornado 500 page, chosen
@@ -51,6 +52,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+pub mod files;
 
 use crate::model::{self, Exception, MEDIA_TYPE, Message, StatementKind};
 use crate::registry::Registries;
@@ -96,6 +99,8 @@ pub struct ComponentOptions {
     pub reply_wait: Duration,
     /// Most connections served at once (default 1024); further ones are closed at accept.
     pub max_connections: usize,
+    /// Directory of export files served at `/export/` (`None`: not served).
+    pub export_dir: Option<std::path::PathBuf>,
 }
 
 impl ComponentOptions {
@@ -111,6 +116,7 @@ impl ComponentOptions {
             header_timeout: Duration::from_secs(10),
             reply_wait: Duration::from_secs(5),
             max_connections: 1024,
+            export_dir: None,
         }
     }
 }
@@ -153,10 +159,14 @@ impl std::fmt::Debug for Component {
     }
 }
 
-type Body = Full<Bytes>;
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
 
 fn reply(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
@@ -371,6 +381,38 @@ async fn route(state: &State, identity: &Identity, req: Request<Incoming>) -> Re
             match state.opts.registries_served.get(&p["/registry/".len()..]) {
                 Some(json) => reply(StatusCode::OK, "application/json", json.clone()),
                 None => text(StatusCode::NOT_FOUND, "no such registry"),
+            }
+        }
+        (m, p) if p.starts_with("/export/") || p == "/export" => {
+            let Some(root) = &state.opts.export_dir else {
+                return text(StatusCode::NOT_FOUND, "no exports here");
+            };
+            let labels: Vec<String> = state
+                .sched()
+                .capabilities_for(identity)
+                .filter_map(|c| c.label.clone())
+                .collect();
+            let rel = p
+                .strip_prefix("/export")
+                .unwrap_or("")
+                .trim_start_matches('/');
+            match files::serve(root, rel, m, req.headers(), &labels).await {
+                files::Served::Small(status, ctype, body) => reply(status, ctype, body),
+                files::Served::File {
+                    status,
+                    headers,
+                    file,
+                    len,
+                } => {
+                    let body = match file {
+                        Some(f) => files::body(f, len).boxed(),
+                        None => full(Bytes::new()),
+                    };
+                    let mut r = Response::new(body);
+                    *r.status_mut() = status;
+                    *r.headers_mut() = headers;
+                    r
+                }
             }
         }
         (&Method::POST, "/") => post(state, identity, req).await,

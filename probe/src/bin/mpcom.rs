@@ -209,6 +209,13 @@ fn run(path: &Path) -> Result<()> {
     let mut opts = ComponentOptions::new(addr, tls.clone());
     opts.registries = Arc::new(regs);
     opts.registries_served = served;
+    // the export directory of the (first) passive module is downloadable at /export/
+    opts.export_dir = cfg
+        .modules
+        .iter()
+        .filter(|m| m.module == "passive")
+        .find_map(|m| m.kwargs.iter().rev().find(|k| k.key == "export_dir"))
+        .map(|k| PathBuf::from(k.value.trim()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -258,6 +258,8 @@ pub struct Collected {
 #[derive(Debug, Default)]
 struct SubState {
     flows: HashMap<(FlowKey, u64), (FlowRecord, Vec<u8>)>,
+    /// Streaming subscriptions: records as they come, not merged.
+    queue: Vec<(FlowRecord, Vec<u8>)>,
     iface: IfaceStats,
     complete: bool,
     error: Option<String>,
@@ -272,6 +274,8 @@ pub struct Subscription {
     end_ns: AtomicU64,
     filter: FlowFilter,
     family: Option<u8>,
+    /// Records go to `queue` as they come instead of being merged per flow.
+    stream: bool,
     state: Mutex<SubState>,
     cond: Condvar,
     drops_at_start: Drops,
@@ -410,6 +414,15 @@ impl PassiveSource {
         }
     }
 
+    /// The drop counters now (zero while the pipeline is stopped).
+    pub fn current_drops(&self) -> Drops {
+        let st = self.lock();
+        st.running
+            .as_ref()
+            .map(|r| self.drops(r))
+            .unwrap_or_default()
+    }
+
     /// Subscribes to the flows of `[start_ns, end_ns)` (wall time; `end_ns = u64::MAX` until
     /// [`Self::finish_now`]) matching `filter` (and IP version `family`, if given), starting the
     /// pipeline if needed.
@@ -419,6 +432,31 @@ impl PassiveSource {
         end_ns: u64,
         filter: FlowFilter,
         family: Option<u8>,
+    ) -> Result<Arc<Subscription>, HubError> {
+        self.subscribe_with(start_ns, end_ns, filter, family, false)
+    }
+
+    /// Like [`Self::subscribe`], but the records are not merged per flow: they queue as they
+    /// come ([`Self::drain`] takes them), for jobs that write them out while the window is
+    /// open (exports). At most [`PassiveConfig::max_flows_per_job`] wait in the queue; more
+    /// are dropped and counted.
+    pub fn subscribe_stream(
+        &self,
+        start_ns: u64,
+        end_ns: u64,
+        filter: FlowFilter,
+        family: Option<u8>,
+    ) -> Result<Arc<Subscription>, HubError> {
+        self.subscribe_with(start_ns, end_ns, filter, family, true)
+    }
+
+    fn subscribe_with(
+        &self,
+        start_ns: u64,
+        end_ns: u64,
+        filter: FlowFilter,
+        family: Option<u8>,
+        stream: bool,
     ) -> Result<Arc<Subscription>, HubError> {
         let mut st = self.lock();
         if st.running.as_ref().is_some_and(|r| r.stop.load(Relaxed)) {
@@ -457,6 +495,7 @@ impl PassiveSource {
             end_ns: AtomicU64::new(end_ns),
             filter,
             family,
+            stream,
             state: Mutex::new(SubState::default()),
             cond: Condvar::new(),
             drops_at_start,
@@ -481,41 +520,57 @@ impl PassiveSource {
         }
     }
 
-    /// Waits until `sub` is complete (or `deadline` passes, or `interrupted()` turns true, in
-    /// which case the window is ended now and the wait goes on for that cut), then takes what
-    /// it collected and unsubscribes it.
+    /// Waits until `sub` is complete (or `interrupted()` turns true, in which case the
+    /// window is ended now and the wait goes on for that cut), then takes what it collected
+    /// and unsubscribes it.
     pub fn wait(&self, sub: &Arc<Subscription>, interrupted: impl Fn() -> bool) -> Collected {
         let mut ended_early = false;
-        loop {
-            {
-                let g = sub.lock();
-                if g.complete {
-                    break;
-                }
-                let (g, _) = sub
-                    .cond
-                    .wait_timeout(g, Duration::from_millis(50))
-                    .unwrap_or_else(|p| p.into_inner());
-                if g.complete {
-                    break;
-                }
-            }
+        while !self.wait_step(sub, Duration::from_millis(50)) {
             if !ended_early && interrupted() {
                 ended_early = true;
                 self.finish_now(sub);
             }
-            // a stopped pipeline completes everything (see the collector); if the state has
-            // an error without a pipeline, finish here
-            let st = self.lock();
-            if st.running.is_none() {
-                let mut g = sub.lock();
-                g.complete = true;
-                if g.error.is_none() {
-                    g.error = st.error.clone().or_else(|| Some("capture stopped".into()));
-                }
-                break;
+        }
+        self.take(sub)
+    }
+
+    /// Waits up to `timeout` for `sub` to complete; `true` once it has (also when the
+    /// pipeline stopped).
+    pub fn wait_step(&self, sub: &Arc<Subscription>, timeout: Duration) -> bool {
+        {
+            let g = sub.lock();
+            if g.complete {
+                return true;
+            }
+            let (g, _) = sub
+                .cond
+                .wait_timeout(g, timeout)
+                .unwrap_or_else(|p| p.into_inner());
+            if g.complete {
+                return true;
             }
         }
+        // a stopped pipeline completes everything (see the collector); if the state has an
+        // error without a pipeline, finish here
+        let st = self.lock();
+        if st.running.is_none() {
+            let mut g = sub.lock();
+            g.complete = true;
+            if g.error.is_none() {
+                g.error = st.error.clone().or_else(|| Some("capture stopped".into()));
+            }
+            return true;
+        }
+        false
+    }
+
+    /// A streaming subscription's records received so far (taken out of it).
+    pub fn drain(&self, sub: &Subscription) -> Vec<(FlowRecord, Vec<u8>)> {
+        std::mem::take(&mut sub.lock().queue)
+    }
+
+    /// Unsubscribes `sub` and takes what it collected.
+    pub fn take(&self, sub: &Arc<Subscription>) -> Collected {
         let mut st = self.lock();
         st.subs.retain(|s| s.id != sub.id);
         if st.subs.is_empty() {
@@ -529,6 +584,7 @@ impl PassiveSource {
         drop(st);
         let mut g = sub.lock();
         let mut flows: Vec<(FlowRecord, Vec<u8>)> = g.flows.drain().map(|(_, v)| v).collect();
+        flows.extend(std::mem::take(&mut g.queue));
         flows.sort_by(|a, b| {
             (a.0.first_ns(), a.0.key, a.0.flow_start_ns).cmp(&(
                 b.0.first_ns(),
@@ -677,6 +733,15 @@ fn collect(
                     for s in subs.iter().filter(|s| s.wants(r)) {
                         let mut g = s.lock();
                         let max = inner.cfg.max_flows_per_job;
+                        if s.stream {
+                            if g.queue.len() >= max {
+                                g.overflow += 1;
+                                inner.hub.job_overflow.fetch_add(1, Relaxed);
+                            } else {
+                                g.queue.push((*r, name.to_vec()));
+                            }
+                            continue;
+                        }
                         let len = g.flows.len();
                         match g.flows.entry((r.key, r.flow_start_ns)) {
                             std::collections::hash_map::Entry::Occupied(mut e) => {

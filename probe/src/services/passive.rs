@@ -10,6 +10,7 @@
 //! | `interface-summary` | one: protocols, size and inter-arrival distributions, busiest second | `observer.interface` |
 //! | `interface-rates` | one per second | `observer.interface` |
 //! | `interface-toptalkers-ip4`, `-ip6` | the addresses that sent the most octets | `observer.interface`, `talkers.max` |
+//! | `flows-export` | one per file written (URL, format, rows, bytes) | `observer.interface`, `flow.filter`, `export.target` |
 //!
 //! All take `when = now ... future`: a specification gives the window (`now + 1m`, an
 //! absolute range, or `repeat … { now + 1m }` for consecutive windows; flows open at a window's
@@ -35,13 +36,16 @@ use mplane::scheduler::{JobContext, Outcome, Service};
 use mplane::value::{TimeValue, Timestamp, Value};
 use mplane::when::When;
 use mplane_capture::source::SourceSpec;
-use mplane_export::{ExportSchema, FileMetadata, Sink, SinkConfig};
+use mplane_export::{ExportSchema, ExportThread, FileMetadata, Sink, SinkConfig};
 
 use super::ServiceError;
 use crate::passive::app::AppConfig;
 use crate::passive::columns::{ColumnContext, FlowColumns};
+use crate::passive::export::{Delivery, ParquetRecords};
 use crate::passive::filter::FlowFilter;
 use crate::passive::hub::{Collected, PassiveConfig, PassiveSource};
+use crate::passive::ipfix::{IpfixRecords, IpfixTarget};
+use crate::passive::meter::RecordSink;
 use crate::passive::record::FlowRecord;
 use crate::passive::source::clock_of;
 use crate::registry::{self, PROBE_REGISTRY_URI};
@@ -172,6 +176,9 @@ pub const SUMMARY_COLUMNS: &[&str] = &[
     "bandwidth.imputed.bps.max",
 ];
 
+/// Result columns of `flows-export`: one row per file written (or per IPFIX collector).
+pub const EXPORT_COLUMNS: &[&str] = &["export.url", "export.format", "export.rows", "export.bytes"];
+
 /// Result columns of `interface-rates`.
 pub const RATE_COLUMNS: &[&str] = &[
     "time",
@@ -203,6 +210,7 @@ enum Kind {
     Summary,
     Rates,
     Talkers { family: u8 },
+    Export,
 }
 
 /// One passive capability bound to the module's shared source.
@@ -343,6 +351,16 @@ pub fn services(
         vec![iface_p.clone()],
         RATE_COLUMNS.iter().map(|s| s.to_string()).collect(),
         Kind::Rates,
+    )?;
+    add(
+        "flows-export".into(),
+        vec![
+            iface_p.clone(),
+            filter_p.clone(),
+            ("export.target", "*".into()),
+        ],
+        EXPORT_COLUMNS.iter().map(|s| s.to_string()).collect(),
+        Kind::Export,
     )?;
     for family in [4u8, 6] {
         add(
@@ -627,6 +645,186 @@ impl PassiveService {
     }
 }
 
+/// Where a `flows-export` job writes.
+enum Target {
+    Parquet,
+    Ipfix(IpfixTarget),
+}
+
+fn export_target(spec: &Statement) -> Result<Target, String> {
+    let p = spec
+        .parameter("export.target")
+        .map(|e| e.text().into_owned())
+        .unwrap_or_default();
+    // the parameter names the target; the statement's own `export` (which the reference
+    // client cannot send: it loses it when parsing) is honoured when the parameter is empty
+    let t = if p.is_empty() || p == "*" {
+        spec.export.clone().unwrap_or_else(|| "parquet".into())
+    } else {
+        p
+    };
+    if t == "parquet" {
+        return Ok(Target::Parquet);
+    }
+    if t.starts_with("ipfix") {
+        return IpfixTarget::parse(&t).map(Target::Ipfix);
+    }
+    Err(format!(
+        "export.target {t:?}: expected parquet, ipfix://HOST:PORT or ipfix+tcp://HOST:PORT"
+    ))
+}
+
+impl PassiveService {
+    /// A `flows-export` job: records stream to Parquet files or an IPFIX collector while the
+    /// window is open; the result lists what was written.
+    fn export(
+        &self,
+        spec: &Statement,
+        ctx: &JobContext,
+        start: u64,
+        end: u64,
+        filter: FlowFilter,
+    ) -> Outcome {
+        let target = export_target(spec)?;
+        let label = self.cap.label.clone().unwrap_or_default();
+        let job: String = spec
+            .token
+            .clone()
+            .unwrap_or_else(|| spec.default_token())
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(32)
+            .collect();
+        let pctx = Arc::new(self.module.pipeline.context.clone());
+        let reg = registry::probe_registry().map_err(|e| e.to_string())?;
+        // the writer exists before the subscription: a bad target fails at once
+        let mut out = match &target {
+            Target::Parquet => {
+                let Some(root) = &self.module.export_dir else {
+                    return Err("export.target parquet: this component has no export_dir".into());
+                };
+                let schema = Arc::new(
+                    ExportSchema::from_registry(&reg, crate::passive::columns::FILE_COLUMNS)
+                        .map_err(|e| e.to_string())?,
+                );
+                let mut cfg = SinkConfig::new(root.join(format!("{label}-{job}")), "flows");
+                cfg.time_column = Some("start".into());
+                cfg.metadata = FileMetadata {
+                    specification: Some(mplane::model::Message::from(spec.clone()).unparse()),
+                    identity: Some(self.module.system_id.clone()),
+                    extra: vec![(
+                        "mplane.source".into(),
+                        source_text(&self.module.pipeline.source),
+                    )],
+                    ..FileMetadata::default()
+                };
+                let src = self.source.clone();
+                cfg.drop_counters = Some(Arc::new(move || {
+                    src.current_drops()
+                        .elements()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), *v))
+                        .collect()
+                }));
+                let thread = ExportThread::spawn(cfg, schema.clone(), 4)
+                    .map_err(|e| format!("export: {e}"))?;
+                let sink = ParquetRecords::new(schema, pctx, thread.handle(), Delivery::Blocking)
+                    .map_err(|e| e.to_string())?;
+                Writer::Parquet(sink, thread)
+            }
+            Target::Ipfix(t) => Writer::Ipfix(
+                IpfixRecords::connect(t, 1, true, None).map_err(|e| format!("{}: {e}", t.url()))?,
+            ),
+        };
+        let sub = self
+            .source
+            .subscribe_stream(start, end, filter, None)
+            .map_err(|e| e.to_string())?;
+        let mut ended_early = false;
+        loop {
+            let done = self
+                .source
+                .wait_step(&sub, std::time::Duration::from_millis(200));
+            for (r, name) in self.source.drain(&sub) {
+                out.sink().record(&r, &name);
+            }
+            out.sink().flush(u64::MAX);
+            if done {
+                break;
+            }
+            if !ended_early && ctx.interrupt.is_set() {
+                ended_early = true;
+                self.source.finish_now(&sub);
+            }
+        }
+        let c = self.source.take(&sub);
+        let mut res = spec.result_for();
+        set_window(&mut res, &c);
+        self.metadata(&mut res, &c)?;
+        match out {
+            Writer::Parquet(mut sink, thread) => {
+                sink.finish();
+                drop(sink);
+                let report = thread.finish().map_err(|e| format!("export: {e}"))?;
+                if let Some(e) = report.errors.first() {
+                    if report.files.is_empty() {
+                        return Err(format!("export: {e}"));
+                    }
+                    tracing::warn!("export {label}-{job}: {e}");
+                }
+                let root = self.module.export_dir.clone().unwrap_or_default();
+                for f in &report.files {
+                    let rel = f
+                        .path
+                        .strip_prefix(&root)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let url = match &self.module.export_url {
+                        Some(base) => format!("{base}{rel}"),
+                        None => format!("file://{}", f.path.display()),
+                    };
+                    res.push_row(&[
+                        Some(Value::Url(url)),
+                        Some(Value::String("parquet".into())),
+                        Some(Value::Natural(f.rows)),
+                        Some(Value::Natural(f.bytes)),
+                    ])
+                    .map_err(|e| e.to_string())?;
+                }
+            }
+            Writer::Ipfix(mut x) => {
+                x.finish();
+                if let Some(e) = &x.last_error {
+                    tracing::warn!("IPFIX {}: {e}", x.target().url());
+                }
+                res.push_row(&[
+                    Some(Value::Url(x.target().url())),
+                    Some(Value::String("ipfix".into())),
+                    Some(Value::Natural(x.records)),
+                    None,
+                ])
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(res)
+    }
+}
+
+/// The writer of an export job.
+enum Writer {
+    Parquet(ParquetRecords, ExportThread),
+    Ipfix(IpfixRecords),
+}
+
+impl Writer {
+    fn sink(&mut self) -> &mut dyn RecordSink {
+        match self {
+            Writer::Parquet(s, _) => s,
+            Writer::Ipfix(x) => x,
+        }
+    }
+}
+
 fn set_window(res: &mut Statement, c: &Collected) {
     let (s, e) = c.window;
     let e = if e == u64::MAX { s } else { e };
@@ -654,9 +852,12 @@ impl Service for PassiveService {
             Kind::Flows { family, .. } | Kind::Tstat { family, .. } | Kind::Talkers { family } => {
                 Some(*family)
             }
-            Kind::Summary | Kind::Rates => None,
+            Kind::Summary | Kind::Rates | Kind::Export => None,
         };
         let (start, end) = self.window(spec, &ctx);
+        if let Kind::Export = self.kind {
+            return self.export(spec, &ctx, start, end, filter);
+        }
         let sub = self
             .source
             .subscribe(start, end, filter, family)
@@ -682,6 +883,7 @@ impl Service for PassiveService {
                 };
                 self.talkers(spec, &c, *family, max)
             }
+            Kind::Export => Err("export runs above".into()),
         }
     }
 }
