@@ -1,0 +1,132 @@
+//! Flow records into ZSTD Parquet on one core: the probe's real records (metered from a
+//! capture file first, then held in memory) through `FlowColumns::append` → `ColumnsBuilder`
+//! → `Sink`, the path every flow takes in `mpcom replay` and `flows-export`, all 95 columns
+//! of `FILE_COLUMNS`.
+//!
+//! ```text
+//! cargo build --release -p mplane-bench --bin flow_parquet
+//! target/release/flow_parquet /dev/shm/flows.pcap [--repeat 5] [--zstd 3] [--columns all|tstat]
+//!     [--row-group ROWS]
+//! ```
+//!
+//! Reports, per run, records/s of the build (worker side), of the write (export thread's
+//! side) and of both on one thread, in CPU time of the measuring thread (the box is shared),
+//! and the file's bytes per record. Medians of `--repeat` runs.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use mplane_capture::pipeline::{Pipeline, PipelineConfig};
+use mplane_capture::source::pcap::PcapFile;
+use mplane_export::{ColumnsBuilder, ExportSchema, Sink, SinkConfig};
+use mplane_probe::passive::columns::{ColumnContext, FILE_COLUMNS, FlowColumns};
+use mplane_probe::passive::meter::{FlowMeter, MeterConfig, VecSink};
+use mplane_probe::services::passive::TSTAT_CORE_COLUMNS;
+
+fn thread_cpu() -> f64 {
+    // CPU time of this thread (ns) from /proc, independent of other load on the box
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |ns| ns / 1e9)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut file = None;
+    let mut repeat = 5;
+    let mut zstd = 3;
+    let mut cols = "all".to_string();
+    let mut rg = 16 * 1024;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--repeat" => repeat = args.next().context("--repeat N")?.parse()?,
+            "--zstd" => zstd = args.next().context("--zstd L")?.parse()?,
+            "--columns" => cols = args.next().context("--columns all|tstat")?,
+            "--row-group" => rg = args.next().context("--row-group ROWS")?.parse()?,
+            f => file = Some(f.to_string()),
+        }
+    }
+    let file = file
+        .context("usage: flow_parquet FILE.pcap [--repeat N] [--zstd L] [--columns all|tstat]")?;
+    let t = Instant::now();
+    let p = Pipeline::new(PipelineConfig::default());
+    let mut ws = vec![FlowMeter::new(MeterConfig::default(), VecSink::default())];
+    p.run_file(PcapFile::open(file.as_ref())?, &mut ws)?;
+    let recs = ws.pop().map(|w| w.into_sink().records).unwrap_or_default();
+    eprintln!(
+        "{} records metered in {:.2} s",
+        recs.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let elements: Vec<String> = match cols.as_str() {
+        "tstat" => TSTAT_CORE_COLUMNS.iter().map(|s| s.to_string()).collect(),
+        _ => FILE_COLUMNS.iter().map(|s| s.to_string()).collect(),
+    };
+    let reg = mplane_probe::registry::probe_registry()?;
+    let schema = Arc::new(ExportSchema::from_registry(&reg, &elements)?);
+    let fc = FlowColumns::new(&elements)?;
+    let ctx = ColumnContext {
+        interface: "bench".into(),
+        internal: ColumnContext::default_internal(),
+    };
+    let n = recs.len() as f64;
+    let (mut build, mut write, mut both, mut per) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..repeat {
+        let dir = tempfile::tempdir()?;
+        let mut cfg = SinkConfig::new(dir.path(), "bench");
+        cfg.writer.zstd_level = zstd;
+        cfg.writer.row_group_rows = rg;
+        cfg.time_column = Some("start".into());
+        let mut sink = Sink::open(cfg, schema.clone())?;
+        let mut b = ColumnsBuilder::new(schema.clone(), 8192);
+        let mut batches = Vec::new();
+        let c0 = thread_cpu();
+        for (r, name) in &recs {
+            fc.append(&mut b, r, name, &ctx)?;
+            if b.len() == 8192 {
+                batches.push(b.finish()?);
+            }
+        }
+        if !b.is_empty() {
+            batches.push(b.finish()?);
+        }
+        let c1 = thread_cpu();
+        let now = SystemTime::now();
+        for batch in &batches {
+            sink.write(batch, now)?;
+        }
+        let report = sink.finish(now)?;
+        let c2 = thread_cpu();
+        let bytes: u64 = report.files.iter().map(|f| f.bytes).sum();
+        let (tb, tw) = (c1 - c0, c2 - c1);
+        build.push(n / tb);
+        write.push(n / tw);
+        both.push(n / (tb + tw));
+        per.push(bytes as f64 / n);
+        eprintln!(
+            "run {run}: build {:.2} M rec/s, write {:.2} M rec/s, both {:.2} M rec/s, {:.1} bytes/record",
+            n / tb / 1e6,
+            n / tw / 1e6,
+            n / (tb + tw) / 1e6,
+            bytes as f64 / n
+        );
+    }
+    println!(
+        "{} records × {} columns, ZSTD({zstd}), medians of {repeat}: build {:.2} M rec/s, write {:.2} M rec/s, build+write {:.2} M rec/s, {:.1} bytes/record",
+        recs.len(),
+        elements.len(),
+        median(&mut build) / 1e6,
+        median(&mut write) / 1e6,
+        median(&mut both) / 1e6,
+        median(&mut per)
+    );
+    Ok(())
+}
