@@ -206,3 +206,104 @@ fn config_errors_name_the_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("module_x") && err.contains("nosuch"), "{err}");
 }
+
+/// The example configuration shipped in systemd/ reads and builds its services (the capture
+/// source opens only with the first job, so no interface is needed here).
+#[test]
+fn example_configuration_builds() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/mpcom.conf");
+    let cfg = mplane::config::Config::read(std::path::Path::new(path)).unwrap();
+    let regs = mplane_probe::registry::registries().unwrap();
+    let mut labels = Vec::new();
+    for m in &cfg.modules {
+        for s in mplane_probe::services::from_module(m, &regs, None).unwrap() {
+            labels.push(s.capability().label.clone().unwrap_or_default());
+        }
+    }
+    assert!(labels.iter().any(|l| l == "flows-ip4"), "{labels:?}");
+    assert!(cfg.tls.is_some() && cfg.component.is_some());
+}
+
+/// `mpcom replay`: a file that is not a capture is a clear error and writes nothing; a capture
+/// cut short keeps the records of everything before the cut, says where, and exits non-zero;
+/// an intact capture is summarised.
+#[test]
+fn replay_reports_damaged_files() {
+    use mplane_capture::builder::{Builder, PcapWriter};
+    use mplane_capture::packet::LinkType;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |file: &std::path::Path, out: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_mpcom"))
+            .arg("replay")
+            .arg(file)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let junk = dir.path().join("junk.pcap");
+    std::fs::write(&junk, b"this is not a capture file at all").unwrap();
+    let o = run(&junk, &dir.path().join("o1"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("junk.pcap") && err.contains("not a pcap"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("o1").exists(),
+        "nothing written for an unreadable file"
+    );
+    let missing = run(&dir.path().join("nope.pcap"), &dir.path().join("o2"));
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.pcap"));
+
+    let good = dir.path().join("good.pcap");
+    let mut w = PcapWriter::new(
+        std::fs::File::create(&good).unwrap(),
+        LinkType::ETHERNET,
+        65535,
+        false,
+        false,
+    )
+    .unwrap();
+    for i in 0..100u64 {
+        let f = Builder::ethernet()
+            .ipv4([10, 0, 0, 1], [10, 0, (i % 10) as u8, 2])
+            .udp(5000, 53)
+            .payload(&[0; 40])
+            .build();
+        w.write(
+            1_700_000_000_000_000_000 + i * 1_000_000,
+            &f,
+            f.len() as u32,
+        )
+        .unwrap();
+    }
+    drop(w);
+    let o = run(&good, &dir.path().join("o3"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("10 flows, 10 records"), "{out}");
+    assert!(out.contains("wrote"), "{out}");
+
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.path().join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 30]).unwrap();
+    let o = run(&cut, &dir.path().join("o4"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("truncated") && err.contains("records of the packets before it were written"),
+        "{err}"
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("o4"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.iter().any(|f| f.ends_with(".parquet")), "{files:?}");
+    assert!(
+        !files.iter().any(|f| f.starts_with('.')),
+        "no temporary file left: {files:?}"
+    );
+}
