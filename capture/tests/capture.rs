@@ -1423,6 +1423,10 @@ fn xdp_capture_over_veth_delivers_every_frame_once() {
         );
         drop(src);
         assert!(!xdp_attached(&h), "program detached on drop");
+        // The kernel frees the queue in deferred work: reopening at once must still work.
+        let again = spec.open_xdp(&cfg).unwrap();
+        assert!(xdp_attached(&h));
+        drop(again);
     }
 }
 

@@ -71,6 +71,12 @@ const XDP_PACKET_HEADROOM: u32 = 256;
 const SOL_XDP: libc::c_int = 283;
 const XDP_OPTIONS: libc::c_int = 8;
 const XDP_OPTIONS_ZEROCOPY: u32 = 1;
+/// Traffic seen less than this ago counts as "flowing" (see `wait_readable`).
+const BUSY_NS: u64 = 10_000_000;
+/// How long the reader naps while traffic flows and the RX rings are empty: with the default
+/// timer slack about 100 µs, i.e. at most 10 000 wakeups per second. 16 K frames hold far
+/// more than 100 µs of traffic at any rate a veth or 10G NIC delivers to one queue.
+const NAP: Duration = Duration::from_micros(50);
 
 /// Where the XDP program runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +271,8 @@ pub struct XdpSource {
     /// The frame lent by the last `next_packet` (PacketSource use).
     lent_one: Option<u64>,
     next_queue: usize,
+    /// When frames were last received (CLOCK_MONOTONIC ns, 0 = never).
+    last_rx_mono: u64,
     clock: ClockOffset,
     last_ts: u64,
     out_of_order: u64,
@@ -381,6 +389,41 @@ fn mono_ns() -> u64 {
         .wrapping_add(ts.tv_nsec as u64)
 }
 
+/// A failed bind; `busy` if the kernel still holds the queue (EBUSY).
+struct BindFail {
+    err: SourceError,
+    busy: bool,
+}
+
+impl From<SourceError> for BindFail {
+    fn from(err: SourceError) -> Self {
+        BindFail { err, busy: false }
+    }
+}
+
+/// [`bind_queues`], retried while the queue is busy: the kernel releases a queue whose socket
+/// was just closed (e.g. a capture restarted on the same interface) in deferred work, and
+/// binding it again right away gives EBUSY for a few milliseconds.
+fn bind_queues_retry(
+    area: &UmemArea,
+    iface: &str,
+    queues: u32,
+    per_queue: u32,
+    frame_size: u32,
+    zero_copy: bool,
+) -> Result<(Umem, Vec<Queue>), SourceError> {
+    let t0 = std::time::Instant::now();
+    loop {
+        match bind_queues(area, iface, queues, per_queue, frame_size, zero_copy) {
+            Ok(r) => return Ok(r),
+            Err(f) if f.busy && t0.elapsed() < Duration::from_secs(2) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(f) => return Err(f.err),
+        }
+    }
+}
+
 /// Sockets and rings for every queue, bound in one mode.
 fn bind_queues(
     area: &UmemArea,
@@ -389,7 +432,7 @@ fn bind_queues(
     per_queue: u32,
     frame_size: u32,
     zero_copy: bool,
-) -> Result<(Umem, Vec<Queue>), SourceError> {
+) -> Result<(Umem, Vec<Queue>), BindFail> {
     let umem_cfg = UmemConfig {
         fill_size: (2 * per_queue).next_power_of_two(),
         complete_size: per_queue.next_power_of_two(),
@@ -437,8 +480,12 @@ fn bind_queues(
             )
             .map_err(|e| xerr(iface, "rx ring", e))?;
         let rx = user.map_rx().map_err(|e| xerr(iface, "map rx", e))?;
-        umem.bind(&user)
-            .map_err(|e| xerr(iface, &format!("bind queue {q}"), e))?;
+        if let Err(e) = umem.bind(&user) {
+            return Err(BindFail {
+                busy: e.get_raw() == libc::EBUSY,
+                err: xerr(iface, &format!("bind queue {q}"), e),
+            });
+        }
         let first = u64::from(q) * u64::from(per_queue) * u64::from(frame_size);
         out.push(Queue {
             id: q,
@@ -477,17 +524,14 @@ impl XdpSource {
         let per_queue = ((cfg.frames / queues).max(64) + 1).next_power_of_two() / 2;
         let len = queues as usize * per_queue as usize * cfg.frame_size as usize;
         let area = Arc::new(UmemArea::new(len).map_err(|e| xerr(iface, "umem mapping", e))?);
+        let bind = |zc| bind_queues_retry(&area, iface, queues, per_queue, cfg.frame_size, zc);
         let (umem, queues_v) = match cfg.bind {
-            BindMode::ZeroCopy => {
-                bind_queues(&area, iface, queues, per_queue, cfg.frame_size, true)?
-            }
-            BindMode::Copy => bind_queues(&area, iface, queues, per_queue, cfg.frame_size, false)?,
-            BindMode::Auto => {
-                match bind_queues(&area, iface, queues, per_queue, cfg.frame_size, true) {
-                    Ok(r) => r,
-                    Err(_) => bind_queues(&area, iface, queues, per_queue, cfg.frame_size, false)?,
-                }
-            }
+            BindMode::ZeroCopy => bind(true)?,
+            BindMode::Copy => bind(false)?,
+            BindMode::Auto => match bind(true) {
+                Ok(r) => r,
+                Err(_) => bind(false)?,
+            },
         };
         let mut queues_v = queues_v;
         // Frames first: a packet redirected before the fill ring has frames is dropped.
@@ -548,6 +592,7 @@ impl XdpSource {
             unassigned: 0,
             lent_one: None,
             next_queue: 0,
+            last_rx_mono: 0,
             clock: ClockOffset::default(),
             last_ts: 0,
             out_of_order: 0,
@@ -686,6 +731,9 @@ impl XdpSource {
             }
         }
         self.next_queue = (self.next_queue + 1) % nq;
+        if got > 0 {
+            self.last_rx_mono = mono_ns();
+        }
         got
     }
 }
@@ -741,6 +789,13 @@ impl PacketSource for XdpSource {
 
     fn wait_readable(&mut self, timeout: Duration) {
         if self.queues.iter().any(|q| q.rx.available() > 0) {
+            return;
+        }
+        // The kernel wakes a poller for every frame (unlike TPACKET_V3, which wakes once per
+        // block), which costs a wakeup per packet at moderate rates. While traffic flows, nap
+        // briefly instead and read what accumulated; poll only once the link has gone quiet.
+        if self.last_rx_mono != 0 && mono_ns().wrapping_sub(self.last_rx_mono) < BUSY_NS {
+            std::thread::sleep(NAP.min(timeout));
             return;
         }
         self.fds.clear();
