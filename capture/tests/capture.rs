@@ -1404,14 +1404,14 @@ fn xdp_capture_over_veth_delivers_every_frame_once() {
             "veth has no zero-copy: copy mode reported"
         );
         assert!(xdp_attached(&h));
-        assert_eq!(src.max_frame_len(), 2048 - 256);
+        assert_eq!(src.max_frame_len(), 2048 - 256 - 16);
         let (ws, s) = netns::capture(&net, &frames, &send, |p, ws| p.run_xdp(&mut src, ws));
         netns::check(&ws, &s, &frames);
         assert_eq!(s.source.oversize, 5, "{attach:?}: {s:?}");
         assert_eq!(s.source.kernel_drops, 0, "{attach:?}: {s:?}");
         assert!(
             ws.iter()
-                .all(|w| w.frames.iter().all(|f| frames[f.1].1.len() <= 1792)),
+                .all(|w| w.frames.iter().all(|f| frames[f.1].1.len() <= 1776)),
             "no oversize frame delivered"
         );
         let acc = src.frames_accounted();
