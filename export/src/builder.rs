@@ -40,7 +40,7 @@ use crate::schema::{ExportSchema, TIME_ZONE};
 
 /// Longest text form of an IP address: an IPv6 address with an embedded
 /// IPv4 tail, `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255` (45 bytes).
-const MAX_ADDR_TEXT: usize = 48;
+pub const MAX_ADDR_TEXT: usize = 48;
 
 enum Col {
     Natural(UInt64Builder),
@@ -349,7 +349,9 @@ impl ColumnsBuilder {
 /// Writes the text form of `addr` into `buf`: dotted quad for IPv4 (by hand,
 /// the hot case), RFC 5952 for IPv6 (std's `Display`, which implements it).
 /// `None` cannot happen for a buffer of [`MAX_ADDR_TEXT`] bytes.
-fn addr_text(addr: IpAddr, buf: &mut [u8; MAX_ADDR_TEXT]) -> Option<&str> {
+/// The text form of `addr` (dotted quad, RFC 5952 IPv6) written into `buf`, without the
+/// formatting machinery for IPv4 and without heap allocation.
+pub fn addr_text(addr: IpAddr, buf: &mut [u8; MAX_ADDR_TEXT]) -> Option<&str> {
     let n = match addr {
         IpAddr::V4(a) => {
             let mut n = 0;

@@ -183,6 +183,21 @@ impl ExportSchema {
         })
     }
 
+    /// Marks the columns whose element `required` accepts as never null (Parquet `REQUIRED`:
+    /// no definition levels to write or read). Appending a null to such a column makes
+    /// [`ColumnsBuilder::finish`](crate::ColumnsBuilder::finish) fail.
+    pub fn with_required(mut self, required: impl Fn(&str) -> bool) -> Self {
+        let fields: Vec<Field> = self
+            .arrow
+            .fields()
+            .iter()
+            .zip(&self.columns)
+            .map(|(f, c)| f.as_ref().clone().with_nullable(!required(&c.element)))
+            .collect();
+        self.arrow = Arc::new(Schema::new(fields));
+        self
+    }
+
     /// The columns, in result order.
     pub fn columns(&self) -> &[Column] {
         &self.columns

@@ -6,7 +6,7 @@
 //! ```text
 //! cargo build --release -p mplane-bench --bin flow_parquet
 //! target/release/flow_parquet /dev/shm/flows.pcap [--repeat 5] [--zstd 3] [--columns all|tstat]
-//!     [--row-group ROWS]
+//!     [--row-group ROWS] [--all-nullable]
 //! ```
 //!
 //! Reports, per run, records/s of the build (worker side), of the write (export thread's
@@ -19,9 +19,10 @@ use std::time::{Instant, SystemTime};
 use anyhow::{Context, Result};
 use mplane_capture::pipeline::{Pipeline, PipelineConfig};
 use mplane_capture::source::pcap::PcapFile;
-use mplane_export::{ColumnsBuilder, ExportSchema, Sink, SinkConfig};
+use mplane_export::{ExportSchema, Sink, SinkConfig};
 use mplane_probe::passive::columns::{ColumnContext, FILE_COLUMNS, FlowColumns};
 use mplane_probe::passive::meter::{FlowMeter, MeterConfig, VecSink};
+use mplane_probe::passive::record::StrRef;
 use mplane_probe::services::passive::TSTAT_CORE_COLUMNS;
 
 fn thread_cpu() -> f64 {
@@ -44,12 +45,14 @@ fn main() -> Result<()> {
     let mut zstd = 3;
     let mut cols = "all".to_string();
     let mut rg = 16 * 1024;
+    let mut all_nullable = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--repeat" => repeat = args.next().context("--repeat N")?.parse()?,
             "--zstd" => zstd = args.next().context("--zstd L")?.parse()?,
             "--columns" => cols = args.next().context("--columns all|tstat")?,
             "--row-group" => rg = args.next().context("--row-group ROWS")?.parse()?,
+            "--all-nullable" => all_nullable = true,
             f => file = Some(f.to_string()),
         }
     }
@@ -70,7 +73,12 @@ fn main() -> Result<()> {
         _ => FILE_COLUMNS.iter().map(|s| s.to_string()).collect(),
     };
     let reg = mplane_probe::registry::probe_registry()?;
-    let schema = Arc::new(ExportSchema::from_registry(&reg, &elements)?);
+    let schema = ExportSchema::from_registry(&reg, &elements)?;
+    let schema = Arc::new(if all_nullable {
+        schema
+    } else {
+        schema.with_required(FlowColumns::is_required)
+    });
     let fc = FlowColumns::new(&elements)?;
     let ctx = ColumnContext {
         interface: "bench".into(),
@@ -86,17 +94,28 @@ fn main() -> Result<()> {
         cfg.writer.row_group_rows = rg;
         cfg.time_column = Some("start".into());
         let mut sink = Sink::open(cfg, schema.clone())?;
-        let mut b = ColumnsBuilder::new(schema.clone(), 8192);
         let mut batches = Vec::new();
         let c0 = thread_cpu();
+        // as the sink does: records buffered with their names, 8 Ki per batch, built column
+        // by column
+        let mut buf = Vec::with_capacity(8192);
+        let mut names = Vec::new();
         for (r, name) in &recs {
-            fc.append(&mut b, r, name, &ctx)?;
-            if b.len() == 8192 {
-                batches.push(b.finish()?);
+            let mut r = *r;
+            r.app.name = StrRef {
+                offset: names.len() as u32,
+                len: name.len() as u16,
+            };
+            names.extend_from_slice(name);
+            buf.push(r);
+            if buf.len() == 8192 {
+                batches.push(fc.record_batch(&schema, &buf, &names, &ctx)?);
+                buf.clear();
+                names.clear();
             }
         }
-        if !b.is_empty() {
-            batches.push(b.finish()?);
+        if !buf.is_empty() {
+            batches.push(fc.record_batch(&schema, &buf, &names, &ctx)?);
         }
         let c1 = thread_cpu();
         let now = SystemTime::now();

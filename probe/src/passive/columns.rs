@@ -12,7 +12,15 @@ use std::net::IpAddr;
 
 use mplane::value::{TimeValue, Timestamp, Value};
 use mplane_capture::flow::KeyKind;
-use mplane_export::{ColumnsBuilder, ExportError};
+use std::sync::Arc;
+
+use mplane_export::arrow_array::builder::{
+    BooleanBuilder, Float64Builder, StringBuilder, TimestampNanosecondBuilder, UInt64Builder,
+};
+use mplane_export::arrow_array::{ArrayRef, RecordBatch};
+use mplane_export::builder::{MAX_ADDR_TEXT, addr_text};
+use mplane_export::schema::TIME_ZONE;
+use mplane_export::{ColumnsBuilder, ExportError, ExportSchema};
 
 use super::record::{AppKind, DirRecord, FlowRecord, NO_TIME_US, RttStats};
 
@@ -292,6 +300,72 @@ fn name_str(name: &[u8]) -> &str {
 }
 
 impl FlowField {
+    /// `true` when the field may have no value (see [`FlowField::cell`]); every other field
+    /// always has one, so files declare it `REQUIRED`.
+    pub fn nullable(self) -> bool {
+        use FlowField as F;
+        matches!(
+            self,
+            F::SourceIp4
+                | F::DestinationIp4
+                | F::SourceIp6
+                | F::DestinationIp6
+                | F::TunnelType
+                | F::IcmpType
+                | F::IcmpCode
+                | F::StartFwd
+                | F::EndFwd
+                | F::StartBwd
+                | F::EndBwd
+                | F::SrcTtlMin
+                | F::SrcTtlMax
+                | F::DstTtlMin
+                | F::DstTtlMax
+                | F::TstatTtlMin
+                | F::TstatTtlMax
+                | F::SrcMss
+                | F::DstMss
+                | F::SrcWinScale
+                | F::DstWinScale
+                | F::SrcWs
+                | F::DstWs
+                | F::SrcTs
+                | F::DstTs
+                | F::SrcSack
+                | F::DstSack
+                | F::SrcTtfp
+                | F::DstTtfp
+                | F::SrcTtlp
+                | F::DstTtlp
+                | F::SrcTtfa
+                | F::DstTtfa
+                | F::HsSource
+                | F::HsDestination
+                | F::RttFwdMin
+                | F::RttFwdAvg
+                | F::RttFwdMax
+                | F::RttFwdStd
+                | F::RttBwdMin
+                | F::RttBwdAvg
+                | F::RttBwdMax
+                | F::RttBwdStd
+                | F::TstatRttAvg
+                | F::TstatRttMin
+                | F::TstatRttMax
+                | F::TstatRttStd
+                | F::ClassConn
+                | F::ClassP2p
+                | F::ClassHttp
+                | F::AppProtocol
+                | F::DnsQname
+                | F::DnsQtype
+                | F::DnsRcode
+                | F::TlsSni
+                | F::HttpHost
+                | F::QuicSni
+        )
+    }
+
     /// The value of this field for `r` (`name` is the record's application string).
     pub fn cell<'a>(self, r: &FlowRecord, name: &'a [u8], ctx: &'a ColumnContext) -> Cell<'a> {
         use FlowField as F;
@@ -547,6 +621,11 @@ impl FlowColumns {
         &self.fields
     }
 
+    /// `true` when `element` is a flow field that always has a value.
+    pub fn is_required(element: &str) -> bool {
+        FlowField::from_element(element).is_some_and(|f| !f.nullable())
+    }
+
     /// Element names in order.
     pub fn elements(&self) -> Vec<&'static str> {
         self.fields.iter().map(|f| f.element()).collect()
@@ -558,6 +637,95 @@ impl FlowColumns {
             .iter()
             .map(|f| f.cell(r, name, ctx).to_value())
             .collect()
+    }
+
+    /// Builds one Arrow batch of `schema` (these columns, in this order) from `recs`, column
+    /// by column: each column is one tight loop over the records into a typed builder, which
+    /// is several times faster than appending record by record. Each record's application
+    /// name is its `app.name` range in `names`.
+    pub fn record_batch(
+        &self,
+        schema: &ExportSchema,
+        recs: &[FlowRecord],
+        names: &[u8],
+        ctx: &ColumnContext,
+    ) -> Result<RecordBatch, ExportError> {
+        use mplane::registry::Primitive as P;
+        let n = recs.len();
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.fields.len());
+        let mismatch = |column: usize, expected: P| ExportError::TypeMismatch {
+            column,
+            expected,
+            got: "flow field",
+        };
+        for (i, (f, col)) in self.fields.iter().zip(schema.columns()).enumerate() {
+            let cells = recs.iter().map(|r| f.cell(r, r.app.name.get(names), ctx));
+            let a: ArrayRef = match col.prim {
+                P::Natural => {
+                    let mut b = UInt64Builder::with_capacity(n);
+                    for c in cells {
+                        match c {
+                            Cell::U64(v) => b.append_value(v),
+                            Cell::Null => b.append_null(),
+                            _ => return Err(mismatch(i, col.prim)),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                P::Real => {
+                    let mut b = Float64Builder::with_capacity(n);
+                    for c in cells {
+                        match c {
+                            Cell::F64(v) => b.append_value(v),
+                            Cell::Null => b.append_null(),
+                            _ => return Err(mismatch(i, col.prim)),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                P::Boolean => {
+                    let mut b = BooleanBuilder::with_capacity(n);
+                    for c in cells {
+                        match c {
+                            Cell::Bool(v) => b.append_value(v),
+                            Cell::Null => b.append_null(),
+                            _ => return Err(mismatch(i, col.prim)),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                P::Time => {
+                    let mut b =
+                        TimestampNanosecondBuilder::with_capacity(n).with_timezone(TIME_ZONE);
+                    for c in cells {
+                        match c {
+                            Cell::Time(ns) => b.append_value(ns.min(i64::MAX as u64) as i64),
+                            Cell::Null => b.append_null(),
+                            _ => return Err(mismatch(i, col.prim)),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                P::Address | P::String | P::Url => {
+                    let mut b = StringBuilder::with_capacity(n, n * 16);
+                    let mut buf = [0u8; MAX_ADDR_TEXT];
+                    for c in cells {
+                        match c {
+                            Cell::Str(s) => b.append_value(s),
+                            Cell::Addr(a) => match addr_text(a, &mut buf) {
+                                Some(s) => b.append_value(s),
+                                None => b.append_null(),
+                            },
+                            Cell::Null => b.append_null(),
+                            _ => return Err(mismatch(i, col.prim)),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+            };
+            arrays.push(a);
+        }
+        RecordBatch::try_new(schema.arrow().clone(), arrays).map_err(ExportError::from)
     }
 
     /// Appends the record to `b` (whose schema has these columns in this order).
@@ -746,6 +914,14 @@ mod tests {
         }
         FlowColumns::new(FILE_COLUMNS).unwrap();
         assert!(FlowColumns::new(&["nope"]).is_err());
+        // fields declared never null are never null, even for an empty record
+        for f in FlowField::ALL {
+            if !f.nullable() {
+                for r in records.iter().chain([&FlowRecord::default()]) {
+                    assert_ne!(f.cell(r, b"", &ctx), Cell::Null, "{}", f.element());
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,20 +1,20 @@
 //! Flow records into Parquet: a [`RecordSink`] that builds Arrow batches on the worker and
 //! hands them to an `mplane-export` [`ExportThread`](mplane_export::ExportThread).
 //!
-//! The worker appends each record to its own [`ColumnsBuilder`] (no allocation until a batch
-//! is finished); a full batch goes to the export thread, which encodes and writes Parquet off
-//! the worker's core. Replay hands batches over with back-pressure (a slow disk holds the
+//! The worker keeps each record in a preallocated buffer; a full buffer becomes one Arrow batch,
+//! built column by column ([`FlowColumns::record_batch`]), and goes to the export thread, which
+//! encodes and writes Parquet off the worker's core. Replay hands batches over with back-pressure (a slow disk holds the
 //! reader back, nothing is dropped); live capture never blocks: a batch that finds the queue
 //! full is dropped and its rows counted, and a batch is also handed over once it is older than
 //! [`ParquetRecords::max_delay`] so files keep up with a quiet link.
 
 use std::sync::Arc;
 
-use mplane_export::{ColumnsBuilder, ExportSchema, SinkHandle};
+use mplane_export::{ExportSchema, SinkHandle};
 
 use super::columns::{ColumnContext, FlowColumns};
 use super::meter::RecordSink;
-use super::record::FlowRecord;
+use super::record::{FlowRecord, StrRef};
 
 /// Rows per Arrow batch handed to the export thread.
 pub const BATCH_ROWS: usize = 8192;
@@ -31,7 +31,9 @@ pub enum Delivery {
 /// Records → Arrow batches → export thread. See the module doc.
 #[derive(Debug)]
 pub struct ParquetRecords {
-    builder: ColumnsBuilder,
+    schema: Arc<ExportSchema>,
+    recs: Vec<FlowRecord>,
+    names: Vec<u8>,
     cols: FlowColumns,
     ctx: Arc<ColumnContext>,
     handle: SinkHandle,
@@ -42,8 +44,8 @@ pub struct ParquetRecords {
     pub max_delay: u64,
     /// Records taken.
     pub records: u64,
-    /// Records lost to builder errors (never expected: the columns are checked against the
-    /// schema at construction).
+    /// Records lost to batch errors (never expected: the columns are checked against the
+    /// schema at construction and by the tests).
     pub build_errors: u64,
     /// Earliest packet time seen in a record.
     pub first_ns: u64,
@@ -71,7 +73,9 @@ impl ParquetRecords {
         let elements: Vec<&str> = schema.element_names().collect();
         let cols = FlowColumns::new(&elements)?;
         Ok(ParquetRecords {
-            builder: ColumnsBuilder::new(schema, BATCH_ROWS),
+            schema,
+            recs: Vec::with_capacity(BATCH_ROWS),
+            names: Vec::with_capacity(BATCH_ROWS * 32),
             cols,
             ctx,
             handle,
@@ -86,11 +90,17 @@ impl ParquetRecords {
     }
 
     fn hand_over(&mut self) {
-        if self.builder.is_empty() {
+        if self.recs.is_empty() {
             return;
         }
         self.batch_since = None;
-        match self.builder.finish() {
+        let built = self
+            .cols
+            .record_batch(&self.schema, &self.recs, &self.names, &self.ctx);
+        let n = self.recs.len() as u64;
+        self.recs.clear();
+        self.names.clear();
+        match built {
             Ok(batch) => match self.delivery {
                 Delivery::Blocking => {
                     // fails only when the export thread stopped; its rows are counted there
@@ -100,7 +110,7 @@ impl ParquetRecords {
                     let _ = self.handle.try_send(batch);
                 }
             },
-            Err(_) => self.build_errors += 1,
+            Err(_) => self.build_errors += n,
         }
     }
 }
@@ -113,17 +123,14 @@ impl RecordSink for ParquetRecords {
         if self.batch_since.is_none() {
             self.batch_since = Some(rec.last_ns());
         }
-        if self
-            .cols
-            .append(&mut self.builder, rec, name, &self.ctx)
-            .is_err()
-        {
-            // a half-appended row would misalign the columns: drop the batch
-            self.build_errors += self.builder.len() as u64;
-            let _ = self.builder.finish();
-            return;
-        }
-        if self.builder.len() >= BATCH_ROWS {
+        let mut r = *rec;
+        r.app.name = StrRef {
+            offset: self.names.len() as u32,
+            len: name.len() as u16,
+        };
+        self.names.extend_from_slice(name);
+        self.recs.push(r);
+        if self.recs.len() >= BATCH_ROWS {
             self.hand_over();
         }
     }

@@ -21,7 +21,7 @@ use mplane_export::{
     CommittedFile, ExportError, ExportSchema, ExportThread, FileMetadata, Partitioning, SinkConfig,
 };
 
-use super::columns::{ColumnContext, FILE_COLUMNS};
+use super::columns::{ColumnContext, FILE_COLUMNS, FlowColumns};
 use super::export::{Delivery, ParquetRecords, ParquetRecordsError};
 use super::ipfix::{Either, IpfixRecords, IpfixTarget, Losses, NoSink, Tee};
 use super::meter::{FlowMeter, MeterConfig, MeterCounters};
@@ -185,7 +185,9 @@ pub fn replay(
     file.set_window(REPLAY_WINDOW);
     let file_len = std::fs::metadata(&cfg.input).map(|m| m.len()).unwrap_or(0);
     let reg = registry::probe_registry()?;
-    let schema = Arc::new(ExportSchema::from_registry(&reg, FILE_COLUMNS)?);
+    let schema = Arc::new(
+        ExportSchema::from_registry(&reg, FILE_COLUMNS)?.with_required(FlowColumns::is_required),
+    );
     let workers = cfg.workers.max(1);
     let pipeline = Pipeline::new(PipelineConfig {
         workers,

@@ -467,7 +467,9 @@ impl PassiveService {
         };
         let reg = registry::probe_registry().map_err(|e| e.to_string())?;
         let schema = Arc::new(
-            ExportSchema::from_registry(&reg, &cols.elements()).map_err(|e| e.to_string())?,
+            ExportSchema::from_registry(&reg, &cols.elements())
+                .map_err(|e| e.to_string())?
+                .with_required(FlowColumns::is_required),
         );
         let job = spec
             .token
@@ -705,7 +707,8 @@ impl PassiveService {
                 };
                 let schema = Arc::new(
                     ExportSchema::from_registry(&reg, crate::passive::columns::FILE_COLUMNS)
-                        .map_err(|e| e.to_string())?,
+                        .map_err(|e| e.to_string())?
+                        .with_required(FlowColumns::is_required),
                 );
                 let mut cfg = SinkConfig::new(root.join(format!("{label}-{job}")), "flows");
                 cfg.time_column = Some("start".into());
