@@ -6,7 +6,7 @@
 //! ```text
 //! cargo build --release -p mplane-bench --bin flow_parquet
 //! target/release/flow_parquet /dev/shm/flows.pcap [--repeat 5] [--zstd 3] [--columns all|tstat]
-//!     [--row-group ROWS] [--all-nullable]
+//!     [--row-group ROWS] [--all-nullable] [--plain]
 //! ```
 //!
 //! Reports, per run, records/s of the build (worker side), of the write (export thread's
@@ -46,6 +46,7 @@ fn main() -> Result<()> {
     let mut cols = "all".to_string();
     let mut rg = 16 * 1024;
     let mut all_nullable = false;
+    let mut plain = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--repeat" => repeat = args.next().context("--repeat N")?.parse()?,
@@ -53,6 +54,7 @@ fn main() -> Result<()> {
             "--columns" => cols = args.next().context("--columns all|tstat")?,
             "--row-group" => rg = args.next().context("--row-group ROWS")?.parse()?,
             "--all-nullable" => all_nullable = true,
+            "--plain" => plain = true,
             f => file = Some(f.to_string()),
         }
     }
@@ -92,6 +94,7 @@ fn main() -> Result<()> {
         let mut cfg = SinkConfig::new(dir.path(), "bench");
         cfg.writer.zstd_level = zstd;
         cfg.writer.row_group_rows = rg;
+        cfg.writer.delta_integers = !plain;
         cfg.time_column = Some("start".into());
         let mut sink = Sink::open(cfg, schema.clone())?;
         let mut batches = Vec::new();

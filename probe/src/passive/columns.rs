@@ -138,6 +138,22 @@ macro_rules! fields {
             pub fn from_element(element: &str) -> Option<FlowField> {
                 match element { $($name => Some(FlowField::$variant),)* _ => None }
             }
+            /// Appends this field of each record to `b`. Each arm calls [`FlowField::cell`]
+            /// with a constant field, so the per-cell `match` folds away and every column is
+            /// a loop of its own.
+            fn extend_column(
+                self,
+                b: &mut TypedBuilder,
+                recs: &[FlowRecord],
+                names: &[u8],
+                ctx: &ColumnContext,
+            ) -> Result<(), mplane::registry::Primitive> {
+                match self { $(
+                    FlowField::$variant => {
+                        b.extend(recs, |r| FlowField::$variant.cell(r, r.app.name.get(names), ctx))
+                    }
+                )* }
+            }
         }
     };
 }
@@ -367,6 +383,7 @@ impl FlowField {
     }
 
     /// The value of this field for `r` (`name` is the record's application string).
+    #[inline(always)]
     pub fn cell<'a>(self, r: &FlowRecord, name: &'a [u8], ctx: &'a ColumnContext) -> Cell<'a> {
         use FlowField as F;
         let (f, b) = (&r.fwd, &r.bwd);
@@ -639,10 +656,11 @@ impl FlowColumns {
             .collect()
     }
 
-    /// Builds one Arrow batch of `schema` (these columns, in this order) from `recs`, column
-    /// by column: each column is one tight loop over the records into a typed builder, which
-    /// is several times faster than appending record by record. Each record's application
-    /// name is its `app.name` range in `names`.
+    /// Builds one Arrow batch of `schema` (these columns, in this order) from `recs`. The
+    /// records are taken [`CHUNK_RECORDS`] at a time, a block small enough to stay in the L2
+    /// cache, and within a block column by column: each column is one tight loop into its
+    /// typed builder, so a record's cache lines are read from memory once, not once per
+    /// column. Each record's application name is its `app.name` range in `names`.
     pub fn record_batch(
         &self,
         schema: &ExportSchema,
@@ -650,81 +668,31 @@ impl FlowColumns {
         names: &[u8],
         ctx: &ColumnContext,
     ) -> Result<RecordBatch, ExportError> {
-        use mplane::registry::Primitive as P;
         let n = recs.len();
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.fields.len());
-        let mismatch = |column: usize, expected: P| ExportError::TypeMismatch {
-            column,
-            expected,
-            got: "flow field",
-        };
-        for (i, (f, col)) in self.fields.iter().zip(schema.columns()).enumerate() {
-            let cells = recs.iter().map(|r| f.cell(r, r.app.name.get(names), ctx));
-            let a: ArrayRef = match col.prim {
-                P::Natural => {
-                    let mut b = UInt64Builder::with_capacity(n);
-                    for c in cells {
-                        match c {
-                            Cell::U64(v) => b.append_value(v),
-                            Cell::Null => b.append_null(),
-                            _ => return Err(mismatch(i, col.prim)),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-                P::Real => {
-                    let mut b = Float64Builder::with_capacity(n);
-                    for c in cells {
-                        match c {
-                            Cell::F64(v) => b.append_value(v),
-                            Cell::Null => b.append_null(),
-                            _ => return Err(mismatch(i, col.prim)),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-                P::Boolean => {
-                    let mut b = BooleanBuilder::with_capacity(n);
-                    for c in cells {
-                        match c {
-                            Cell::Bool(v) => b.append_value(v),
-                            Cell::Null => b.append_null(),
-                            _ => return Err(mismatch(i, col.prim)),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-                P::Time => {
-                    let mut b =
-                        TimestampNanosecondBuilder::with_capacity(n).with_timezone(TIME_ZONE);
-                    for c in cells {
-                        match c {
-                            Cell::Time(ns) => b.append_value(ns.min(i64::MAX as u64) as i64),
-                            Cell::Null => b.append_null(),
-                            _ => return Err(mismatch(i, col.prim)),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-                P::Address | P::String | P::Url => {
-                    let mut b = StringBuilder::with_capacity(n, n * 16);
-                    let mut buf = [0u8; MAX_ADDR_TEXT];
-                    for c in cells {
-                        match c {
-                            Cell::Str(s) => b.append_value(s),
-                            Cell::Addr(a) => match addr_text(a, &mut buf) {
-                                Some(s) => b.append_value(s),
-                                None => b.append_null(),
-                            },
-                            Cell::Null => b.append_null(),
-                            _ => return Err(mismatch(i, col.prim)),
-                        }
-                    }
-                    Arc::new(b.finish())
-                }
-            };
-            arrays.push(a);
+        let mut builders: Vec<TypedBuilder> = schema
+            .columns()
+            .iter()
+            .map(|c| TypedBuilder::new(c.prim, n))
+            .collect();
+        if builders.len() != self.fields.len() {
+            return Err(ExportError::Config(format!(
+                "{} flow columns for a schema of {}",
+                self.fields.len(),
+                builders.len()
+            )));
         }
+        for chunk in recs.chunks(CHUNK_RECORDS) {
+            for (i, (&f, b)) in self.fields.iter().zip(&mut builders).enumerate() {
+                f.extend_column(b, chunk, names, ctx).map_err(|expected| {
+                    ExportError::TypeMismatch {
+                        column: i,
+                        expected,
+                        got: "flow field",
+                    }
+                })?;
+            }
+        }
+        let arrays = builders.into_iter().map(TypedBuilder::finish).collect();
         RecordBatch::try_new(schema.arrow().clone(), arrays).map_err(ExportError::from)
     }
 
@@ -748,6 +716,110 @@ impl FlowColumns {
             }
         }
         Ok(())
+    }
+}
+
+/// Records per block of [`FlowColumns::record_batch`]: 256 records of ≤ 512 bytes are
+/// 128 KiB, well inside any L2 cache, with the builders' tails beside them.
+pub const CHUNK_RECORDS: usize = 256;
+
+/// An Arrow builder of one column's primitive.
+enum TypedBuilder {
+    U64(UInt64Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Time(TimestampNanosecondBuilder),
+    Text(StringBuilder),
+}
+
+impl TypedBuilder {
+    fn new(prim: mplane::registry::Primitive, n: usize) -> Self {
+        use mplane::registry::Primitive as P;
+        match prim {
+            P::Natural => TypedBuilder::U64(UInt64Builder::with_capacity(n)),
+            P::Real => TypedBuilder::F64(Float64Builder::with_capacity(n)),
+            P::Boolean => TypedBuilder::Bool(BooleanBuilder::with_capacity(n)),
+            P::Time => TypedBuilder::Time(
+                TimestampNanosecondBuilder::with_capacity(n).with_timezone(TIME_ZONE),
+            ),
+            P::Address | P::String | P::Url => {
+                TypedBuilder::Text(StringBuilder::with_capacity(n, n * 8))
+            }
+        }
+    }
+
+    /// Appends `cell(r)` for each record; on a cell of the wrong kind, the primitive this
+    /// column expected.
+    #[inline]
+    fn extend<'a>(
+        &mut self,
+        recs: &'a [FlowRecord],
+        mut cell: impl FnMut(&'a FlowRecord) -> Cell<'a>,
+    ) -> Result<(), mplane::registry::Primitive> {
+        use mplane::registry::Primitive as P;
+        match self {
+            TypedBuilder::U64(b) => {
+                for r in recs {
+                    match cell(r) {
+                        Cell::U64(v) => b.append_value(v),
+                        Cell::Null => b.append_null(),
+                        _ => return Err(P::Natural),
+                    }
+                }
+            }
+            TypedBuilder::F64(b) => {
+                for r in recs {
+                    match cell(r) {
+                        Cell::F64(v) => b.append_value(v),
+                        Cell::Null => b.append_null(),
+                        _ => return Err(P::Real),
+                    }
+                }
+            }
+            TypedBuilder::Bool(b) => {
+                for r in recs {
+                    match cell(r) {
+                        Cell::Bool(v) => b.append_value(v),
+                        Cell::Null => b.append_null(),
+                        _ => return Err(P::Boolean),
+                    }
+                }
+            }
+            TypedBuilder::Time(b) => {
+                for r in recs {
+                    match cell(r) {
+                        Cell::Time(ns) => b.append_value(ns.min(i64::MAX as u64) as i64),
+                        Cell::Null => b.append_null(),
+                        _ => return Err(P::Time),
+                    }
+                }
+            }
+            TypedBuilder::Text(b) => {
+                let mut buf = [0u8; MAX_ADDR_TEXT];
+                for r in recs {
+                    match cell(r) {
+                        Cell::Str(s) => b.append_value(s),
+                        Cell::Addr(a) => match addr_text(a, &mut buf) {
+                            Some(s) => b.append_value(s),
+                            None => b.append_null(),
+                        },
+                        Cell::Null => b.append_null(),
+                        _ => return Err(P::String),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            TypedBuilder::U64(mut b) => Arc::new(b.finish()),
+            TypedBuilder::F64(mut b) => Arc::new(b.finish()),
+            TypedBuilder::Bool(mut b) => Arc::new(b.finish()),
+            TypedBuilder::Time(mut b) => Arc::new(b.finish()),
+            TypedBuilder::Text(mut b) => Arc::new(b.finish()),
+        }
     }
 }
 
