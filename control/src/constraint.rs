@@ -79,12 +79,12 @@ impl Constraint {
         if text.starts_with(RANGE_SEP) {
             return Err(ConstraintError::BadRange(text.into()));
         }
-        if let Some(pos) = text.find(RANGE_SEP)
+        if let Some(pos) = crate::text::find(text, RANGE_SEP)
             && pos > 0
         {
             let a = &text[..pos];
             let b = &text[pos + RANGE_SEP.len()..];
-            if b.contains(RANGE_SEP) {
+            if crate::text::contains(b, RANGE_SEP) {
                 return Err(ConstraintError::BadRange(text.into()));
             }
             let (a, b) = (a.trim(), b.trim());

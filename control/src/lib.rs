@@ -34,6 +34,7 @@ pub mod constraint;
 pub mod model;
 pub mod registry;
 pub mod scheduler;
+mod text;
 pub mod tls;
 pub mod value;
 pub mod when;

@@ -23,7 +23,7 @@
 //! unknown registry URIs over plain HTTP(S) at parse time, so reference clients
 //! preload the file (`registry_preload`).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -248,7 +248,7 @@ fn core() -> &'static Arc<Registry> {
     static CORE: std::sync::OnceLock<Arc<Registry>> = std::sync::OnceLock::new();
     CORE.get_or_init(|| {
         let empty = Registries {
-            by_uri: HashMap::new(),
+            by_uri: HashMap::default(),
             order: Vec::new(),
             allow_files: false,
         };
@@ -266,7 +266,7 @@ impl Registries {
     /// (`file:` or no scheme) are not loaded unless [`Registries::allow_files`].
     pub fn new() -> Self {
         let c = core().clone();
-        let mut by_uri = HashMap::new();
+        let mut by_uri = HashMap::default();
         by_uri.insert(CORE_URI.to_string(), c);
         Registries {
             by_uri,
@@ -407,7 +407,7 @@ impl Registries {
             revision,
             includes: Vec::new(),
             elements: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
         };
         stack.push(uri.clone());
         if let Some(inc) = obj.get("includes") {

@@ -128,6 +128,9 @@ impl Timestamp {
     /// than six digits are truncated to microseconds instead of rejected.
     pub fn parse(text: &str) -> Option<Timestamp> {
         let b = text.as_bytes();
+        if let Some(t) = Timestamp::parse_canonical(b) {
+            return Some(t);
+        }
         let mut i = 0;
         let num = |i: &mut usize, min: usize, max: usize| -> Option<i64> {
             let start = *i;
@@ -201,6 +204,34 @@ impl Timestamp {
         }
         Timestamp::from_civil(
             y, mo as u32, d as u32, h as u32, mi as u32, s as u32, us as u32,
+        )
+    }
+
+    /// The forms the reference writes, `YYYY-MM-DD HH:MM:SS.ffffff` and
+    /// `YYYY-MM-DD HH:MM:SS`, read at fixed offsets; `None` for any other text
+    /// (which the general reader then handles).
+    fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
+        if !(b.len() == 19 || b.len() == 26) {
+            return None;
+        }
+        let seps = [(4, b'-'), (7, b'-'), (10, b' '), (13, b':'), (16, b':')];
+        if seps.iter().any(|&(i, c)| b[i] != c) || (b.len() == 26 && b[19] != b'.') {
+            return None;
+        }
+        let num = |from: usize, to: usize| -> Option<i64> {
+            b[from..to].iter().try_fold(0i64, |v, &c| {
+                c.is_ascii_digit().then(|| v * 10 + (c - b'0') as i64)
+            })
+        };
+        let us = if b.len() == 26 { num(20, 26)? } else { 0 };
+        Timestamp::from_civil(
+            num(0, 4)?,
+            num(5, 7)? as u32,
+            num(8, 10)? as u32,
+            num(11, 13)? as u32,
+            num(14, 16)? as u32,
+            num(17, 19)? as u32,
+            us as u32,
         )
     }
 
@@ -347,6 +378,18 @@ impl Value {
     pub fn check(prim: Primitive, text: &str) -> Result<(), ValueError> {
         match prim {
             Primitive::String | Primitive::Url => Ok(()),
+            // the forms on the wire, checked without building the value
+            Primitive::Natural
+                if (1..=19).contains(&text.len()) && text.bytes().all(|c| c.is_ascii_digit()) =>
+            {
+                Ok(())
+            }
+            Primitive::Time => match text {
+                NONE | "past" | "now" | "future" => Ok(()),
+                _ => Timestamp::parse(text)
+                    .map(|_| ())
+                    .ok_or_else(|| invalid(prim, text)),
+            },
             _ => Value::parse(prim, text).map(|_| ()),
         }
     }

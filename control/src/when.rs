@@ -435,10 +435,10 @@ impl When {
         let malformed = || WhenError::Malformed(text.chars().take(200).collect());
         if let Some(rest) = text.strip_prefix("repeat ") {
             // inner scope
-            let (outer_and_cron, inner) = match rest.find(" { ") {
+            let (outer_and_cron, inner) = match crate::text::find(rest, " { ") {
                 Some(i) => {
                     let tail = &rest[i + 3..];
-                    let close = tail.find(" }").ok_or_else(malformed)?;
+                    let close = crate::text::find(tail, " }").ok_or_else(malformed)?;
                     let after = &tail[close + 2..];
                     if !after.trim().is_empty() {
                         return Err(malformed());
@@ -447,7 +447,7 @@ impl When {
                 }
                 None => (rest, None),
             };
-            let (outer, crontab) = match outer_and_cron.split_once(" cron ") {
+            let (outer, crontab) = match crate::text::split_once(outer_and_cron, " cron ") {
                 Some((o, c)) => (o, Some(Crontab::parse(c)?)),
                 None => (outer_and_cron, None),
             };
@@ -790,22 +790,22 @@ fn parse_point(p: &str) -> Result<TimeValue, WhenError> {
 
 fn parse_simple(s: &str, whole: &str) -> Result<When, WhenError> {
     let malformed = || WhenError::Malformed(whole.chars().take(200).collect());
-    let (body, period) = match s.split_once(" / ") {
+    let (body, period) = match crate::text::split_once(s, " / ") {
         Some((b, p)) => {
-            if p.contains(" / ") {
+            if crate::text::contains(p, " / ") {
                 return Err(malformed());
             }
             (b, Some(Duration::parse(p)?))
         }
         None => (s, None),
     };
-    let (a, end) = if let Some((a, d)) = body.split_once(" + ") {
-        if d.contains(" + ") || a.contains(" ... ") {
+    let (a, end) = if let Some((a, d)) = crate::text::split_once(body, " + ") {
+        if crate::text::contains(d, " + ") || crate::text::contains(a, " ... ") {
             return Err(malformed());
         }
         (a, End::After(Duration::parse(d)?))
-    } else if let Some((a, b)) = body.split_once(" ... ") {
-        if b.contains(" ... ") {
+    } else if let Some((a, b)) = crate::text::split_once(body, " ... ") {
+        if crate::text::contains(b, " ... ") {
             return Err(malformed());
         }
         (a, End::At(parse_point(b)?))

@@ -198,9 +198,9 @@ fn reference_client_against_mpcom() {
         .columns()
         .iter()
         .position(|c| c.name == "delay.twoway.icmp.count")
-        .map(|i| &slow.rows()[0][i]);
+        .map(|i| slow.rows().row(0).cell(i));
     let count = count
-        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+        .and_then(|v| v.text().parse::<u64>().ok())
         .unwrap_or_else(|| panic!("{}", out["slow"]));
     assert!(count > 0, "{}", out["slow"]);
 

@@ -136,9 +136,9 @@ while t.recv(4096):
 t.close()
 "#;
 
-fn col<'a>(r: &'a Statement, row: usize, name: &str) -> &'a serde_json::Value {
+fn col<'a>(r: &'a Statement, row: usize, name: &str) -> mplane::model::Cell<'a> {
     let i = r.columns().iter().position(|c| c.name == name).unwrap();
-    &r.rows()[row][i]
+    r.rows().row(row).cell(i)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,10 +4,12 @@
 //! ```text
 //! cargo build --release -p mplane-bench --bin model_codec
 //! target/release/model_codec [--python PATH] [--seconds S] [--repeat N] [--only capability|specification|result]
+//!     [--phase both|parse|unparse] [--count N]
 //! ```
 //! `--python` names a Python 3.11 with `mplane-sdk` 0.9.0 installed (e.g. the
 //! test venv `target/peer-venv/bin/python`); without it only ours is measured.
-//! Reports messages/s (median of `--repeat` runs) and the ratio per core.
+//! Reports messages/s (median of `--repeat` runs) and the ratio per core. `--phase` times only
+//! our parse or only our unparse (the reference always does both).
 
 use std::process::Command;
 use std::time::Instant;
@@ -69,17 +71,43 @@ fn result(regs: &Registries, rows: usize) -> Result<Message> {
     Ok(r.into())
 }
 
-fn ours(text: &str, regs: &Registries, seconds: f64) -> Result<f64> {
-    // warm up, then count round trips for `seconds`
+/// What one iteration of our side does.
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    /// Parse and unparse (what the reference is measured doing).
+    Both,
+    /// Parse only.
+    Parse,
+    /// Unparse only (of a message parsed once).
+    Unparse,
+}
+
+fn ours(text: &str, regs: &Registries, seconds: f64, phase: Phase) -> Result<f64> {
+    let parsed = model::parse(text, regs)?;
+    let once = || -> Result<()> {
+        match phase {
+            Phase::Both => {
+                let m = model::parse(std::hint::black_box(text), regs)?;
+                std::hint::black_box(m.unparse());
+            }
+            Phase::Parse => {
+                std::hint::black_box(model::parse(std::hint::black_box(text), regs)?);
+            }
+            Phase::Unparse => {
+                std::hint::black_box(std::hint::black_box(&parsed).unparse());
+            }
+        }
+        Ok(())
+    };
+    // warm up, then count iterations for `seconds`
     for _ in 0..100 {
-        std::hint::black_box(model::parse(text, regs)?.unparse());
+        once()?;
     }
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < seconds {
         for _ in 0..64 {
-            let m = model::parse(std::hint::black_box(text), regs)?;
-            std::hint::black_box(m.unparse());
+            once()?;
         }
         n += 64;
     }
@@ -143,6 +171,15 @@ fn main() -> Result<()> {
         .unwrap_or(2.0);
     let repeat: usize = get("--repeat").map(|s| s.parse()).transpose()?.unwrap_or(5);
     let only = get("--only");
+    // --count N: run exactly N iterations of ours per message and print nothing else
+    // (for instruction counts under `valgrind --tool=callgrind`)
+    let count: Option<u64> = get("--count").map(|s| s.parse()).transpose()?;
+    let phase = match get("--phase").as_deref() {
+        None | Some("both") => Phase::Both,
+        Some("parse") => Phase::Parse,
+        Some("unparse") => Phase::Unparse,
+        Some(p) => bail!("--phase both|parse|unparse, not {p}"),
+    };
     let regs = Registries::new();
     let cap = capability(&regs)?;
     let spec = specification(&cap)?;
@@ -160,9 +197,27 @@ fn main() -> Result<()> {
             continue;
         }
         let text = msg.unparse();
+        if let Some(n) = count {
+            let parsed = model::parse(&text, &regs)?;
+            for _ in 0..n {
+                match phase {
+                    Phase::Both => {
+                        let m = model::parse(std::hint::black_box(&text), &regs)?;
+                        std::hint::black_box(m.unparse());
+                    }
+                    Phase::Parse => {
+                        std::hint::black_box(model::parse(std::hint::black_box(&text), &regs)?);
+                    }
+                    Phase::Unparse => {
+                        std::hint::black_box(std::hint::black_box(&parsed).unparse());
+                    }
+                }
+            }
+            continue;
+        }
         let o = median(
             (0..repeat)
-                .map(|_| ours(&text, &regs, seconds))
+                .map(|_| ours(&text, &regs, seconds, phase))
                 .collect::<Result<Vec<_>>>()?,
         );
         match &python {

@@ -6,9 +6,66 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value as Json;
+use serde_json::{Number, Value as Json};
 
+use super::rows::{Cell, Rows};
 use crate::value::write_real;
+
+/// A line break and the indentation after it (deeper levels are written in steps).
+const NEWLINE: &str = "\n                                                                ";
+
+/// Bytes that a JSON string cannot hold as they are under `ensure_ascii`:
+/// control characters, `"`, `\\`, DEL and every non-ASCII byte.
+static ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i < 0x20 || i >= 0x7f || i == b'"' as usize || i == b'\\' as usize;
+        i += 1;
+    }
+    t
+};
+
+/// The offset of the first byte at or after `i` that must be escaped (see [`ESCAPE`]), or
+/// `b.len()`. Eight bytes at a time; each test flags its lowest matching byte exactly, so the
+/// lowest flag is the first byte to escape.
+#[inline]
+fn escape_stop(b: &[u8], mut i: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let quote = w ^ (LO * b'"' as u64);
+        let slash = w ^ (LO * b'\\' as u64);
+        let del = w ^ (LO * 0x7f);
+        let t = ((quote.wrapping_sub(LO) & !quote)
+            | (slash.wrapping_sub(LO) & !slash)
+            | (del.wrapping_sub(LO) & !del)
+            | (w.wrapping_sub(LO * 0x20) & !w)
+            | w)
+            & HI;
+        if t != 0 {
+            return i + (t.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !ESCAPE[b[i] as usize] {
+        i += 1;
+    }
+    i
+}
+
+/// Writes a JSON number as the reference does: integers as they are, floats
+/// as Python's `repr`.
+pub(crate) fn write_number(n: &Number, out: &mut String) {
+    if let Some(u) = n.as_u64() {
+        out.push_str(itoa::Buffer::new().format(u));
+    } else if let Some(i) = n.as_i64() {
+        out.push_str(itoa::Buffer::new().format(i));
+    } else if let Some(f) = n.as_f64() {
+        write_real(f, out);
+    }
+}
 
 /// Output buffer with the current indentation.
 #[derive(Debug, Default)]
@@ -25,10 +82,16 @@ impl Writer {
         }
     }
 
+    #[inline]
     fn newline(&mut self) {
-        self.out.push('\n');
-        for _ in 0..self.depth {
-            self.out.push_str("  ");
+        let mut n = 2 * self.depth;
+        let k = n.min(NEWLINE.len() - 1);
+        self.out.push_str(&NEWLINE[..1 + k]);
+        n -= k;
+        while n > 0 {
+            let k = n.min(NEWLINE.len() - 1);
+            self.out.push_str(&NEWLINE[1..1 + k]);
+            n -= k;
         }
     }
 
@@ -80,41 +143,59 @@ impl Writer {
         self.out.push(c);
     }
 
+    /// Writes `null`.
+    pub(crate) fn null(&mut self) {
+        self.out.push_str("null");
+    }
+
     /// Writes a JSON string literal with Python's `ensure_ascii` escaping.
+    #[inline]
     pub(crate) fn string(&mut self, s: &str) {
         let out = &mut self.out;
         out.reserve(s.len() + 2);
         out.push('"');
-        if s.is_ascii() {
-            let bytes = s.as_bytes();
-            let mut start = 0;
-            for (i, &b) in bytes.iter().enumerate() {
-                if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
-                    continue;
-                }
-                out.push_str(&s[start..i]);
-                escape_ascii(b, out);
-                start = i + 1;
+        let b = s.as_bytes();
+        let mut start = 0;
+        loop {
+            let i = escape_stop(b, start);
+            out.push_str(&s[start..i]);
+            if i == b.len() {
+                break;
             }
-            out.push_str(&s[start..]);
-        } else {
-            for c in s.chars() {
-                if c.is_ascii() {
-                    let b = c as u8;
-                    if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
-                        out.push(c);
-                    } else {
-                        escape_ascii(b, out);
-                    }
-                } else {
-                    let mut buf = [0u16; 2];
-                    for unit in c.encode_utf16(&mut buf) {
-                        let _ = write!(out, "\\u{unit:04x}");
-                    }
+            if b[i].is_ascii() {
+                escape_ascii(b[i], out);
+                start = i + 1;
+            } else {
+                // a whole non-ASCII character, as UTF-16 escapes
+                let c = s[i..].chars().next().unwrap_or('\u{fffd}');
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(out, "\\u{unit:04x}");
                 }
+                start = i + c.len_utf8();
             }
         }
         out.push('"');
+    }
+
+    /// Writes result rows: an array of arrays of cells.
+    pub(crate) fn rows(&mut self, rows: &Rows) {
+        self.begin_array(rows.len());
+        for (j, row) in rows.iter().enumerate() {
+            self.item(j);
+            self.begin_array(row.len());
+            for (c, cell) in row.iter().enumerate() {
+                self.item(c);
+                match cell {
+                    Cell::Str(s) => self.string(s),
+                    Cell::Number(n) => self.out.push_str(n),
+                    Cell::Bool(true) => self.out.push_str("true"),
+                    Cell::Bool(false) => self.out.push_str("false"),
+                }
+            }
+            self.end_array(row.len());
+        }
+        self.end_array(rows.len());
     }
 
     /// Writes any JSON value (objects with sorted keys).
@@ -123,15 +204,7 @@ impl Writer {
             Json::Null => self.out.push_str("null"),
             Json::Bool(true) => self.out.push_str("true"),
             Json::Bool(false) => self.out.push_str("false"),
-            Json::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    let _ = write!(self.out, "{i}");
-                } else if let Some(u) = n.as_u64() {
-                    let _ = write!(self.out, "{u}");
-                } else if let Some(f) = n.as_f64() {
-                    write_real(f, &mut self.out);
-                }
-            }
+            Json::Number(n) => write_number(n, &mut self.out),
             Json::String(s) => self.string(s),
             Json::Array(a) => {
                 self.begin_array(a.len());
@@ -188,6 +261,26 @@ mod tests {
             dump(&v),
             "{\n  \"a\": {},\n  \"b\": [\n    1,\n    \"x\",\n    []\n  ],\n  \"c\": {\n    \"y\": 1.5e-07,\n    \"z\": null\n  }\n}"
         );
+    }
+
+    #[test]
+    fn escape_stop_finds_the_first_byte_to_escape() {
+        let special = [b'"', b'\\', 0, 0x1f, 0x7f, 0x80, 0xc3, b'\n'];
+        for len in 0..20 {
+            for at in 0..=len {
+                for &c in &special {
+                    let mut v: Vec<u8> = (0..len).map(|k| b"a ~!#[]Z09"[k % 10]).collect();
+                    if at < len {
+                        v[at] = c;
+                        if at + 1 < len {
+                            v[at + 1] = 0xff;
+                        }
+                    }
+                    let want = v.iter().position(|&b| ESCAPE[b as usize]).unwrap_or(len);
+                    assert_eq!(escape_stop(&v, 0), want, "{v:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -27,10 +27,13 @@
 mod error;
 mod json;
 mod matching;
+mod read;
+mod rows;
 mod token;
 
 pub use error::ModelError;
 pub use matching::{MatchError, check_fulfills, find_capability};
+pub use rows::{Cell, Row, Rows};
 pub use token::{python_datetimes_repr, schema_hash};
 
 use std::collections::BTreeMap;
@@ -43,6 +46,8 @@ use crate::registry::{CORE_URI, Primitive, Registries, Registry};
 use crate::value::{NONE, Value};
 use crate::when::When;
 use json::Writer;
+use read::Reader;
+use rows::NO_ROWS;
 
 /// The media type of mPlane messages over HTTP (compared byte-exactly).
 pub const MEDIA_TYPE: &str = "application/x-mplane+json";
@@ -121,6 +126,14 @@ impl WhenText {
         Ok(WhenText {
             when: When::parse(text)?,
             text: text.to_string(),
+        })
+    }
+
+    /// Reads a scope, keeping `text` as its wire form.
+    pub fn from_string(text: String) -> Result<WhenText, ModelError> {
+        Ok(WhenText {
+            when: When::parse(&text)?,
+            text,
         })
     }
 
@@ -239,7 +252,7 @@ pub struct Statement {
     /// `results`: the ordered result columns.
     pub results: Option<Vec<Column>>,
     /// `resultvalues`: rows of cells in column order.
-    pub resultvalues: Option<Vec<Vec<Json>>>,
+    pub resultvalues: Option<Rows>,
     /// Unknown members, kept and written back.
     pub extra: Map<String, Json>,
 }
@@ -342,90 +355,223 @@ pub fn parse(text: &str, registries: &Registries) -> Result<Message, ModelError>
     if text.len() > MAX_MESSAGE_BYTES {
         return Err(ModelError::TooLarge(text.len()));
     }
-    let v: Json = serde_json::from_str(text).map_err(|e| ModelError::Json(e.to_string()))?;
-    from_json(v, registries)
+    let mut r = Reader::new(text);
+    read_message(&mut r, registries, 0, 0, true)
 }
 
 /// Parses a message from an already decoded JSON value.
 pub fn from_json(v: Json, registries: &Registries) -> Result<Message, ModelError> {
-    from_json_depth(v, registries, 0)
+    parse(&v.to_string(), registries)
 }
 
-fn from_json_depth(v: Json, registries: &Registries, depth: usize) -> Result<Message, ModelError> {
-    let Json::Object(mut m) = v else {
-        return Err(ModelError::NotAnObject);
-    };
-    let (key, kind) = KINDS
-        .iter()
-        .find(|(k, _)| m.contains_key(*k))
-        .copied()
-        .ok_or(ModelError::UnknownKind)?;
-    match (key, kind) {
-        (_, Some(kind)) => Ok(Message::Statement(parse_statement(kind, m, registries)?)),
-        ("exception", None) => {
-            let token = match m.remove("exception") {
-                Some(Json::String(s)) => Some(s),
-                Some(Json::Null) | None => None,
-                Some(_) => {
-                    return Err(ModelError::field(
-                        "exception",
-                        "must be a string token or null",
-                    ));
-                }
-            };
-            let message = match m.remove("message") {
-                Some(Json::String(s)) => s,
-                Some(_) => return Err(ModelError::field("message", "must be a string")),
-                None => return Err(ModelError::field("message", "missing")),
-            };
-            Ok(Message::Exception(Exception {
-                token,
-                message,
-                extra: m,
-            }))
-        }
-        _ => {
-            if depth >= MAX_ENVELOPE_DEPTH {
-                return Err(ModelError::TooDeep(MAX_ENVELOPE_DEPTH));
-            }
-            let content_type = take_string(&mut m, "envelope")?.unwrap_or_default();
-            let version = take_version(&mut m)?;
-            let token = take_string(&mut m, "token")?;
-            let label = take_string(&mut m, "label")?;
-            let when = take_string(&mut m, "when")?
-                .map(|w| WhenText::parse(&w))
-                .transpose()?;
-            let contents = match m.remove("contents") {
-                Some(Json::Array(a)) => a
-                    .into_iter()
-                    .map(|x| from_json_depth(x, registries, depth + 1))
-                    .collect::<Result<Vec<_>, _>>()?,
-                Some(_) => return Err(ModelError::field("contents", "must be an array")),
-                None => return Err(ModelError::field("contents", "missing")),
-            };
-            Ok(Message::Envelope(Envelope {
-                content_type,
-                version,
-                contents,
-                token,
-                when,
-                label,
-                extra: m,
-            }))
+/// A `parameters` or `metadata` section as read: the members of an object, or
+/// whatever else was there (refused later, or kept as an unknown member).
+enum Section {
+    Pairs(Vec<(String, Json)>),
+    Other(Json),
+}
+
+impl Section {
+    fn into_json(self) -> Json {
+        match self {
+            Section::Pairs(p) => Json::Object(p.into_iter().collect()),
+            Section::Other(v) => v,
         }
     }
 }
 
-fn take_string(m: &mut Map<String, Json>, key: &str) -> Result<Option<String>, ModelError> {
-    match m.remove(key) {
+/// `resultvalues` as read: rows of scalars, or anything else (refused later, or
+/// kept as an unknown member).
+enum RowsRead {
+    Rows(Rows),
+    Other(Json),
+}
+
+impl RowsRead {
+    fn into_json(self) -> Json {
+        match self {
+            RowsRead::Rows(r) => r.to_json(),
+            RowsRead::Other(v) => v,
+        }
+    }
+}
+
+/// The members of a message object, read before its kind is known (the kind is
+/// the first kind key present, wherever it stands in the text).
+#[derive(Default)]
+struct Members {
+    kinds: [Option<Json>; 9],
+    version: Option<Json>,
+    registry: Option<Json>,
+    label: Option<Json>,
+    link: Option<Json>,
+    export: Option<Json>,
+    token: Option<Json>,
+    when: Option<Json>,
+    message: Option<Json>,
+    parameters: Option<Section>,
+    metadata: Option<Section>,
+    results: Option<Json>,
+    resultvalues: Option<RowsRead>,
+    /// Where `contents` is in the text: read as messages only in an envelope.
+    contents: Option<usize>,
+    extra: Map<String, Json>,
+}
+
+/// Reads one message at the cursor; `container` is the JSON nesting around it
+/// and `envelopes` the number of envelopes around it.
+fn read_message(
+    r: &mut Reader<'_>,
+    registries: &Registries,
+    envelopes: usize,
+    container: usize,
+    top: bool,
+) -> Result<Message, ModelError> {
+    if r.peek_ws() != Some(b'{') {
+        // valid JSON that is not an object is refused as such
+        r.skip(container)?;
+        if top {
+            r.end()?;
+        }
+        return Err(ModelError::NotAnObject);
+    }
+    let depth = container + 1;
+    let m = read_members(r, depth)?;
+    if top {
+        r.end()?;
+    }
+    let Some(k) = m.kinds.iter().position(Option::is_some) else {
+        return Err(ModelError::UnknownKind);
+    };
+    match KINDS[k] {
+        (_, Some(kind)) => {
+            build_statement(kind, k, m, r, registries, depth).map(Message::Statement)
+        }
+        ("exception", None) => build_exception(m, r, depth).map(Message::Exception),
+        _ => build_envelope(m, r, registries, envelopes, depth).map(Message::Envelope),
+    }
+}
+
+fn read_members(r: &mut Reader<'_>, depth: usize) -> Result<Members, ModelError> {
+    let mut m = Members::default();
+    r.object(depth, |r, key| {
+        let slot = match &*key {
+            "capability" => &mut m.kinds[0],
+            "specification" => &mut m.kinds[1],
+            "result" => &mut m.kinds[2],
+            "receipt" => &mut m.kinds[3],
+            "redemption" => &mut m.kinds[4],
+            "withdrawal" => &mut m.kinds[5],
+            "interrupt" => &mut m.kinds[6],
+            "exception" => &mut m.kinds[7],
+            "envelope" => &mut m.kinds[8],
+            "version" => &mut m.version,
+            "registry" => &mut m.registry,
+            "label" => &mut m.label,
+            "link" => &mut m.link,
+            "export" => &mut m.export,
+            "token" => &mut m.token,
+            "when" => &mut m.when,
+            "message" => &mut m.message,
+            "results" => &mut m.results,
+            "parameters" => {
+                m.parameters = Some(read_section(r, depth)?);
+                return Ok(());
+            }
+            "metadata" => {
+                m.metadata = Some(read_section(r, depth)?);
+                return Ok(());
+            }
+            "resultvalues" => {
+                m.resultvalues = Some(read_rows(r, depth)?);
+                return Ok(());
+            }
+            "contents" => {
+                m.contents = Some(r.pos());
+                return r.skip(depth);
+            }
+            _ => {
+                let v = r.value(depth)?;
+                m.extra.insert(key.into_owned(), v);
+                return Ok(());
+            }
+        };
+        *slot = Some(r.value(depth)?);
+        Ok(())
+    })?;
+    Ok(m)
+}
+
+fn read_section(r: &mut Reader<'_>, depth: usize) -> Result<Section, ModelError> {
+    if r.peek_ws() != Some(b'{') {
+        return Ok(Section::Other(r.value(depth)?));
+    }
+    let mut pairs = Vec::new();
+    r.object(depth + 1, |r, k| {
+        let v = r.value(depth + 1)?;
+        pairs.push((k.into_owned(), v));
+        Ok(())
+    })?;
+    Ok(Section::Pairs(pairs))
+}
+
+/// Reads `resultvalues` straight into [`Rows`] when it is an array of arrays of
+/// scalars; anything else is read as JSON (and refused by the statement).
+fn read_rows(r: &mut Reader<'_>, depth: usize) -> Result<RowsRead, ModelError> {
+    let start = r.pos();
+    if r.peek_ws() != Some(b'[') {
+        return Ok(RowsRead::Other(r.value(depth)?));
+    }
+    let mut rows = Rows::new();
+    let mut irregular = false;
+    let mut num = String::new();
+    let read = r.array(depth + 1, |r| {
+        if r.peek_ws() != Some(b'[') {
+            irregular = true;
+            return Err(ModelError::Invalid(String::new()));
+        }
+        r.array(depth + 2, |r| match r.peek_ws() {
+            Some(b'"') => {
+                r.string_into(rows.text_mut())?;
+                rows.end_str_cell()
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let n = r.number()?;
+                num.clear();
+                json::write_number(&n, &mut num);
+                rows.push_number(&num)
+            }
+            Some(b't' | b'f') => match r.value(depth + 2)? {
+                Json::Bool(b) => rows.push_bool(b),
+                _ => unreachable!("a literal starting with t or f is a boolean"),
+            },
+            _ => {
+                irregular = true;
+                Err(ModelError::Invalid(String::new()))
+            }
+        })?;
+        rows.end_row()
+    });
+    match read {
+        Ok(()) => Ok(RowsRead::Rows(rows)),
+        Err(_) if irregular => {
+            r.rewind(start);
+            Ok(RowsRead::Other(r.value(depth)?))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn opt_string(v: Option<Json>, key: &str) -> Result<Option<String>, ModelError> {
+    match v {
         None => Ok(None),
         Some(Json::String(s)) => Ok(Some(s)),
         Some(_) => Err(ModelError::field(key, "must be a string")),
     }
 }
 
-fn take_version(m: &mut Map<String, Json>) -> Result<Option<Json>, ModelError> {
-    let Some(v) = m.remove("version") else {
+fn check_version(v: Option<Json>) -> Result<Option<Json>, ModelError> {
+    let Some(v) = v else {
         return Ok(None);
     };
     let n = match &v {
@@ -461,27 +607,41 @@ fn lookup(reg: &Registry, name: &str) -> Result<Primitive, ModelError> {
         })
 }
 
-fn parse_entries(
-    m: &mut Map<String, Json>,
+fn check_entries(
+    section: Option<Section>,
     field: &str,
     reg: &Registry,
     constraints: bool,
 ) -> Result<Option<BTreeMap<String, Entry>>, ModelError> {
-    let Some(v) = m.remove(field) else {
-        return Ok(None);
+    let mut pairs = match section {
+        None => return Ok(None),
+        Some(Section::Other(_)) => return Err(ModelError::field(field, "must be an object")),
+        Some(Section::Pairs(p)) => p,
     };
-    let Json::Object(obj) = v else {
-        return Err(ModelError::field(field, "must be an object"));
-    };
-    let mut out = BTreeMap::new();
-    for (name, raw) in obj {
+    if !pairs.is_sorted_by(|a, b| a.0 < b.0) {
+        // checked in name order, a repeated name's last value winning, as JSON
+        // objects are read
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept: Vec<(String, Json)> = Vec::with_capacity(pairs.len());
+        for p in pairs {
+            match kept.last_mut() {
+                Some(last) if last.0 == p.0 => *last = p,
+                _ => kept.push(p),
+            }
+        }
+        pairs = kept;
+    }
+    let mut out = Vec::with_capacity(pairs.len());
+    for (name, raw) in pairs {
         check_scalar(&raw, field, &name)?;
         let prim = lookup(reg, &name)?;
         let text = wire_text(&raw);
         if constraints {
-            Constraint::parse(prim, &text).map_err(|source| ModelError::BadConstraint {
-                element: name.clone(),
-                source,
+            Constraint::parse(prim, &text).map(drop).map_err(|source| {
+                ModelError::BadConstraint {
+                    element: name.clone(),
+                    source,
+                }
             })?;
         } else {
             Value::check(prim, &text).map_err(|source| ModelError::BadValue {
@@ -489,36 +649,14 @@ fn parse_entries(
                 source,
             })?;
         }
-        out.insert(name, Entry { raw, prim });
+        out.push((name, Entry { raw, prim }));
     }
-    Ok(Some(out))
+    Ok(Some(out.into_iter().collect()))
 }
 
-fn parse_statement(
-    kind: StatementKind,
-    mut m: Map<String, Json>,
-    registries: &Registries,
-) -> Result<Statement, ModelError> {
-    let verb = match m.remove(kind.key()) {
-        Some(Json::String(s)) => s,
-        _ => return Err(ModelError::field(kind.key(), "the verb must be a string")),
-    };
-    let version = take_version(&mut m)?;
-    let registry = take_string(&mut m, "registry")?;
-    let reg = registries
-        .resolve(registry.as_deref().unwrap_or(CORE_URI))?
-        .clone();
-    let label = take_string(&mut m, "label")?;
-    let link = take_string(&mut m, "link")?;
-    let export = take_string(&mut m, "export")?;
-    let token = take_string(&mut m, "token")?;
-    let when = take_string(&mut m, "when")?
-        .map(|w| WhenText::parse(&w))
-        .transpose()?;
-    let parameters = parse_entries(&mut m, "parameters", &reg, kind.has_constraints())?;
-    let metadata = parse_entries(&mut m, "metadata", &reg, false)?;
-    let results = match m.remove("results") {
-        None => None,
+fn check_columns(results: Option<Json>, reg: &Registry) -> Result<Option<Vec<Column>>, ModelError> {
+    match results {
+        None => Ok(None),
         Some(Json::Array(a)) => {
             let mut cols: Vec<Column> = Vec::with_capacity(a.len());
             for x in a {
@@ -531,19 +669,41 @@ fn parse_statement(
                 if cols.iter().any(|c| c.name == name) {
                     return Err(ModelError::DuplicateColumn(name));
                 }
-                let prim = lookup(&reg, &name)?;
+                let prim = lookup(reg, &name)?;
                 cols.push(Column { name, prim });
             }
-            Some(cols)
+            Ok(Some(cols))
         }
-        Some(_) => return Err(ModelError::field("results", "must be an array")),
+        Some(_) => Err(ModelError::field("results", "must be an array")),
+    }
+}
+
+fn check_rows(rows: Option<RowsRead>, cols: &[Column]) -> Result<Option<Rows>, ModelError> {
+    let bad_value = |col: &Column, source: crate::value::ValueError| ModelError::BadValue {
+        element: col.name.clone(),
+        source,
     };
-    let resultvalues = match m.remove("resultvalues") {
-        None => None,
-        Some(Json::Array(rows)) => {
-            let cols = results.as_deref().unwrap_or(&[]);
-            let mut out = Vec::with_capacity(rows.len());
-            for (i, row) in rows.into_iter().enumerate() {
+    match rows {
+        None => Ok(None),
+        Some(RowsRead::Rows(rows)) => {
+            for (i, row) in rows.iter().enumerate() {
+                if row.len() != cols.len() {
+                    return Err(ModelError::RowWidth {
+                        row: i,
+                        expected: cols.len(),
+                        got: row.len(),
+                    });
+                }
+                for (cell, col) in row.iter().zip(cols) {
+                    Value::check(col.prim, cell.text()).map_err(|e| bad_value(col, e))?;
+                }
+            }
+            Ok(Some(rows))
+        }
+        Some(RowsRead::Other(Json::Array(a))) => {
+            // not all rows are arrays of scalars: find the first fault in order
+            let mut rows = Rows::new();
+            for (i, row) in a.into_iter().enumerate() {
                 let Json::Array(cells) = row else {
                     return Err(ModelError::field("resultvalues", "rows must be arrays"));
                 };
@@ -556,27 +716,100 @@ fn parse_statement(
                 }
                 for (cell, col) in cells.iter().zip(cols) {
                     check_scalar(cell, "resultvalues", &col.name)?;
-                    if let Json::String(s) = cell {
-                        Value::check(col.prim, s)
-                    } else {
-                        Value::check(col.prim, &wire_text(cell))
+                    Value::check(col.prim, &wire_text(cell)).map_err(|e| bad_value(col, e))?;
+                    match cell {
+                        Json::String(s) => rows.push_str(s)?,
+                        Json::Bool(b) => rows.push_bool(*b)?,
+                        Json::Number(n) => {
+                            let mut t = String::new();
+                            json::write_number(n, &mut t);
+                            rows.push_number(&t)?;
+                        }
+                        _ => unreachable!("checked scalar"),
                     }
-                    .map_err(|source| ModelError::BadValue {
-                        element: col.name.clone(),
-                        source,
-                    })?;
                 }
-                out.push(cells);
+                rows.end_row()?;
             }
-            Some(out)
+            Ok(Some(rows))
         }
-        Some(_) => {
-            return Err(ModelError::field(
-                "resultvalues",
-                "must be an array of rows",
-            ));
+        Some(RowsRead::Other(_)) => Err(ModelError::field(
+            "resultvalues",
+            "must be an array of rows",
+        )),
+    }
+}
+
+impl Members {
+    /// Moves every member still held into `extra` (the kind did not use them).
+    fn spill(mut self, r: &mut Reader<'_>, depth: usize) -> Result<Map<String, Json>, ModelError> {
+        let mut extra = std::mem::take(&mut self.extra);
+        for (i, v) in self.kinds.into_iter().enumerate() {
+            if let Some(v) = v {
+                extra.insert(KINDS[i].0.to_string(), v);
+            }
         }
+        let mut put = |k: &str, v: Option<Json>| {
+            if let Some(v) = v {
+                extra.insert(k.to_string(), v);
+            }
+        };
+        put("version", self.version);
+        put("registry", self.registry);
+        put("label", self.label);
+        put("link", self.link);
+        put("export", self.export);
+        put("token", self.token);
+        put("when", self.when);
+        put("message", self.message);
+        put("results", self.results);
+        if let Some(s) = self.parameters {
+            extra.insert("parameters".into(), s.into_json());
+        }
+        if let Some(s) = self.metadata {
+            extra.insert("metadata".into(), s.into_json());
+        }
+        if let Some(rv) = self.resultvalues {
+            extra.insert("resultvalues".into(), rv.into_json());
+        }
+        if let Some(at) = self.contents {
+            r.rewind(at);
+            extra.insert("contents".into(), r.value(depth)?);
+        }
+        Ok(extra)
+    }
+}
+
+fn build_statement(
+    kind: StatementKind,
+    k: usize,
+    mut m: Members,
+    r: &mut Reader<'_>,
+    registries: &Registries,
+    depth: usize,
+) -> Result<Statement, ModelError> {
+    let verb = match m.kinds[k].take() {
+        Some(Json::String(s)) => s,
+        _ => return Err(ModelError::field(kind.key(), "the verb must be a string")),
     };
+    let version = check_version(m.version.take())?;
+    let registry = opt_string(m.registry.take(), "registry")?;
+    let reg = registries.resolve(registry.as_deref().unwrap_or(CORE_URI))?;
+    let label = opt_string(m.label.take(), "label")?;
+    let link = opt_string(m.link.take(), "link")?;
+    let export = opt_string(m.export.take(), "export")?;
+    let token = opt_string(m.token.take(), "token")?;
+    let when = opt_string(m.when.take(), "when")?
+        .map(WhenText::from_string)
+        .transpose()?;
+    let parameters = check_entries(
+        m.parameters.take(),
+        "parameters",
+        reg,
+        kind.has_constraints(),
+    )?;
+    let metadata = check_entries(m.metadata.take(), "metadata", reg, false)?;
+    let results = check_columns(m.results.take(), reg)?;
+    let resultvalues = check_rows(m.resultvalues.take(), results.as_deref().unwrap_or(&[]))?;
     Ok(Statement {
         kind,
         verb,
@@ -591,92 +824,164 @@ fn parse_statement(
         metadata,
         results,
         resultvalues,
-        extra: m,
+        extra: m.spill(r, depth)?,
+    })
+}
+
+fn build_exception(
+    mut m: Members,
+    r: &mut Reader<'_>,
+    depth: usize,
+) -> Result<Exception, ModelError> {
+    let token = match m.kinds[7].take() {
+        Some(Json::String(s)) => Some(s),
+        Some(Json::Null) | None => None,
+        Some(_) => {
+            return Err(ModelError::field(
+                "exception",
+                "must be a string token or null",
+            ));
+        }
+    };
+    let message = match m.message.take() {
+        Some(Json::String(s)) => s,
+        Some(_) => return Err(ModelError::field("message", "must be a string")),
+        None => return Err(ModelError::field("message", "missing")),
+    };
+    Ok(Exception {
+        token,
+        message,
+        extra: m.spill(r, depth)?,
+    })
+}
+
+fn build_envelope(
+    mut m: Members,
+    r: &mut Reader<'_>,
+    registries: &Registries,
+    envelopes: usize,
+    depth: usize,
+) -> Result<Envelope, ModelError> {
+    if envelopes >= MAX_ENVELOPE_DEPTH {
+        return Err(ModelError::TooDeep(MAX_ENVELOPE_DEPTH));
+    }
+    let content_type = opt_string(m.kinds[8].take(), "envelope")?.unwrap_or_default();
+    let version = check_version(m.version.take())?;
+    let token = opt_string(m.token.take(), "token")?;
+    let label = opt_string(m.label.take(), "label")?;
+    let when = opt_string(m.when.take(), "when")?
+        .map(WhenText::from_string)
+        .transpose()?;
+    let Some(at) = m.contents.take() else {
+        return Err(ModelError::field("contents", "missing"));
+    };
+    r.rewind(at);
+    if r.peek_ws() != Some(b'[') {
+        return Err(ModelError::field("contents", "must be an array"));
+    }
+    let mut contents = Vec::new();
+    r.array(depth + 1, |r| {
+        contents.push(read_message(
+            r,
+            registries,
+            envelopes + 1,
+            depth + 1,
+            false,
+        )?);
+        Ok(())
+    })?;
+    Ok(Envelope {
+        content_type,
+        version,
+        contents,
+        token,
+        when,
+        label,
+        extra: m.spill(r, depth)?,
     })
 }
 
 // ---------------------------------------------------------------------------
 // Writing
 
-enum Field<'a> {
-    Str(&'a str),
-    Json(&'a Json),
-    Entries(&'a BTreeMap<String, Entry>),
-    Columns(&'a [Column]),
-    Rows(&'a [Vec<Json>]),
-    Contents(&'a [Message], bool),
-    OptStr(Option<&'a str>),
+/// Writes one object whose known members come in key order, merging in the
+/// unknown members kept in `extra` (a known member wins over an unknown one of
+/// the same name), so that the whole object is in key order without sorting.
+struct ObjectWriter<'w, 'e> {
+    w: &'w mut Writer,
+    extra: std::iter::Peekable<serde_json::map::Iter<'e>>,
+    n: usize,
 }
 
-fn write_fields<'a>(
-    w: &mut Writer,
-    mut fields: Vec<(&'a str, Field<'a>)>,
-    extra: &'a Map<String, Json>,
-) {
-    for (k, v) in extra {
-        if !fields.iter().any(|(f, _)| *f == k.as_str()) {
-            fields.push((k.as_str(), Field::Json(v)));
+impl<'w, 'e> ObjectWriter<'w, 'e> {
+    /// Starts an object; every caller writes at least one member.
+    fn begin(w: &'w mut Writer, extra: &'e Map<String, Json>) -> Self {
+        w.begin_object(1);
+        ObjectWriter {
+            w,
+            extra: extra.iter().peekable(),
+            n: 0,
         }
     }
-    fields.sort_by(|a, b| a.0.cmp(b.0));
-    w.begin_object(fields.len());
-    for (i, (k, f)) in fields.iter().enumerate() {
-        w.key(i, k);
-        match f {
-            Field::Str(s) => w.string(s),
-            Field::OptStr(Some(s)) => w.string(s),
-            Field::OptStr(None) => w.out.push_str("null"),
-            Field::Json(v) => w.value(v),
-            Field::Entries(m) => {
-                w.begin_object(m.len());
-                for (j, (name, e)) in m.iter().enumerate() {
-                    w.key(j, name);
-                    w.value(&e.raw);
+
+    fn key(&mut self, k: &str) -> &mut Writer {
+        while let Some((ek, ev)) = self.extra.peek() {
+            match ek.as_str().cmp(k) {
+                std::cmp::Ordering::Less => {
+                    self.w.key(self.n, ek);
+                    self.w.value(ev);
+                    self.n += 1;
+                    self.extra.next();
                 }
-                w.end_object(m.len());
-            }
-            Field::Columns(cols) => {
-                w.begin_array(cols.len());
-                for (j, c) in cols.iter().enumerate() {
-                    w.item(j);
-                    w.string(&c.name);
+                std::cmp::Ordering::Equal => {
+                    self.extra.next();
                 }
-                w.end_array(cols.len());
-            }
-            Field::Rows(rows) => {
-                w.begin_array(rows.len());
-                for (j, row) in rows.iter().enumerate() {
-                    w.item(j);
-                    w.begin_array(row.len());
-                    for (c, cell) in row.iter().enumerate() {
-                        w.item(c);
-                        match cell {
-                            Json::String(s) => w.string(s),
-                            other => w.value(other),
-                        }
-                    }
-                    w.end_array(row.len());
-                }
-                w.end_array(rows.len());
-            }
-            Field::Contents(msgs, token_only) => {
-                w.begin_array(msgs.len());
-                for (j, m) in msgs.iter().enumerate() {
-                    w.item(j);
-                    m.write(w, *token_only);
-                }
-                w.end_array(msgs.len());
+                std::cmp::Ordering::Greater => break,
             }
         }
+        self.w.key(self.n, k);
+        self.n += 1;
+        self.w
     }
-    w.end_object(fields.len());
+
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k).string(v);
+    }
+
+    fn opt_str(&mut self, k: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.str(k, v);
+        }
+    }
+
+    fn entries(&mut self, k: &str, m: &BTreeMap<String, Entry>) {
+        let w = self.key(k);
+        w.begin_object(m.len());
+        for (j, (name, e)) in m.iter().enumerate() {
+            w.key(j, name);
+            match &e.raw {
+                Json::String(s) => w.string(s),
+                other => w.value(other),
+            }
+        }
+        w.end_object(m.len());
+    }
+
+    fn end(mut self) {
+        for (ek, ev) in self.extra.by_ref() {
+            self.w.key(self.n, ek);
+            self.w.value(ev);
+            self.n += 1;
+        }
+        self.w.end_object(1);
+    }
 }
 
 impl Message {
     /// Writes the message as the reference does (sorted keys, two-space
     /// indent, no trailing newline).
     pub fn unparse(&self) -> String {
-        let mut w = Writer::with_capacity(1024);
+        let mut w = Writer::with_capacity(self.size_hint());
         self.write(&mut w, false);
         w.out
     }
@@ -690,35 +995,50 @@ impl Message {
         w.out
     }
 
+    /// A guess of the written size, to allocate the output once.
+    fn size_hint(&self) -> usize {
+        match self {
+            Message::Statement(s) => {
+                let rows = s
+                    .resultvalues
+                    .as_ref()
+                    .map_or(0, |r| r.text_len() + r.len() * (8 + 12 * s.columns().len()));
+                1024 + rows
+            }
+            Message::Exception(e) => 128 + e.message.len(),
+            Message::Envelope(e) => 256 + e.contents.iter().map(Message::size_hint).sum::<usize>(),
+        }
+    }
+
     fn write(&self, w: &mut Writer, token_only: bool) {
         match self {
             Message::Statement(s) => s.write(w, token_only),
-            Message::Exception(e) => write_fields(
-                w,
-                vec![
-                    ("exception", Field::OptStr(e.token.as_deref())),
-                    ("message", Field::Str(&e.message)),
-                ],
-                &e.extra,
-            ),
+            Message::Exception(e) => {
+                let mut o = ObjectWriter::begin(w, &e.extra);
+                match &e.token {
+                    Some(t) => o.str("exception", t),
+                    None => o.key("exception").null(),
+                }
+                o.str("message", &e.message);
+                o.end();
+            }
             Message::Envelope(e) => {
-                let mut f = vec![
-                    ("envelope", Field::Str(&e.content_type)),
-                    ("contents", Field::Contents(&e.contents, token_only)),
-                ];
+                let mut o = ObjectWriter::begin(w, &e.extra);
+                let w = o.key("contents");
+                w.begin_array(e.contents.len());
+                for (j, m) in e.contents.iter().enumerate() {
+                    w.item(j);
+                    m.write(w, token_only);
+                }
+                w.end_array(e.contents.len());
+                o.str("envelope", &e.content_type);
+                o.opt_str("label", e.label.as_deref());
+                o.opt_str("token", e.token.as_deref());
                 if let Some(v) = &e.version {
-                    f.push(("version", Field::Json(v)));
+                    o.key("version").value(v);
                 }
-                if let Some(t) = &e.token {
-                    f.push(("token", Field::Str(t)));
-                }
-                if let Some(t) = &e.when {
-                    f.push(("when", Field::Str(&t.text)));
-                }
-                if let Some(t) = &e.label {
-                    f.push(("label", Field::Str(t)));
-                }
-                write_fields(w, f, &e.extra);
+                o.opt_str("when", e.when.as_ref().map(|t| t.text.as_str()));
+                o.end();
             }
         }
     }
@@ -819,8 +1139,8 @@ impl Statement {
     }
 
     /// Result rows (empty if none).
-    pub fn rows(&self) -> &[Vec<Json>] {
-        self.resultvalues.as_deref().unwrap_or(&[])
+    pub fn rows(&self) -> &Rows {
+        self.resultvalues.as_ref().unwrap_or(&NO_ROWS)
     }
 
     fn prim_of(&self, name: &str, registries: &Registries) -> Result<Primitive, ModelError> {
@@ -936,22 +1256,28 @@ impl Statement {
                 )));
             }
         }
-        let cells = row
-            .iter()
-            .map(|v| {
-                Json::String(
-                    v.as_ref()
-                        .map_or_else(|| NONE.to_string(), Value::to_string),
-                )
-            })
-            .collect();
-        self.resultvalues.get_or_insert_with(Vec::new).push(cells);
+        let rows = self.resultvalues.get_or_insert_with(Rows::new);
+        for v in row {
+            let text = rows.text_mut();
+            match v {
+                Some(v) => {
+                    use std::fmt::Write as _;
+                    let _ = write!(text, "{v}");
+                }
+                None => text.push_str(NONE),
+            }
+            if let Err(e) = rows.end_str_cell() {
+                rows.truncate_open_row();
+                return Err(e);
+            }
+        }
+        rows.end_row()?;
         Ok(self)
     }
 
     /// Appends a row of already formatted cells (the caller guarantees the
     /// primitive forms; used by services that format in bulk).
-    pub fn push_row_text(&mut self, cells: Vec<String>) -> Result<&mut Self, ModelError> {
+    pub fn push_row_text<S: AsRef<str>>(&mut self, cells: &[S]) -> Result<&mut Self, ModelError> {
         if cells.len() != self.columns().len() {
             return Err(ModelError::RowWidth {
                 row: self.rows().len(),
@@ -959,9 +1285,14 @@ impl Statement {
                 got: cells.len(),
             });
         }
-        self.resultvalues
-            .get_or_insert_with(Vec::new)
-            .push(cells.into_iter().map(Json::String).collect());
+        let rows = self.resultvalues.get_or_insert_with(Rows::new);
+        for c in cells {
+            if let Err(e) = rows.push_str(c.as_ref()) {
+                rows.truncate_open_row();
+                return Err(e);
+            }
+        }
+        rows.end_row()?;
         Ok(self)
     }
 
@@ -1010,49 +1341,55 @@ impl Statement {
     }
 
     fn write(&self, w: &mut Writer, token_only: bool) {
-        let notif = !matches!(
-            self.kind,
-            StatementKind::Capability | StatementKind::Specification | StatementKind::Result
-        );
-        let drop_body = token_only && notif && self.token.is_some();
-        let mut f: Vec<(&str, Field<'_>)> = Vec::with_capacity(12);
-        f.push((self.kind.key(), Field::Str(&self.verb)));
+        use StatementKind as K;
+        let notif = !matches!(self.kind, K::Capability | K::Specification | K::Result);
+        let body = !(token_only && notif && self.token.is_some());
+        let mut o = ObjectWriter::begin(w, &self.extra);
+        // members in key order; the kind key takes its place among them
+        let verb = |o: &mut ObjectWriter<'_, '_>, k: StatementKind| {
+            if self.kind == k {
+                o.str(k.key(), &self.verb);
+            }
+        };
+        verb(&mut o, K::Capability);
+        o.opt_str("export", self.export.as_deref());
+        verb(&mut o, K::Interrupt);
+        o.opt_str("label", self.label.as_deref());
+        if body {
+            o.opt_str("link", self.link.as_deref());
+            if let Some(m) = &self.metadata {
+                o.entries("metadata", m);
+            }
+            if let Some(m) = &self.parameters {
+                o.entries("parameters", m);
+            }
+        }
+        verb(&mut o, K::Receipt);
+        verb(&mut o, K::Redemption);
+        o.opt_str("registry", self.registry.as_deref());
+        verb(&mut o, K::Result);
+        if let (true, Some(cols)) = (body, &self.results) {
+            let w = o.key("results");
+            w.begin_array(cols.len());
+            for (j, c) in cols.iter().enumerate() {
+                w.item(j);
+                w.string(&c.name);
+            }
+            w.end_array(cols.len());
+        }
+        if let Some(rows) = &self.resultvalues {
+            o.key("resultvalues").rows(rows);
+        }
+        verb(&mut o, K::Specification);
+        o.opt_str("token", self.token.as_deref());
         if let Some(v) = &self.version {
-            f.push(("version", Field::Json(v)));
+            o.key("version").value(v);
         }
-        if let Some(v) = &self.registry {
-            f.push(("registry", Field::Str(v)));
+        if body {
+            o.opt_str("when", self.when.as_ref().map(|t| t.text.as_str()));
         }
-        if let Some(v) = &self.label {
-            f.push(("label", Field::Str(v)));
-        }
-        if let (Some(v), false) = (&self.link, drop_body) {
-            f.push(("link", Field::Str(v)));
-        }
-        if let Some(v) = &self.export {
-            f.push(("export", Field::Str(v)));
-        }
-        if let Some(v) = &self.token {
-            f.push(("token", Field::Str(v)));
-        }
-        if !drop_body {
-            if let Some(v) = &self.when {
-                f.push(("when", Field::Str(&v.text)));
-            }
-            if let Some(v) = &self.parameters {
-                f.push(("parameters", Field::Entries(v)));
-            }
-            if let Some(v) = &self.metadata {
-                f.push(("metadata", Field::Entries(v)));
-            }
-            if let Some(v) = &self.results {
-                f.push(("results", Field::Columns(v)));
-            }
-        }
-        if let Some(v) = &self.resultvalues {
-            f.push(("resultvalues", Field::Rows(v)));
-        }
-        write_fields(w, f, &self.extra);
+        verb(&mut o, K::Withdrawal);
+        o.end();
     }
 }
 

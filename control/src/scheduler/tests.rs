@@ -54,7 +54,7 @@ impl Service for Echo {
         }
         let mut r = spec.result_for();
         let v = if ctx.interrupt.is_set() { "1" } else { "7" };
-        r.push_row_text(vec![v.into()]).map_err(|e| e.to_string())?;
+        r.push_row_text(&[v]).map_err(|e| e.to_string())?;
         Ok(r)
     }
 }

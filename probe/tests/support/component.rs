@@ -197,13 +197,13 @@ pub async fn result(client: &Client, base: &Url, spec: &Statement) -> Message {
     panic!("no result: {}", rep.unparse())
 }
 
-pub fn col<'a>(r: &'a Statement, row: usize, name: &str) -> &'a serde_json::Value {
+pub fn col<'a>(r: &'a Statement, row: usize, name: &str) -> mplane::model::Cell<'a> {
     let i = r
         .columns()
         .iter()
         .position(|c| c.name == name)
         .unwrap_or_else(|| panic!("no column {name}"));
-    &r.rows()[row][i]
+    r.rows().row(row).cell(i)
 }
 
 pub fn meta(r: &Statement, name: &str) -> String {
