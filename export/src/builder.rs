@@ -23,7 +23,6 @@
 //! # Ok::<(), mplane_export::ExportError>(())
 //! ```
 
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -346,40 +345,88 @@ impl ColumnsBuilder {
     }
 }
 
-/// Writes the text form of `addr` into `buf`: dotted quad for IPv4 (by hand,
-/// the hot case), RFC 5952 for IPv6 (std's `Display`, which implements it).
-/// `None` cannot happen for a buffer of [`MAX_ADDR_TEXT`] bytes.
-/// The text form of `addr` (dotted quad, RFC 5952 IPv6) written into `buf`, without the
-/// formatting machinery for IPv4 and without heap allocation.
+/// The text form of `addr` written into `buf`, by hand (no formatting machinery, no heap):
+/// a dotted quad for IPv4, RFC 5952 for IPv6 (lowercase hex without leading zeros, the
+/// longest run of two or more zero groups, the first of equals, as `::`), exactly as std's
+/// `Display` writes them, IPv4-mapped addresses (`::ffff:a.b.c.d`) included. `None` cannot
+/// happen for a buffer of [`MAX_ADDR_TEXT`] bytes.
 pub fn addr_text(addr: IpAddr, buf: &mut [u8; MAX_ADDR_TEXT]) -> Option<&str> {
     let n = match addr {
-        IpAddr::V4(a) => {
-            let mut n = 0;
-            for (i, o) in a.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                if o >= 100 {
-                    buf[n] = b'0' + o / 100;
-                    n += 1;
-                }
-                if o >= 10 {
-                    buf[n] = b'0' + o / 10 % 10;
-                    n += 1;
-                }
-                buf[n] = b'0' + o % 10;
-                n += 1;
-            }
-            n
-        }
+        IpAddr::V4(a) => quad(a.octets(), buf, 0),
         IpAddr::V6(a) => {
-            let mut w: &mut [u8] = &mut buf[..];
-            write!(w, "{a}").ok()?;
-            MAX_ADDR_TEXT - w.len()
+            let g = a.segments();
+            if let Some(v4) = a.to_ipv4_mapped() {
+                buf[..7].copy_from_slice(b"::ffff:");
+                quad(v4.octets(), buf, 7)
+            } else {
+                // the longest run of zero groups (at least two), the first of equal ones
+                let (mut best, mut best_len, mut run, mut run_len) = (0, 0, 0, 0);
+                for (i, &x) in g.iter().enumerate() {
+                    if x == 0 {
+                        if run_len == 0 {
+                            run = i;
+                        }
+                        run_len += 1;
+                        if run_len > best_len {
+                            (best, best_len) = (run, run_len);
+                        }
+                    } else {
+                        run_len = 0;
+                    }
+                }
+                let mut n = 0;
+                let mut i = 0;
+                while i < 8 {
+                    if best_len >= 2 && i == best {
+                        buf[n..n + 2].copy_from_slice(b"::");
+                        n += 2;
+                        i += best_len;
+                        continue;
+                    }
+                    if i > 0 && !(best_len >= 2 && i == best + best_len) {
+                        buf[n] = b':';
+                        n += 1;
+                    }
+                    n = hex_group(g[i], buf, n);
+                    i += 1;
+                }
+                n
+            }
         }
     };
     std::str::from_utf8(&buf[..n]).ok()
+}
+
+/// Writes a dotted quad at `buf[at..]`; returns the end.
+fn quad(octets: [u8; 4], buf: &mut [u8; MAX_ADDR_TEXT], at: usize) -> usize {
+    let mut n = at;
+    for (i, o) in octets.into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if o >= 100 {
+            buf[n] = b'0' + o / 100;
+            n += 1;
+        }
+        if o >= 10 {
+            buf[n] = b'0' + o / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + o % 10;
+        n += 1;
+    }
+    n
+}
+
+/// Writes a 16-bit group in lowercase hex without leading zeros at `buf[at..]`; returns the end.
+fn hex_group(x: u16, buf: &mut [u8; MAX_ADDR_TEXT], at: usize) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (16 - x.leading_zeros()).div_ceil(4).max(1) as usize;
+    for k in 0..digits {
+        buf[at + k] = HEX[(x >> (4 * (digits - 1 - k)) & 0xf) as usize];
+    }
+    at + digits
 }
 
 fn prim_of(c: &Col) -> Primitive {
@@ -468,6 +515,52 @@ mod tests {
         for i in 0..=255u8 {
             let ip = IpAddr::from([i, 255 - i, i / 3, 7]);
             assert_eq!(addr_text(ip, &mut buf).unwrap(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn ipv6_text_matches_display() {
+        let mut buf = [0u8; MAX_ADDR_TEXT];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut check = |a: std::net::Ipv6Addr| {
+            assert_eq!(
+                addr_text(IpAddr::V6(a), &mut buf),
+                Some(a.to_string().as_str())
+            );
+        };
+        for s in [
+            "::",
+            "::1",
+            "1::",
+            "2001:db8::1",
+            "2001:db8:0:0:1:0:0:1",
+            "2001:0:0:1:0:0:0:1",
+            "::ffff:10.1.2.3",
+            "::10.1.2.3",
+            "fe80::1:0:0:0",
+            "1:0:1:0:1:0:1:0",
+            "ffff::ffff",
+            "0:1:2:3:4:5:6:7",
+            "1:2:3:4:5:6:7:0",
+            "64:ff9b::c000:221",
+        ] {
+            check(s.parse().unwrap());
+        }
+        for _ in 0..20_000 {
+            // random groups, many of them zero, so that every run layout occurs
+            let mut g = [0u16; 8];
+            for v in &mut g {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+                *v = if r.is_multiple_of(3) {
+                    0
+                } else {
+                    (r >> 16) as u16 >> (r % 13)
+                };
+            }
+            check(std::net::Ipv6Addr::from(g));
         }
     }
 

@@ -22,6 +22,8 @@
 //!   `mplane.specification`, `mplane.identity`, `mplane.drops`,
 //!   `mplane.window`, `mplane.writer`.
 //! * [`parquet_writer`]: one file, ZSTD-compressed, committed atomically.
+//! * [`encode`]: the column encoder that writes those files' column chunks
+//!   straight from Arrow arrays.
 //! * [`sink`]: a job's file set — rotation by size, rows and age, optional
 //!   hive partitioning, retention by age and quota, crash cleanup.
 //! * [`thread`]: [`ExportThread`] runs a sink on its own thread fed by a
@@ -85,6 +87,7 @@
 #![warn(missing_docs)]
 
 pub mod builder;
+pub mod encode;
 mod error;
 pub mod ipfix;
 pub mod metadata;
@@ -96,7 +99,7 @@ pub mod thread;
 pub use builder::ColumnsBuilder;
 pub use error::ExportError;
 pub use metadata::{FileMetadata, Window};
-pub use parquet_writer::{CommittedFile, DictionaryPolicy, Statistics, WriterOptions};
+pub use parquet_writer::{CommittedFile, DictionaryPolicy, FileFormat, Statistics, WriterOptions};
 pub use schema::ExportSchema;
 pub use sink::{Partitioning, Retention, Sink, SinkConfig, SinkReport, SinkStats, StatsSnapshot};
 pub use thread::{ExportThread, SinkHandle};

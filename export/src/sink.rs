@@ -48,12 +48,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arrow_array::RecordBatch;
-use parquet::file::properties::WriterProperties;
 
 use crate::ExportError;
 use crate::builder::system_time_ns;
 use crate::metadata::{Civil, FileMetadata, Window};
-use crate::parquet_writer::{CommittedFile, PendingFile, WriterOptions, sync_dir};
+use crate::parquet_writer::{CommittedFile, FileFormat, PendingFile, WriterOptions, sync_dir};
 use crate::schema::ExportSchema;
 
 /// Drop-counter key under which the sink records rows dropped before
@@ -251,7 +250,7 @@ struct OpenFile {
 pub struct Sink {
     cfg: SinkConfig,
     schema: Arc<ExportSchema>,
-    props: WriterProperties,
+    format: FileFormat,
     probe_dir: Option<String>,
     current: Option<OpenFile>,
     files: Arc<Mutex<Vec<CommittedFile>>>,
@@ -315,7 +314,7 @@ impl Sink {
                 Some(format!("probe={}", if id.is_empty() { "_" } else { &id }))
             }
         };
-        let props = cfg.writer.properties(&schema)?;
+        let format = cfg.writer.format(&schema)?;
         let time_col = match &cfg.time_column {
             None => None,
             Some(e) => match schema.index_of(e) {
@@ -336,7 +335,7 @@ impl Sink {
         let sink = Sink {
             cfg,
             schema,
-            props,
+            format,
             probe_dir,
             current: None,
             files: Arc::new(Mutex::new(Vec::new())),
@@ -549,7 +548,7 @@ impl Sink {
                 break d;
             }
         };
-        let file = PendingFile::create(dest, self.schema.arrow().clone(), self.props.clone())?;
+        let file = PendingFile::create(dest, self.schema.arrow().clone(), &self.format)?;
         self.current = Some(OpenFile {
             file,
             opened_ns: now_ns,

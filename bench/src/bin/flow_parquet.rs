@@ -6,7 +6,7 @@
 //! ```text
 //! cargo build --release -p mplane-bench --bin flow_parquet
 //! target/release/flow_parquet /dev/shm/flows.pcap [--repeat 5] [--zstd 3] [--columns all|tstat]
-//!     [--row-group ROWS] [--all-nullable] [--plain]
+//!     [--row-group ROWS] [--all-nullable] [--plain] [--arrow-writer] [--skip-incompressible]
 //! ```
 //!
 //! Reports, per run, records/s of the build (worker side), of the write (export thread's
@@ -47,6 +47,8 @@ fn main() -> Result<()> {
     let mut rg = 16 * 1024;
     let mut all_nullable = false;
     let mut plain = false;
+    let mut arrow_writer = false;
+    let mut skip_incompressible = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--repeat" => repeat = args.next().context("--repeat N")?.parse()?,
@@ -55,6 +57,8 @@ fn main() -> Result<()> {
             "--row-group" => rg = args.next().context("--row-group ROWS")?.parse()?,
             "--all-nullable" => all_nullable = true,
             "--plain" => plain = true,
+            "--arrow-writer" => arrow_writer = true,
+            "--skip-incompressible" => skip_incompressible = true,
             f => file = Some(f.to_string()),
         }
     }
@@ -95,6 +99,8 @@ fn main() -> Result<()> {
         cfg.writer.zstd_level = zstd;
         cfg.writer.row_group_rows = rg;
         cfg.writer.delta_integers = !plain;
+        cfg.writer.column_encoder = !arrow_writer;
+        cfg.writer.skip_incompressible = skip_incompressible;
         cfg.time_column = Some("start".into());
         let mut sink = Sink::open(cfg, schema.clone())?;
         let mut batches = Vec::new();

@@ -1,0 +1,752 @@
+//! Column chunks encoded straight from Arrow arrays, for the flat schemas of mPlane results.
+//!
+//! arrow-rs's `ArrowWriter` is general (nested data, every type and encoding) and pays for it
+//! on every value: definition levels computed per value, statistics and encoders fed in mini
+//! batches through trait objects, and a new ZSTD context per column chunk. A result schema is
+//! flat and uses five Arrow types, so each column chunk is encoded here in a few tight loops:
+//!
+//! * definition levels come from the validity bitmap itself (a bitmap byte is one bit-packed
+//!   group of eight levels; runs of all-valid or all-null bytes become RLE runs);
+//! * `natural` and `time` values as `DELTA_BINARY_PACKED` (or `PLAIN`), `real` as `PLAIN`,
+//!   `boolean` bit-packed, text through a dictionary (`RLE_DICTIONARY`, falling back to `PLAIN`
+//!   for a chunk whose dictionary outgrows [`DICTIONARY_LIMIT`]);
+//! * one ZSTD context for every page of the file; optionally (off by default) a column whose pages ZSTD did not
+//!   shrink by a tenth is stored uncompressed for the next chunks, then tried again
+//!   ([`crate::WriterOptions::skip_incompressible`]): bit-packed deltas of counters and times
+//!   are already dense, and compressing them costs time for nothing;
+//! * chunk statistics (min, max, null count) as arrow-rs writes them.
+//!
+//! The pages are written with the parquet crate's page writer and spliced into its file
+//! writer (`append_column`), which writes the footer: the file is a standard Parquet file that
+//! every reader (pyarrow, DuckDB, polars, arrow-rs) reads like one from `ArrowWriter`.
+
+mod bits;
+mod delta;
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, TimestampNanosecondType, UInt64Type};
+use arrow_array::{Array, ArrowPrimitiveType};
+use arrow_schema::{DataType, Schema, TimeUnit};
+use bytes::Bytes;
+use parquet::basic::{Compression, Encoding, EncodingMask, PageType, ZstdLevel};
+use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ColumnChunkMetaData, PageEncodingStats};
+use parquet::file::statistics::{Statistics, ValueStatistics};
+use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::{ColumnDescPtr, SchemaDescriptor};
+use rustc_hash::FxHashMap;
+
+/// Largest dictionary (bytes of its values) of a text column chunk; beyond it the chunk is
+/// written `PLAIN` (arrow-rs's default dictionary page limit).
+pub const DICTIONARY_LIMIT: usize = 1 << 20;
+
+/// A column stored uncompressed after ZSTD saved less than this fraction of it...
+const WORTH_COMPRESSING: f64 = 0.10;
+/// ... is tried again after this many chunks.
+const RETRY_AFTER: u32 = 8;
+
+/// The Arrow types this encoder writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    U64,
+    Time,
+    F64,
+    Bool,
+    Text,
+}
+
+/// How one column is written.
+#[derive(Debug, Clone)]
+struct ColumnPlan {
+    descr: ColumnDescPtr,
+    kind: Kind,
+    dictionary: bool,
+    delta: bool,
+    statistics: bool,
+}
+
+/// How every column of a file is written.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    columns: Vec<ColumnPlan>,
+    zstd_level: i32,
+    page_rows: usize,
+    skip_incompressible: bool,
+}
+
+/// What [`Plan::new`] needs to know of each column.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ColumnChoice {
+    /// Dictionary encoding (text columns only).
+    pub dictionary: bool,
+    /// `DELTA_BINARY_PACKED` for integers and times (else `PLAIN`).
+    pub delta: bool,
+    /// Chunk statistics (not for text columns).
+    pub statistics: bool,
+}
+
+impl Plan {
+    /// The plan for `arrow` (whose Parquet form is `parquet`), with each column's choices;
+    /// `None` when a column's type or choice is one this encoder does not write (the file
+    /// then goes through arrow-rs's writer).
+    pub(crate) fn new(
+        arrow: &Schema,
+        parquet: &SchemaDescriptor,
+        choices: &[ColumnChoice],
+        zstd_level: i32,
+        page_rows: usize,
+        skip_incompressible: bool,
+    ) -> Option<Plan> {
+        if parquet.num_columns() != arrow.fields().len() || choices.len() != arrow.fields().len() {
+            return None;
+        }
+        let mut columns = Vec::with_capacity(choices.len());
+        for (i, (field, c)) in arrow.fields().iter().zip(choices).enumerate() {
+            let kind = match field.data_type() {
+                DataType::UInt64 => Kind::U64,
+                DataType::Timestamp(TimeUnit::Nanosecond, _) => Kind::Time,
+                DataType::Float64 => Kind::F64,
+                DataType::Boolean => Kind::Bool,
+                DataType::Utf8 => Kind::Text,
+                _ => return None,
+            };
+            if (c.dictionary && kind != Kind::Text) || (c.statistics && kind == Kind::Text) {
+                return None;
+            }
+            columns.push(ColumnPlan {
+                descr: parquet.column(i),
+                kind,
+                dictionary: c.dictionary,
+                delta: c.delta,
+                statistics: c.statistics,
+            });
+        }
+        Some(Plan {
+            columns,
+            zstd_level,
+            page_rows: page_rows.max(8),
+            skip_incompressible,
+        })
+    }
+}
+
+/// Whether a column's chunks are compressed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Compressibility {
+    /// Chunks still to be stored uncompressed before ZSTD is tried again.
+    skip: u32,
+}
+
+/// The pages of one column chunk as they are built.
+struct Chunk {
+    out: TrackedWrite<Vec<u8>>,
+    uncompressed: i64,
+    compressed: i64,
+    data_page_offset: Option<i64>,
+    dictionary_page_offset: Option<i64>,
+    encodings: Vec<Encoding>,
+    stats: Vec<PageEncodingStats>,
+    raw_bytes: usize,
+    stored_bytes: usize,
+}
+
+impl Chunk {
+    fn new() -> Self {
+        Chunk {
+            out: TrackedWrite::new(Vec::new()),
+            uncompressed: 0,
+            compressed: 0,
+            data_page_offset: None,
+            dictionary_page_offset: None,
+            encodings: vec![Encoding::RLE],
+            stats: Vec::new(),
+            raw_bytes: 0,
+            stored_bytes: 0,
+        }
+    }
+
+    fn note(&mut self, page_type: PageType, encoding: Encoding) {
+        if !self.encodings.contains(&encoding) {
+            self.encodings.push(encoding);
+        }
+        match self.stats.last_mut() {
+            Some(s) if s.page_type == page_type && s.encoding == encoding => s.count += 1,
+            _ => self.stats.push(PageEncodingStats {
+                page_type,
+                encoding,
+                count: 1,
+            }),
+        }
+    }
+}
+
+/// Encodes the column chunks of one file: a ZSTD context reused for every page, each
+/// column's compressibility, and scratch buffers reused from chunk to chunk.
+pub(crate) struct ChunkEncoder {
+    plan: Arc<Plan>,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    compressibility: Vec<Compressibility>,
+    bitmap: Vec<u8>,
+    page_bits: Vec<u8>,
+    ints: Vec<i64>,
+    floats: Vec<f64>,
+    bools: Vec<bool>,
+    indices: Vec<u32>,
+    body: Vec<u8>,
+    squeezed: Vec<u8>,
+}
+
+impl std::fmt::Debug for ChunkEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkEncoder")
+            .field("columns", &self.plan.columns.len())
+            .field("zstd_level", &self.plan.zstd_level)
+            .finish()
+    }
+}
+
+fn general(e: impl std::fmt::Display) -> ParquetError {
+    ParquetError::General(e.to_string())
+}
+
+/// Text values of a chunk, borrowed from its arrays.
+type Texts<'a> = Vec<&'a [u8]>;
+
+impl ChunkEncoder {
+    /// An encoder for the files of `plan`.
+    pub(crate) fn new(plan: Arc<Plan>) -> Result<Self, ParquetError> {
+        let zstd = if plan.zstd_level == 0 {
+            None
+        } else {
+            Some(zstd::bulk::Compressor::new(plan.zstd_level).map_err(general)?)
+        };
+        Ok(ChunkEncoder {
+            compressibility: vec![Compressibility::default(); plan.columns.len()],
+            plan,
+            zstd,
+            bitmap: Vec::new(),
+            page_bits: Vec::new(),
+            ints: Vec::new(),
+            floats: Vec::new(),
+            bools: Vec::new(),
+            indices: Vec::new(),
+            body: Vec::new(),
+            squeezed: Vec::new(),
+        })
+    }
+
+    /// Number of columns.
+    pub(crate) fn columns(&self) -> usize {
+        self.plan.columns.len()
+    }
+
+    /// Encodes column `col` of a row group made of `arrays` (the column's array in each
+    /// batch, in order): its pages, and what the file writer needs to splice them in.
+    pub(crate) fn encode(
+        &mut self,
+        col: usize,
+        arrays: &[&dyn Array],
+    ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+        let plan = self.plan.columns[col].clone();
+        let rows: usize = arrays.iter().map(|a| a.len()).sum();
+        let nulls = self.gather_validity(arrays, rows);
+        let compress = self.zstd.is_some() && self.compressibility[col].skip == 0;
+        let mut chunk = Chunk::new();
+        let statistics = match plan.kind {
+            Kind::U64 | Kind::Time => {
+                self.ints.clear();
+                for a in arrays {
+                    if plan.kind == Kind::U64 {
+                        gather(a.as_primitive::<UInt64Type>(), &mut self.ints, |v| v as i64);
+                    } else {
+                        gather(
+                            a.as_primitive::<TimestampNanosecondType>(),
+                            &mut self.ints,
+                            |v| v,
+                        );
+                    }
+                }
+                let enc = if plan.delta {
+                    Encoding::DELTA_BINARY_PACKED
+                } else {
+                    Encoding::PLAIN
+                };
+                self.data_pages(
+                    &mut chunk,
+                    &plan,
+                    rows,
+                    enc,
+                    compress,
+                    |this, from, to, body| {
+                        let v = &this.ints[from..to];
+                        if plan.delta {
+                            delta::encode(v, body);
+                        } else {
+                            for x in v {
+                                body.extend_from_slice(&x.to_le_bytes());
+                            }
+                        }
+                    },
+                )?;
+                plan.statistics
+                    .then(|| int_statistics(&self.ints, plan.kind, nulls))
+            }
+            Kind::F64 => {
+                self.floats.clear();
+                for a in arrays {
+                    gather(a.as_primitive::<Float64Type>(), &mut self.floats, |v| v);
+                }
+                self.data_pages(
+                    &mut chunk,
+                    &plan,
+                    rows,
+                    Encoding::PLAIN,
+                    compress,
+                    |this, from, to, body| {
+                        for x in &this.floats[from..to] {
+                            body.extend_from_slice(&x.to_le_bytes());
+                        }
+                    },
+                )?;
+                plan.statistics
+                    .then(|| float_statistics(&self.floats, nulls))
+            }
+            Kind::Bool => {
+                self.bools.clear();
+                for a in arrays {
+                    let b = a.as_boolean();
+                    for i in 0..b.len() {
+                        if b.is_valid(i) {
+                            self.bools.push(b.value(i));
+                        }
+                    }
+                }
+                self.data_pages(
+                    &mut chunk,
+                    &plan,
+                    rows,
+                    Encoding::PLAIN,
+                    compress,
+                    |this, from, to, body| {
+                        let v: Vec<u64> = this.bools[from..to].iter().map(|&b| b as u64).collect();
+                        bits::pack(&v, 1, body);
+                    },
+                )?;
+                plan.statistics.then(|| {
+                    let min = self.bools.iter().copied().min();
+                    let max = self.bools.iter().copied().max();
+                    Statistics::Boolean(ValueStatistics::new(min, max, None, Some(nulls), false))
+                })
+            }
+            Kind::Text => {
+                let mut texts: Texts<'_> = Vec::with_capacity(rows - nulls as usize);
+                for a in arrays {
+                    let s = a.as_string::<i32>();
+                    for i in 0..s.len() {
+                        if s.is_valid(i) {
+                            texts.push(s.value(i).as_bytes());
+                        }
+                    }
+                }
+                self.text_pages(&mut chunk, &plan, rows, &texts, compress)?;
+                None
+            }
+        };
+        // what ZSTD did to this chunk decides the next ones
+        if self.plan.skip_incompressible {
+            let c = &mut self.compressibility[col];
+            if compress {
+                if (chunk.stored_bytes as f64) > (1.0 - WORTH_COMPRESSING) * chunk.raw_bytes as f64
+                {
+                    c.skip = RETRY_AFTER;
+                }
+            } else {
+                c.skip = c.skip.saturating_sub(1);
+            }
+        }
+        let codec = if compress {
+            Compression::ZSTD(ZstdLevel::try_new(self.plan.zstd_level).map_err(general)?)
+        } else {
+            Compression::UNCOMPRESSED
+        };
+        let mut b = ColumnChunkMetaData::builder(plan.descr.clone())
+            .set_compression(codec)
+            .set_encodings_mask(EncodingMask::new_from_encodings(chunk.encodings.iter()))
+            .set_page_encoding_stats(chunk.stats)
+            .set_total_compressed_size(chunk.compressed)
+            .set_total_uncompressed_size(chunk.uncompressed)
+            .set_num_values(rows as i64)
+            .set_data_page_offset(chunk.data_page_offset.unwrap_or(0))
+            .set_dictionary_page_offset(chunk.dictionary_page_offset);
+        if let Some(s) = statistics {
+            b = b.set_statistics(s);
+        }
+        let metadata = b.build()?;
+        let bytes = chunk.out.into_inner()?;
+        let close = ColumnCloseResult {
+            bytes_written: bytes.len() as u64,
+            rows_written: rows as u64,
+            metadata,
+            bloom_filter: None,
+            column_index: None,
+            offset_index: None,
+        };
+        Ok((Bytes::from(bytes), close))
+    }
+
+    /// Fills `self.bitmap` with the validity of the chunk's `rows` rows (bit set = value);
+    /// returns the number of nulls.
+    fn gather_validity(&mut self, arrays: &[&dyn Array], rows: usize) -> u64 {
+        self.bitmap.clear();
+        self.bitmap.resize(rows.div_ceil(8), 0);
+        let mut at = 0usize;
+        let mut nulls = 0u64;
+        for a in arrays {
+            match a.logical_nulls() {
+                Some(n) if n.null_count() > 0 => {
+                    nulls += n.null_count() as u64;
+                    let inner = n.inner();
+                    if at.is_multiple_of(8) && inner.offset().is_multiple_of(8) {
+                        // whole bytes: copy, clearing the bits past the array's end
+                        let from = inner.offset() / 8;
+                        let len = a.len().div_ceil(8);
+                        let dst = &mut self.bitmap[at / 8..at / 8 + len];
+                        dst.copy_from_slice(&inner.values()[from..from + len]);
+                        if !a.len().is_multiple_of(8) {
+                            dst[len - 1] &= (1u8 << (a.len() % 8)) - 1;
+                        }
+                    } else {
+                        for i in n.valid_indices() {
+                            let r = at + i;
+                            self.bitmap[r / 8] |= 1 << (r % 8);
+                        }
+                    }
+                }
+                _ => set_bits(&mut self.bitmap, at, a.len()),
+            }
+            at += a.len();
+        }
+        nulls
+    }
+
+    /// Cuts the chunk's rows into pages and writes each: definition levels (nullable columns)
+    /// and the values `values(self, first, end, body)` appends for the page's non-null values
+    /// `first..end` (indices among the chunk's non-null values).
+    #[allow(clippy::too_many_arguments)]
+    fn data_pages(
+        &mut self,
+        chunk: &mut Chunk,
+        plan: &ColumnPlan,
+        rows: usize,
+        encoding: Encoding,
+        compress: bool,
+        mut values: impl FnMut(&Self, usize, usize, &mut Vec<u8>),
+    ) -> Result<(), ParquetError> {
+        let nullable = plan.descr.max_def_level() > 0;
+        let mut start = 0;
+        let mut value_at = 0;
+        loop {
+            let end = (start + self.plan.page_rows).min(rows);
+            let mut body = std::mem::take(&mut self.body);
+            body.clear();
+            let present = self.levels(nullable, start, end, &mut body);
+            values(self, value_at, value_at + present, &mut body);
+            value_at += present;
+            self.write_page(chunk, body, (end - start) as u32, encoding, compress, false)?;
+            start = end;
+            if start >= rows {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Appends the definition levels of rows `start..end` to `body` (nothing for a required
+    /// column); returns how many of them have a value.
+    fn levels(&mut self, nullable: bool, start: usize, end: usize, body: &mut Vec<u8>) -> usize {
+        let n = end - start;
+        let present = count_bits(&self.bitmap, start, end);
+        if !nullable {
+            return present;
+        }
+        let at = body.len();
+        body.extend_from_slice(&[0; 4]);
+        if present == n {
+            bits::uleb((n as u64) << 1, body);
+            body.push(1);
+        } else if present == 0 {
+            bits::uleb((n as u64) << 1, body);
+            body.push(0);
+        } else if start.is_multiple_of(8) {
+            bits::hybrid_bitmap(&self.bitmap[start / 8..], n, body);
+        } else {
+            self.page_bits.clear();
+            self.page_bits.resize(n.div_ceil(8), 0);
+            for r in start..end {
+                if self.bitmap[r / 8] >> (r % 8) & 1 == 1 {
+                    let k = r - start;
+                    self.page_bits[k / 8] |= 1 << (k % 8);
+                }
+            }
+            bits::hybrid_bitmap(&self.page_bits, n, body);
+        }
+        let len = (body.len() - at - 4) as u32;
+        body[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        present
+    }
+
+    /// Writes a text chunk: a dictionary page and `RLE_DICTIONARY` data pages, or `PLAIN`
+    /// data pages when the dictionary would exceed [`DICTIONARY_LIMIT`].
+    fn text_pages(
+        &mut self,
+        chunk: &mut Chunk,
+        plan: &ColumnPlan,
+        rows: usize,
+        texts: &Texts<'_>,
+        compress: bool,
+    ) -> Result<(), ParquetError> {
+        let mut dict: Vec<&[u8]> = Vec::new();
+        let mut use_dict = plan.dictionary;
+        if use_dict {
+            let mut ids: FxHashMap<&[u8], u32> = FxHashMap::default();
+            let mut dict_bytes = 0;
+            self.indices.clear();
+            for &t in texts {
+                let id = *ids.entry(t).or_insert_with(|| {
+                    dict_bytes += t.len() + 4;
+                    dict.push(t);
+                    (dict.len() - 1) as u32
+                });
+                self.indices.push(id);
+                if dict_bytes > DICTIONARY_LIMIT {
+                    use_dict = false;
+                    break;
+                }
+            }
+        }
+        if use_dict {
+            let mut body = std::mem::take(&mut self.body);
+            body.clear();
+            for t in &dict {
+                plain_bytes(t, &mut body);
+            }
+            self.write_page(
+                chunk,
+                body,
+                dict.len() as u32,
+                Encoding::PLAIN,
+                compress,
+                true,
+            )?;
+            let width = bits::width(dict.len().saturating_sub(1) as u64).max(1);
+            self.data_pages(
+                chunk,
+                plan,
+                rows,
+                Encoding::RLE_DICTIONARY,
+                compress,
+                |this, from, to, body| {
+                    body.push(width as u8);
+                    bits::hybrid(&this.indices[from..to], width, body);
+                },
+            )
+        } else {
+            self.data_pages(
+                chunk,
+                plan,
+                rows,
+                Encoding::PLAIN,
+                compress,
+                |_, from, to, body| {
+                    for t in &texts[from..to] {
+                        plain_bytes(t, body);
+                    }
+                },
+            )
+        }
+    }
+
+    /// Compresses (or not) and writes one page whose uncompressed body is `body`.
+    fn write_page(
+        &mut self,
+        chunk: &mut Chunk,
+        body: Vec<u8>,
+        num_values: u32,
+        encoding: Encoding,
+        compress: bool,
+        dictionary: bool,
+    ) -> Result<(), ParquetError> {
+        let raw = body.len();
+        let data = match (&mut self.zstd, compress) {
+            (Some(z), true) => {
+                self.squeezed.clear();
+                self.squeezed.reserve(zstd::zstd_safe::compress_bound(raw));
+                z.compress_to_buffer(&body, &mut self.squeezed)
+                    .map_err(general)?;
+                self.body = body;
+                Bytes::copy_from_slice(&self.squeezed)
+            }
+            _ => {
+                let b = Bytes::copy_from_slice(&body);
+                self.body = body;
+                b
+            }
+        };
+        chunk.raw_bytes += raw;
+        chunk.stored_bytes += data.len();
+        let (page, page_type) = if dictionary {
+            (
+                Page::DictionaryPage {
+                    buf: data,
+                    num_values,
+                    encoding,
+                    is_sorted: false,
+                },
+                PageType::DICTIONARY_PAGE,
+            )
+        } else {
+            (
+                Page::DataPage {
+                    buf: data,
+                    num_values,
+                    encoding,
+                    def_level_encoding: Encoding::RLE,
+                    rep_level_encoding: Encoding::RLE,
+                    statistics: None,
+                },
+                PageType::DATA_PAGE,
+            )
+        };
+        let spec =
+            SerializedPageWriter::new(&mut chunk.out).write_page(CompressedPage::new(page, raw))?;
+        chunk.uncompressed += spec.uncompressed_size as i64;
+        chunk.compressed += spec.compressed_size as i64;
+        if dictionary {
+            chunk.dictionary_page_offset = Some(spec.offset as i64);
+        } else if chunk.data_page_offset.is_none() {
+            chunk.data_page_offset = Some(spec.offset as i64);
+        }
+        chunk.note(page_type, encoding);
+        Ok(())
+    }
+}
+
+/// Appends the values of `a` that are not null, converted by `f`.
+fn gather<T: ArrowPrimitiveType, U>(
+    a: &arrow_array::PrimitiveArray<T>,
+    out: &mut Vec<U>,
+    f: impl Fn(T::Native) -> U,
+) {
+    let values = a.values();
+    match a.nulls() {
+        None => out.extend(values.iter().map(|&v| f(v))),
+        Some(n) => out.extend(n.valid_indices().map(|i| f(values[i]))),
+    }
+}
+
+/// Sets bits `from..from + n`.
+fn set_bits(bits: &mut [u8], from: usize, n: usize) {
+    let end = from + n;
+    let mut r = from;
+    while r < end && !r.is_multiple_of(8) {
+        bits[r / 8] |= 1 << (r % 8);
+        r += 1;
+    }
+    while r + 8 <= end {
+        bits[r / 8] = 0xff;
+        r += 8;
+    }
+    while r < end {
+        bits[r / 8] |= 1 << (r % 8);
+        r += 1;
+    }
+}
+
+/// Number of set bits in `from..to`.
+fn count_bits(bits: &[u8], from: usize, to: usize) -> usize {
+    let mut n = 0;
+    let mut r = from;
+    while r < to && !r.is_multiple_of(8) {
+        n += (bits[r / 8] >> (r % 8) & 1) as usize;
+        r += 1;
+    }
+    while r + 64 <= to {
+        let w = u64::from_le_bytes(bits[r / 8..r / 8 + 8].try_into().unwrap_or([0; 8]));
+        n += w.count_ones() as usize;
+        r += 64;
+    }
+    while r + 8 <= to {
+        n += bits[r / 8].count_ones() as usize;
+        r += 8;
+    }
+    while r < to {
+        n += (bits[r / 8] >> (r % 8) & 1) as usize;
+        r += 1;
+    }
+    n
+}
+
+/// A `PLAIN` byte array: its length (4 bytes, little endian), then its bytes.
+fn plain_bytes(t: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+    out.extend_from_slice(t);
+}
+
+/// Min and max of 64-bit integer values: unsigned order for `natural` (stored as the bit
+/// pattern, as arrow-rs stores `UInt64`), signed for `time`.
+fn int_statistics(values: &[i64], kind: Kind, nulls: u64) -> Statistics {
+    let (min, max, signed) = if kind == Kind::U64 {
+        let min = values.iter().map(|&v| v as u64).min().map(|v| v as i64);
+        let max = values.iter().map(|&v| v as u64).max().map(|v| v as i64);
+        (min, max, false)
+    } else {
+        (
+            values.iter().copied().min(),
+            values.iter().copied().max(),
+            true,
+        )
+    };
+    Statistics::Int64(
+        ValueStatistics::new(min, max, None, Some(nulls), false)
+            .with_backwards_compatible_min_max(signed),
+    )
+}
+
+/// Min and max of reals, NaN left out, with zeros widened as the format asks (a minimum of
+/// zero is written `-0.0`, a maximum of zero `+0.0`).
+fn float_statistics(values: &[f64], nulls: u64) -> Statistics {
+    let mut min: Option<f64> = None;
+    let mut max: Option<f64> = None;
+    for &v in values.iter().filter(|v| !v.is_nan()) {
+        min = Some(min.map_or(v, |m| m.min(v)));
+        max = Some(max.map_or(v, |m| m.max(v)));
+    }
+    let min = min.map(|m| if m == 0.0 { -0.0 } else { m });
+    let max = max.map(|m| if m == 0.0 { 0.0 } else { m });
+    Statistics::Double(
+        ValueStatistics::new(min, max, None, Some(nulls), false)
+            .with_backwards_compatible_min_max(true),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_helpers() {
+        let mut b = vec![0u8; 4];
+        set_bits(&mut b, 3, 20);
+        assert_eq!(count_bits(&b, 0, 32), 20);
+        assert_eq!(count_bits(&b, 0, 3), 0);
+        assert_eq!(count_bits(&b, 3, 23), 20);
+        assert_eq!(count_bits(&b, 5, 10), 5);
+        let mut big = vec![0u8; 40];
+        set_bits(&mut big, 1, 300);
+        assert_eq!(count_bits(&big, 0, 320), 300);
+        assert_eq!(count_bits(&big, 7, 301), 294);
+    }
+}

@@ -1,0 +1,532 @@
+//! The column encoder (`mplane_export::encode`) against independent readers: files of random
+//! columns (nulls in every pattern, extreme values, pages and row groups cut at odd places,
+//! dictionaries that overflow, every writer option the encoder takes) read back equal with
+//! arrow-rs's reader, with the statistics arrow-rs computes, and with pyarrow and DuckDB.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use mplane::registry::Primitive;
+use mplane_export::arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt64Array,
+};
+use mplane_export::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use mplane_export::parquet::file::reader::{FileReader, SerializedFileReader};
+use mplane_export::parquet::file::statistics::Statistics;
+use mplane_export::{
+    DictionaryPolicy, ExportSchema, Sink, SinkConfig, Statistics as Stats, WriterOptions,
+};
+use serde_json::{Value, json};
+
+#[path = "support/readers.rs"]
+mod readers;
+use readers::py;
+
+/// xorshift64*: deterministic test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+fn schema() -> Arc<ExportSchema> {
+    Arc::new(
+        ExportSchema::from_elements(
+            "http://ict-mplane.eu/registry/core",
+            [
+                ("start", Primitive::Time),
+                ("octets.ip", Primitive::Natural),
+                ("packets.ip", Primitive::Natural),
+                ("location.latitude", Primitive::Real),
+                ("flag.complete", Primitive::Boolean),
+                ("source.ip4", Primitive::Address),
+                ("measurement.algorithm", Primitive::String),
+                ("destination.url", Primitive::Url),
+            ],
+        )
+        .unwrap()
+        // the first column required, as flow records declare theirs
+        .with_required(|e| e == "start"),
+    )
+}
+
+/// A batch of `n` random rows; `null_pct` per column, `wide` makes the url column
+/// high-cardinality and long (its dictionary overflows).
+fn batch(
+    rng: &mut Rng,
+    schema: &ExportSchema,
+    row0: u64,
+    n: usize,
+    null_pct: [u64; 7],
+    wide: bool,
+) -> RecordBatch {
+    let valid = |c: usize, rng: &mut Rng| !rng.chance(null_pct[c]);
+    let t: Vec<i64> = (0..n)
+        .map(|i| {
+            1_700_000_000_000_000_000 + (row0 as i64 + i as i64) * 1_000_003
+                - rng.below(1000) as i64
+        })
+        .collect();
+    let octets: Vec<Option<u64>> = (0..n)
+        .map(|_| {
+            valid(0, rng).then(|| match rng.below(10) {
+                0 => u64::MAX - rng.below(3),
+                1 => 0,
+                2 => 1 << 63,
+                _ => rng.below(100_000),
+            })
+        })
+        .collect();
+    let packets: Vec<Option<u64>> = (0..n)
+        .map(|i| valid(1, rng).then_some(i as u64 % 5))
+        .collect();
+    let lat: Vec<Option<f64>> = (0..n)
+        .map(|_| {
+            valid(2, rng).then(|| match rng.below(12) {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f64::INFINITY,
+                3 => -1e300,
+                _ => rng.below(1 << 20) as f64 * 0.5 - 1000.0,
+            })
+        })
+        .collect();
+    let flag: Vec<Option<bool>> = (0..n)
+        .map(|_| valid(3, rng).then(|| rng.chance(30)))
+        .collect();
+    let ip: Vec<Option<String>> = (0..n)
+        .map(|_| valid(4, rng).then(|| format!("10.0.{}.{}", rng.below(4), rng.below(256))))
+        .collect();
+    let alg: Vec<Option<String>> = (0..n)
+        .map(|_| {
+            valid(5, rng).then(|| match rng.below(4) {
+                0 => String::new(),
+                1 => "αλγόριθμος".to_string(),
+                _ => format!("alg-{}", rng.below(7)),
+            })
+        })
+        .collect();
+    let url: Vec<Option<String>> = (0..n)
+        .map(|_| {
+            valid(6, rng).then(|| {
+                if wide {
+                    format!("https://example.org/{}/{}", rng.next(), "x".repeat(400))
+                } else {
+                    format!("https://example.org/{}", rng.below(20))
+                }
+            })
+        })
+        .collect();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(TimestampNanosecondArray::from(t).with_timezone("UTC")),
+        Arc::new(UInt64Array::from(octets)),
+        Arc::new(UInt64Array::from(packets)),
+        Arc::new(Float64Array::from(lat)),
+        Arc::new(BooleanArray::from(flag)),
+        Arc::new(StringArray::from(ip)),
+        Arc::new(StringArray::from(alg)),
+        Arc::new(StringArray::from(url)),
+    ];
+    RecordBatch::try_new(schema.arrow().clone(), cols).unwrap()
+}
+
+/// The batches as one (arrays rebuilt value by value: a second, independent path).
+fn concat(schema: &mplane_export::arrow_schema::SchemaRef, batches: &[RecordBatch]) -> RecordBatch {
+    use mplane_export::arrow_array::cast::AsArray;
+    use mplane_export::arrow_array::types::{Float64Type, TimestampNanosecondType, UInt64Type};
+    use mplane_export::arrow_schema::DataType;
+    let cols: Vec<ArrayRef> = (0..schema.fields().len())
+        .map(|c| -> ArrayRef {
+            let parts = batches.iter().map(|b| b.column(c));
+            match schema.field(c).data_type() {
+                DataType::UInt64 => Arc::new(UInt64Array::from(
+                    parts
+                        .flat_map(|a| a.as_primitive::<UInt64Type>().iter().collect::<Vec<_>>())
+                        .collect::<Vec<_>>(),
+                )),
+                DataType::Timestamp(_, tz) => Arc::new(
+                    TimestampNanosecondArray::from(
+                        parts
+                            .flat_map(|a| {
+                                a.as_primitive::<TimestampNanosecondType>()
+                                    .iter()
+                                    .collect::<Vec<_>>()
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                    .with_timezone_opt(tz.clone()),
+                ),
+                DataType::Float64 => Arc::new(Float64Array::from(
+                    parts
+                        .flat_map(|a| a.as_primitive::<Float64Type>().iter().collect::<Vec<_>>())
+                        .collect::<Vec<_>>(),
+                )),
+                DataType::Boolean => Arc::new(BooleanArray::from(
+                    parts
+                        .flat_map(|a| a.as_boolean().iter().collect::<Vec<_>>())
+                        .collect::<Vec<_>>(),
+                )),
+                DataType::Utf8 => Arc::new(StringArray::from(
+                    parts
+                        .flat_map(|a| {
+                            a.as_string::<i32>()
+                                .iter()
+                                .map(|s| s.map(str::to_string))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+                t => panic!("type {t}"),
+            }
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), cols).unwrap()
+}
+
+fn write(
+    dir: &Path,
+    schema: &Arc<ExportSchema>,
+    opts: WriterOptions,
+    batches: &[RecordBatch],
+) -> PathBuf {
+    assert!(
+        opts.format(schema).unwrap().uses_column_encoder(),
+        "{opts:?}"
+    );
+    let mut cfg = SinkConfig::new(dir, "enc");
+    cfg.writer = opts;
+    let mut sink = Sink::open(cfg, schema.clone()).unwrap();
+    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for b in batches {
+        sink.write(b, now).unwrap();
+    }
+    let report = sink.finish(now).unwrap();
+    assert_eq!(report.files.len(), 1);
+    report.files[0].path.clone()
+}
+
+fn read_back(p: &Path) -> RecordBatch {
+    let f = fs::File::open(p).unwrap();
+    let r = ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = r.map(|b| b.unwrap()).collect();
+    let schema = batches[0].schema();
+    concat(&schema, &batches)
+}
+
+/// Chunk statistics of column `c` over all row groups: (min, max, nulls) as i64 bits.
+fn int_stats(p: &Path, c: usize) -> Vec<(Option<i64>, Option<i64>, Option<u64>)> {
+    let r = SerializedFileReader::new(fs::File::open(p).unwrap()).unwrap();
+    (0..r.num_row_groups())
+        .map(|g| match r.metadata().row_group(g).column(c).statistics() {
+            Some(Statistics::Int64(s)) => (
+                s.min_opt().copied(),
+                s.max_opt().copied(),
+                s.null_count_opt(),
+            ),
+            other => panic!("column {c}: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn random_files_read_back_equal_with_arrow_rs() {
+    let schema = schema();
+    let configs = [
+        WriterOptions::default(),
+        WriterOptions {
+            row_group_rows: 100,
+            data_page_rows: 37,
+            zstd_level: 1,
+            ..WriterOptions::default()
+        },
+        WriterOptions {
+            row_group_rows: 1000,
+            data_page_rows: 64,
+            dictionary: DictionaryPolicy::None,
+            delta_integers: false,
+            statistics: Stats::TimeOnly,
+            skip_incompressible: true,
+            ..WriterOptions::default()
+        },
+        WriterOptions {
+            row_group_rows: 333,
+            dictionary: DictionaryPolicy::StringsOnly,
+            statistics: Stats::None,
+            ..WriterOptions::default()
+        },
+    ];
+    for (k, opts) in configs.into_iter().enumerate() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + k as u64);
+        let dir = tempfile::tempdir().unwrap();
+        let mut batches = Vec::new();
+        let mut row0 = 0;
+        for j in 0..12 {
+            let n = [0, 1, 7, 8, 9, 250, 1000, 3][j % 8] + rng.below(40) as usize;
+            let nulls = match j % 4 {
+                0 => [0; 7],
+                1 => [100; 7],
+                2 => [50, 10, 90, 30, 20, 60, 5],
+                _ => [1, 99, 0, 100, 3, 0, 50],
+            };
+            batches.push(batch(&mut rng, &schema, row0, n, nulls, j == 6));
+            row0 += n as u64;
+        }
+        let p = write(dir.path(), &schema, opts.clone(), &batches);
+        let want = concat(schema.arrow(), &batches);
+        let got = read_back(&p);
+        assert_eq!(got.num_rows(), want.num_rows(), "config {k}");
+        for c in 0..want.num_columns() {
+            assert_eq!(
+                got.column(c).as_ref(),
+                want.column(c).as_ref(),
+                "config {k} column {}",
+                schema.arrow().field(c).name()
+            );
+        }
+        // chunk statistics as arrow-rs computes them (unsigned order for natural columns)
+        if opts.statistics == Stats::NonText {
+            let r = SerializedFileReader::new(fs::File::open(&p).unwrap()).unwrap();
+            let mut at = 0usize;
+            for (g, (min, max, nulls)) in int_stats(&p, 1).into_iter().enumerate() {
+                let rows = r.metadata().row_group(g).num_rows() as usize;
+                let col = want.column(1).slice(at, rows);
+                let col = col.as_any().downcast_ref::<UInt64Array>().unwrap();
+                let vals: Vec<u64> = col.iter().flatten().collect();
+                if opts.statistics == Stats::NonText {
+                    assert_eq!(
+                        min.map(|v| v as u64),
+                        vals.iter().copied().min(),
+                        "config {k} rg {g}"
+                    );
+                    assert_eq!(
+                        max.map(|v| v as u64),
+                        vals.iter().copied().max(),
+                        "config {k} rg {g}"
+                    );
+                    assert_eq!(nulls, Some(col.null_count() as u64));
+                }
+                at += rows;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_column_zstd_cannot_shrink_is_stored_uncompressed() {
+    let schema = schema();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(7);
+    let batches: Vec<RecordBatch> = (0..20)
+        .map(|j| {
+            let b = batch(&mut rng, &schema, j * 500, 500, [0; 7], false);
+            // uniformly random 17-bit counters: nothing for ZSTD to find in their deltas
+            let noise: ArrayRef = Arc::new(UInt64Array::from_iter_values(
+                (0..500).map(|_| rng.below(1 << 17)),
+            ));
+            let mut cols = b.columns().to_vec();
+            cols[1] = noise;
+            RecordBatch::try_new(b.schema(), cols).unwrap()
+        })
+        .collect();
+    let opts = WriterOptions {
+        row_group_rows: 500,
+        skip_incompressible: true,
+        ..WriterOptions::default()
+    };
+    let p = write(dir.path(), &schema, opts, &batches);
+    let r = SerializedFileReader::new(fs::File::open(&p).unwrap()).unwrap();
+    let codecs = |c: usize| -> Vec<String> {
+        (0..r.num_row_groups())
+            .map(|g| {
+                r.metadata()
+                    .row_group(g)
+                    .column(c)
+                    .compression()
+                    .to_string()
+            })
+            .collect()
+    };
+    // random 17-bit counters: ZSTD gains nothing on their bit-packed deltas, so after the
+    // first chunk they are stored as they are, and tried again every eighth chunk
+    let octets = codecs(1);
+    assert!(octets[0].starts_with("ZSTD"), "{octets:?}");
+    assert_eq!(octets[1], "UNCOMPRESSED", "{octets:?}");
+    assert!(octets[9].starts_with("ZSTD"), "{octets:?}");
+    // a few distinct urls repeat: ZSTD pays, every chunk is compressed
+    assert!(
+        codecs(7).iter().all(|c| c.starts_with("ZSTD")),
+        "{:?}",
+        codecs(7)
+    );
+    assert_eq!(read_back(&p).num_rows(), 10_000);
+}
+
+const PYARROW_ROWS: &str = r#"
+import json, sys
+import pyarrow as pa, pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1]).drop_columns(["start"])
+out = []
+for r in t.to_pylist():
+    o = {}
+    for k, v in r.items():
+        if v is None: o[k] = None
+        elif isinstance(v, bool): o[k] = v
+        elif isinstance(v, float): o[k] = repr(v)
+        else: o[k] = str(v)
+    out.append(o)
+print(json.dumps(out))
+"#;
+
+const PYARROW_START_NS: &str = r#"
+import json, sys
+import pyarrow as pa, pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+print(json.dumps([str(x) for x in t.column("start").cast(pa.int64()).to_pylist()]))
+"#;
+
+const DUCKDB_AGG: &str = r#"
+import json, sys, duckdb
+c = duckdb.connect()
+r = c.execute("""SELECT count(*), count(octets_ip), sum(octets_ip)::VARCHAR, min(epoch_ns(start))::VARCHAR,
+  max(epoch_ns(start))::VARCHAR, count(DISTINCT destination_url), sum(length(destination_url))::VARCHAR,
+  count(flag_complete) FILTER (WHERE flag_complete), sum(packets_ip)::VARCHAR
+  FROM read_parquet(?)""", [sys.argv[1]]).fetchone()
+print(json.dumps([str(x) for x in r]))
+"#;
+
+fn py_float(v: f64) -> String {
+    // Python's repr of the floats this test writes
+    if v.is_infinite() {
+        return if v > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
+    }
+    if v.abs() >= 1e16 {
+        let s = format!("{v:e}"); // -1e300
+        return s.replace('e', "e+").replace("e+-", "e-");
+    }
+    if v.fract() == 0.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
+}
+
+#[test]
+fn odd_pages_and_overflowing_dictionaries_read_in_pyarrow_and_duckdb() {
+    let schema = schema();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(42);
+    let mut batches = Vec::new();
+    let mut row0 = 0;
+    for (j, n) in [5usize, 300, 64, 1, 777, 90].into_iter().enumerate() {
+        let nulls = [
+            [0; 7],
+            [40; 7],
+            [100, 0, 100, 0, 100, 0, 100],
+            [3, 97, 50, 50, 10, 90, 20],
+        ][j % 4];
+        batches.push(batch(&mut rng, &schema, row0, n, nulls, j == 4));
+        row0 += n as u64;
+    }
+    let opts = WriterOptions {
+        row_group_rows: 400,
+        data_page_rows: 29,
+        ..WriterOptions::default()
+    };
+    let p = write(dir.path(), &schema, opts, &batches);
+    let all = concat(schema.arrow(), &batches);
+    let n = all.num_rows();
+
+    // pyarrow: every value of every row
+    let rows = py(PYARROW_ROWS, &[p.to_str().unwrap()]);
+    let start_ns = py(PYARROW_START_NS, &[p.to_str().unwrap()]);
+    let col = |c: usize| all.column(c).clone();
+    let t = col(0);
+    let t = t
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .unwrap();
+    let u = |c: usize| {
+        col(c)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .unwrap()
+            .clone()
+    };
+    let (octets, packets) = (u(1), u(2));
+    let lat = col(3);
+    let lat = lat.as_any().downcast_ref::<Float64Array>().unwrap();
+    let flag = col(4);
+    let flag = flag.as_any().downcast_ref::<BooleanArray>().unwrap();
+    let s = |c: usize| {
+        col(c)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone()
+    };
+    let (ip, alg, url) = (s(5), s(6), s(7));
+    assert_eq!(rows.as_array().unwrap().len(), n);
+    for i in 0..n {
+        let r = &rows[i];
+        assert_eq!(start_ns[i], t.value(i).to_string(), "row {i}");
+        let opt_u = |a: &UInt64Array| a.is_valid(i).then(|| a.value(i).to_string());
+        let opt_s = |a: &StringArray| a.is_valid(i).then(|| a.value(i).to_string());
+        let want = json!({
+            "octets_ip": opt_u(&octets),
+            "packets_ip": opt_u(&packets),
+            "location_latitude": lat.is_valid(i).then(|| py_float(lat.value(i))),
+            "flag_complete": flag.is_valid(i).then(|| flag.value(i)),
+            "source_ip4": opt_s(&ip),
+            "measurement_algorithm": opt_s(&alg),
+            "destination_url": opt_s(&url),
+        });
+        for (k, v) in want.as_object().unwrap() {
+            assert_eq!(&r[k], v, "row {i} column {k}");
+        }
+    }
+
+    // DuckDB: aggregates over every column
+    let d = py(DUCKDB_AGG, &[p.to_str().unwrap()]);
+    let sum_u = |a: &UInt64Array| a.iter().flatten().map(u128::from).sum::<u128>();
+    let urls: std::collections::BTreeSet<&str> = url.iter().flatten().collect();
+    let want: Value = json!([
+        n.to_string(),
+        (n - octets.null_count()).to_string(),
+        sum_u(&octets).to_string(),
+        t.iter().flatten().min().unwrap().to_string(),
+        t.iter().flatten().max().unwrap().to_string(),
+        urls.len().to_string(),
+        url.iter()
+            .flatten()
+            .map(|s| s.chars().count())
+            .sum::<usize>()
+            .to_string(),
+        flag.iter().flatten().filter(|&b| b).count().to_string(),
+        sum_u(&packets).to_string(),
+    ]);
+    assert_eq!(d, want);
+}
