@@ -8,7 +8,8 @@
 //! ```text
 //! cargo run --release -p mplane-bench --bin export_parquet -- \
 //!     [--records N] [--batch N] [--repeat N] [--zstd L] [--dict text|all|strings|none] \
-//!     [--row-group N] [--stats none|time|nontext|chunk|page] [--write-batch N] [--page-rows N] [--plain] [--out DIR]
+//!     [--row-group N] [--stats none|time|nontext|chunk|page] [--write-batch N] [--page-rows N] [--plain]
+//!     [--arrow-writer] [--out DIR]
 //! ```
 
 use std::net::IpAddr;
@@ -257,6 +258,7 @@ struct Args {
     write_batch: usize,
     page_rows: usize,
     plain: bool,
+    arrow_writer: bool,
     out: PathBuf,
 }
 
@@ -272,6 +274,7 @@ fn parse() -> anyhow::Result<Args> {
         write_batch: 8192,
         page_rows: 20_000,
         plain: false,
+        arrow_writer: false,
         out: std::env::temp_dir().join("mplane-export-bench"),
     };
     let mut it = std::env::args().skip(1);
@@ -297,6 +300,7 @@ fn parse() -> anyhow::Result<Args> {
                 }
             }
             "--plain" => a.plain = true,
+            "--arrow-writer" => a.arrow_writer = true,
             "--dict" => {
                 a.dict = match val()?.as_str() {
                     "text" => DictionaryPolicy::Text,
@@ -366,6 +370,7 @@ fn main() -> anyhow::Result<()> {
         cfg.writer.write_batch_size = a.write_batch;
         cfg.writer.data_page_rows = a.page_rows;
         cfg.writer.delta_integers = !a.plain;
+        cfg.writer.column_encoder = !a.arrow_writer;
         let mut sink = Sink::open(cfg, schema.clone())?;
         let t = Instant::now();
         let c = cpu_ns();
@@ -402,7 +407,7 @@ fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     println!(
-        "median (CPU time, one thread): build {:.2} M rec/s, write {:.3} M rec/s, build+write {:.3} M rec/s, {:.1} bytes/rec (records={} batch={} zstd={} dict={:?} row_group={} stats={:?} write_batch={} page_rows={} plain={})",
+        "median (CPU time, one thread): build {:.2} M rec/s, write {:.3} M rec/s, build+write {:.3} M rec/s, {:.1} bytes/rec (records={} batch={} zstd={} dict={:?} row_group={} stats={:?} write_batch={} page_rows={} plain={} arrow_writer={})",
         median(&mut build_rps) / 1e6,
         median(&mut write_rps) / 1e6,
         median(&mut total_rps) / 1e6,
@@ -415,7 +420,8 @@ fn main() -> anyhow::Result<()> {
         a.stats,
         a.write_batch,
         a.page_rows,
-        a.plain
+        a.plain,
+        a.arrow_writer
     );
     Ok(())
 }

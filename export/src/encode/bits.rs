@@ -44,6 +44,34 @@ pub(crate) fn pack(values: &[u64], width: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(&(acc as u64).to_le_bytes()[..tail]);
 }
 
+/// Appends 32 values, `width` bits each, LSB first: exactly `4 × width` bytes (a miniblock of
+/// `DELTA_BINARY_PACKED`). Values must fit in `width` bits.
+pub(crate) fn pack32(values: &[u64; 32], width: u32, out: &mut Vec<u8>) {
+    if width == 0 {
+        return;
+    }
+    let start = out.len();
+    out.resize(start + 4 * width as usize, 0);
+    let dst = &mut out[start..];
+    let mut acc = 0u64;
+    let mut bits = 0u32;
+    let mut pos = 0;
+    for &v in values {
+        acc |= v << bits;
+        let next = bits + width;
+        if next >= 64 {
+            dst[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
+            pos += 8;
+            acc = if bits == 0 { 0 } else { v >> (64 - bits) };
+            bits = next - 64;
+        } else {
+            bits = next;
+        }
+    }
+    let tail = bits.div_ceil(8) as usize;
+    dst[pos..pos + tail].copy_from_slice(&acc.to_le_bytes()[..tail]);
+}
+
 /// Appends the RLE / bit-packing hybrid encoding of `values`, each below `2^width`
 /// (`width` ≤ 32): runs of eight or more equal values become RLE runs, the rest bit-packed
 /// groups of eight.
@@ -205,6 +233,30 @@ pub(crate) mod tests {
         v.clear();
         pack(&[1, 2, 3, 4, 5, 6, 7, 0], 3, &mut v);
         assert_eq!(v, vec![0xd1, 0x58, 0x1f]);
+    }
+
+    #[test]
+    fn pack32_matches_pack() {
+        let mut x: u64 = 99;
+        for width in 0..=64u32 {
+            let mask = if width == 64 {
+                u64::MAX
+            } else {
+                (1u64 << width) - 1
+            };
+            let mut v = [0u64; 32];
+            for e in &mut v {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *e = x & mask;
+            }
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            pack(&v, width, &mut a);
+            pack32(&v, width, &mut b);
+            assert_eq!(a, b, "width {width}");
+            assert_eq!(b.len(), 4 * width as usize);
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `DELTA_BINARY_PACKED`: 64-bit integers as bit-packed deltas, in blocks of 128 values of
 //! four miniblocks each (the layout arrow-rs and parquet-mr write).
 
-use super::bits::{pack, uleb, width, zigzag};
+use super::bits::{pack32, uleb, width, zigzag};
 
 /// Values per block.
 const BLOCK: usize = 128;
@@ -46,7 +46,7 @@ pub(crate) fn encode(values: &[i64], out: &mut Vec<u8>) {
         }
         out.extend(widths.iter().map(|&w| w as u8));
         for (m, &w) in widths.iter().enumerate().take(minis) {
-            pack(&stage[m], w, out);
+            pack32(&stage[m], w, out);
         }
     }
 }

@@ -514,12 +514,18 @@ impl ChunkEncoder {
             let mut ids: FxHashMap<&[u8], u32> = FxHashMap::default();
             let mut dict_bytes = 0;
             self.indices.clear();
+            let mut last: Option<(&[u8], u32)> = None;
             for &t in texts {
-                let id = *ids.entry(t).or_insert_with(|| {
-                    dict_bytes += t.len() + 4;
-                    dict.push(t);
-                    (dict.len() - 1) as u32
-                });
+                // a repeat of the previous value (constant columns) needs no lookup
+                let id = match last {
+                    Some((l, id)) if l == t => id,
+                    _ => *ids.entry(t).or_insert_with(|| {
+                        dict_bytes += t.len() + 4;
+                        dict.push(t);
+                        (dict.len() - 1) as u32
+                    }),
+                };
+                last = Some((t, id));
                 self.indices.push(id);
                 if dict_bytes > DICTIONARY_LIMIT {
                     use_dict = false;
