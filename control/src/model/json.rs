@@ -27,32 +27,17 @@ static ESCAPE: [bool; 256] = {
 };
 
 /// The offset of the first byte at or after `i` that must be escaped (see [`ESCAPE`]), or
-/// `b.len()`. Eight bytes at a time; each test flags its lowest matching byte exactly, so the
-/// lowest flag is the first byte to escape.
+/// `b.len()`.
 #[inline]
-fn escape_stop(b: &[u8], mut i: usize) -> usize {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        let quote = w ^ (LO * b'"' as u64);
-        let slash = w ^ (LO * b'\\' as u64);
-        let del = w ^ (LO * 0x7f);
-        let t = ((quote.wrapping_sub(LO) & !quote)
-            | (slash.wrapping_sub(LO) & !slash)
-            | (del.wrapping_sub(LO) & !del)
-            | (w.wrapping_sub(LO * 0x20) & !w)
-            | w)
-            & HI;
-        if t != 0 {
-            return i + (t.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while i < b.len() && !ESCAPE[b[i] as usize] {
-        i += 1;
-    }
-    i
+fn escape_stop(b: &[u8], i: usize) -> usize {
+    use super::scan::{below, eq, first};
+    // the high bit of `w` itself flags every non-ASCII byte
+    first(
+        b,
+        i,
+        |w| eq(w, b'"') | eq(w, b'\\') | eq(w, 0x7f) | below(w, 0x20) | w,
+        &ESCAPE,
+    )
 }
 
 /// Writes a JSON number as the reference does: integers as they are, floats

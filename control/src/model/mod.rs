@@ -29,6 +29,7 @@ mod json;
 mod matching;
 mod read;
 mod rows;
+mod scan;
 mod token;
 
 pub use error::ModelError;

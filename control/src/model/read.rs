@@ -36,30 +36,16 @@ static STRING_STOP: [bool; 256] = {
 };
 
 /// The offset of the first byte at or after `i` that ends the fast scan of a string (see
-/// [`STRING_STOP`]), or `b.len()`. Eight bytes at a time: each test below flags its
-/// lowest matching byte exactly (a borrow can only flag bytes above a true match), so the
-/// lowest flag of the three is the first stop byte.
+/// [`STRING_STOP`]), or `b.len()`.
 #[inline]
-fn string_stop(b: &[u8], mut i: usize) -> usize {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        let quote = w ^ (LO * b'"' as u64);
-        let slash = w ^ (LO * b'\\' as u64);
-        let t = ((quote.wrapping_sub(LO) & !quote)
-            | (slash.wrapping_sub(LO) & !slash)
-            | (w.wrapping_sub(LO * 0x20) & !w))
-            & HI;
-        if t != 0 {
-            return i + (t.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while i < b.len() && !STRING_STOP[b[i] as usize] {
-        i += 1;
-    }
-    i
+fn string_stop(b: &[u8], i: usize) -> usize {
+    use super::scan::{below, eq, first};
+    first(
+        b,
+        i,
+        |w| eq(w, b'"') | eq(w, b'\\') | below(w, 0x20),
+        &STRING_STOP,
+    )
 }
 
 impl<'a> Reader<'a> {

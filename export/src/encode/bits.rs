@@ -163,21 +163,23 @@ fn literal_bytes(bytes: &[u8], out: &mut Vec<u8>) {
 pub(crate) mod tests {
     use super::*;
 
+    /// Reads an unsigned LEB128 varint (for tests).
+    pub(crate) fn read_uleb(b: &mut &[u8]) -> u64 {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let c = b[0];
+            *b = &b[1..];
+            v |= ((c & 0x7f) as u64) << shift;
+            if c < 0x80 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+
     /// Decodes the hybrid encoding of `n` values (for tests).
     pub(crate) fn unhybrid(mut b: &[u8], width: u32, n: usize) -> Vec<u32> {
-        let read_uleb = |b: &mut &[u8]| {
-            let mut v = 0u64;
-            let mut shift = 0;
-            loop {
-                let c = b[0];
-                *b = &b[1..];
-                v |= ((c & 0x7f) as u64) << shift;
-                if c < 0x80 {
-                    return v;
-                }
-                shift += 7;
-            }
-        };
         let mut out = Vec::new();
         while out.len() < n {
             let h = read_uleb(&mut b);

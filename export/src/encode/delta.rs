@@ -57,19 +57,7 @@ mod tests {
 
     /// Decodes (for tests).
     fn decode(mut b: &[u8]) -> Vec<i64> {
-        fn uleb(b: &mut &[u8]) -> u64 {
-            let mut v = 0u64;
-            let mut shift = 0;
-            loop {
-                let c = b[0];
-                *b = &b[1..];
-                v |= ((c & 0x7f) as u64) << shift;
-                if c < 0x80 {
-                    return v;
-                }
-                shift += 7;
-            }
-        }
+        use super::super::bits::tests::read_uleb as uleb;
         fn zz(b: &mut &[u8]) -> i64 {
             let u = uleb(b);
             ((u >> 1) as i64) ^ -((u & 1) as i64)
