@@ -121,34 +121,18 @@ impl<'a> Reader<'a> {
         depth: usize,
         mut f: impl FnMut(&mut Self, Cow<'a, str>) -> Result<(), ModelError>,
     ) -> Result<(), ModelError> {
-        if depth > MAX_DEPTH {
-            return Err(self.error("recursion limit exceeded"));
-        }
-        self.pos += 1; // '{'
-        if self.peek_ws() == Some(b'}') {
-            self.pos += 1;
-            return Ok(());
-        }
-        loop {
-            if self.peek_ws() != Some(b'"') {
-                return Err(self.eof_or("key must be a string"));
+        self.sequence(depth, b'}', "expected `,` or `}`", |r| {
+            if r.peek() != Some(b'"') {
+                return Err(r.eof_or("key must be a string"));
             }
-            let key = self.string()?;
-            if self.peek_ws() != Some(b':') {
-                return Err(self.eof_or("expected `:`"));
+            let key = r.string()?;
+            if r.peek_ws() != Some(b':') {
+                return Err(r.eof_or("expected `:`"));
             }
-            self.pos += 1;
-            self.ws();
-            f(self, key)?;
-            match self.peek_ws() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.eof_or("expected `,` or `}`")),
-            }
-        }
+            r.pos += 1;
+            r.ws();
+            f(r, key)
+        })
     }
 
     /// Reads the elements of an array, calling `f` for each; `f` reads the element. The
@@ -156,26 +140,38 @@ impl<'a> Reader<'a> {
     pub(crate) fn array(
         &mut self,
         depth: usize,
-        mut f: impl FnMut(&mut Self) -> Result<(), ModelError>,
+        f: impl FnMut(&mut Self) -> Result<(), ModelError>,
+    ) -> Result<(), ModelError> {
+        self.sequence(depth, b']', "expected `,` or `]`", f)
+    }
+
+    /// The items of an object or array up to its `close`, separated by commas; `item` reads
+    /// one (the cursor at its first byte).
+    fn sequence(
+        &mut self,
+        depth: usize,
+        close: u8,
+        expected: &str,
+        mut item: impl FnMut(&mut Self) -> Result<(), ModelError>,
     ) -> Result<(), ModelError> {
         if depth > MAX_DEPTH {
             return Err(self.error("recursion limit exceeded"));
         }
-        self.pos += 1; // '['
-        if self.peek_ws() == Some(b']') {
+        self.pos += 1; // the opening bracket
+        if self.peek_ws() == Some(close) {
             self.pos += 1;
             return Ok(());
         }
         loop {
             self.ws();
-            f(self)?;
+            item(self)?;
             match self.peek_ws() {
                 Some(b',') => self.pos += 1,
-                Some(b']') => {
+                Some(c) if c == close => {
                     self.pos += 1;
                     return Ok(());
                 }
-                _ => return Err(self.eof_or("expected `,` or `]`")),
+                _ => return Err(self.eof_or(expected)),
             }
         }
     }
