@@ -118,6 +118,7 @@ struct ReplayArgs {
 }
 
 fn main() -> ExitCode {
+    mplane_probe::malloc::keep_freed_memory();
     let cli = Cli::parse();
     let r = match (cli.cmd, cli.config) {
         (Some(Cmd::Demo(args)), _) => demo(&args),
