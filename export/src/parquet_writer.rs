@@ -20,6 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::SchemaRef;
@@ -139,6 +140,9 @@ pub struct FileFormat {
     columns: Option<(Arc<Plan>, TypePtr)>,
     row_group_rows: usize,
     row_group_bytes: usize,
+    /// File bytes per Arrow byte of the last row group written (f64 bits; 0: none yet),
+    /// carried from file to file for size estimates.
+    ratio: Arc<AtomicU64>,
 }
 
 impl FileFormat {
@@ -206,6 +210,7 @@ impl WriterOptions {
             columns,
             row_group_rows: self.row_group_rows,
             row_group_bytes: self.row_group_bytes,
+            ratio: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -357,6 +362,8 @@ struct ColumnsWriter {
     buffered_bytes: usize,
     row_group_rows: usize,
     row_group_bytes: usize,
+    /// The sink's last bytes per Arrow byte, shared by its files.
+    ratio: Arc<AtomicU64>,
 }
 
 impl ColumnsWriter {
@@ -390,6 +397,7 @@ impl ColumnsWriter {
         if self.buffered_rows == 0 {
             return Ok(());
         }
+        let before = self.writer.bytes_written();
         let mut rg = self.writer.next_row_group()?;
         for c in 0..self.encoder.columns() {
             let arrays: Vec<&dyn Array> =
@@ -398,10 +406,27 @@ impl ColumnsWriter {
             rg.append_column(&bytes, close)?;
         }
         rg.close()?;
+        let written = self.writer.bytes_written().saturating_sub(before);
+        if self.buffered_bytes > 0 {
+            let r = written as f64 / self.buffered_bytes as f64;
+            self.ratio.store(r.to_bits(), Ordering::Relaxed);
+        }
         self.buffered.clear();
         self.buffered_rows = 0;
         self.buffered_bytes = 0;
         Ok(())
+    }
+
+    /// The file's size if closed now: bytes written, plus the buffered batches scaled by the
+    /// file bytes per Arrow byte of the last row group this sink wrote (before the first,
+    /// Arrow bytes themselves: an over-estimate).
+    fn estimated_bytes(&self) -> u64 {
+        let written = self.writer.inner().bytes;
+        let ratio = match self.ratio.load(Ordering::Relaxed) {
+            0 => 1.0,
+            bits => f64::from_bits(bits),
+        };
+        written + (self.buffered_bytes as f64 * ratio) as u64
     }
 }
 
@@ -464,6 +489,7 @@ impl PendingFile {
                     buffered_bytes: 0,
                     row_group_rows: format.row_group_rows.max(1),
                     row_group_bytes: format.row_group_bytes.max(1),
+                    ratio: format.ratio.clone(),
                 })))
             }),
             None => {
@@ -499,13 +525,14 @@ impl PendingFile {
     }
 
     /// Estimated size of the file if closed now: bytes on disk plus the
-    /// encoded size of the buffered row group (before compression, so an
-    /// over-estimate).
+    /// buffered row group (`ArrowWriter`: its encoded size before compression;
+    /// column encoder: its Arrow size scaled by the file's bytes per Arrow byte
+    /// so far).
     pub fn estimated_bytes(&self) -> u64 {
         match &self.writer {
             None => 0,
             Some(Writer::Arrow(w)) => w.inner().bytes + w.in_progress_size() as u64,
-            Some(Writer::Columns(c)) => c.writer.inner().bytes + c.buffered_bytes as u64,
+            Some(Writer::Columns(c)) => c.estimated_bytes(),
         }
     }
 

@@ -575,3 +575,37 @@ fn odd_pages_and_overflowing_dictionaries_read_in_pyarrow_and_duckdb() {
     ]);
     assert_eq!(got, want, "{wheres:?}");
 }
+
+#[test]
+fn size_rotation_follows_the_compressed_size() {
+    // the encoder buffers Arrow batches (several times larger than their Parquet form):
+    // rotation by size must scale them by the file's ratio, not cut files early
+    let schema = schema();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(5);
+    let mut cfg = SinkConfig::new(dir.path(), "size");
+    cfg.max_file_bytes = 256 << 10;
+    // a buffered row group is larger than the limit in Arrow form, a fraction of it on disk
+    cfg.writer.row_group_rows = 4000;
+    let mut sink = Sink::open(cfg, schema.clone()).unwrap();
+    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for j in 0..120 {
+        let b = batch(&mut rng, &schema, j * 1000, 1000, [10; 7], false);
+        sink.write(&b, now).unwrap();
+    }
+    let report = sink.finish(now).unwrap();
+    assert!(report.files.len() >= 3, "{:?}", report.files);
+    // the sink's first file is cut early: before its first row group it knows no ratio and
+    // counts the Arrow bytes themselves; the others fill up to the limit
+    let (last, full) = report.files.split_last().unwrap();
+    for f in &full[1..] {
+        assert!(
+            f.bytes >= 160 << 10 && f.bytes <= 400 << 10,
+            "{} bytes for a limit of 256 KiB: {:?}",
+            f.bytes,
+            report.files
+        );
+    }
+    assert!(last.bytes <= 400 << 10);
+    assert_eq!(report.files.iter().map(|f| f.rows).sum::<u64>(), 120_000);
+}
