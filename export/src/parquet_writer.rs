@@ -78,7 +78,9 @@ pub struct WriterOptions {
     pub zstd_level: i32,
     /// Maximum rows per row group. Default 128 Ki.
     pub row_group_rows: usize,
-    /// Maximum (estimated, encoded) bytes per row group. Default 64 MiB.
+    /// Maximum bytes of a row group while it is buffered (arrow-rs: its
+    /// estimated encoded size; the column encoder: its Arrow batches), which
+    /// bounds the writer's memory. Default 64 MiB.
     pub row_group_bytes: usize,
     /// Target data page size. Default 1 MiB (arrow-rs default).
     pub data_page_bytes: usize,
