@@ -269,6 +269,7 @@ fn random_files_read_back_equal_with_arrow_rs() {
             row_group_rows: 333,
             dictionary: DictionaryPolicy::StringsOnly,
             statistics: Stats::None,
+            zstd_level: 0,
             ..WriterOptions::default()
         },
     ];

@@ -188,7 +188,7 @@ impl Chunk {
 /// column's compressibility, and scratch buffers reused from chunk to chunk.
 pub(crate) struct ChunkEncoder {
     plan: Arc<Plan>,
-    zstd: Option<zstd::bulk::Compressor<'static>>,
+    zstd: zstd::bulk::Compressor<'static>,
     compressibility: Vec<Compressibility>,
     bitmap: Vec<u8>,
     page_bits: Vec<u8>,
@@ -219,11 +219,8 @@ type Texts<'a> = Vec<&'a [u8]>;
 impl ChunkEncoder {
     /// An encoder for the files of `plan`.
     pub(crate) fn new(plan: Arc<Plan>) -> Result<Self, ParquetError> {
-        let zstd = if plan.zstd_level == 0 {
-            None
-        } else {
-            Some(zstd::bulk::Compressor::new(plan.zstd_level).map_err(general)?)
-        };
+        // level 0 is ZSTD's default level, as for arrow-rs
+        let zstd = zstd::bulk::Compressor::new(plan.zstd_level).map_err(general)?;
         Ok(ChunkEncoder {
             compressibility: vec![Compressibility::default(); plan.columns.len()],
             plan,
@@ -254,7 +251,7 @@ impl ChunkEncoder {
         let plan = self.plan.columns[col].clone();
         let rows: usize = arrays.iter().map(|a| a.len()).sum();
         let nulls = self.gather_validity(arrays, rows);
-        let compress = self.zstd.is_some() && self.compressibility[col].skip == 0;
+        let compress = self.compressibility[col].skip == 0;
         let mut chunk = Chunk::new();
         let statistics = match plan.kind {
             Kind::U64 | Kind::Time => {
@@ -586,21 +583,17 @@ impl ChunkEncoder {
         dictionary: bool,
     ) -> Result<(), ParquetError> {
         let raw = body.len();
-        let data = match (&mut self.zstd, compress) {
-            (Some(z), true) => {
-                self.squeezed.clear();
-                self.squeezed.reserve(zstd::zstd_safe::compress_bound(raw));
-                z.compress_to_buffer(&body, &mut self.squeezed)
-                    .map_err(general)?;
-                self.body = body;
-                Bytes::copy_from_slice(&self.squeezed)
-            }
-            _ => {
-                let b = Bytes::copy_from_slice(&body);
-                self.body = body;
-                b
-            }
+        let data = if compress {
+            self.squeezed.clear();
+            self.squeezed.reserve(zstd::zstd_safe::compress_bound(raw));
+            self.zstd
+                .compress_to_buffer(&body, &mut self.squeezed)
+                .map_err(general)?;
+            Bytes::copy_from_slice(&self.squeezed)
+        } else {
+            Bytes::copy_from_slice(&body)
         };
+        self.body = body;
         chunk.raw_bytes += raw;
         chunk.stored_bytes += data.len();
         let (page, page_type) = if dictionary {
