@@ -117,6 +117,25 @@ impl Constraint {
         Ok(Constraint::Set(members))
     }
 
+    /// Checks that `text` is a constraint for `prim` as [`Constraint::parse`] would, without
+    /// building it when it is a single value (the common case in capabilities).
+    pub fn check(prim: Primitive, text: &str) -> Result<(), ConstraintError> {
+        if text == "*" {
+            return Ok(());
+        }
+        let single = !text.contains(',')
+            && !crate::text::contains(text, RANGE_SEP)
+            && !(prim == Primitive::Address && text.contains('/'));
+        if single {
+            let m = text.trim();
+            // `*` as a set member is a value of its primitive (or an error), not "any"
+            if !m.is_empty() && m != "*" {
+                return Value::check(prim, m).map_err(ConstraintError::from);
+            }
+        }
+        Constraint::parse(prim, text).map(drop)
+    }
+
     /// True if `v` satisfies the constraint.
     pub fn met_by(&self, v: &Value) -> bool {
         match self {
@@ -209,6 +228,63 @@ fn prefix_contains(net: IpAddr, len: u8, a: IpAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn check_agrees_with_parse() {
+        use crate::registry::Primitive as P;
+        let prims = [
+            P::String,
+            P::Natural,
+            P::Real,
+            P::Boolean,
+            P::Time,
+            P::Address,
+            P::Url,
+        ];
+        let texts = [
+            "*",
+            " * ",
+            "",
+            " ",
+            "1",
+            " 7 ",
+            "-1",
+            "1.5",
+            "1e3",
+            "True",
+            "false",
+            "now",
+            "past",
+            "2015-01-01 00:00:00",
+            "2015-13-01",
+            "10.0.0.1",
+            "10.0.0.300",
+            "10.0.0.0/8",
+            "10.0.0.0/33",
+            "::1",
+            "2001:db8::/32",
+            "a",
+            "a,b",
+            "a,,b",
+            "1 ... 2",
+            "2 ... 1",
+            " ... 1",
+            "1 ... 2 ... 3",
+            "1 ... ",
+            "nan ... 1",
+            "http://x/",
+            "1,*",
+        ];
+        for p in prims {
+            for t in texts {
+                assert_eq!(
+                    Constraint::check(p, t),
+                    Constraint::parse(p, t).map(drop),
+                    "{p} {t:?}"
+                );
+            }
+        }
+    }
+
     use super::*;
 
     fn c(prim: Primitive, s: &str) -> Constraint {

@@ -632,17 +632,15 @@ fn check_entries(
         }
         pairs = kept;
     }
-    let mut out = Vec::with_capacity(pairs.len());
+    let mut out = BTreeMap::new();
     for (name, raw) in pairs {
         check_scalar(&raw, field, &name)?;
         let prim = lookup(reg, &name)?;
         let text = wire_text(&raw);
         if constraints {
-            Constraint::parse(prim, &text).map(drop).map_err(|source| {
-                ModelError::BadConstraint {
-                    element: name.clone(),
-                    source,
-                }
+            Constraint::check(prim, &text).map_err(|source| ModelError::BadConstraint {
+                element: name.clone(),
+                source,
             })?;
         } else {
             Value::check(prim, &text).map_err(|source| ModelError::BadValue {
@@ -650,9 +648,9 @@ fn check_entries(
                 source,
             })?;
         }
-        out.push((name, Entry { raw, prim }));
+        out.insert(name, Entry { raw, prim });
     }
-    Ok(Some(out.into_iter().collect()))
+    Ok(Some(out))
 }
 
 fn check_columns(results: Option<Json>, reg: &Registry) -> Result<Option<Vec<Column>>, ModelError> {
@@ -1159,7 +1157,7 @@ impl Statement {
     ) -> Result<&mut Self, ModelError> {
         let prim = self.prim_of(name, registries)?;
         if self.kind.has_constraints() {
-            Constraint::parse(prim, text).map_err(|source| ModelError::BadConstraint {
+            Constraint::check(prim, text).map_err(|source| ModelError::BadConstraint {
                 element: name.into(),
                 source,
             })?;
