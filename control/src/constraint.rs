@@ -125,7 +125,7 @@ impl Constraint {
         }
         let single = !text.contains(',')
             && !crate::text::contains(text, RANGE_SEP)
-            && !(prim == Primitive::Address && text.contains('/'));
+            && (prim != Primitive::Address || !text.contains('/'));
         if single {
             let m = text.trim();
             // `*` as a set member is a value of its primitive (or an error), not "any"
