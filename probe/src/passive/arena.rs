@@ -99,7 +99,7 @@ pub struct RangeSet {
 }
 
 impl RangeSet {
-    /// Adds `[s, e)`; `false` when it would need more than [`MAX_RANGES`] separate ranges.
+    /// Adds `[s, e)`; `false` when it would need more than `MAX_RANGES` separate ranges.
     pub fn add(&mut self, s: u32, e: u32) -> bool {
         if s >= e {
             return true;
