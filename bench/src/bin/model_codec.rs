@@ -82,32 +82,34 @@ enum Phase {
     Unparse,
 }
 
+/// One iteration of our side: `phase` of `text` (`parsed` is `text` parsed once).
+fn once(phase: Phase, text: &str, parsed: &Message, regs: &Registries) -> Result<()> {
+    match phase {
+        Phase::Both => {
+            let m = model::parse(std::hint::black_box(text), regs)?;
+            std::hint::black_box(m.unparse());
+        }
+        Phase::Parse => {
+            std::hint::black_box(model::parse(std::hint::black_box(text), regs)?);
+        }
+        Phase::Unparse => {
+            std::hint::black_box(std::hint::black_box(parsed).unparse());
+        }
+    }
+    Ok(())
+}
+
 fn ours(text: &str, regs: &Registries, seconds: f64, phase: Phase) -> Result<f64> {
     let parsed = model::parse(text, regs)?;
-    let once = || -> Result<()> {
-        match phase {
-            Phase::Both => {
-                let m = model::parse(std::hint::black_box(text), regs)?;
-                std::hint::black_box(m.unparse());
-            }
-            Phase::Parse => {
-                std::hint::black_box(model::parse(std::hint::black_box(text), regs)?);
-            }
-            Phase::Unparse => {
-                std::hint::black_box(std::hint::black_box(&parsed).unparse());
-            }
-        }
-        Ok(())
-    };
     // warm up, then count iterations for `seconds`
     for _ in 0..100 {
-        once()?;
+        once(phase, text, &parsed, regs)?;
     }
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < seconds {
         for _ in 0..64 {
-            once()?;
+            once(phase, text, &parsed, regs)?;
         }
         n += 64;
     }
@@ -200,18 +202,7 @@ fn main() -> Result<()> {
         if let Some(n) = count {
             let parsed = model::parse(&text, &regs)?;
             for _ in 0..n {
-                match phase {
-                    Phase::Both => {
-                        let m = model::parse(std::hint::black_box(&text), &regs)?;
-                        std::hint::black_box(m.unparse());
-                    }
-                    Phase::Parse => {
-                        std::hint::black_box(model::parse(std::hint::black_box(&text), &regs)?);
-                    }
-                    Phase::Unparse => {
-                        std::hint::black_box(std::hint::black_box(&parsed).unparse());
-                    }
-                }
+                once(phase, &text, &parsed, &regs)?;
             }
             continue;
         }
