@@ -378,19 +378,15 @@ impl Value {
     pub fn check(prim: Primitive, text: &str) -> Result<(), ValueError> {
         match prim {
             Primitive::String | Primitive::Url => Ok(()),
-            // the forms on the wire, checked without building the value
-            Primitive::Natural
-                if (1..=19).contains(&text.len()) && text.bytes().all(|c| c.is_ascii_digit()) =>
-            {
-                Ok(())
-            }
-            Primitive::Time => match text {
-                NONE | "past" | "now" | "future" => Ok(()),
-                _ => Timestamp::parse(text)
-                    .map(|_| ())
-                    .ok_or_else(|| invalid(prim, text)),
-            },
-            _ => Value::parse(prim, text).map(|_| ()),
+            _ if text == NONE => Ok(()),
+            // the per-primitive readers of `parse_some`, without building a `Value`
+            Primitive::Natural => parse_natural(text)
+                .map(drop)
+                .ok_or_else(|| invalid(prim, text)),
+            Primitive::Time => TimeValue::parse(text)
+                .map(drop)
+                .ok_or_else(|| invalid(prim, text)),
+            _ => Value::parse_some(prim, text).map(drop),
         }
     }
 
@@ -455,7 +451,17 @@ pub fn unparse(v: Option<&Value>) -> String {
     }
 }
 
+#[inline]
 fn parse_natural(text: &str) -> Option<u64> {
+    // the form on the wire, in one pass: up to 19 digits cannot overflow
+    if (1..=19).contains(&text.len()) {
+        let digits = text.bytes().try_fold(0u64, |v, c| {
+            c.is_ascii_digit().then(|| v * 10 + u64::from(c - b'0'))
+        });
+        if digits.is_some() {
+            return digits;
+        }
+    }
     let t = text.trim();
     if let Ok(n) = t.parse::<u64>() {
         return Some(n);
