@@ -303,51 +303,49 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The text of a number (the cursor at its first byte), checked against the grammar.
+    /// The text of a number (the cursor at its first byte), checked against the grammar:
+    /// `-? (0 | [1-9] digits) (. digits)? ([eE] [+-]? digits)?`.
     fn number_text(&mut self) -> Result<&'a str, ModelError> {
         let b = self.text.as_bytes();
         let start = self.pos;
-        let mut i = start;
-        if b.get(i) == Some(&b'-') {
-            i += 1;
+        // the end of a run of at least one digit starting at `i`
+        let digits = |i: usize| {
+            let end = i + b[i.min(b.len())..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            (end > i).then_some(end)
+        };
+        let mut i = start + usize::from(b.get(start) == Some(&b'-'));
+        let mut part = if b.get(i) == Some(&b'0') {
+            Some(i + 1)
+        } else if b.get(i).is_some_and(|c| (b'1'..=b'9').contains(c)) {
+            digits(i)
+        } else {
+            None
+        };
+        if let Some(end) = part
+            && b.get(end) == Some(&b'.')
+        {
+            i = end + 1;
+            part = digits(i);
         }
-        match b.get(i) {
-            Some(b'0') => i += 1,
-            Some(b'1'..=b'9') => {
-                while b.get(i).is_some_and(u8::is_ascii_digit) {
-                    i += 1;
-                }
+        if let Some(end) = part
+            && matches!(b.get(end), Some(b'e' | b'E'))
+        {
+            i = end + 1 + usize::from(matches!(b.get(end + 1), Some(b'+' | b'-')));
+            part = digits(i);
+        }
+        match part {
+            Some(end) => {
+                self.pos = end;
+                Ok(&self.text[start..end])
             }
-            _ => {
+            None => {
                 self.pos = i;
-                return Err(self.eof_or("invalid number"));
+                Err(self.eof_or("invalid number"))
             }
         }
-        if b.get(i) == Some(&b'.') {
-            i += 1;
-            if !b.get(i).is_some_and(u8::is_ascii_digit) {
-                self.pos = i;
-                return Err(self.eof_or("invalid number"));
-            }
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-        }
-        if matches!(b.get(i), Some(b'e' | b'E')) {
-            i += 1;
-            if matches!(b.get(i), Some(b'+' | b'-')) {
-                i += 1;
-            }
-            if !b.get(i).is_some_and(u8::is_ascii_digit) {
-                self.pos = i;
-                return Err(self.eof_or("invalid number"));
-            }
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-        }
-        self.pos = i;
-        Ok(&self.text[start..i])
     }
 
     /// Reads a number (the cursor at its first byte) as `serde_json` would.
