@@ -283,9 +283,7 @@ impl ChunkEncoder {
                         if plan.delta {
                             delta::encode(v, body);
                         } else {
-                            for x in v {
-                                body.extend_from_slice(&x.to_le_bytes());
-                            }
+                            plain(v, i64::to_le_bytes, body);
                         }
                     },
                 )?;
@@ -303,11 +301,7 @@ impl ChunkEncoder {
                     rows,
                     Encoding::PLAIN,
                     compress,
-                    |this, from, to, body| {
-                        for x in &this.floats[from..to] {
-                            body.extend_from_slice(&x.to_le_bytes());
-                        }
-                    },
+                    |this, from, to, body| plain(&this.floats[from..to], f64::to_le_bytes, body),
                 )?;
                 plan.statistics
                     .then(|| float_statistics(&self.floats, nulls))
@@ -329,8 +323,15 @@ impl ChunkEncoder {
                     Encoding::PLAIN,
                     compress,
                     |this, from, to, body| {
-                        let v: Vec<u64> = this.bools[from..to].iter().map(|&b| b as u64).collect();
-                        bits::pack(&v, 1, body);
+                        // PLAIN booleans: one bit each, LSB first
+                        for eight in this.bools[from..to].chunks(8) {
+                            body.push(
+                                eight
+                                    .iter()
+                                    .enumerate()
+                                    .fold(0u8, |byte, (k, &b)| byte | (u8::from(b) << k)),
+                            );
+                        }
                     },
                 )?;
                 plan.statistics.then(|| {
@@ -643,6 +644,14 @@ fn gather<T: ArrowPrimitiveType, U>(
     match a.nulls() {
         None => out.extend(values.iter().map(|&v| f(v))),
         Some(n) => out.extend(n.valid_indices().map(|i| f(values[i]))),
+    }
+}
+
+/// `PLAIN` fixed-width values: each value's little-endian bytes.
+fn plain<T: Copy, const N: usize>(values: &[T], bytes: fn(T) -> [u8; N], out: &mut Vec<u8>) {
+    out.reserve(values.len() * N);
+    for &v in values {
+        out.extend_from_slice(&bytes(v));
     }
 }
 
