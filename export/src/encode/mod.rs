@@ -197,7 +197,6 @@ pub(crate) struct ChunkEncoder {
     bools: Vec<bool>,
     indices: Vec<u32>,
     body: Vec<u8>,
-    squeezed: Vec<u8>,
 }
 
 impl std::fmt::Debug for ChunkEncoder {
@@ -232,7 +231,6 @@ impl ChunkEncoder {
             bools: Vec::new(),
             indices: Vec::new(),
             body: Vec::new(),
-            squeezed: Vec::new(),
         })
     }
 
@@ -585,12 +583,11 @@ impl ChunkEncoder {
     ) -> Result<(), ParquetError> {
         let raw = body.len();
         let data = if compress {
-            self.squeezed.clear();
-            self.squeezed.reserve(zstd::zstd_safe::compress_bound(raw));
+            let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw));
             self.zstd
-                .compress_to_buffer(&body, &mut self.squeezed)
+                .compress_to_buffer(&body, &mut out)
                 .map_err(general)?;
-            Bytes::copy_from_slice(&self.squeezed)
+            Bytes::from(out)
         } else {
             Bytes::copy_from_slice(&body)
         };
