@@ -106,6 +106,8 @@ pub use thread::{ExportThread, SinkHandle};
 
 /// The Arrow array crate this API is built on (for [`RecordBatch`](arrow_array::RecordBatch)).
 pub use arrow_array;
+/// The Arrow buffer crate under [`arrow_array`] (to build arrays from their buffers).
+pub use arrow_buffer;
 /// The Arrow schema crate this API is built on.
 pub use arrow_schema;
 /// The Parquet crate used for files (for readers in tests and tools).

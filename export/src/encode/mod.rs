@@ -333,8 +333,7 @@ impl ChunkEncoder {
                     },
                 )?;
                 plan.statistics.then(|| {
-                    let min = self.bools.iter().copied().min();
-                    let max = self.bools.iter().copied().max();
+                    let (min, max) = min_max(&self.bools, |b| b).unzip();
                     Statistics::Boolean(ValueStatistics::new(min, max, None, Some(nulls), false))
                 })
             }
@@ -704,15 +703,11 @@ fn plain_bytes(t: &[u8], out: &mut Vec<u8>) {
 /// pattern, as arrow-rs stores `UInt64`), signed for `time`.
 fn int_statistics(values: &[i64], kind: Kind, nulls: u64) -> Statistics {
     let (min, max, signed) = if kind == Kind::U64 {
-        let min = values.iter().map(|&v| v as u64).min().map(|v| v as i64);
-        let max = values.iter().map(|&v| v as u64).max().map(|v| v as i64);
-        (min, max, false)
+        let m = min_max(values, |v| v as u64);
+        (m.map(|m| m.0 as i64), m.map(|m| m.1 as i64), false)
     } else {
-        (
-            values.iter().copied().min(),
-            values.iter().copied().max(),
-            true,
-        )
+        let m = min_max(values, |v| v);
+        (m.map(|m| m.0), m.map(|m| m.1), true)
     };
     Statistics::Int64(
         ValueStatistics::new(min, max, None, Some(nulls), false)
@@ -723,23 +718,94 @@ fn int_statistics(values: &[i64], kind: Kind, nulls: u64) -> Statistics {
 /// Min and max of reals, NaN left out, with zeros widened as the format asks (a minimum of
 /// zero is written `-0.0`, a maximum of zero `+0.0`).
 fn float_statistics(values: &[f64], nulls: u64) -> Statistics {
-    let mut min: Option<f64> = None;
-    let mut max: Option<f64> = None;
-    for &v in values.iter().filter(|v| !v.is_nan()) {
-        min = Some(min.map_or(v, |m| m.min(v)));
-        max = Some(max.map_or(v, |m| m.max(v)));
-    }
-    let min = min.map(|m| if m == 0.0 { -0.0 } else { m });
-    let max = max.map(|m| if m == 0.0 { 0.0 } else { m });
+    // NaN compares false both ways, so once a first number is found, NaNs never win
+    let first = values.iter().position(|v| !v.is_nan());
+    let m = first.and_then(|at| min_max(&values[at..], |v| v));
+    let min = m.map(|(m, _)| if m == 0.0 { -0.0 } else { m });
+    let max = m.map(|(_, m)| if m == 0.0 { 0.0 } else { m });
     Statistics::Double(
         ValueStatistics::new(min, max, None, Some(nulls), false)
             .with_backwards_compatible_min_max(true),
     )
 }
 
+/// Least and greatest of `values` under `key` (by `PartialOrd`: a key incomparable to the
+/// first, like NaN, never replaces it), in one pass over four independent lanes so that the
+/// compare-and-select chains overlap instead of waiting on each other.
+fn min_max<T: Copy, K: Copy + PartialOrd>(values: &[T], key: impl Fn(T) -> K) -> Option<(K, K)> {
+    let first = key(*values.first()?);
+    let (mut lo, mut hi) = ([first; 4], [first; 4]);
+    let mut quads = values.chunks_exact(4);
+    for q in &mut quads {
+        for l in 0..4 {
+            let v = key(q[l]);
+            if v < lo[l] {
+                lo[l] = v;
+            }
+            if v > hi[l] {
+                hi[l] = v;
+            }
+        }
+    }
+    for &v in quads.remainder() {
+        let v = key(v);
+        if v < lo[0] {
+            lo[0] = v;
+        }
+        if v > hi[0] {
+            hi[0] = v;
+        }
+    }
+    let (mut min, mut max) = (lo[0], hi[0]);
+    for l in 1..4 {
+        if lo[l] < min {
+            min = lo[l];
+        }
+        if hi[l] > max {
+            max = hi[l];
+        }
+    }
+    Some((min, max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn min_max_agrees_with_a_plain_scan() {
+        assert_eq!(min_max::<u64, u64>(&[], |v| v), None);
+        for n in 1..=11usize {
+            let v: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % 13 - 6).collect();
+            let m = min_max(&v, |x| x);
+            assert_eq!(
+                m,
+                Some((*v.iter().min().unwrap(), *v.iter().max().unwrap()))
+            );
+            // natural columns: the i64 bit pattern ordered as u64
+            let u = min_max(&v, |x| x as u64).unwrap();
+            let us: Vec<u64> = v.iter().map(|&x| x as u64).collect();
+            assert_eq!(u, (*us.iter().min().unwrap(), *us.iter().max().unwrap()));
+        }
+        let reals = [f64::NAN, 3.0, f64::NAN, -1.5, 9.25, f64::NAN, 0.0];
+        match float_statistics(&reals, 0) {
+            Statistics::Double(s) => {
+                assert_eq!((s.min_opt(), s.max_opt()), (Some(&-1.5), Some(&9.25)));
+            }
+            other => panic!("{other:?}"),
+        }
+        match float_statistics(&[f64::NAN, f64::NAN], 0) {
+            Statistics::Double(s) => assert_eq!((s.min_opt(), s.max_opt()), (None, None)),
+            other => panic!("{other:?}"),
+        }
+        match float_statistics(&[0.0, f64::NAN], 0) {
+            Statistics::Double(s) => {
+                let (lo, hi) = (*s.min_opt().unwrap(), *s.max_opt().unwrap());
+                assert!(lo == 0.0 && lo.is_sign_negative() && hi.is_sign_positive());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn bit_helpers() {

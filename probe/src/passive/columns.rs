@@ -14,10 +14,10 @@ use mplane::value::{TimeValue, Timestamp, Value};
 use mplane_capture::flow::KeyKind;
 use std::sync::Arc;
 
-use mplane_export::arrow_array::builder::{
-    BooleanBuilder, Float64Builder, StringBuilder, TimestampNanosecondBuilder, UInt64Builder,
-};
-use mplane_export::arrow_array::{ArrayRef, RecordBatch};
+use mplane_export::arrow_array::builder::StringBuilder;
+use mplane_export::arrow_array::types::{Float64Type, TimestampNanosecondType, UInt64Type};
+use mplane_export::arrow_array::{ArrayRef, BooleanArray, PrimitiveArray, RecordBatch};
+use mplane_export::arrow_buffer::{BooleanBuffer, Buffer, NullBuffer};
 use mplane_export::builder::{MAX_ADDR_TEXT, addr_text};
 use mplane_export::schema::TIME_ZONE;
 use mplane_export::{ColumnsBuilder, ExportError, ExportSchema};
@@ -723,25 +723,87 @@ impl FlowColumns {
 /// 128 KiB, well inside any L2 cache, with the builders' tails beside them.
 pub const CHUNK_RECORDS: usize = 256;
 
-/// An Arrow builder of one column's primitive.
+/// The cells of one column of a batch, gathered straight into the buffers of its Arrow array.
+///
+/// The batch's length is known up front, so values go into preallocated vectors and validity
+/// into a bitmap of words, without the per-value capacity checks and lazy null bitmap of
+/// arrow's builders; a column without nulls gets no null buffer.
 enum TypedBuilder {
-    U64(UInt64Builder),
-    F64(Float64Builder),
-    Bool(BooleanBuilder),
-    Time(TimestampNanosecondBuilder),
+    U64(Fixed<u64>),
+    F64(Fixed<f64>),
+    Bool(Fixed<bool>),
+    Time(Fixed<i64>),
     Text(StringBuilder),
+}
+
+/// Values of a fixed-width column (booleans one per byte until `finish` packs them) and their
+/// validity, one bit per row, both sized for the whole batch up front.
+struct Fixed<T> {
+    values: Vec<T>,
+    valid: Vec<u64>,
+    len: usize,
+}
+
+impl<T: Copy + Default> Fixed<T> {
+    fn with_capacity(n: usize) -> Self {
+        Fixed {
+            values: vec![T::default(); n],
+            valid: vec![0; n.div_ceil(64)],
+            len: 0,
+        }
+    }
+
+    /// Appends `cell(r)` for each record (a null is stored as the default value); stops at
+    /// the first error.
+    #[inline(always)]
+    fn extend<'a, E>(
+        &mut self,
+        recs: &'a [FlowRecord],
+        mut cell: impl FnMut(&'a FlowRecord) -> Result<Option<T>, E>,
+    ) -> Result<(), E> {
+        let start = self.len;
+        let Some(out) = self.values.get_mut(start..start + recs.len()) else {
+            // more records than the batch was sized for: grow (never on the batch path)
+            self.values.resize(start + recs.len(), T::default());
+            self.valid.resize((start + recs.len()).div_ceil(64), 0);
+            return self.extend(recs, cell);
+        };
+        for (i, (r, slot)) in recs.iter().zip(out).enumerate() {
+            let v = cell(r)?;
+            *slot = v.unwrap_or_default();
+            let row = start + i;
+            if let Some(w) = self.valid.get_mut(row / 64) {
+                *w |= u64::from(v.is_some()) << (row % 64);
+            }
+        }
+        self.len = start + recs.len();
+        Ok(())
+    }
+
+    /// The values, and the validity as Arrow's null buffer (`None` when every row has a
+    /// value).
+    fn into_parts(mut self) -> (Vec<T>, Option<NullBuffer>) {
+        self.values.truncate(self.len);
+        let set: usize = self.valid.iter().map(|w| w.count_ones() as usize).sum();
+        let nulls = (set < self.len).then(|| {
+            NullBuffer::new(BooleanBuffer::new(
+                Buffer::from_vec(self.valid),
+                0,
+                self.len,
+            ))
+        });
+        (self.values, nulls)
+    }
 }
 
 impl TypedBuilder {
     fn new(prim: mplane::registry::Primitive, n: usize) -> Self {
         use mplane::registry::Primitive as P;
         match prim {
-            P::Natural => TypedBuilder::U64(UInt64Builder::with_capacity(n)),
-            P::Real => TypedBuilder::F64(Float64Builder::with_capacity(n)),
-            P::Boolean => TypedBuilder::Bool(BooleanBuilder::with_capacity(n)),
-            P::Time => TypedBuilder::Time(
-                TimestampNanosecondBuilder::with_capacity(n).with_timezone(TIME_ZONE),
-            ),
+            P::Natural => TypedBuilder::U64(Fixed::with_capacity(n)),
+            P::Real => TypedBuilder::F64(Fixed::with_capacity(n)),
+            P::Boolean => TypedBuilder::Bool(Fixed::with_capacity(n)),
+            P::Time => TypedBuilder::Time(Fixed::with_capacity(n)),
             P::Address | P::String | P::Url => {
                 TypedBuilder::Text(StringBuilder::with_capacity(n, n * 8))
             }
@@ -758,42 +820,26 @@ impl TypedBuilder {
     ) -> Result<(), mplane::registry::Primitive> {
         use mplane::registry::Primitive as P;
         match self {
-            TypedBuilder::U64(b) => {
-                for r in recs {
-                    match cell(r) {
-                        Cell::U64(v) => b.append_value(v),
-                        Cell::Null => b.append_null(),
-                        _ => return Err(P::Natural),
-                    }
-                }
-            }
-            TypedBuilder::F64(b) => {
-                for r in recs {
-                    match cell(r) {
-                        Cell::F64(v) => b.append_value(v),
-                        Cell::Null => b.append_null(),
-                        _ => return Err(P::Real),
-                    }
-                }
-            }
-            TypedBuilder::Bool(b) => {
-                for r in recs {
-                    match cell(r) {
-                        Cell::Bool(v) => b.append_value(v),
-                        Cell::Null => b.append_null(),
-                        _ => return Err(P::Boolean),
-                    }
-                }
-            }
-            TypedBuilder::Time(b) => {
-                for r in recs {
-                    match cell(r) {
-                        Cell::Time(ns) => b.append_value(ns.min(i64::MAX as u64) as i64),
-                        Cell::Null => b.append_null(),
-                        _ => return Err(P::Time),
-                    }
-                }
-            }
+            TypedBuilder::U64(b) => b.extend(recs, |r| match cell(r) {
+                Cell::U64(v) => Ok(Some(v)),
+                Cell::Null => Ok(None),
+                _ => Err(P::Natural),
+            })?,
+            TypedBuilder::F64(b) => b.extend(recs, |r| match cell(r) {
+                Cell::F64(v) => Ok(Some(v)),
+                Cell::Null => Ok(None),
+                _ => Err(P::Real),
+            })?,
+            TypedBuilder::Bool(b) => b.extend(recs, |r| match cell(r) {
+                Cell::Bool(v) => Ok(Some(v)),
+                Cell::Null => Ok(None),
+                _ => Err(P::Boolean),
+            })?,
+            TypedBuilder::Time(b) => b.extend(recs, |r| match cell(r) {
+                Cell::Time(ns) => Ok(Some(ns.min(i64::MAX as u64) as i64)),
+                Cell::Null => Ok(None),
+                _ => Err(P::Time),
+            })?,
             TypedBuilder::Text(b) => {
                 let mut buf = [0u8; MAX_ADDR_TEXT];
                 for r in recs {
@@ -814,10 +860,25 @@ impl TypedBuilder {
 
     fn finish(self) -> ArrayRef {
         match self {
-            TypedBuilder::U64(mut b) => Arc::new(b.finish()),
-            TypedBuilder::F64(mut b) => Arc::new(b.finish()),
-            TypedBuilder::Bool(mut b) => Arc::new(b.finish()),
-            TypedBuilder::Time(mut b) => Arc::new(b.finish()),
+            TypedBuilder::U64(b) => {
+                let (values, nulls) = b.into_parts();
+                Arc::new(PrimitiveArray::<UInt64Type>::new(values.into(), nulls))
+            }
+            TypedBuilder::F64(b) => {
+                let (values, nulls) = b.into_parts();
+                Arc::new(PrimitiveArray::<Float64Type>::new(values.into(), nulls))
+            }
+            TypedBuilder::Time(b) => {
+                let (values, nulls) = b.into_parts();
+                Arc::new(
+                    PrimitiveArray::<TimestampNanosecondType>::new(values.into(), nulls)
+                        .with_timezone(TIME_ZONE),
+                )
+            }
+            TypedBuilder::Bool(b) => {
+                let (values, nulls) = b.into_parts();
+                Arc::new(BooleanArray::new(BooleanBuffer::from(values), nulls))
+            }
             TypedBuilder::Text(mut b) => Arc::new(b.finish()),
         }
     }
