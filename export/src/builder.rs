@@ -351,6 +351,12 @@ impl ColumnsBuilder {
 /// `Display` writes them, IPv4-mapped addresses (`::ffff:a.b.c.d`) included. `None` cannot
 /// happen for a buffer of [`MAX_ADDR_TEXT`] bytes.
 pub fn addr_text(addr: IpAddr, buf: &mut [u8; MAX_ADDR_TEXT]) -> Option<&str> {
+    std::str::from_utf8(addr_bytes(addr, buf)).ok()
+}
+
+/// The text form of `addr` as [`addr_text`] writes it, as bytes (ASCII), for writers that
+/// validate a whole buffer at once.
+pub fn addr_bytes(addr: IpAddr, buf: &mut [u8; MAX_ADDR_TEXT]) -> &[u8] {
     let n = match addr {
         IpAddr::V4(a) => quad(a.octets(), buf, 0),
         IpAddr::V6(a) => {
@@ -394,10 +400,28 @@ pub fn addr_text(addr: IpAddr, buf: &mut [u8; MAX_ADDR_TEXT]) -> Option<&str> {
             }
         }
     };
-    std::str::from_utf8(&buf[..n]).ok()
+    &buf[..n]
 }
 
-/// Writes a dotted quad at `buf[at..]`; returns the end.
+/// Decimal digits of each octet value (up to three, then padding) and, last, their number.
+const OCTETS: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut i = 0;
+    while i < 256 {
+        let v = i as u8;
+        t[i] = if v >= 100 {
+            [b'0' + v / 100, b'0' + v / 10 % 10, b'0' + v % 10, 3]
+        } else if v >= 10 {
+            [b'0' + v / 10, b'0' + v % 10, 0, 2]
+        } else {
+            [b'0' + v, 0, 0, 1]
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Writes a dotted quad at `buf[at..]` (`at` ≤ 16); returns the end.
 fn quad(octets: [u8; 4], buf: &mut [u8; MAX_ADDR_TEXT], at: usize) -> usize {
     let mut n = at;
     for (i, o) in octets.into_iter().enumerate() {
@@ -405,16 +429,10 @@ fn quad(octets: [u8; 4], buf: &mut [u8; MAX_ADDR_TEXT], at: usize) -> usize {
             buf[n] = b'.';
             n += 1;
         }
-        if o >= 100 {
-            buf[n] = b'0' + o / 100;
-            n += 1;
-        }
-        if o >= 10 {
-            buf[n] = b'0' + o / 10 % 10;
-            n += 1;
-        }
-        buf[n] = b'0' + o % 10;
-        n += 1;
+        // three bytes copied whatever the length: fixed-size stores, no branch per digit
+        let d = OCTETS[o as usize];
+        buf[n..n + 3].copy_from_slice(&d[..3]);
+        n += d[3] as usize;
     }
     n
 }

@@ -267,7 +267,7 @@ fn parse() -> anyhow::Result<Args> {
         records: 1_000_000,
         batch: 8192,
         repeat: 5,
-        zstd: 3,
+        zstd: 1,
         dict: DictionaryPolicy::Text,
         row_group: 128 * 1024,
         stats: Statistics::NonText,

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo build --release -p mplane-bench --bin flow_parquet
-//! target/release/flow_parquet /dev/shm/flows.pcap [--repeat 5] [--zstd 3] [--columns all|tstat]
+//! target/release/flow_parquet /dev/shm/flows.pcap [--repeat 5] [--zstd 1] [--columns all|tstat]
 //!     [--row-group ROWS] [--all-nullable] [--plain] [--arrow-writer] [--skip-incompressible]
 //! ```
 //!
@@ -44,7 +44,7 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut file = None;
     let mut repeat = 5;
-    let mut zstd = 3;
+    let mut zstd = 1;
     let mut cols = "all".to_string();
     let mut rg = 16 * 1024;
     let mut all_nullable = false;

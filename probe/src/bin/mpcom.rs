@@ -102,8 +102,8 @@ struct ReplayArgs {
     /// File name prefix.
     #[arg(long, default_value = "flows")]
     prefix: String,
-    /// ZSTD level of the files (1 is faster, 3 smaller).
-    #[arg(long, default_value_t = 3)]
+    /// ZSTD level of the files (3 is about 1 % smaller and a quarter slower).
+    #[arg(long, default_value_t = 1)]
     zstd: i32,
     /// Also send the flow records to an IPFIX collector: ipfix://HOST:PORT (UDP) or
     /// ipfix+tcp://HOST:PORT.

@@ -14,11 +14,12 @@ use mplane::value::{TimeValue, Timestamp, Value};
 use mplane_capture::flow::KeyKind;
 use std::sync::Arc;
 
-use mplane_export::arrow_array::builder::StringBuilder;
 use mplane_export::arrow_array::types::{Float64Type, TimestampNanosecondType, UInt64Type};
-use mplane_export::arrow_array::{ArrayRef, BooleanArray, PrimitiveArray, RecordBatch};
-use mplane_export::arrow_buffer::{BooleanBuffer, Buffer, NullBuffer};
-use mplane_export::builder::{MAX_ADDR_TEXT, addr_text};
+use mplane_export::arrow_array::{
+    ArrayRef, BooleanArray, PrimitiveArray, RecordBatch, StringArray,
+};
+use mplane_export::arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use mplane_export::builder::{MAX_ADDR_TEXT, addr_bytes};
 use mplane_export::schema::TIME_ZONE;
 use mplane_export::{ColumnsBuilder, ExportError, ExportSchema};
 
@@ -692,7 +693,10 @@ impl FlowColumns {
                 })?;
             }
         }
-        let arrays = builders.into_iter().map(TypedBuilder::finish).collect();
+        let arrays = builders
+            .into_iter()
+            .map(TypedBuilder::finish)
+            .collect::<Result<_, _>>()?;
         RecordBatch::try_new(schema.arrow().clone(), arrays).map_err(ExportError::from)
     }
 
@@ -733,65 +737,121 @@ enum TypedBuilder {
     F64(Fixed<f64>),
     Bool(Fixed<bool>),
     Time(Fixed<i64>),
-    Text(StringBuilder),
+    Text(Text),
+}
+
+/// Values of a text column: their bytes back to back, the end offset of each row and the
+/// validity. UTF-8 is checked once over the whole buffer when the array is made, not per
+/// value.
+struct Text {
+    offsets: Vec<i32>,
+    bytes: Vec<u8>,
+    valid: Vec<u64>,
+}
+
+impl Text {
+    fn with_capacity(n: usize) -> Self {
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0);
+        Text {
+            offsets,
+            bytes: Vec::with_capacity(n * 8),
+            valid: vec![0; n.div_ceil(64)],
+        }
+    }
+
+    /// Appends one row: `text`, or a null.
+    #[inline(always)]
+    fn push(&mut self, text: Option<&[u8]>) {
+        let row = self.offsets.len() - 1;
+        if let Some(t) = text {
+            self.bytes.extend_from_slice(t);
+            if self.valid.len() <= row / 64 {
+                self.valid.resize(row / 64 + 1, 0);
+            }
+            self.valid[row / 64] |= 1 << (row % 64);
+        }
+        // a batch holds far less than 2 GiB of text; `finish` refuses one that does not
+        self.offsets
+            .push(self.bytes.len().min(i32::MAX as usize) as i32);
+    }
+
+    fn finish(self) -> Result<ArrayRef, ExportError> {
+        let len = self.offsets.len() - 1;
+        if self.bytes.len() > i32::MAX as usize {
+            return Err(ExportError::Config(format!(
+                "{} bytes of text in one column of a batch",
+                self.bytes.len()
+            )));
+        }
+        let set: usize = self.valid.iter().map(|w| w.count_ones() as usize).sum();
+        let nulls = (set < len)
+            .then(|| NullBuffer::new(BooleanBuffer::new(Buffer::from_vec(self.valid), 0, len)));
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
+        Ok(Arc::new(StringArray::try_new(
+            offsets,
+            Buffer::from_vec(self.bytes),
+            nulls,
+        )?))
+    }
 }
 
 /// Values of a fixed-width column (booleans one per byte until `finish` packs them) and their
-/// validity, one bit per row, both sized for the whole batch up front.
+/// validity, one bit per row.
 struct Fixed<T> {
     values: Vec<T>,
     valid: Vec<u64>,
-    len: usize,
 }
 
 impl<T: Copy + Default> Fixed<T> {
     fn with_capacity(n: usize) -> Self {
         Fixed {
-            values: vec![T::default(); n],
+            values: Vec::with_capacity(n),
             valid: vec![0; n.div_ceil(64)],
-            len: 0,
         }
     }
 
-    /// Appends `cell(r)` for each record (a null is stored as the default value); stops at
-    /// the first error.
+    /// Appends `cell(r)` for each record (a null is stored as the default value); on an
+    /// error, the first one.
     #[inline(always)]
     fn extend<'a, E>(
         &mut self,
         recs: &'a [FlowRecord],
         mut cell: impl FnMut(&'a FlowRecord) -> Result<Option<T>, E>,
     ) -> Result<(), E> {
-        let start = self.len;
-        let Some(out) = self.values.get_mut(start..start + recs.len()) else {
-            // more records than the batch was sized for: grow (never on the batch path)
-            self.values.resize(start + recs.len(), T::default());
-            self.valid.resize((start + recs.len()).div_ceil(64), 0);
-            return self.extend(recs, cell);
-        };
-        for (i, (r, slot)) in recs.iter().zip(out).enumerate() {
-            let v = cell(r)?;
-            *slot = v.unwrap_or_default();
-            let row = start + i;
-            if let Some(w) = self.valid.get_mut(row / 64) {
-                *w |= u64::from(v.is_some()) << (row % 64);
-            }
+        let start = self.values.len();
+        let words = (start + recs.len()).div_ceil(64);
+        if self.valid.len() < words {
+            self.valid.resize(words, 0);
         }
-        self.len = start + recs.len();
-        Ok(())
+        let valid = &mut self.valid;
+        let mut failed = None;
+        // a slice's iterator has a trusted length: one reservation, then plain stores
+        // (no capacity check and no zeroing of the values first)
+        self.values
+            .extend(recs.iter().enumerate().map(|(i, r)| match cell(r) {
+                Ok(v) => {
+                    let row = start + i;
+                    if let Some(w) = valid.get_mut(row / 64) {
+                        *w |= u64::from(v.is_some()) << (row % 64);
+                    }
+                    v.unwrap_or_default()
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    T::default()
+                }
+            }));
+        failed.map_or(Ok(()), Err)
     }
 
     /// The values, and the validity as Arrow's null buffer (`None` when every row has a
     /// value).
-    fn into_parts(mut self) -> (Vec<T>, Option<NullBuffer>) {
-        self.values.truncate(self.len);
+    fn into_parts(self) -> (Vec<T>, Option<NullBuffer>) {
+        let len = self.values.len();
         let set: usize = self.valid.iter().map(|w| w.count_ones() as usize).sum();
-        let nulls = (set < self.len).then(|| {
-            NullBuffer::new(BooleanBuffer::new(
-                Buffer::from_vec(self.valid),
-                0,
-                self.len,
-            ))
-        });
+        let nulls = (set < len)
+            .then(|| NullBuffer::new(BooleanBuffer::new(Buffer::from_vec(self.valid), 0, len)));
         (self.values, nulls)
     }
 }
@@ -804,9 +864,7 @@ impl TypedBuilder {
             P::Real => TypedBuilder::F64(Fixed::with_capacity(n)),
             P::Boolean => TypedBuilder::Bool(Fixed::with_capacity(n)),
             P::Time => TypedBuilder::Time(Fixed::with_capacity(n)),
-            P::Address | P::String | P::Url => {
-                TypedBuilder::Text(StringBuilder::with_capacity(n, n * 8))
-            }
+            P::Address | P::String | P::Url => TypedBuilder::Text(Text::with_capacity(n)),
         }
     }
 
@@ -844,12 +902,9 @@ impl TypedBuilder {
                 let mut buf = [0u8; MAX_ADDR_TEXT];
                 for r in recs {
                     match cell(r) {
-                        Cell::Str(s) => b.append_value(s),
-                        Cell::Addr(a) => match addr_text(a, &mut buf) {
-                            Some(s) => b.append_value(s),
-                            None => b.append_null(),
-                        },
-                        Cell::Null => b.append_null(),
+                        Cell::Str(s) => b.push(Some(s.as_bytes())),
+                        Cell::Addr(a) => b.push(Some(addr_bytes(a, &mut buf))),
+                        Cell::Null => b.push(None),
                         _ => return Err(P::String),
                     }
                 }
@@ -858,8 +913,8 @@ impl TypedBuilder {
         Ok(())
     }
 
-    fn finish(self) -> ArrayRef {
-        match self {
+    fn finish(self) -> Result<ArrayRef, ExportError> {
+        Ok(match self {
             TypedBuilder::U64(b) => {
                 let (values, nulls) = b.into_parts();
                 Arc::new(PrimitiveArray::<UInt64Type>::new(values.into(), nulls))
@@ -879,8 +934,8 @@ impl TypedBuilder {
                 let (values, nulls) = b.into_parts();
                 Arc::new(BooleanArray::new(BooleanBuffer::from(values), nulls))
             }
-            TypedBuilder::Text(mut b) => Arc::new(b.finish()),
-        }
+            TypedBuilder::Text(b) => b.finish()?,
+        })
     }
 }
 
@@ -1055,6 +1110,83 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The column-wise batch (the export path) holds exactly what the row-by-row builder
+    /// makes of the same records: values, nulls, texts and addresses of both families,
+    /// across the 64-row validity words and the 256-record blocks.
+    #[test]
+    fn record_batch_matches_the_row_by_row_builder() {
+        let reg = registry::probe_registry().unwrap();
+        let ctx = ColumnContext {
+            interface: "tap0".into(),
+            internal: ColumnContext::default_internal(),
+        };
+        let mut names = Vec::new();
+        let mut recs = Vec::new();
+        for i in 0..600u32 {
+            let mut r = FlowRecord::default();
+            r.key.ip_version = if i % 4 == 0 { 6 } else { 4 };
+            r.key.protocol = [6, 17, 1][i as usize % 3];
+            r.key.addr_a[10..12].copy_from_slice(&[0xff, 0xff]);
+            r.key.addr_a[12..].copy_from_slice(&[10, (i >> 8) as u8, i as u8, 1]);
+            if r.key.ip_version == 6 {
+                r.key.addr_a = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i as u8];
+                r.key.addr_b = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+            } else {
+                r.key.addr_b[10..12].copy_from_slice(&[0xff, 0xff]);
+                r.key.addr_b[12..].copy_from_slice(&[192, 0, 2, (i % 7) as u8]);
+            }
+            r.key.port_a = i as u16;
+            r.key.port_b = 443;
+            r.initiator_is_b = i % 5 == 0;
+            r.fwd.packets = u64::from(i);
+            r.bwd.packets = u64::from(i % 3);
+            if i % 3 == 0 {
+                r.fwd.rtt = RttStats {
+                    count: 3,
+                    min_ns: 1_000,
+                    max_ns: 9_000 + i,
+                    sum_ns: 15_000,
+                    sum_sq: 1e8,
+                };
+                r.handshake_initiator_ns = Some(u64::from(i) * 1_000);
+            }
+            if i % 7 < 4 {
+                let name = format!("host{i}.example");
+                r.app.kind =
+                    [AppKind::Dns, AppKind::Tls, AppKind::Http, AppKind::Quic][i as usize % 4];
+                r.app.name = super::super::record::StrRef {
+                    offset: names.len() as u32,
+                    len: name.len() as u16,
+                };
+                names.extend_from_slice(name.as_bytes());
+            }
+            recs.push(r);
+        }
+        let schema = Arc::new(ExportSchema::from_registry(&reg, FILE_COLUMNS).unwrap());
+        let fc = FlowColumns::new(FILE_COLUMNS).unwrap();
+        let columnwise = fc.record_batch(&schema, &recs, &names, &ctx).unwrap();
+        let mut rows = ColumnsBuilder::new(schema.clone(), recs.len());
+        for r in &recs {
+            fc.append(&mut rows, r, r.app.name.get(&names), &ctx)
+                .unwrap();
+        }
+        let rowwise = rows.finish().unwrap();
+        assert_eq!(columnwise.num_rows(), 600);
+        for (i, name) in schema.arrow().fields().iter().enumerate() {
+            assert_eq!(
+                columnwise.column(i).as_ref(),
+                rowwise.column(i).as_ref(),
+                "{}",
+                name.name()
+            );
+        }
+        // the test covers nulls and both families, not only the easy rows
+        let src = columnwise.column_by_name("source_ip").unwrap();
+        assert_eq!(src.null_count(), 0);
+        let rtt = columnwise.column_by_name("rtt_forward_min_ms").unwrap();
+        assert_eq!(rtt.null_count(), 400);
     }
 
     #[test]

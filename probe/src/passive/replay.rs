@@ -48,7 +48,7 @@ pub struct ReplayConfig {
     pub hive: Option<String>,
     /// Identity written into the files' footer.
     pub identity: Option<String>,
-    /// ZSTD level (1 trades a little size for speed).
+    /// ZSTD level (default 1; 3 is about 1 % smaller and a quarter slower).
     pub zstd_level: i32,
     /// Also send the records to this IPFIX collector.
     pub ipfix: Option<IpfixTarget>,
@@ -80,7 +80,7 @@ impl ReplayConfig {
             },
             hive: None,
             identity: None,
-            zstd_level: 3,
+            zstd_level: 1,
             ipfix: None,
             ipfix_biflow: true,
         }
