@@ -45,31 +45,38 @@ pub(crate) fn pack(values: &[u64], width: u32, out: &mut Vec<u8>) {
 }
 
 /// Appends 32 values, `width` bits each, LSB first: exactly `4 × width` bytes (a miniblock of
-/// `DELTA_BINARY_PACKED`). Values must fit in `width` bits.
+/// `DELTA_BINARY_PACKED`). Values must fit in `width` bits (≤ 64).
 pub(crate) fn pack32(values: &[u64; 32], width: u32, out: &mut Vec<u8>) {
-    if width == 0 {
-        return;
+    // one copy of the loop per width: every shift and word index is a constant and the
+    // loop unrolls, instead of a carry test per value
+    macro_rules! by_width {
+        ($($w:literal)*) => {
+            match width {
+                $($w => pack32_w::<$w>(values, out),)*
+                _ => {}
+            }
+        };
     }
-    let start = out.len();
-    out.resize(start + 4 * width as usize, 0);
-    let dst = &mut out[start..];
-    let mut acc = 0u64;
-    let mut bits = 0u32;
-    let mut pos = 0;
-    for &v in values {
-        acc |= v << bits;
-        let next = bits + width;
-        if next >= 64 {
-            dst[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
-            pos += 8;
-            acc = if bits == 0 { 0 } else { v >> (64 - bits) };
-            bits = next - 64;
-        } else {
-            bits = next;
+    by_width!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64);
+}
+
+/// [`pack32`] for one width.
+#[inline(always)]
+fn pack32_w<const W: usize>(values: &[u64; 32], out: &mut Vec<u8>) {
+    let mut words = [0u64; 33];
+    for (i, &v) in values.iter().enumerate() {
+        let (word, shift) = (i * W / 64, i * W % 64);
+        words[word] |= v << shift;
+        if shift + W > 64 {
+            words[word + 1] |= v >> (64 - shift);
         }
     }
-    let tail = bits.div_ceil(8) as usize;
-    dst[pos..pos + tail].copy_from_slice(&acc.to_le_bytes()[..tail]);
+    let n = 4 * W;
+    let mut bytes = [0u8; 8 * 33];
+    for (k, w) in words.iter().enumerate().take(n.div_ceil(8)) {
+        bytes[8 * k..8 * k + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    out.extend_from_slice(&bytes[..n]);
 }
 
 /// Appends the RLE / bit-packing hybrid encoding of `values`, each below `2^width`
