@@ -4,15 +4,10 @@
 //! containers as `{}`/`[]`, non-ASCII (and DEL) escaped as lowercase `\uXXXX`
 //! (surrogate pairs above U+FFFF), floats as Python `repr`, no trailing newline.
 
-use std::fmt::Write as _;
-
 use serde_json::{Number, Value as Json};
 
 use super::rows::{Cell, Rows};
 use crate::value::write_real;
-
-/// A line break and the indentation after it (deeper levels are written in steps).
-const NEWLINE: &str = "\n                                                                ";
 
 /// Bytes that a JSON string cannot hold as they are under `ensure_ascii`:
 /// control characters, `"`, `\\`, DEL and every non-ASCII byte.
@@ -25,20 +20,6 @@ static ESCAPE: [bool; 256] = {
     }
     t
 };
-
-/// The offset of the first byte at or after `i` that must be escaped (see [`ESCAPE`]), or
-/// `b.len()`.
-#[inline]
-fn escape_stop(b: &[u8], i: usize) -> usize {
-    use super::scan::{below, eq, first};
-    // the high bit of `w` itself flags every non-ASCII byte
-    first(
-        b,
-        i,
-        |w| eq(w, b'"') | eq(w, b'\\') | eq(w, 0x7f) | below(w, 0x20) | w,
-        &ESCAPE,
-    )
-}
 
 /// Writes a JSON number as the reference does: integers as they are, floats
 /// as Python's `repr`.
@@ -53,36 +34,51 @@ pub(crate) fn write_number(n: &Number, out: &mut String) {
 }
 
 /// Output buffer with the current indentation.
+///
+/// Everything written is ASCII (`ensure_ascii`), so the buffer is bytes, written in
+/// fixed-size pieces where it can (a line break and its indentation, eight bytes of a string
+/// at a time) instead of a copy of variable length each.
 #[derive(Debug, Default)]
 pub(crate) struct Writer {
-    pub(crate) out: String,
+    out: Vec<u8>,
     depth: usize,
 }
+
+/// A line break and up to [`INDENT_LIMIT`] bytes of indentation, written whole and then cut.
+const LINE: [u8; 32] = *b"\n                               ";
+const INDENT_LIMIT: usize = LINE.len() - 1;
 
 impl Writer {
     pub(crate) fn with_capacity(n: usize) -> Self {
         Writer {
-            out: String::with_capacity(n),
+            out: Vec::with_capacity(n),
             depth: 0,
         }
     }
 
+    /// The text written.
+    pub(crate) fn finish(self) -> String {
+        // only ASCII is ever written; were it not so, nothing is lost either
+        String::from_utf8(self.out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
     #[inline]
     fn newline(&mut self) {
-        let mut n = 2 * self.depth;
-        let k = n.min(NEWLINE.len() - 1);
-        self.out.push_str(&NEWLINE[..1 + k]);
-        n -= k;
-        while n > 0 {
-            let k = n.min(NEWLINE.len() - 1);
-            self.out.push_str(&NEWLINE[1..1 + k]);
-            n -= k;
+        let n = 2 * self.depth;
+        if n <= INDENT_LIMIT {
+            let end = self.out.len() + 1 + n;
+            self.out.extend_from_slice(&LINE);
+            self.out.truncate(end);
+        } else {
+            self.out.push(b'\n');
+            self.out.resize(self.out.len() + n, b' ');
         }
     }
 
     /// Opens an object; `n` is the number of members that will follow.
     pub(crate) fn begin_object(&mut self, n: usize) {
-        self.out.push('{');
+        self.out.push(b'{');
         if n > 0 {
             self.depth += 1;
         }
@@ -91,19 +87,19 @@ impl Writer {
     /// Writes the key of member `i` (0-based) of the current object.
     pub(crate) fn key(&mut self, i: usize, k: &str) {
         if i > 0 {
-            self.out.push(',');
+            self.out.push(b',');
         }
         self.newline();
         self.string(k);
-        self.out.push_str(": ");
+        self.out.extend_from_slice(b": ");
     }
 
     pub(crate) fn end_object(&mut self, n: usize) {
-        self.end_container(n, '}');
+        self.end_container(n, b'}');
     }
 
     pub(crate) fn begin_array(&mut self, n: usize) {
-        self.out.push('[');
+        self.out.push(b'[');
         if n > 0 {
             self.depth += 1;
         }
@@ -111,16 +107,16 @@ impl Writer {
 
     pub(crate) fn item(&mut self, i: usize) {
         if i > 0 {
-            self.out.push(',');
+            self.out.push(b',');
         }
         self.newline();
     }
 
     pub(crate) fn end_array(&mut self, n: usize) {
-        self.end_container(n, ']');
+        self.end_container(n, b']');
     }
 
-    fn end_container(&mut self, n: usize, c: char) {
+    fn end_container(&mut self, n: usize, c: u8) {
         if n > 0 {
             self.depth -= 1;
             self.newline();
@@ -130,37 +126,65 @@ impl Writer {
 
     /// Writes `null`.
     pub(crate) fn null(&mut self) {
-        self.out.push_str("null");
+        self.out.extend_from_slice(b"null");
+    }
+
+    /// Writes text that needs no escaping (numbers, keywords).
+    #[inline]
+    pub(crate) fn raw(&mut self, s: &str) {
+        self.out.extend_from_slice(s.as_bytes());
     }
 
     /// Writes a JSON string literal with Python's `ensure_ascii` escaping.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn string(&mut self, s: &str) {
+        use super::scan::{HI, below, eq};
         let out = &mut self.out;
         out.reserve(s.len() + 2);
-        out.push('"');
+        out.push(b'"');
         let b = s.as_bytes();
-        let mut start = 0;
+        let mut i = 0;
         loop {
-            let i = escape_stop(b, start);
-            out.push_str(&s[start..i]);
-            if i == b.len() {
-                break;
+            // eight bytes at a time: copied whole, then cut back to the first one to escape
+            while let Some(chunk) = b.get(i..i + 8) {
+                let c: [u8; 8] = chunk.try_into().unwrap_or([0; 8]);
+                let w = u64::from_le_bytes(c);
+                // the high bit of `w` itself flags every non-ASCII byte
+                let t = (eq(w, b'"') | eq(w, b'\\') | eq(w, 0x7f) | below(w, 0x20) | w) & HI;
+                out.extend_from_slice(&c);
+                if t != 0 {
+                    let k = (t.trailing_zeros() / 8) as usize;
+                    out.truncate(out.len() - 8 + k);
+                    i += k;
+                    break;
+                }
+                i += 8;
             }
-            if b[i].is_ascii() {
-                escape_ascii(b[i], out);
-                start = i + 1;
+            // the last few bytes one by one
+            while let Some(&c) = b.get(i) {
+                if ESCAPE[c as usize] {
+                    break;
+                }
+                out.push(c);
+                i += 1;
+            }
+            let Some(&c) = b.get(i) else {
+                break;
+            };
+            if c.is_ascii() {
+                escape_ascii(c, out);
+                i += 1;
             } else {
                 // a whole non-ASCII character, as UTF-16 escapes
-                let c = s[i..].chars().next().unwrap_or('\u{fffd}');
+                let ch = s[i..].chars().next().unwrap_or('\u{fffd}');
                 let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    let _ = write!(out, "\\u{unit:04x}");
+                for unit in ch.encode_utf16(&mut buf) {
+                    hex_escape(*unit, out);
                 }
-                start = i + c.len_utf8();
+                i += ch.len_utf8();
             }
         }
-        out.push('"');
+        out.push(b'"');
     }
 
     /// Writes result rows: an array of arrays of cells.
@@ -173,9 +197,9 @@ impl Writer {
                 self.item(c);
                 match cell {
                     Cell::Str(s) => self.string(s),
-                    Cell::Number(n) => self.out.push_str(n),
-                    Cell::Bool(true) => self.out.push_str("true"),
-                    Cell::Bool(false) => self.out.push_str("false"),
+                    Cell::Number(n) => self.raw(n),
+                    Cell::Bool(true) => self.raw("true"),
+                    Cell::Bool(false) => self.raw("false"),
                 }
             }
             self.end_array(row.len());
@@ -186,10 +210,20 @@ impl Writer {
     /// Writes any JSON value (objects with sorted keys).
     pub(crate) fn value(&mut self, v: &Json) {
         match v {
-            Json::Null => self.out.push_str("null"),
-            Json::Bool(true) => self.out.push_str("true"),
-            Json::Bool(false) => self.out.push_str("false"),
-            Json::Number(n) => write_number(n, &mut self.out),
+            Json::Null => self.null(),
+            Json::Bool(true) => self.raw("true"),
+            Json::Bool(false) => self.raw("false"),
+            Json::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    self.raw(itoa::Buffer::new().format(u));
+                } else if let Some(i) = n.as_i64() {
+                    self.raw(itoa::Buffer::new().format(i));
+                } else {
+                    let mut t = String::new();
+                    write_number(n, &mut t);
+                    self.raw(&t);
+                }
+            }
             Json::String(s) => self.string(s),
             Json::Array(a) => {
                 self.begin_array(a.len());
@@ -213,18 +247,25 @@ impl Writer {
     }
 }
 
-fn escape_ascii(b: u8, out: &mut String) {
+/// Writes `\uXXXX` (lowercase hex).
+fn hex_escape(unit: u16, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(b"\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(HEX[usize::from(unit >> shift & 0xf)]);
+    }
+}
+
+fn escape_ascii(b: u8, out: &mut Vec<u8>) {
     match b {
-        b'"' => out.push_str("\\\""),
-        b'\\' => out.push_str("\\\\"),
-        b'\n' => out.push_str("\\n"),
-        b'\r' => out.push_str("\\r"),
-        b'\t' => out.push_str("\\t"),
-        0x08 => out.push_str("\\b"),
-        0x0c => out.push_str("\\f"),
-        _ => {
-            let _ = write!(out, "\\u{b:04x}");
-        }
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        _ => hex_escape(u16::from(b), out),
     }
 }
 
@@ -235,7 +276,7 @@ mod tests {
     fn dump(v: &Json) -> String {
         let mut w = Writer::default();
         w.value(v);
-        w.out
+        w.finish()
     }
 
     #[test]
@@ -248,24 +289,66 @@ mod tests {
         );
     }
 
+    /// The eight-byte path agrees with escaping one character at a time wherever the
+    /// byte to escape falls (inside a word, across words, in the tail).
     #[test]
-    fn escape_stop_finds_the_first_byte_to_escape() {
-        let special = [b'"', b'\\', 0, 0x1f, 0x7f, 0x80, 0xc3, b'\n'];
+    fn string_escapes_wherever_the_byte_falls() {
+        fn slow(s: &str) -> String {
+            let mut o = String::from("\"");
+            for c in s.chars() {
+                match c {
+                    '"' => o.push_str("\\\""),
+                    '\\' => o.push_str("\\\\"),
+                    '\n' => o.push_str("\\n"),
+                    '\r' => o.push_str("\\r"),
+                    '\t' => o.push_str("\\t"),
+                    '\u{8}' => o.push_str("\\b"),
+                    '\u{c}' => o.push_str("\\f"),
+                    ' '..='~' => o.push(c),
+                    _ => {
+                        let mut buf = [0u16; 2];
+                        for u in c.encode_utf16(&mut buf) {
+                            o.push_str(&format!("\\u{u:04x}"));
+                        }
+                    }
+                }
+            }
+            o.push('"');
+            o
+        }
+        let special = [
+            '"', '\\', '\0', '\u{1f}', '\u{7f}', '\u{80}', 'é', '\n', '😀',
+        ];
         for len in 0..20 {
             for at in 0..=len {
                 for &c in &special {
-                    let mut v: Vec<u8> = (0..len).map(|k| b"a ~!#[]Z09"[k % 10]).collect();
+                    let mut v: Vec<char> = (0..len)
+                        .map(|k| "a ~!#[]Z09".as_bytes()[k % 10] as char)
+                        .collect();
                     if at < len {
                         v[at] = c;
                         if at + 1 < len {
-                            v[at + 1] = 0xff;
+                            v[at + 1] = 'ÿ';
                         }
                     }
-                    let want = v.iter().position(|&b| ESCAPE[b as usize]).unwrap_or(len);
-                    assert_eq!(escape_stop(&v, 0), want, "{v:?}");
+                    let s: String = v.into_iter().collect();
+                    let mut w = Writer::default();
+                    w.string(&s);
+                    assert_eq!(w.finish(), slow(&s), "{s:?}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn deep_indentation() {
+        let mut v = Json::from(1);
+        for _ in 0..40 {
+            v = Json::Array(vec![v]);
+        }
+        let text = dump(&v);
+        assert_eq!(serde_json::from_str::<Json>(&text).unwrap(), v);
+        assert!(text.contains(&format!("\n{}1", " ".repeat(80))));
     }
 
     #[test]

@@ -982,7 +982,7 @@ impl Message {
     pub fn unparse(&self) -> String {
         let mut w = Writer::with_capacity(self.size_hint());
         self.write(&mut w, false);
-        w.out
+        w.finish()
     }
 
     /// Writes receipts, redemptions, withdrawals and interrupts in token-only
@@ -991,7 +991,7 @@ impl Message {
     pub fn unparse_token_only(&self) -> String {
         let mut w = Writer::with_capacity(512);
         self.write(&mut w, true);
-        w.out
+        w.finish()
     }
 
     /// A guess of the written size, to allocate the output once.

@@ -81,11 +81,17 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn ws(&mut self) {
         let b = self.text.as_bytes();
-        while let Some(&c) = b.get(self.pos) {
-            if c == b' ' || c == b'\n' || c == b'\r' || c == b'\t' {
-                self.pos += 1;
-            } else {
-                break;
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(self.pos) {
+            self.pos += 1;
+            // indentation (the reference writes two spaces a level): spaces eight at a time
+            while let Some(chunk) = b.get(self.pos..self.pos + 8) {
+                let spaces =
+                    u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])) ^ 0x2020_2020_2020_2020;
+                if spaces != 0 {
+                    self.pos += (spaces.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                self.pos += 8;
             }
         }
     }

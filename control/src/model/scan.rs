@@ -7,7 +7,7 @@
 //! matching byte.
 
 const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
+pub(crate) const HI: u64 = 0x8080_8080_8080_8080;
 
 /// Flags the bytes of `w` equal to `c`.
 #[inline(always)]
