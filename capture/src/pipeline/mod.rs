@@ -810,8 +810,10 @@ impl Pipeline {
             && let Some(classic) = file.classic()
         {
             let start = file.position();
+            // the file's window bounds what stays mapped behind the consumers here too
+            let step = (file.window() / CHUNK).clamp(1, 64) as u64;
             return self.run_with_pinning(workers, |p, ws, pin| {
-                p.run_parallel(&map, start, classic, ws, pin)
+                p.run_parallel(&map, start, classic, step, ws, pin)
             });
         }
         self.run(&mut file, Some(Frames::Mapped(map.bytes())), workers)
@@ -1120,6 +1122,8 @@ struct ParShared<'m> {
     nchunks: u64,
     data_start: usize,
     file: &'m MappedFile,
+    /// Chunks released at a time, that many behind the consumer (the file's window).
+    release_step: u64,
     classic: Classic,
     counters: &'m Counters,
     abort: AtomicBool,
@@ -1338,17 +1342,17 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
             stopped |= share.stop;
             if share.last {
                 cc += 1;
-                // Consumed pages are released in 64 MiB steps, 64 MiB behind the consumer, by
-                // the threads in turn: one madvise (and one TLB shootdown to the other cores) per
-                // 64 chunks, not per chunk. Releasing early is still correct: the pages re-fault
-                // from the page cache.
-                const STEP: u64 = ((64 << 20) / CHUNK) as u64;
-                if cc >= 2 * STEP
-                    && cc.is_multiple_of(STEP)
-                    && t == ((cc / STEP) % n as u64) as usize
+                // Consumed pages are released in steps of the file's window (at most 64
+                // chunks), one step behind the consumer, by the threads in turn: one madvise
+                // (and one TLB shootdown to the other cores) per step, not per chunk.
+                // Releasing early is still correct: the pages re-fault from the page cache.
+                let step = sh.release_step;
+                if cc >= 2 * step
+                    && cc.is_multiple_of(step)
+                    && t == ((cc / step) % n as u64) as usize
                 {
-                    let from = ((cc - 2 * STEP) as usize) * CHUNK;
-                    sh.file.release(from, from + STEP as usize * CHUNK);
+                    let from = ((cc - 2 * step) as usize) * CHUNK;
+                    sh.file.release(from, from + step as usize * CHUNK);
                 }
             }
             share.idx.clear();
@@ -1381,6 +1385,7 @@ impl Pipeline {
         map: &MappedFile,
         data_start: usize,
         classic: Classic,
+        release_step: u64,
         workers: &mut [W],
         pin: &(dyn Fn(usize) + Sync),
     ) -> Result<RunReport, PipelineError> {
@@ -1394,6 +1399,7 @@ impl Pipeline {
             nchunks,
             data_start,
             file: map,
+            release_step,
             classic,
             counters: &self.counters,
             abort: AtomicBool::new(false),

@@ -401,6 +401,11 @@ impl PcapFile {
         self.records
     }
 
+    /// Bytes kept mapped behind the reader before they are released ([`Self::set_window`]).
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
     /// Bytes of the file consumed so far.
     pub fn position(&self) -> usize {
         self.pos
