@@ -3,6 +3,8 @@
 //! loopback. Needs `openssl` and a Python 3.11 able to create the peer venv
 //! (see `control/tests/support/peer.rs`; first run installs from PyPI).
 
+#[path = "support/mpcom_process.rs"]
+mod mpcom_process;
 #[path = "../../control/tests/common/pki.rs"]
 mod pki;
 
@@ -10,9 +12,9 @@ mod pki;
 #[allow(clippy::incompatible_msrv)]
 mod peer;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
+use mpcom_process::{Mpcom, free_port};
 use mplane::model::{self, Message};
 use mplane::registry::Registries;
 use pki::Pki;
@@ -112,23 +114,6 @@ out["repeat_token"] = spec.get_token()
 print(json.dumps(out))
 "#;
 
-struct Mpcom(Child);
-
-impl Drop for Mpcom {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn parse(text: &str) -> Message {
     model::parse(text, &Registries::default()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -149,19 +134,7 @@ fn reference_client_against_mpcom() {
     );
     let path = pki.dir().join("component.conf");
     std::fs::write(&path, conf).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mpcom"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening"), "{line:?}");
-    let _mpcom = Mpcom(child);
+    let (_mpcom, _) = Mpcom::start(&path, Stdio::null());
 
     let input = serde_json::json!({"pki": pki.dir(), "url": format!("https://127.0.0.1:{port}")});
     let out = peer::run_script(DRIVER, &input.to_string());

@@ -2,14 +2,16 @@
 //! configuration (fresh PKI, `module = interop_services`), serves over mutual
 //! TLS on loopback, and stops gracefully on SIGTERM. Needs `openssl`.
 
+#[path = "support/mpcom_process.rs"]
+mod mpcom_process;
 #[path = "../../control/tests/common/pki.rs"]
 mod pki;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mpcom_process::Mpcom;
 use mplane::client::{Client, Url};
 use mplane::model::{Message, Statement, WhenText};
 use mplane::registry::Registries;
@@ -33,35 +35,6 @@ fn config(pki: &Pki) -> String {
     )
 }
 
-struct Mpcom(Child);
-
-impl Drop for Mpcom {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(conf: &std::path::Path) -> (Mpcom, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mpcom"))
-        .arg("--config")
-        .arg(conf)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line).unwrap();
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    (Mpcom(child), port)
-}
-
 fn find<'a>(caps: &'a [Statement], label: &str) -> &'a Statement {
     caps.iter()
         .find(|c| c.label.as_deref() == Some(label))
@@ -73,7 +46,7 @@ async fn serves_interop_services_and_stops_on_sigterm() {
     let pki = Pki::new();
     let conf = pki.dir().join("component.conf");
     std::fs::write(&conf, config(&pki)).unwrap();
-    let (mut mpcom, port) = start(&conf);
+    let (mut mpcom, port) = Mpcom::start(&conf, Stdio::null());
     let client = Client::new(
         Some(Connector::new(&pki.files("client")).unwrap()),
         Arc::new(Registries::default()),

@@ -10,6 +10,8 @@ mod pki;
 
 #[path = "support/component.rs"]
 mod component;
+#[path = "support/mpcom_process.rs"]
+mod mpcom_process;
 
 #[path = "../../export/tests/support/readers.rs"]
 mod readers;

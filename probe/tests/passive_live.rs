@@ -4,15 +4,18 @@
 //! must show exactly that traffic. Needs root (CI runs as root), `ip`, `ethtool` and
 //! `openssl`; skipped with a message otherwise.
 
+#[path = "support/mpcom_process.rs"]
+mod mpcom_process;
 #[path = "../../control/tests/common/pki.rs"]
 mod pki;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mpcom_process::{Mpcom, free_port};
 use mplane::client::{Client, Url};
 use mplane::model::{Message, Statement, WhenText};
 use mplane::tls::Connector;
@@ -110,15 +113,6 @@ impl Tap {
     }
 }
 
-struct Mpcom(Child);
-
-impl Drop for Mpcom {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Traffic from the namespace: 20 UDP datagrams of 100 bytes, then a TCP connection that
 /// sends 5,000 bytes and closes.
 const TRAFFIC: &str = r#"
@@ -163,11 +157,7 @@ async fn live_flows_over_a_veth_tap() {
 
     let pki = Pki::new();
     let d = pki.dir().display();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let conf = format!(
         "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
          [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
@@ -179,18 +169,7 @@ async fn live_flows_over_a_veth_tap() {
     );
     let path = pki.dir().join("live.conf");
     std::fs::write(&path, conf).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mpcom"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _mpcom = Mpcom(child);
+    let (_mpcom, _) = Mpcom::start(&path, Stdio::inherit());
 
     let regs = Arc::new(mplane_probe::registry::registries().unwrap());
     let client = Client::new(Some(Connector::new(&pki.files("client")).unwrap()), regs);

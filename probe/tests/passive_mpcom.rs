@@ -18,6 +18,8 @@ use pki::Pki;
 
 #[path = "support/component.rs"]
 mod component;
+#[path = "support/mpcom_process.rs"]
+mod mpcom_process;
 use component::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,9 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use mplane_capture::builder::{Builder, PcapWriter};
 use mplane_capture::packet::LinkType;
 use mplane_capture::packet::tcp::flags::{ACK, FIN, PSH, SYN};
 
+pub use super::mpcom_process::{Mpcom, free_port};
 use super::pki::Pki;
 
 const C: [u8; 4] = [10, 9, 0, 1];
@@ -120,22 +120,9 @@ pub fn capture(path: &Path) {
     );
 }
 
-pub struct Mpcom(pub Child);
-
-impl Drop for Mpcom {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 pub fn start(pki: &Pki, pcap: &Path, export: &Path, repeat: bool) -> (Mpcom, u16) {
     let d = pki.dir().display();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let conf = format!(
         "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
          [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
@@ -150,19 +137,8 @@ pub fn start(pki: &Pki, pcap: &Path, export: &Path, repeat: bool) -> (Mpcom, u16
     );
     let path = pki.dir().join("passive.conf");
     std::fs::write(&path, conf).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mpcom"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening"), "{line:?}");
-    (Mpcom(child), port)
+    let (mpcom, _) = Mpcom::start(&path, Stdio::inherit());
+    (mpcom, port)
 }
 
 pub fn regs() -> Arc<Registries> {
