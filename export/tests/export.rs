@@ -22,6 +22,8 @@ use mplane_export::{
 };
 use serde_json::{Value, json};
 
+#[path = "support/nfcapd.rs"]
+mod nfcapd;
 #[path = "support/readers.rs"]
 mod readers;
 use readers::{py, try_polars};
@@ -771,9 +773,8 @@ fn disk_full_is_typed_and_leaves_no_corrupt_file() {
 // ----------------------------------------------------------------- IPFIX ---
 
 mod ipfix_peer {
-    use std::net::{Ipv4Addr, UdpSocket};
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use super::nfcapd::Nfcapd;
+    use std::net::Ipv4Addr;
 
     use mplane_export::ipfix::{
         FieldSpec, Template, UdpExporter, iana_field, ie, template_for_schema,
@@ -804,37 +805,13 @@ mod ipfix_peer {
     /// its file back.
     #[test]
     fn nfcapd_reads_biflows() {
-        if Command::new("nfcapd").arg("-V").output().is_err() {
+        if !Nfcapd::installed() {
             eprintln!("SKIP nfcapd test: nfcapd not installed (apt-get install nfdump)");
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("nfcapd")
-            .args([
-                "-b",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-t",
-                "3600",
-                "-w",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Ready once the port is taken.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            assert!(Instant::now() < deadline, "nfcapd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let collector = Nfcapd::start(dir.path());
+        let port = collector.port;
         let mut x = UdpExporter::connect(("127.0.0.1", port), 1).unwrap();
         x.encoder.add_template(biflow_template()).unwrap();
         let t0_ms = 1_795_573_758_000u64;
@@ -889,31 +866,8 @@ mod ipfix_peer {
         b.append_u64(7, 7).unwrap();
         assert_eq!(x.encoder.batch(257, &b.finish().unwrap()).unwrap(), 1);
         x.flush(1_795_573_760).unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("nfcapd did not stop");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let out = Command::new("nfdump")
-            .arg("-R")
-            .arg(dir.path())
-            .args([
-                "-q",
-                "-N",
-                "-o",
-                "fmt:%sa|%da|%sp|%dp|%pr|%ipkt|%ibyt|%opkt|%obyt",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        eprintln!("nfdump: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+        let text = collector.stop_and_dump("fmt:%sa|%da|%sp|%dp|%pr|%ipkt|%ibyt|%opkt|%obyt");
+        eprintln!("nfdump: {text}");
         let mut rows: Vec<Vec<String>> = text
             .lines()
             .filter(|l| l.contains('|'))

@@ -3,11 +3,13 @@
 //! octets in both directions as the Parquet file the same replay wrote. Needs `nfdump`
 //! (Debian package; CI installs it).
 
+#[path = "../../export/tests/support/nfcapd.rs"]
+mod nfcapd;
+
 use std::collections::HashMap;
-use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use nfcapd::Nfcapd;
 
 use mplane_export::arrow_array::cast::AsArray;
 use mplane_export::arrow_array::types::UInt64Type;
@@ -72,7 +74,7 @@ fn parquet_rows(dir: &Path) -> Vec<Row> {
 
 #[test]
 fn nfcapd_stores_what_the_parquet_files_hold() {
-    if Command::new("nfcapd").arg("-V").output().is_err() {
+    if !Nfcapd::installed() {
         panic!(
             "nfcapd is not installed (apt-get install nfdump): this test needs a real collector"
         );
@@ -86,31 +88,8 @@ fn nfcapd_stores_what_the_parquet_files_hold() {
     .unwrap();
     let store = dir.path().join("nfcapd");
     std::fs::create_dir_all(&store).unwrap();
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut collector = Command::new("nfcapd")
-        .args([
-            "-b",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "3600",
-            "-w",
-        ])
-        .arg(&store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        assert!(Instant::now() < deadline, "nfcapd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let collector = Nfcapd::start(&store);
+    let port = collector.port;
 
     let out = dir.path().join("parquet");
     let mut cfg = ReplayConfig::new(&pcap, &out);
@@ -119,26 +98,8 @@ fn nfcapd_stores_what_the_parquet_files_hold() {
     assert!(s.export_errors.is_empty(), "{:?}", s.export_errors);
     assert_eq!(s.ipfix_records, s.records);
 
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = Command::new("kill")
-        .args(["-TERM", &collector.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while collector.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = collector.kill();
-            panic!("nfcapd did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     // CSV: full IPv6 addresses (the other formats abbreviate them)
-    let dump = Command::new("nfdump")
-        .arg("-R")
-        .arg(&store)
-        .args(["-q", "-N", "-o", "csv"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&dump.stdout);
+    let text = collector.stop_and_dump("csv");
     let proto = |p: &str| match p {
         "TCP" => 6,
         "UDP" => 17,
