@@ -25,22 +25,12 @@ use serde_json::{Value, json};
 mod readers;
 use readers::py;
 
-/// xorshift64*: deterministic test data.
-struct Rng(u64);
+/// Deterministic test data (a seeded `fastrand` generator).
+type Rng = fastrand::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
+/// `true` with `percent` % probability.
+fn chance(rng: &mut Rng, percent: u64) -> bool {
+    rng.u64(..100) < percent
 }
 
 fn schema() -> Arc<ExportSchema> {
@@ -74,20 +64,20 @@ fn batch(
     null_pct: [u64; 7],
     wide: bool,
 ) -> RecordBatch {
-    let valid = |c: usize, rng: &mut Rng| !rng.chance(null_pct[c]);
+    let valid = |c: usize, rng: &mut Rng| !chance(rng, null_pct[c]);
     let t: Vec<i64> = (0..n)
         .map(|i| {
             1_700_000_000_000_000_000 + (row0 as i64 + i as i64) * 1_000_003
-                - rng.below(1000) as i64
+                - rng.u64(..1000) as i64
         })
         .collect();
     let octets: Vec<Option<u64>> = (0..n)
         .map(|_| {
-            valid(0, rng).then(|| match rng.below(10) {
-                0 => u64::MAX - rng.below(3),
+            valid(0, rng).then(|| match rng.u64(..10) {
+                0 => u64::MAX - rng.u64(..3),
                 1 => 0,
                 2 => 1 << 63,
-                _ => rng.below(100_000),
+                _ => rng.u64(..100_000),
             })
         })
         .collect();
@@ -96,27 +86,27 @@ fn batch(
         .collect();
     let lat: Vec<Option<f64>> = (0..n)
         .map(|_| {
-            valid(2, rng).then(|| match rng.below(12) {
+            valid(2, rng).then(|| match rng.u64(..12) {
                 0 => 0.0,
                 1 => -0.0,
                 2 => f64::INFINITY,
                 3 => -1e300,
-                _ => rng.below(1 << 20) as f64 * 0.5 - 1000.0,
+                _ => rng.u64(..1 << 20) as f64 * 0.5 - 1000.0,
             })
         })
         .collect();
     let flag: Vec<Option<bool>> = (0..n)
-        .map(|_| valid(3, rng).then(|| rng.chance(30)))
+        .map(|_| valid(3, rng).then(|| chance(rng, 30)))
         .collect();
     let ip: Vec<Option<String>> = (0..n)
-        .map(|_| valid(4, rng).then(|| format!("10.0.{}.{}", rng.below(4), rng.below(256))))
+        .map(|_| valid(4, rng).then(|| format!("10.0.{}.{}", rng.u64(..4), rng.u64(..256))))
         .collect();
     let alg: Vec<Option<String>> = (0..n)
         .map(|_| {
-            valid(5, rng).then(|| match rng.below(4) {
+            valid(5, rng).then(|| match rng.u64(..4) {
                 0 => String::new(),
                 1 => "αλγόριθμος".to_string(),
-                _ => format!("alg-{}", rng.below(7)),
+                _ => format!("alg-{}", rng.u64(..7)),
             })
         })
         .collect();
@@ -124,9 +114,9 @@ fn batch(
         .map(|_| {
             valid(6, rng).then(|| {
                 if wide {
-                    format!("https://example.org/{}/{}", rng.next(), "x".repeat(400))
+                    format!("https://example.org/{}/{}", rng.u64(..), "x".repeat(400))
                 } else {
-                    format!("https://example.org/{}", rng.below(20))
+                    format!("https://example.org/{}", rng.u64(..20))
                 }
             })
         })
@@ -274,12 +264,12 @@ fn random_files_read_back_equal_with_arrow_rs() {
         },
     ];
     for (k, opts) in configs.into_iter().enumerate() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + k as u64);
+        let mut rng = Rng::with_seed(0x9e37_79b9_7f4a_7c15 + k as u64);
         let dir = tempfile::tempdir().unwrap();
         let mut batches = Vec::new();
         let mut row0 = 0;
         for j in 0..12 {
-            let n = [0, 1, 7, 8, 9, 250, 1000, 3][j % 8] + rng.below(40) as usize;
+            let n = [0, 1, 7, 8, 9, 250, 1000, 3][j % 8] + rng.u64(..40) as usize;
             let nulls = match j % 4 {
                 0 => [0; 7],
                 1 => [100; 7],
@@ -333,13 +323,13 @@ fn random_files_read_back_equal_with_arrow_rs() {
 fn a_column_zstd_cannot_shrink_is_stored_uncompressed() {
     let schema = schema();
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(7);
+    let mut rng = Rng::with_seed(7);
     let batches: Vec<RecordBatch> = (0..20)
         .map(|j| {
             let b = batch(&mut rng, &schema, j * 500, 500, [0; 7], false);
             // uniformly random 17-bit counters: nothing for ZSTD to find in their deltas
             let noise: ArrayRef = Arc::new(UInt64Array::from_iter_values(
-                (0..500).map(|_| rng.below(1 << 17)),
+                (0..500).map(|_| rng.u64(..1 << 17)),
             ));
             let mut cols = b.columns().to_vec();
             cols[1] = noise;
@@ -448,7 +438,7 @@ fn py_float(v: f64) -> String {
 fn odd_pages_and_overflowing_dictionaries_read_in_pyarrow_and_duckdb() {
     let schema = schema();
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(42);
+    let mut rng = Rng::with_seed(42);
     let mut batches = Vec::new();
     let mut row0 = 0;
     for (j, n) in [5usize, 300, 64, 1, 777, 90].into_iter().enumerate() {
@@ -583,7 +573,7 @@ fn size_rotation_follows_the_compressed_size() {
     // rotation by size must scale them by the file's ratio, not cut files early
     let schema = schema();
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(5);
+    let mut rng = Rng::with_seed(5);
     let mut cfg = SinkConfig::new(dir.path(), "size");
     cfg.max_file_bytes = 256 << 10;
     // a buffered row group is larger than the limit in Arrow form, a fraction of it on disk
