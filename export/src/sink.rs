@@ -233,6 +233,9 @@ pub struct SinkReport {
     /// The first errors met (at most [`MAX_KEPT_ERRORS`]); all are counted in
     /// [`StatsSnapshot::errors`].
     pub errors: Vec<ExportError>,
+    /// CPU time of the export thread over its whole run (encoding, compression, writing),
+    /// when the sink ran on one ([`crate::ExportThread`]) and the system tells (Linux).
+    pub cpu: Option<std::time::Duration>,
 }
 
 /// How many errors a [`SinkReport`] keeps.
@@ -491,6 +494,7 @@ impl Sink {
             files,
             stats: self.stats.snapshot(),
             errors,
+            cpu: None,
         }
     }
 

@@ -203,5 +203,14 @@ fn run(mut sink: Sink, rx: Receiver<Msg>) -> SinkReport {
         }
     }
     drop(rx);
-    sink.report(errors)
+    let mut report = sink.report(errors);
+    report.cpu = thread_cpu();
+    report
+}
+
+/// CPU time of the calling thread so far (Linux: `/proc/thread-self/schedstat`).
+fn thread_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = s.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }

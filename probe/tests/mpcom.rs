@@ -258,6 +258,12 @@ fn replay_reports_damaged_files() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("10 flows, 10 records"), "{out}");
+    // the export thread's share of the run, so an operator sees the headroom
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("export") && l.contains("% of the run")),
+        "{out}"
+    );
     assert!(out.contains("wrote"), "{out}");
 
     let bytes = std::fs::read(&good).unwrap();

@@ -365,6 +365,18 @@ fn replay(a: &ReplayArgs) -> Result<()> {
         s.app_bytes.0 / 1024,
         s.app_bytes.1 / 1024
     );
+    if let Some(cpu) = s.export_cpu {
+        let secs = cpu.as_secs_f64();
+        println!(
+            "  export       {secs:.2} s of CPU on the export thread ({:.2} M records/s), {:.0} % of the run",
+            if secs > 0.0 {
+                s.records as f64 / secs / 1e6
+            } else {
+                0.0
+            },
+            100.0 * secs / s.elapsed.as_secs_f64().max(1e-9)
+        );
+    }
     for f in &s.files {
         println!(
             "  wrote        {} ({} rows, {} bytes)",

@@ -129,6 +129,9 @@ pub struct ReplaySummary {
     pub source_error: Option<SourceError>,
     /// Wall time.
     pub elapsed: Duration,
+    /// CPU time of the export thread (Parquet encoding and writing), when known: with
+    /// `elapsed`, how much headroom the export left.
+    pub export_cpu: Option<Duration>,
     /// Flow table bytes per tracked flow at capacity.
     pub table_bytes_per_flow: f64,
     /// String arena and reassembly bytes per worker.
@@ -314,6 +317,7 @@ pub fn replay(
         files: report.files,
         source_error,
         elapsed: started.elapsed(),
+        export_cpu: report.cpu,
         table_bytes_per_flow,
         app_bytes,
     })
