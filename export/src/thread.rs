@@ -208,8 +208,9 @@ fn run(mut sink: Sink, rx: Receiver<Msg>) -> SinkReport {
     report
 }
 
-/// CPU time of the calling thread so far (Linux: `/proc/thread-self/schedstat`).
-fn thread_cpu() -> Option<Duration> {
+/// CPU time of the calling thread so far (Linux: `/proc/thread-self/schedstat`; `None`
+/// elsewhere).
+pub fn thread_cpu() -> Option<Duration> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let ns = s.split_whitespace().next()?.parse().ok()?;
     Some(Duration::from_nanos(ns))

@@ -323,10 +323,7 @@ fn parse() -> anyhow::Result<Args> {
 /// CPU time of the calling thread (ns), from `/proc/thread-self/schedstat`:
 /// on a shared 2-core machine wall time also counts other processes.
 fn cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    mplane_export::thread::thread_cpu().map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -25,12 +25,9 @@ use mplane_probe::passive::meter::{FlowMeter, MeterConfig, VecSink};
 use mplane_probe::passive::record::StrRef;
 use mplane_probe::services::passive::TSTAT_CORE_COLUMNS;
 
+/// CPU time of this thread (s), independent of other load on the box.
 fn thread_cpu() -> f64 {
-    // CPU time of this thread (ns) from /proc, independent of other load on the box
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |ns| ns / 1e9)
+    mplane_export::thread::thread_cpu().map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn median(v: &mut [f64]) -> f64 {

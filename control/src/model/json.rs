@@ -24,12 +24,22 @@ static ESCAPE: [bool; 256] = {
 /// Writes a JSON number as the reference does: integers as they are, floats
 /// as Python's `repr`.
 pub(crate) fn write_number(n: &Number, out: &mut String) {
+    with_number_text(n, |t| out.push_str(t));
+}
+
+/// Calls `f` with the text of `n` as [`write_number`] writes it (integers without a
+/// temporary `String`).
+fn with_number_text<R>(n: &Number, f: impl FnOnce(&str) -> R) -> R {
     if let Some(u) = n.as_u64() {
-        out.push_str(itoa::Buffer::new().format(u));
+        f(itoa::Buffer::new().format(u))
     } else if let Some(i) = n.as_i64() {
-        out.push_str(itoa::Buffer::new().format(i));
-    } else if let Some(f) = n.as_f64() {
-        write_real(f, out);
+        f(itoa::Buffer::new().format(i))
+    } else {
+        let mut t = String::new();
+        if let Some(x) = n.as_f64() {
+            write_real(x, &mut t);
+        }
+        f(&t)
     }
 }
 
@@ -213,17 +223,7 @@ impl Writer {
             Json::Null => self.null(),
             Json::Bool(true) => self.raw("true"),
             Json::Bool(false) => self.raw("false"),
-            Json::Number(n) => {
-                if let Some(u) = n.as_u64() {
-                    self.raw(itoa::Buffer::new().format(u));
-                } else if let Some(i) = n.as_i64() {
-                    self.raw(itoa::Buffer::new().format(i));
-                } else {
-                    let mut t = String::new();
-                    write_number(n, &mut t);
-                    self.raw(&t);
-                }
-            }
+            Json::Number(n) => with_number_text(n, |t| self.raw(t)),
             Json::String(s) => self.string(s),
             Json::Array(a) => {
                 self.begin_array(a.len());

@@ -733,37 +733,31 @@ fn float_statistics(values: &[f64], nulls: u64) -> Statistics {
 /// first, like NaN, never replaces it), in one pass over four independent lanes so that the
 /// compare-and-select chains overlap instead of waiting on each other.
 fn min_max<T: Copy, K: Copy + PartialOrd>(values: &[T], key: impl Fn(T) -> K) -> Option<(K, K)> {
+    /// Widens `lo..=hi` to take in `v`.
+    #[inline(always)]
+    fn widen<K: Copy + PartialOrd>(lo: &mut K, hi: &mut K, v: K) {
+        if v < *lo {
+            *lo = v;
+        }
+        if v > *hi {
+            *hi = v;
+        }
+    }
     let first = key(*values.first()?);
     let (mut lo, mut hi) = ([first; 4], [first; 4]);
     let mut quads = values.chunks_exact(4);
     for q in &mut quads {
         for l in 0..4 {
-            let v = key(q[l]);
-            if v < lo[l] {
-                lo[l] = v;
-            }
-            if v > hi[l] {
-                hi[l] = v;
-            }
+            widen(&mut lo[l], &mut hi[l], key(q[l]));
         }
     }
     for &v in quads.remainder() {
-        let v = key(v);
-        if v < lo[0] {
-            lo[0] = v;
-        }
-        if v > hi[0] {
-            hi[0] = v;
-        }
+        widen(&mut lo[0], &mut hi[0], key(v));
     }
     let (mut min, mut max) = (lo[0], hi[0]);
     for l in 1..4 {
-        if lo[l] < min {
-            min = lo[l];
-        }
-        if hi[l] > max {
-            max = hi[l];
-        }
+        widen(&mut min, &mut max, lo[l]);
+        widen(&mut min, &mut max, hi[l]);
     }
     Some((min, max))
 }

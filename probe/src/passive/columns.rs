@@ -746,7 +746,7 @@ enum TypedBuilder {
 struct Text {
     offsets: Vec<i32>,
     bytes: Vec<u8>,
-    valid: Vec<u64>,
+    valid: Validity,
 }
 
 impl Text {
@@ -756,7 +756,7 @@ impl Text {
         Text {
             offsets,
             bytes: Vec::with_capacity(n * 8),
-            valid: vec![0; n.div_ceil(64)],
+            valid: Validity::with_rows(n),
         }
     }
 
@@ -766,11 +766,9 @@ impl Text {
         let row = self.offsets.len() - 1;
         if let Some(t) = text {
             self.bytes.extend_from_slice(t);
-            if self.valid.len() <= row / 64 {
-                self.valid.resize(row / 64 + 1, 0);
-            }
-            self.valid[row / 64] |= 1 << (row % 64);
         }
+        self.valid.reserve_rows(row + 1);
+        self.valid.set(row, text.is_some());
         // a batch holds far less than 2 GiB of text; `finish` refuses one that does not
         self.offsets
             .push(self.bytes.len().min(i32::MAX as usize) as i32);
@@ -784,9 +782,7 @@ impl Text {
                 self.bytes.len()
             )));
         }
-        let set: usize = self.valid.iter().map(|w| w.count_ones() as usize).sum();
-        let nulls = (set < len)
-            .then(|| NullBuffer::new(BooleanBuffer::new(Buffer::from_vec(self.valid), 0, len)));
+        let nulls = self.valid.into_nulls(len);
         let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
         Ok(Arc::new(StringArray::try_new(
             offsets,
@@ -800,14 +796,45 @@ impl Text {
 /// validity, one bit per row.
 struct Fixed<T> {
     values: Vec<T>,
-    valid: Vec<u64>,
+    valid: Validity,
+}
+
+/// Which rows of a column have a value: one bit per row, in 64-bit words.
+struct Validity(Vec<u64>);
+
+impl Validity {
+    fn with_rows(n: usize) -> Self {
+        Validity(vec![0; n.div_ceil(64)])
+    }
+
+    /// Makes room for `rows` rows (the builders size for the batch, so this rarely grows).
+    fn reserve_rows(&mut self, rows: usize) {
+        let words = rows.div_ceil(64);
+        if self.0.len() < words {
+            self.0.resize(words, 0);
+        }
+    }
+
+    /// Marks `row` (within the rows reserved) as having a value or not.
+    #[inline(always)]
+    fn set(&mut self, row: usize, valid: bool) {
+        if let Some(w) = self.0.get_mut(row / 64) {
+            *w |= u64::from(valid) << (row % 64);
+        }
+    }
+
+    /// Arrow's null buffer for the first `len` rows; `None` when every row has a value.
+    fn into_nulls(self, len: usize) -> Option<NullBuffer> {
+        let set: usize = self.0.iter().map(|w| w.count_ones() as usize).sum();
+        (set < len).then(|| NullBuffer::new(BooleanBuffer::new(Buffer::from_vec(self.0), 0, len)))
+    }
 }
 
 impl<T: Copy + Default> Fixed<T> {
     fn with_capacity(n: usize) -> Self {
         Fixed {
             values: Vec::with_capacity(n),
-            valid: vec![0; n.div_ceil(64)],
+            valid: Validity::with_rows(n),
         }
     }
 
@@ -820,10 +847,7 @@ impl<T: Copy + Default> Fixed<T> {
         mut cell: impl FnMut(&'a FlowRecord) -> Result<Option<T>, E>,
     ) -> Result<(), E> {
         let start = self.values.len();
-        let words = (start + recs.len()).div_ceil(64);
-        if self.valid.len() < words {
-            self.valid.resize(words, 0);
-        }
+        self.valid.reserve_rows(start + recs.len());
         let valid = &mut self.valid;
         let mut failed = None;
         // a slice's iterator has a trusted length: one reservation, then plain stores
@@ -831,10 +855,7 @@ impl<T: Copy + Default> Fixed<T> {
         self.values
             .extend(recs.iter().enumerate().map(|(i, r)| match cell(r) {
                 Ok(v) => {
-                    let row = start + i;
-                    if let Some(w) = valid.get_mut(row / 64) {
-                        *w |= u64::from(v.is_some()) << (row % 64);
-                    }
+                    valid.set(start + i, v.is_some());
                     v.unwrap_or_default()
                 }
                 Err(e) => {
@@ -848,10 +869,7 @@ impl<T: Copy + Default> Fixed<T> {
     /// The values, and the validity as Arrow's null buffer (`None` when every row has a
     /// value).
     fn into_parts(self) -> (Vec<T>, Option<NullBuffer>) {
-        let len = self.values.len();
-        let set: usize = self.valid.iter().map(|w| w.count_ones() as usize).sum();
-        let nulls = (set < len)
-            .then(|| NullBuffer::new(BooleanBuffer::new(Buffer::from_vec(self.valid), 0, len)));
+        let nulls = self.valid.into_nulls(self.values.len());
         (self.values, nulls)
     }
 }
