@@ -338,10 +338,9 @@ fn a_column_zstd_cannot_shrink_is_stored_uncompressed() {
         .collect();
     let opts = WriterOptions {
         row_group_rows: 500,
-        skip_incompressible: true,
         ..WriterOptions::default()
     };
-    let p = write(dir.path(), &schema, opts, &batches);
+    let p = write(dir.path(), &schema, opts.clone(), &batches);
     let r = SerializedFileReader::new(fs::File::open(&p).unwrap()).unwrap();
     let codecs = |c: usize| -> Vec<String> {
         (0..r.num_row_groups())
@@ -354,18 +353,36 @@ fn a_column_zstd_cannot_shrink_is_stored_uncompressed() {
             })
             .collect()
     };
-    // random 17-bit counters: ZSTD gains nothing on their bit-packed deltas, so after the
-    // first chunk they are stored as they are, and tried again every eighth chunk
-    let octets = codecs(1);
-    assert!(octets[0].starts_with("ZSTD"), "{octets:?}");
-    assert_eq!(octets[1], "UNCOMPRESSED", "{octets:?}");
-    assert!(octets[9].starts_with("ZSTD"), "{octets:?}");
-    // a few distinct urls repeat: ZSTD pays, every chunk is compressed
+    // random 17-bit counters: ZSTD gains nothing on their bit-packed deltas, so every chunk
+    // is stored as it is
     assert!(
-        codecs(7).iter().all(|c| c.starts_with("ZSTD")),
+        codecs(1).iter().all(|c| c == "UNCOMPRESSED"),
         "{:?}",
-        codecs(7)
+        codecs(1)
     );
+    // packet counts cycle through five values and a few distinct urls repeat: ZSTD pays,
+    // every chunk is compressed
+    for c in [2, 7] {
+        assert!(
+            codecs(c).iter().all(|c| c.starts_with("ZSTD")),
+            "{c}: {:?}",
+            codecs(c)
+        );
+    }
+    assert_eq!(read_back(&p).num_rows(), 10_000);
+    // without the probe, every chunk is compressed
+    let dir = tempfile::tempdir().unwrap();
+    let all = WriterOptions {
+        skip_incompressible: false,
+        ..opts
+    };
+    let p = write(dir.path(), &schema, all, &batches);
+    let r = SerializedFileReader::new(fs::File::open(&p).unwrap()).unwrap();
+    for g in 0..r.num_row_groups() {
+        for c in r.metadata().row_group(g).columns() {
+            assert!(c.compression().to_string().starts_with("ZSTD"));
+        }
+    }
     assert_eq!(read_back(&p).num_rows(), 10_000);
 }
 

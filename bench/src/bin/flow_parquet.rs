@@ -6,12 +6,14 @@
 //! ```text
 //! cargo build --release -p mplane-bench --bin flow_parquet
 //! target/release/flow_parquet /dev/shm/flows.pcap [--repeat 5] [--zstd 1] [--columns all|tstat]
-//!     [--row-group ROWS] [--all-nullable] [--plain] [--arrow-writer] [--skip-incompressible]
+//!     [--row-group ROWS] [--all-nullable] [--plain] [--arrow-writer] [--compress-all]
+//!     [--keep DIR]
 //! ```
 //!
 //! Reports, per run, records/s of the build (worker side), of the write (export thread's
 //! side) and of both on one thread, in CPU time of the measuring thread (the box is shared),
-//! and the file's bytes per record. Medians of `--repeat` runs.
+//! and the file's bytes per record. Medians of `--repeat` runs. `--keep DIR` writes the files
+//! into DIR (each run adds its own) instead of a temporary directory.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -47,7 +49,8 @@ fn main() -> Result<()> {
     let mut all_nullable = false;
     let mut plain = false;
     let mut arrow_writer = false;
-    let mut skip_incompressible = false;
+    let mut skip_incompressible = true;
+    let mut keep: Option<std::path::PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--repeat" => repeat = args.next().context("--repeat N")?.parse()?,
@@ -57,7 +60,8 @@ fn main() -> Result<()> {
             "--all-nullable" => all_nullable = true,
             "--plain" => plain = true,
             "--arrow-writer" => arrow_writer = true,
-            "--skip-incompressible" => skip_incompressible = true,
+            "--compress-all" => skip_incompressible = false,
+            "--keep" => keep = Some(args.next().context("--keep DIR")?.into()),
             f => file = Some(f.to_string()),
         }
     }
@@ -94,7 +98,8 @@ fn main() -> Result<()> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..repeat {
         let dir = tempfile::tempdir()?;
-        let mut cfg = SinkConfig::new(dir.path(), "bench");
+        let out = keep.clone().unwrap_or_else(|| dir.path().to_path_buf());
+        let mut cfg = SinkConfig::new(&out, "bench");
         cfg.writer.zstd_level = zstd;
         cfg.writer.row_group_rows = rg;
         cfg.writer.delta_integers = !plain;

@@ -64,19 +64,26 @@ pub(crate) fn pack32(values: &[u64; 32], width: u32, out: &mut Vec<u8>) {
 #[inline(always)]
 fn pack32_w<const W: usize>(values: &[u64; 32], out: &mut Vec<u8>) {
     let mut words = [0u64; 33];
-    for (i, &v) in values.iter().enumerate() {
-        let (word, shift) = (i * W / 64, i * W % 64);
-        words[word] |= v << shift;
-        if shift + W > 64 {
-            words[word + 1] |= v >> (64 - shift);
-        }
+    // written out for each of the 32 values: every word index and shift is a constant, so
+    // the words stay in registers (a loop is not unrolled for every width)
+    macro_rules! put {
+        ($($i:literal)*) => {$({
+            let (word, shift) = ($i * W / 64, $i * W % 64);
+            words[word] |= values[$i] << shift;
+            if shift + W > 64 {
+                words[word + 1] |= values[$i] >> (64 - shift);
+            }
+        })*};
     }
-    let n = 4 * W;
-    let mut bytes = [0u8; 8 * 33];
-    for (k, w) in words.iter().enumerate().take(n.div_ceil(8)) {
-        bytes[8 * k..8 * k + 8].copy_from_slice(&w.to_le_bytes());
+    put!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+    // 32 × W bits are W / 2 words and, for an odd width, half a word more
+    out.reserve(4 * W);
+    for w in &words[..W / 2] {
+        out.extend_from_slice(&w.to_le_bytes());
     }
-    out.extend_from_slice(&bytes[..n]);
+    if W % 2 == 1 {
+        out.extend_from_slice(&(words[W / 2] as u32).to_le_bytes());
+    }
 }
 
 /// Appends the RLE / bit-packing hybrid encoding of `values`, each below `2^width`

@@ -19,36 +19,62 @@ pub(crate) fn encode(values: &[i64], out: &mut Vec<u8>) {
     if values.len() < 2 {
         return;
     }
-    let mut deltas = [0i64; BLOCK];
-    let mut packed = [0u64; MINI];
-    let mut stage = [[0u64; MINI]; MINIBLOCKS];
-    for start in (1..values.len()).step_by(BLOCK) {
-        let n = (values.len() - start).min(BLOCK);
-        let mut min = i64::MAX;
-        for (k, d) in deltas[..n].iter_mut().enumerate() {
-            *d = values[start + k].wrapping_sub(values[start + k - 1]);
-            min = min.min(*d);
-        }
+    // a block's deltas, then (minus the block's smallest delta) the values packed; past the
+    // end of a short last block they are zero
+    let mut block = [0u64; BLOCK];
+    for (start, next) in values[1..].chunks(BLOCK).enumerate() {
+        let n = next.len();
+        let prev = &values[start * BLOCK..start * BLOCK + n];
+        let min = deltas(prev, next, &mut block[..n]);
         zigzag(min, out);
-        let minis = n.div_ceil(MINI);
-        let mut widths = [0u32; MINIBLOCKS];
-        for (m, w) in widths.iter_mut().enumerate().take(minis) {
-            let end = (m * MINI + MINI).min(n);
+        let mut widths = [0u8; MINIBLOCKS];
+        block[n..].fill(min as u64);
+        for (mini, w) in block.chunks_exact_mut(MINI).zip(&mut widths) {
             let mut any = 0u64;
-            for (p, &d) in packed.iter_mut().zip(&deltas[m * MINI..end]) {
-                *p = d.wrapping_sub(min) as u64;
-                any |= *p;
+            for d in mini.iter_mut() {
+                *d = d.wrapping_sub(min as u64);
+                any |= *d;
             }
-            packed[end - m * MINI..].fill(0);
             // the width of the largest value is the width of all values or-ed together
-            *w = width(any);
-            stage[m] = packed;
+            *w = width(any) as u8;
         }
-        out.extend(widths.iter().map(|&w| w as u8));
-        for (m, &w) in widths.iter().enumerate().take(minis) {
-            pack32(&stage[m], w, out);
+        let minis = n.div_ceil(MINI);
+        out.extend_from_slice(&widths);
+        for (mini, &w) in block.chunks_exact(MINI).zip(&widths).take(minis) {
+            if let Ok(mini) = mini.try_into() {
+                pack32(mini, u32::from(w), out);
+            }
         }
     }
+}
+
+/// Writes `next[k] - prev[k]` (wrapping) into `out[k]` as bit patterns; returns the smallest
+/// delta. Four lanes, so that the minimum is not one chain of compares.
+#[inline(always)]
+fn deltas(prev: &[i64], next: &[i64], out: &mut [u64]) -> i64 {
+    let mut lanes = [i64::MAX; 4];
+    let quads = out.len() / 4 * 4;
+    for ((o, p), n) in out[..quads]
+        .chunks_exact_mut(4)
+        .zip(prev.chunks_exact(4))
+        .zip(next.chunks_exact(4))
+    {
+        for k in 0..4 {
+            let d = n[k].wrapping_sub(p[k]);
+            o[k] = d as u64;
+            lanes[k] = lanes[k].min(d);
+        }
+    }
+    for ((o, &p), &n) in out[quads..]
+        .iter_mut()
+        .zip(&prev[quads..])
+        .zip(&next[quads..])
+    {
+        let d = n.wrapping_sub(p);
+        *o = d as u64;
+        lanes[0] = lanes[0].min(d);
+    }
+    lanes[0].min(lanes[1]).min(lanes[2].min(lanes[3]))
 }
 
 #[cfg(test)]

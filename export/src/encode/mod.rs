@@ -10,10 +10,11 @@
 //! * `natural` and `time` values as `DELTA_BINARY_PACKED` (or `PLAIN`), `real` as `PLAIN`,
 //!   `boolean` bit-packed, text through a dictionary (`RLE_DICTIONARY`, falling back to `PLAIN`
 //!   for a chunk whose dictionary outgrows [`DICTIONARY_LIMIT`]);
-//! * one ZSTD context for every page of the file; optionally (off by default) a column whose pages ZSTD did not
-//!   shrink by a tenth is stored uncompressed for the next chunks, then tried again
-//!   ([`crate::WriterOptions::skip_incompressible`]): bit-packed deltas of counters and times
-//!   are already dense, and compressing them costs time for nothing;
+//! * one ZSTD context for every page of the file; an integer or time column chunk whose first
+//!   page ZSTD cannot shrink by [`WORTH_COMPRESSING`] (judged on its last [`PROBE_BYTES`]) is
+//!   stored uncompressed ([`crate::WriterOptions::skip_incompressible`], on by default):
+//!   bit-packed deltas of timestamps and byte counters are dense already, and compressing
+//!   them costs time for nothing;
 //! * chunk statistics (min, max, null count) as arrow-rs writes them.
 //!
 //! The pages are written with the parquet crate's page writer and spliced into its file
@@ -44,10 +45,11 @@ use rustc_hash::FxHashMap;
 /// written `PLAIN` (arrow-rs's default dictionary page limit).
 pub const DICTIONARY_LIMIT: usize = 1 << 20;
 
-/// A column stored uncompressed after ZSTD saved less than this fraction of it...
-const WORTH_COMPRESSING: f64 = 0.10;
-/// ... is tried again after this many chunks.
-const RETRY_AFTER: u32 = 8;
+/// An integer or time column chunk is stored uncompressed when ZSTD saves less than this
+/// fraction of the probe of its first page...
+pub const WORTH_COMPRESSING: f64 = 0.05;
+/// ... the last this many bytes of the page (its values, after the definition levels).
+pub const PROBE_BYTES: usize = 4096;
 
 /// The Arrow types this encoder writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,15 +136,10 @@ impl Plan {
     }
 }
 
-/// Whether a column's chunks are compressed.
-#[derive(Debug, Clone, Copy, Default)]
-struct Compressibility {
-    /// Chunks still to be stored uncompressed before ZSTD is tried again.
-    skip: u32,
-}
-
 /// The pages of one column chunk as they are built.
 struct Chunk {
+    /// Whether the pages are compressed; `None` until the first page decides.
+    compress: Option<bool>,
     out: TrackedWrite<Vec<u8>>,
     uncompressed: i64,
     compressed: i64,
@@ -150,13 +147,12 @@ struct Chunk {
     dictionary_page_offset: Option<i64>,
     encodings: Vec<Encoding>,
     stats: Vec<PageEncodingStats>,
-    raw_bytes: usize,
-    stored_bytes: usize,
 }
 
 impl Chunk {
-    fn new() -> Self {
+    fn new(compress: Option<bool>) -> Self {
         Chunk {
+            compress,
             out: TrackedWrite::new(Vec::new()),
             uncompressed: 0,
             compressed: 0,
@@ -164,8 +160,6 @@ impl Chunk {
             dictionary_page_offset: None,
             encodings: vec![Encoding::RLE],
             stats: Vec::new(),
-            raw_bytes: 0,
-            stored_bytes: 0,
         }
     }
 
@@ -184,12 +178,11 @@ impl Chunk {
     }
 }
 
-/// Encodes the column chunks of one file: a ZSTD context reused for every page, each
-/// column's compressibility, and scratch buffers reused from chunk to chunk.
+/// Encodes the column chunks of one file: a ZSTD context reused for every page, and scratch
+/// buffers reused from chunk to chunk.
 pub(crate) struct ChunkEncoder {
     plan: Arc<Plan>,
     zstd: zstd::bulk::Compressor<'static>,
-    compressibility: Vec<Compressibility>,
     bitmap: Vec<u8>,
     page_bits: Vec<u8>,
     ints: Vec<i64>,
@@ -221,7 +214,6 @@ impl ChunkEncoder {
         // level 0 is ZSTD's default level, as for arrow-rs
         let zstd = zstd::bulk::Compressor::new(plan.zstd_level).map_err(general)?;
         Ok(ChunkEncoder {
-            compressibility: vec![Compressibility::default(); plan.columns.len()],
             plan,
             zstd,
             bitmap: Vec::new(),
@@ -249,8 +241,8 @@ impl ChunkEncoder {
         let plan = self.plan.columns[col].clone();
         let rows: usize = arrays.iter().map(|a| a.len()).sum();
         let nulls = self.gather_validity(arrays, rows);
-        let compress = self.compressibility[col].skip == 0;
-        let mut chunk = Chunk::new();
+        let probe = self.plan.skip_incompressible && matches!(plan.kind, Kind::U64 | Kind::Time);
+        let mut chunk = Chunk::new(if probe { None } else { Some(true) });
         let statistics = match plan.kind {
             Kind::U64 | Kind::Time => {
                 self.ints.clear();
@@ -270,21 +262,14 @@ impl ChunkEncoder {
                 } else {
                     Encoding::PLAIN
                 };
-                self.data_pages(
-                    &mut chunk,
-                    &plan,
-                    rows,
-                    enc,
-                    compress,
-                    |this, from, to, body| {
-                        let v = &this.ints[from..to];
-                        if plan.delta {
-                            delta::encode(v, body);
-                        } else {
-                            plain(v, i64::to_le_bytes, body);
-                        }
-                    },
-                )?;
+                self.data_pages(&mut chunk, &plan, rows, enc, |this, from, to, body| {
+                    let v = &this.ints[from..to];
+                    if plan.delta {
+                        delta::encode(v, body);
+                    } else {
+                        plain(v, i64::to_le_bytes, body);
+                    }
+                })?;
                 plan.statistics
                     .then(|| int_statistics(&self.ints, plan.kind, nulls))
             }
@@ -298,7 +283,6 @@ impl ChunkEncoder {
                     &plan,
                     rows,
                     Encoding::PLAIN,
-                    compress,
                     |this, from, to, body| plain(&this.floats[from..to], f64::to_le_bytes, body),
                 )?;
                 plan.statistics
@@ -319,7 +303,6 @@ impl ChunkEncoder {
                     &plan,
                     rows,
                     Encoding::PLAIN,
-                    compress,
                     |this, from, to, body| {
                         // PLAIN booleans: one bit each, LSB first
                         for eight in this.bools[from..to].chunks(8) {
@@ -347,23 +330,11 @@ impl ChunkEncoder {
                         }
                     }
                 }
-                self.text_pages(&mut chunk, &plan, rows, &texts, compress)?;
+                self.text_pages(&mut chunk, &plan, rows, &texts)?;
                 None
             }
         };
-        // what ZSTD did to this chunk decides the next ones
-        if self.plan.skip_incompressible {
-            let c = &mut self.compressibility[col];
-            if compress {
-                if (chunk.stored_bytes as f64) > (1.0 - WORTH_COMPRESSING) * chunk.raw_bytes as f64
-                {
-                    c.skip = RETRY_AFTER;
-                }
-            } else {
-                c.skip = c.skip.saturating_sub(1);
-            }
-        }
-        let codec = if compress {
+        let codec = if chunk.compress.unwrap_or(true) {
             Compression::ZSTD(ZstdLevel::try_new(self.plan.zstd_level).map_err(general)?)
         } else {
             Compression::UNCOMPRESSED
@@ -438,7 +409,6 @@ impl ChunkEncoder {
         plan: &ColumnPlan,
         rows: usize,
         encoding: Encoding,
-        compress: bool,
         mut values: impl FnMut(&Self, usize, usize, &mut Vec<u8>),
     ) -> Result<(), ParquetError> {
         let nullable = plan.descr.max_def_level() > 0;
@@ -451,7 +421,7 @@ impl ChunkEncoder {
             let present = self.levels(nullable, start, end, &mut body);
             values(self, value_at, value_at + present, &mut body);
             value_at += present;
-            self.write_page(chunk, body, (end - start) as u32, encoding, compress, false)?;
+            self.write_page(chunk, body, (end - start) as u32, encoding, false)?;
             start = end;
             if start >= rows {
                 return Ok(());
@@ -501,7 +471,6 @@ impl ChunkEncoder {
         plan: &ColumnPlan,
         rows: usize,
         texts: &Texts<'_>,
-        compress: bool,
     ) -> Result<(), ParquetError> {
         let mut dict: Vec<&[u8]> = Vec::new();
         let mut use_dict = plan.dictionary;
@@ -534,65 +503,64 @@ impl ChunkEncoder {
             for t in &dict {
                 plain_bytes(t, &mut body);
             }
-            self.write_page(
-                chunk,
-                body,
-                dict.len() as u32,
-                Encoding::PLAIN,
-                compress,
-                true,
-            )?;
+            self.write_page(chunk, body, dict.len() as u32, Encoding::PLAIN, true)?;
             let width = bits::width(dict.len().saturating_sub(1) as u64).max(1);
             self.data_pages(
                 chunk,
                 plan,
                 rows,
                 Encoding::RLE_DICTIONARY,
-                compress,
                 |this, from, to, body| {
                     body.push(width as u8);
                     bits::hybrid(&this.indices[from..to], width, body);
                 },
             )
         } else {
-            self.data_pages(
-                chunk,
-                plan,
-                rows,
-                Encoding::PLAIN,
-                compress,
-                |_, from, to, body| {
-                    for t in &texts[from..to] {
-                        plain_bytes(t, body);
-                    }
-                },
-            )
+            self.data_pages(chunk, plan, rows, Encoding::PLAIN, |_, from, to, body| {
+                for t in &texts[from..to] {
+                    plain_bytes(t, body);
+                }
+            })
         }
     }
 
-    /// Compresses (or not) and writes one page whose uncompressed body is `body`.
+    /// `data` compressed with the file's ZSTD context.
+    fn compress(&mut self, data: &[u8]) -> Result<Vec<u8>, ParquetError> {
+        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+        self.zstd
+            .compress_to_buffer(data, &mut out)
+            .map_err(general)?;
+        Ok(out)
+    }
+
+    /// Compresses (or not, as the chunk decided) and writes one page whose uncompressed body
+    /// is `body`.
     fn write_page(
         &mut self,
         chunk: &mut Chunk,
         body: Vec<u8>,
         num_values: u32,
         encoding: Encoding,
-        compress: bool,
         dictionary: bool,
     ) -> Result<(), ParquetError> {
         let raw = body.len();
-        let data = if compress {
-            let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw));
-            self.zstd
-                .compress_to_buffer(&body, &mut out)
-                .map_err(general)?;
-            Bytes::from(out)
-        } else {
-            Bytes::copy_from_slice(&body)
+        let mut data = None;
+        if chunk.compress.is_none() {
+            // the chunk's first page: ZSTD on its tail decides for the whole chunk
+            let probe = &body[raw.saturating_sub(PROBE_BYTES)..];
+            let out = self.compress(probe)?;
+            let worth = (out.len() as f64) < (1.0 - WORTH_COMPRESSING) * probe.len() as f64;
+            chunk.compress = Some(worth);
+            if worth && probe.len() == raw {
+                data = Some(Bytes::from(out));
+            }
+        }
+        let data = match data {
+            Some(d) => d,
+            None if chunk.compress == Some(true) => Bytes::from(self.compress(&body)?),
+            None => Bytes::copy_from_slice(&body),
         };
         self.body = body;
-        chunk.raw_bytes += raw;
-        chunk.stored_bytes += data.len();
         let (page, page_type) = if dictionary {
             (
                 Page::DictionaryPage {

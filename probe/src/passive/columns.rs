@@ -760,18 +760,33 @@ impl Text {
         }
     }
 
-    /// Appends one row: `text`, or a null.
+    /// Appends `cell(r)` for each record, which must be text, an address or a null; on
+    /// another kind of cell, `Err(())`.
     #[inline(always)]
-    fn push(&mut self, text: Option<&[u8]>) {
-        let row = self.offsets.len() - 1;
-        if let Some(t) = text {
-            self.bytes.extend_from_slice(t);
-        }
-        self.valid.reserve_rows(row + 1);
-        self.valid.set(row, text.is_some());
-        // a batch holds far less than 2 GiB of text; `finish` refuses one that does not
-        self.offsets
-            .push(self.bytes.len().min(i32::MAX as usize) as i32);
+    fn extend<'a>(
+        &mut self,
+        recs: &'a [FlowRecord],
+        mut cell: impl FnMut(&'a FlowRecord) -> Cell<'a>,
+    ) -> Result<(), ()> {
+        let mut buf = [0u8; MAX_ADDR_TEXT];
+        let mut wrong = false;
+        let (bytes, offsets) = (&mut self.bytes, &mut self.offsets);
+        self.valid.by_words(offsets.len() - 1, recs, |group| {
+            let mut nulls = 0u64;
+            for (k, r) in group.iter().enumerate() {
+                match cell(r) {
+                    Cell::Str(s) => bytes.extend_from_slice(s.as_bytes()),
+                    Cell::Addr(a) => bytes.extend_from_slice(addr_bytes(a, &mut buf)),
+                    Cell::Null => nulls |= 1 << k,
+                    _ => wrong = true,
+                }
+                // a batch holds far less than 2 GiB of text; `finish` refuses one that does
+                // not
+                offsets.push(bytes.len().min(i32::MAX as usize) as i32);
+            }
+            nulls
+        });
+        if wrong { Err(()) } else { Ok(()) }
     }
 
     fn finish(self) -> Result<ArrayRef, ExportError> {
@@ -807,19 +822,28 @@ impl Validity {
         Validity(vec![0; n.div_ceil(64)])
     }
 
-    /// Makes room for `rows` rows (the builders size for the batch, so this rarely grows).
-    fn reserve_rows(&mut self, rows: usize) {
-        let words = rows.div_ceil(64);
+    /// Calls `f` on `recs` (rows `start..` of the column) in groups that each fill the rest
+    /// of one validity word; `f` returns the group's null rows as a mask (bit `k` = the
+    /// group's row `k`). A column that cannot hold a null never sets a bit of that mask, so
+    /// its cells cost nothing here; setting a bit in memory per row would chain every row
+    /// through a load and a store of the same word.
+    #[inline(always)]
+    fn by_words<'a, R>(&mut self, start: usize, recs: &'a [R], mut f: impl FnMut(&'a [R]) -> u64) {
+        let words = (start + recs.len()).div_ceil(64);
         if self.0.len() < words {
             self.0.resize(words, 0);
         }
-    }
-
-    /// Marks `row` (within the rows reserved) as having a value or not.
-    #[inline(always)]
-    fn set(&mut self, row: usize, valid: bool) {
-        if let Some(w) = self.0.get_mut(row / 64) {
-            *w |= u64::from(valid) << (row % 64);
+        let (mut row, mut rest) = (start, recs);
+        while !rest.is_empty() {
+            let shift = row % 64;
+            let (group, tail) = rest.split_at((64 - shift).min(rest.len()));
+            let nulls = f(group);
+            let valid = (u64::MAX >> (64 - group.len())) & !nulls;
+            if let Some(w) = self.0.get_mut(row / 64) {
+                *w |= valid << shift;
+            }
+            row += group.len();
+            rest = tail;
         }
     }
 
@@ -846,16 +870,15 @@ impl<T: Copy + Default> Fixed<T> {
         recs: &'a [FlowRecord],
         mut cell: impl FnMut(&'a FlowRecord) -> Result<Option<T>, E>,
     ) -> Result<(), E> {
-        let start = self.values.len();
-        self.valid.reserve_rows(start + recs.len());
-        let valid = &mut self.valid;
         let mut failed = None;
-        // a slice's iterator has a trusted length: one reservation, then plain stores
-        // (no capacity check and no zeroing of the values first)
-        self.values
-            .extend(recs.iter().enumerate().map(|(i, r)| match cell(r) {
+        let values = &mut self.values;
+        self.valid.by_words(values.len(), recs, |group| {
+            let mut nulls = 0u64;
+            // a slice's iterator has a trusted length: one reservation, then plain stores
+            // (no capacity check and no zeroing of the values first)
+            values.extend(group.iter().enumerate().map(|(k, r)| match cell(r) {
                 Ok(v) => {
-                    valid.set(start + i, v.is_some());
+                    nulls |= u64::from(v.is_none()) << k;
                     v.unwrap_or_default()
                 }
                 Err(e) => {
@@ -863,6 +886,8 @@ impl<T: Copy + Default> Fixed<T> {
                     T::default()
                 }
             }));
+            nulls
+        });
         failed.map_or(Ok(()), Err)
     }
 
@@ -916,17 +941,7 @@ impl TypedBuilder {
                 Cell::Null => Ok(None),
                 _ => Err(P::Time),
             })?,
-            TypedBuilder::Text(b) => {
-                let mut buf = [0u8; MAX_ADDR_TEXT];
-                for r in recs {
-                    match cell(r) {
-                        Cell::Str(s) => b.push(Some(s.as_bytes())),
-                        Cell::Addr(a) => b.push(Some(addr_bytes(a, &mut buf))),
-                        Cell::Null => b.push(None),
-                        _ => return Err(P::String),
-                    }
-                }
-            }
+            TypedBuilder::Text(b) => b.extend(recs, cell).map_err(|()| P::String)?,
         }
         Ok(())
     }
