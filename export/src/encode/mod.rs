@@ -23,6 +23,7 @@
 
 mod bits;
 mod delta;
+mod dict;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ use arrow_array::types::{Float64Type, TimestampNanosecondType, UInt64Type};
 use arrow_array::{Array, ArrowPrimitiveType};
 use arrow_schema::{DataType, Schema, TimeUnit};
 use bytes::Bytes;
+use dict::Dictionary;
 use parquet::basic::{Compression, Encoding, EncodingMask, PageType, ZstdLevel};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
@@ -39,7 +41,6 @@ use parquet::file::metadata::{ColumnChunkMetaData, PageEncodingStats};
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::{ColumnDescPtr, SchemaDescriptor};
-use rustc_hash::FxHashMap;
 
 /// Largest dictionary (bytes of its values) of a text column chunk; beyond it the chunk is
 /// written `PLAIN` (arrow-rs's default dictionary page limit).
@@ -472,26 +473,21 @@ impl ChunkEncoder {
         rows: usize,
         texts: &Texts<'_>,
     ) -> Result<(), ParquetError> {
-        let mut dict: Vec<&[u8]> = Vec::new();
+        // sized for a few distinct values (most text columns); it grows for the others
+        let mut dict = Dictionary::with_capacity(texts.len().min(1024));
         let mut use_dict = plan.dictionary;
         if use_dict {
-            let mut ids: FxHashMap<&[u8], u32> = FxHashMap::default();
-            let mut dict_bytes = 0;
             self.indices.clear();
             let mut last: Option<(&[u8], u32)> = None;
             for &t in texts {
                 // a repeat of the previous value (constant columns) needs no lookup
                 let id = match last {
                     Some((l, id)) if l == t => id,
-                    _ => *ids.entry(t).or_insert_with(|| {
-                        dict_bytes += t.len() + 4;
-                        dict.push(t);
-                        (dict.len() - 1) as u32
-                    }),
+                    _ => dict.id(t),
                 };
                 last = Some((t, id));
                 self.indices.push(id);
-                if dict_bytes > DICTIONARY_LIMIT {
+                if dict.page_bytes() > DICTIONARY_LIMIT {
                     use_dict = false;
                     break;
                 }
@@ -500,11 +496,17 @@ impl ChunkEncoder {
         if use_dict {
             let mut body = std::mem::take(&mut self.body);
             body.clear();
-            for t in &dict {
+            for t in dict.values() {
                 plain_bytes(t, &mut body);
             }
-            self.write_page(chunk, body, dict.len() as u32, Encoding::PLAIN, true)?;
-            let width = bits::width(dict.len().saturating_sub(1) as u64).max(1);
+            self.write_page(
+                chunk,
+                body,
+                dict.values().len() as u32,
+                Encoding::PLAIN,
+                true,
+            )?;
+            let width = bits::width(dict.values().len().saturating_sub(1) as u64).max(1);
             self.data_pages(
                 chunk,
                 plan,
