@@ -473,9 +473,10 @@ impl ChunkEncoder {
         rows: usize,
         texts: &Texts<'_>,
     ) -> Result<(), ParquetError> {
-        // sized for a few distinct values (most text columns); it grows for the others
-        let mut dict = Dictionary::with_capacity(texts.len().min(1024));
         let mut use_dict = plan.dictionary;
+        // sized for up to 1 Ki distinct values (most text columns have a few); it grows for
+        // the others
+        let mut dict = Dictionary::with_capacity(if use_dict { texts.len().min(1024) } else { 0 });
         if use_dict {
             self.indices.clear();
             let mut last: Option<(&[u8], u32)> = None;

@@ -780,8 +780,7 @@ impl Text {
                     Cell::Null => nulls |= 1 << k,
                     _ => wrong = true,
                 }
-                // a batch holds far less than 2 GiB of text; `finish` refuses one that does
-                // not
+                // a batch holds far less than 2 GiB of text (`finish` refuses more)
                 offsets.push(bytes.len().min(i32::MAX as usize) as i32);
             }
             nulls
@@ -1220,6 +1219,32 @@ mod tests {
         assert_eq!(src.null_count(), 0);
         let rtt = columnwise.column_by_name("rtt_forward_min_ms").unwrap();
         assert_eq!(rtt.null_count(), 400);
+    }
+
+    #[test]
+    fn validity_by_words_from_any_row() {
+        // rows of 3 appends (5, 100 and 70 rows): groups cross word boundaries anywhere
+        let nullable = |row: usize| row.is_multiple_of(3) || row.is_multiple_of(7);
+        let mut v = Validity::with_rows(10);
+        let mut row = 0;
+        for n in [5, 100, 70] {
+            let recs: Vec<usize> = (row..row + n).collect();
+            v.by_words(row, &recs, |group| {
+                group
+                    .iter()
+                    .enumerate()
+                    .fold(0, |m, (k, &r)| m | (u64::from(nullable(r)) << k))
+            });
+            row += n;
+        }
+        let nulls = v.into_nulls(row).unwrap();
+        for r in 0..row {
+            assert_eq!(nulls.is_null(r), nullable(r), "row {r}");
+        }
+        // every row valid: no null buffer
+        let mut v = Validity::with_rows(0);
+        v.by_words(0, &[(); 130], |_| 0);
+        assert!(v.into_nulls(130).is_none());
     }
 
     #[test]
