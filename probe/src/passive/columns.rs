@@ -755,7 +755,8 @@ impl Text {
         offsets.push(0);
         Text {
             offsets,
-            bytes: Vec::with_capacity(n * 8),
+            // addresses are 7–39 bytes, names longer but rarer: one reservation for most batches
+            bytes: Vec::with_capacity(n * 16),
             valid: Validity::with_rows(n),
         }
     }
