@@ -687,8 +687,10 @@ fn int_statistics(values: &[i64], kind: Kind, nulls: u64) -> Statistics {
 }
 
 /// Min and max of reals, NaN left out, with zeros widened as the format asks (a minimum of
-/// zero is written `-0.0`, a maximum of zero `+0.0`).
+/// zero is written `-0.0`, a maximum of zero `+0.0`), and the count of NaNs, which the
+/// IEEE 754 total order that the parquet crate declares for floating-point columns requires.
 fn float_statistics(values: &[f64], nulls: u64) -> Statistics {
+    let nans = values.iter().filter(|v| v.is_nan()).count() as u64;
     // NaN compares false both ways, so once a first number is found, NaNs never win
     let first = values.iter().position(|v| !v.is_nan());
     let m = first.and_then(|at| min_max(&values[at..], |v| v));
@@ -696,7 +698,8 @@ fn float_statistics(values: &[f64], nulls: u64) -> Statistics {
     let max = m.map(|(_, m)| if m == 0.0 { 0.0 } else { m });
     Statistics::Double(
         ValueStatistics::new(min, max, None, Some(nulls), false)
-            .with_backwards_compatible_min_max(true),
+            .with_backwards_compatible_min_max(true)
+            .with_nan_count(Some(nans)),
     )
 }
 
