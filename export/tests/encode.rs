@@ -244,6 +244,7 @@ fn random_files_read_back_equal_with_arrow_rs() {
             row_group_rows: 100,
             data_page_rows: 37,
             zstd_level: 1,
+            skip_incompressible: false,
             ..WriterOptions::default()
         },
         WriterOptions {
