@@ -29,7 +29,7 @@ pub(crate) fn encode(values: &[i64], out: &mut Vec<u8>) {
         zigzag(min, out);
         let mut widths = [0u8; MINIBLOCKS];
         block[n..].fill(min as u64);
-        for (mini, w) in block.chunks_exact_mut(MINI).zip(&mut widths) {
+        for (mini, w) in block.as_chunks_mut::<MINI>().0.iter_mut().zip(&mut widths) {
             let mut any = 0u64;
             for d in mini.iter_mut() {
                 *d = d.wrapping_sub(min as u64);
@@ -40,10 +40,8 @@ pub(crate) fn encode(values: &[i64], out: &mut Vec<u8>) {
         }
         let minis = n.div_ceil(MINI);
         out.extend_from_slice(&widths);
-        for (mini, &w) in block.chunks_exact(MINI).zip(&widths).take(minis) {
-            if let Ok(mini) = mini.try_into() {
-                pack32(mini, u32::from(w), out);
-            }
+        for (mini, &w) in block.as_chunks::<MINI>().0.iter().zip(&widths).take(minis) {
+            pack32(mini, u32::from(w), out);
         }
     }
 }
