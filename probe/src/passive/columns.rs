@@ -874,8 +874,8 @@ impl<T: Copy + Default> Fixed<T> {
         let values = &mut self.values;
         self.valid.by_words(values.len(), recs, |group| {
             let mut nulls = 0u64;
-            // a slice's iterator has a trusted length: one reservation, then plain stores
-            // (no capacity check and no zeroing of the values first)
+            // a slice's iterator has a trusted length: one capacity check per group, then
+            // plain stores (no check per value and no zeroing of the values first)
             values.extend(group.iter().enumerate().map(|(k, r)| match cell(r) {
                 Ok(v) => {
                     nulls |= u64::from(v.is_none()) << k;
