@@ -7,13 +7,16 @@
 //! cargo build --release -p mplane-bench --bin flow_parquet
 //! target/release/flow_parquet /dev/shm/flows.pcap [--repeat 5] [--zstd 1] [--columns all|tstat]
 //!     [--row-group ROWS] [--all-nullable] [--plain] [--arrow-writer] [--compress-all]
-//!     [--keep DIR]
+//!     [--keep DIR] [--interleave]
 //! ```
 //!
 //! Reports, per run, records/s of the build (worker side), of the write (export thread's
 //! side) and of both on one thread, in CPU time of the measuring thread (the box is shared),
 //! and the file's bytes per record. Medians of `--repeat` runs. `--keep DIR` writes the files
-//! into DIR (each run adds its own) instead of a temporary directory.
+//! into DIR (each run adds its own) instead of a temporary directory. By default every batch
+//! is built before the first is written (the write reads them back from memory, as an export
+//! thread on another core would); `--interleave` writes each batch right after building it,
+//! while it is still in this core's caches (the whole path on one thread).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -51,6 +54,7 @@ fn main() -> Result<()> {
     let mut arrow_writer = false;
     let mut skip_incompressible = true;
     let mut keep: Option<std::path::PathBuf> = None;
+    let mut interleave = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--repeat" => repeat = args.next().context("--repeat N")?.parse()?,
@@ -61,6 +65,7 @@ fn main() -> Result<()> {
             "--plain" => plain = true,
             "--arrow-writer" => arrow_writer = true,
             "--compress-all" => skip_incompressible = false,
+            "--interleave" => interleave = true,
             "--keep" => keep = Some(args.next().context("--keep DIR")?.into()),
             f => file = Some(f.to_string()),
         }
@@ -108,7 +113,9 @@ fn main() -> Result<()> {
         cfg.time_column = Some("start".into());
         let mut sink = Sink::open(cfg, schema.clone())?;
         let mut batches = Vec::new();
-        let c0 = thread_cpu();
+        let now = SystemTime::now();
+        let (mut tb, mut tw) = (0.0, 0.0);
+        let mut c0 = thread_cpu();
         // as the sink does: records buffered with their names, 8 Ki per batch, built column
         // by column
         let mut buf = Vec::with_capacity(8192);
@@ -125,20 +132,28 @@ fn main() -> Result<()> {
                 batches.push(fc.record_batch(&schema, &buf, &names, &ctx)?);
                 buf.clear();
                 names.clear();
+                if interleave {
+                    let c1 = thread_cpu();
+                    for batch in batches.drain(..) {
+                        sink.write(&batch, now)?;
+                    }
+                    let c2 = thread_cpu();
+                    (tb, tw) = (tb + c1 - c0, tw + c2 - c1);
+                    c0 = c2;
+                }
             }
         }
         if !buf.is_empty() {
             batches.push(fc.record_batch(&schema, &buf, &names, &ctx)?);
         }
         let c1 = thread_cpu();
-        let now = SystemTime::now();
         for batch in &batches {
             sink.write(batch, now)?;
         }
         let report = sink.finish(now)?;
         let c2 = thread_cpu();
         let bytes: u64 = report.files.iter().map(|f| f.bytes).sum();
-        let (tb, tw) = (c1 - c0, c2 - c1);
+        let (tb, tw) = (tb + c1 - c0, tw + c2 - c1);
         build.push(n / tb);
         write.push(n / tw);
         both.push(n / (tb + tw));
