@@ -312,7 +312,8 @@ fn opt_syn<'a>(d: &DirRecord, f: impl FnOnce(&DirRecord) -> Cell<'a>) -> Cell<'a
 }
 
 fn name_str(name: &[u8]) -> &str {
-    // names are ASCII in practice (DNS names are escaped); anything else is shown lossily
+    // the engine stores names in presentation form (printable ASCII and escapes), so this
+    // never fails; the empty name is only a guard
     std::str::from_utf8(name).unwrap_or("")
 }
 

@@ -340,8 +340,7 @@ impl AppEngine {
         }
         match tls::client_hello_sni(r.contiguous()) {
             tls::Hello::Sni(name) => {
-                let n = name.len().min(MAX_STR);
-                self.name[..n].copy_from_slice(&name[..n]);
+                let n = presentation(name, &mut self.name);
                 let name = self.name;
                 self.store(st, &name[..n]);
                 self.finish(st);
@@ -396,8 +395,7 @@ impl AppEngine {
             st.kind = AppKind::Tls;
             match tls::records_sni(p, &mut self.join) {
                 tls::Hello::Sni(name) => {
-                    let n = name.len().min(MAX_STR);
-                    self.name[..n].copy_from_slice(&name[..n]);
+                    let n = presentation(name, &mut self.name);
                     let name = self.name;
                     self.store(st, &name[..n]);
                     self.finish(st);
@@ -440,11 +438,7 @@ impl AppEngine {
             return;
         }
         let found = match tls::records_sni(r.contiguous(), &mut self.join) {
-            tls::Hello::Sni(name) => {
-                let n = name.len().min(MAX_STR);
-                self.name[..n].copy_from_slice(&name[..n]);
-                Some(n)
-            }
+            tls::Hello::Sni(name) => Some(presentation(name, &mut self.name)),
             tls::Hello::Incomplete(need) if need <= self.cfg.reassembly_bytes => return,
             _ => None,
         };
@@ -458,8 +452,7 @@ impl AppEngine {
     fn http(&mut self, st: &mut AppState, p: &[u8]) {
         match http::find_host(p) {
             http::Host::Found(h) => {
-                let n = h.len().min(MAX_STR);
-                self.name[..n].copy_from_slice(&h[..n]);
+                let n = presentation(h, &mut self.name);
                 let name = self.name;
                 self.store(st, &name[..n]);
                 self.finish(st);
@@ -468,6 +461,38 @@ impl AppEngine {
             http::Host::NotYet => {}
         }
     }
+}
+
+/// Writes a server name or host as seen on the wire into `out` in the presentation form DNS
+/// names get (dns.rs): printable ASCII as it is, `\\` for a backslash, `\DDD` for a space,
+/// a control byte or any byte above 0x7e. SNI and `Host` are ASCII by their specifications
+/// (RFC 6066 §3, RFC 9110 §7.2; international names travel as punycode), so anything else
+/// is shown, not dropped, and every stored name is valid UTF-8. Escapes are never cut: the
+/// name ends before one that does not fit. Returns the length written.
+fn presentation(name: &[u8], out: &mut [u8; MAX_STR]) -> usize {
+    let mut n = 0;
+    for &c in name {
+        let width = match c {
+            b'\\' => 2,
+            0x21..=0x7e => 1,
+            _ => 4,
+        };
+        if n + width > out.len() {
+            break;
+        }
+        match width {
+            1 => out[n] = c,
+            2 => out[n..n + 2].copy_from_slice(b"\\\\"),
+            _ => out[n..n + 4].copy_from_slice(&[
+                b'\\',
+                b'0' + c / 100,
+                b'0' + c / 10 % 10,
+                b'0' + c % 10,
+            ]),
+        }
+        n += width;
+    }
+    n
 }
 
 #[cfg(test)]
@@ -514,6 +539,36 @@ mod tests {
         assert_eq!(st.rcode, Some(3));
         e.release(&mut st);
         assert_eq!(e.strings_used(), 0);
+    }
+
+    #[test]
+    fn names_outside_printable_ascii_are_escaped() {
+        let mut out = [0u8; MAX_STR];
+        let n = presentation(b"a b\\c\xffd\x07", &mut out);
+        assert_eq!(&out[..n], b"a\\032b\\\\c\\255d\\007");
+        // an escape that does not fit is left out whole
+        let mut long = vec![b'x'; MAX_STR - 2];
+        long.push(0xe9);
+        let n = presentation(&long, &mut out);
+        assert_eq!(n, MAX_STR - 2);
+        // through the engine: an HTTP Host with bytes that are not ASCII
+        let mut e = AppEngine::new(AppConfig::default());
+        let mut st = AppState::default();
+        e.tcp(
+            &mut st,
+            true,
+            50000,
+            80,
+            1,
+            b"GET / HTTP/1.1\r\nHost: caf\xc3\xa9.example\r\n\r\n",
+        );
+        assert!(st.done);
+        assert_eq!(e.name(&st), b"caf\\195\\169.example");
+        // and a TLS SNI
+        let hello = tls::tests::records(&tls::tests::hello(Some(b"bad\x00name"), 0), 16384);
+        let mut st = AppState::default();
+        e.tcp(&mut st, true, 40000, 443, 1, &hello);
+        assert_eq!(e.name(&st), b"bad\\000name");
     }
 
     #[test]
