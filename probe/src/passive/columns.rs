@@ -401,7 +401,7 @@ impl FlowField {
         match self {
             F::Start => Cell::Time(r.first_ns()),
             F::End => Cell::Time(r.last_ns()),
-            F::DurationMs => Cell::U64((r.last_ns() - r.first_ns()) / 1_000_000),
+            F::DurationMs => Cell::U64(r.last_ns().saturating_sub(r.first_ns()) / 1_000_000),
             F::Time => Cell::Time(r.first_ns()),
             F::FlowStart => Cell::Time(r.flow_start_ns),
             F::EndReason => Cell::Str(r.end.name()),

@@ -542,20 +542,24 @@ impl<K: RecordSink> FlowMeter<K> {
         let ts = p.ts_ns;
         let linger = self.cfg.close_linger_ns;
         let f = self.table.get_mut(id);
-        f.last_ns = ts;
+        // a capture whose time steps back (merged ports, a reordering capture card) must
+        // not make a flow end before it starts: first and last are the extremes seen
+        f.last_ns = f.last_ns.max(ts);
         let payload = d.payload_len;
         let prev_ns = f.dirs[dir].last_ns;
         {
             let r = &mut f.dirs[dir];
             if r.packets == 0 {
                 r.first_ns = ts;
+                r.last_ns = ts;
                 r.ttl_min = d.ttl;
                 r.ttl_max = d.ttl;
             } else {
+                r.first_ns = r.first_ns.min(ts);
+                r.last_ns = r.last_ns.max(ts);
                 r.ttl_min = r.ttl_min.min(d.ttl);
                 r.ttl_max = r.ttl_max.max(d.ttl);
             }
-            r.last_ns = ts;
             r.packets += 1;
             r.ip_octets += u64::from(d.ip_total_len);
             r.payload_octets += u64::from(payload);

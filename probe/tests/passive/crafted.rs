@@ -72,12 +72,17 @@ impl Conv {
 }
 
 fn write(frames: &[(u64, Vec<u8>)]) -> tempfile::TempPath {
+    let mut sorted = frames.to_vec();
+    sorted.sort_by_key(|(t, _)| *t);
+    write_in_order(&sorted)
+}
+
+/// Writes the frames in the order given, whatever their times.
+fn write_in_order(frames: &[(u64, Vec<u8>)]) -> tempfile::TempPath {
     let f = tempfile::NamedTempFile::new().unwrap();
     let mut w =
         PcapWriter::new(f.reopen().unwrap(), LinkType::ETHERNET, 65535, true, false).unwrap();
-    let mut sorted = frames.to_vec();
-    sorted.sort_by_key(|(t, _)| *t);
-    for (t, d) in &sorted {
+    for (t, d) in frames {
         w.write(*t, d, d.len() as u32).unwrap();
     }
     drop(w);
@@ -141,6 +146,29 @@ fn tcp_anomalies_are_counted() {
     // before its retransmission... the first sample is exact
     assert!(f.rtt.count >= 1);
     assert_eq!(u64::from(f.rtt.min_ns), 22 * MS);
+}
+
+/// A capture whose clock steps back (merged tap ports, a reordering capture card): a flow's
+/// first and last times are the extremes it saw, so it never ends before it starts (its
+/// duration was a subtraction that wrapped around).
+#[test]
+fn time_stepping_back_keeps_first_before_last() {
+    let mut c = Conv::new(40010, 80);
+    c.seg(10, true, 1, 0, SYN, 1000, &[]);
+    c.seg(5, false, 9, 2, SYN | ACK, 1000, &[]);
+    c.seg(20, true, 2, 10, ACK, 1000, &[]);
+    c.seg(1, true, 2, 10, PSH | ACK, 1000, b"x");
+    let p = write_in_order(&c.frames);
+    let mut r = records(&p, 1, &MeterConfig::default());
+    assert_eq!(r.len(), 1, "{r:#?}");
+    let (r, _) = r.remove(0);
+    assert_eq!(r.packets(), 4);
+    assert_eq!((r.first_ns(), r.last_ns()), (T0 + MS, T0 + 20 * MS));
+    for d in [&r.fwd, &r.bwd] {
+        assert!(d.first_ns <= d.last_ns, "{d:?}");
+    }
+    assert_eq!((r.fwd.first_ns, r.fwd.last_ns), (T0 + MS, T0 + 20 * MS));
+    assert_eq!((r.bwd.first_ns, r.bwd.last_ns), (T0 + 5 * MS, T0 + 5 * MS));
 }
 
 #[test]
