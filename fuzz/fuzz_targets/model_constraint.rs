@@ -7,10 +7,13 @@ use mplane::registry::Primitive;
 use mplane::value::Value;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     for prim in Primitive::ALL {
         if let Ok(c) = Constraint::parse(prim, text) {
-            let again = Constraint::parse(prim, &c.reference_string()).expect("reference form parses");
+            let again =
+                Constraint::parse(prim, &c.reference_string()).expect("reference form parses");
             assert_eq!(again.reference_string(), c.reference_string());
         }
         if let Ok(Some(v)) = Value::parse(prim, text) {

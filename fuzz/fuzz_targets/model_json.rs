@@ -7,7 +7,9 @@ use mplane::model::{self, ModelError};
 use mplane::registry::Registries;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let regs = Registries::new();
     let ours = model::parse(text, &regs);
     let serde = serde_json::from_str::<serde_json::Value>(text);

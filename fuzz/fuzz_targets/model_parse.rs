@@ -5,7 +5,9 @@ use mplane::model;
 use mplane::registry::Registries;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let regs = Registries::new();
     if let Ok(m) = model::parse(text, &regs) {
         let out = m.unparse();

@@ -6,7 +6,9 @@ use mplane::value::{TimeValue, Timestamp};
 use mplane::when::When;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(w) = When::parse(text) {
         assert_eq!(When::parse(&w.to_string()).expect("spec form parses"), w);
         // The reference form is lossy where the reference is (an inner scope

@@ -5,7 +5,9 @@
 //! payload bytes. `op` bit 0: TCP (else UDP); bit 1: from the initiator; bits 2–3: the flow;
 //! bit 7: release the flow afterwards (its slots are reused). `ports` picks both ports.
 //! Properties: no panic; every name the engine keeps is printable ASCII (the presentation
-//! form) of at most 255 bytes; releasing every flow returns every string slot.
+//! form) of at most 255 bytes whose every backslash starts a whole escape (`\\`, `\.` or
+//! `\DDD` with DDD ≤ 255: a name cut to fit never ends inside one); releasing every flow
+//! returns every string slot.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,6 +23,21 @@ fn check(e: &AppEngine, st: &AppState) {
         "{:?}",
         String::from_utf8_lossy(name)
     );
+    let mut rest = name;
+    while let Some(at) = rest.iter().position(|&c| c == b'\\') {
+        rest = &rest[at + 1..];
+        let width = match rest {
+            [b'\\' | b'.', ..] => 1,
+            [a @ b'0'..=b'2', b @ b'0'..=b'9', c @ b'0'..=b'9', ..]
+                if u32::from(a - b'0') * 100 + u32::from(b - b'0') * 10 + u32::from(c - b'0')
+                    <= 255 =>
+            {
+                3
+            }
+            _ => panic!("broken escape in {:?}", String::from_utf8_lossy(name)),
+        };
+        rest = &rest[width..];
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

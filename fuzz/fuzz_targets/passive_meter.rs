@@ -77,7 +77,10 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .map(|(r, _)| r.fwd.packets + r.bwd.packets)
         .sum();
-    assert!(packets <= frames, "{packets} packets in records from {frames} frames");
+    assert!(
+        packets <= frames,
+        "{packets} packets in records from {frames} frames"
+    );
     let (schema, columns) = schema();
     let mut names = Vec::new();
     let mut batch = Vec::with_capacity(recs.len());

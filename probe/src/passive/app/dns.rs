@@ -47,10 +47,15 @@ pub fn parse(msg: &[u8], name: &mut [u8; MAX_STR]) -> Option<DnsInfo> {
 
 /// Reads the name at `start`; returns its presentation length and the offset after the name
 /// in the original position.
-fn read_name(msg: &[u8], start: usize, out: &mut [u8; MAX_STR]) -> Option<(usize, usize)> {
+fn read_name(msg: &[u8], start: usize, buf: &mut [u8; MAX_STR]) -> Option<(usize, usize)> {
+    let mut out = Writer {
+        buf,
+        len: 0,
+        dot: false,
+        full: false,
+    };
     let mut pos = start;
     let mut after = None;
-    let mut n = 0usize;
     let mut jumps = 0;
     let mut wire_len = 0usize;
     loop {
@@ -59,33 +64,23 @@ fn read_name(msg: &[u8], start: usize, out: &mut [u8; MAX_STR]) -> Option<(usize
             0x00 => {
                 if len == 0 {
                     let end = after.unwrap_or(pos + 1);
-                    if n == 0 {
-                        out[0] = b'.';
-                        n = 1;
+                    if out.len == 0 {
+                        out.put(b".");
                     }
-                    return Some((n, end));
+                    return Some((out.len, end));
                 }
                 wire_len += len + 1;
                 if wire_len > 255 {
                     return None;
                 }
                 let label = msg.get(pos + 1..pos + 1 + len)?;
-                if n > 0 {
-                    push(out, &mut n, b'.');
-                }
+                // the dot between labels goes out with the label's first piece
+                out.dot = out.len > 0;
                 for &c in label {
                     match c {
-                        b'.' | b'\\' => {
-                            push(out, &mut n, b'\\');
-                            push(out, &mut n, c);
-                        }
-                        0x21..=0x7e => push(out, &mut n, c.to_ascii_lowercase()),
-                        _ => {
-                            push(out, &mut n, b'\\');
-                            push(out, &mut n, b'0' + c / 100);
-                            push(out, &mut n, b'0' + (c / 10) % 10);
-                            push(out, &mut n, b'0' + c % 10);
-                        }
+                        b'.' | b'\\' => out.put(&[b'\\', c]),
+                        0x21..=0x7e => out.put(&[c.to_ascii_lowercase()]),
+                        _ => out.put(&[b'\\', b'0' + c / 100, b'0' + (c / 10) % 10, b'0' + c % 10]),
                     }
                 }
                 pos += 1 + len;
@@ -108,11 +103,31 @@ fn read_name(msg: &[u8], start: usize, out: &mut [u8; MAX_STR]) -> Option<(usize
     }
 }
 
-#[inline]
-fn push(out: &mut [u8; MAX_STR], n: &mut usize, c: u8) {
-    if *n < out.len() {
-        out[*n] = c;
-        *n += 1;
+/// The presentation form being written: whole pieces (a character or a whole escape, with
+/// the dot before a label's first one) or nothing, and nothing more once a piece did not
+/// fit, so a name too long for the buffer ends cleanly before the first piece left out:
+/// never inside a `\DDD` escape, never on a dot.
+struct Writer<'a> {
+    buf: &'a mut [u8; MAX_STR],
+    len: usize,
+    /// A dot is due before the next piece.
+    dot: bool,
+    full: bool,
+}
+
+impl Writer<'_> {
+    #[inline]
+    fn put(&mut self, piece: &[u8]) {
+        let dot = usize::from(self.dot);
+        match self.buf.get_mut(self.len..self.len + dot + piece.len()) {
+            Some(dst) if !self.full => {
+                dst[..dot].fill(b'.');
+                dst[dot..].copy_from_slice(piece);
+                self.len += dot + piece.len();
+                self.dot = false;
+            }
+            _ => self.full = true,
+        }
     }
 }
 
@@ -177,6 +192,27 @@ mod tests {
         // a pointer loop is refused
         let lp = [0u8, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1];
         assert!(parse(&lp, &mut buf).is_none());
+    }
+
+    #[test]
+    fn a_name_too_long_for_the_buffer_never_ends_inside_an_escape() {
+        // three labels of 63 bytes and one of 61, each byte outside printable ASCII: 255
+        // wire bytes with the root (the most a name may have), 994 in presentation form
+        let label = [0xffu8; 63];
+        let q = query(1, 0, &[&label, &label, &label, &label[..61]], 1);
+        let (i, n) = name_of(&q);
+        assert_eq!(i.qtype, 1, "the question after the name is still read");
+        // the first label's 63 escapes; the dot and the second label's first escape do not fit
+        assert_eq!(n, "\\255".repeat(63));
+        // a cut in the middle of a label: 251 printable bytes then escapes
+        let mut mixed = vec![b'a'; 60];
+        mixed.push(0x01);
+        let q = query(1, 0, &[&[b'b'; 63], &[b'c'; 63], &[b'd'; 63], &mixed], 1);
+        let (_, n) = name_of(&q);
+        // 3 × 63 + 3 dots + 60 = 252 bytes, then "\001" does not fit in the 3 left
+        assert_eq!(n.len(), 252);
+        assert!(n.ends_with(&"a".repeat(60)), "{n}");
+        assert!(n.bytes().all(|c| (0x21..=0x7e).contains(&c)));
     }
 
     #[test]
