@@ -229,7 +229,27 @@ fn replay_reports_damaged_files() {
     );
     let missing = run(&dir.path().join("nope.pcap"), &dir.path().join("o2"));
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.pcap"));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("nope.pcap"), "{err}");
+    // one line, each cause said once
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    // a directory, a device and a compressed capture are named for what they are
+    let o = run(dir.path(), &dir.path().join("o3"));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is a directory"));
+    let o = run(std::path::Path::new("/dev/null"), &dir.path().join("o4"));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file"));
+    let gz = dir.path().join("trace.pcap.gz");
+    std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]).unwrap();
+    let o = run(&gz, &dir.path().join("o5"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("gzip") && err.contains("gunzip -k"), "{err}");
+    for out in ["o2", "o3", "o4", "o5"] {
+        assert!(!dir.path().join(out).exists(), "{out} written");
+    }
 
     let good = dir.path().join("good.pcap");
     let mut w = PcapWriter::new(

@@ -19,13 +19,29 @@ pub struct MappedFile {
 }
 
 impl MappedFile {
-    /// Maps `path` read-only. An empty file gives an empty mapping.
+    /// Maps `path` read-only. An empty file gives an empty mapping; a directory, pipe, socket
+    /// or device is an error (only regular files have a length to map).
     ///
     /// Caveat shared by every mmap-based reader: if another process truncates the file while it
     /// is mapped, reading the lost pages raises SIGBUS. Capture files are written once.
     pub fn open(path: &Path, populate: bool) -> std::io::Result<MappedFile> {
         let file = File::open(path)?;
-        let len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        if meta.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory, not a capture file",
+            ));
+        }
+        if !meta.is_file() {
+            // a pipe, socket or device has no length to map
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a pipe or device cannot be mapped: write the capture to a \
+                 file first)",
+            ));
+        }
+        let len = meta.len();
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         let page = if page > 0 { page as usize } else { 4096 };
@@ -95,5 +111,24 @@ impl MappedFile {
         if e > s {
             let _ = map.advise_range(Advice::WillNeed, s, e - s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_are_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = MappedFile::open(dir.path(), false).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::IsADirectory);
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        // a character device: its length (0) says nothing about what reading it gives
+        let e = MappedFile::open(Path::new("/dev/null"), false).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(MappedFile::open(&empty, false).unwrap().bytes().is_empty());
     }
 }

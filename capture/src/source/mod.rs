@@ -153,6 +153,15 @@ pub enum SourceError {
         /// The first four bytes, little-endian.
         magic: u32,
     },
+    /// The file is a compressed archive (of a capture, presumably): captures are read mapped,
+    /// in place, so it has to be decompressed first.
+    #[error("compressed with {format}, not a capture file: decompress it first (`{tool} FILE`)")]
+    Compressed {
+        /// The compression format its magic number shows (`gzip`, `zstd`, `xz`, ...).
+        format: &'static str,
+        /// The usual command that decompresses it, keeping the original.
+        tool: &'static str,
+    },
     /// The file ends inside a header or a packet (e.g. the capture was killed mid-write).
     #[error("truncated capture file: {what} cut at byte offset {offset}")]
     Truncated {

@@ -300,6 +300,22 @@ fn rd16(b: &[u8], off: usize, le: bool) -> Option<u16> {
     })
 }
 
+/// The compression formats captures are commonly archived in, by magic number: the error
+/// names the format and the command that undoes it instead of an unknown magic.
+fn compressed(b: &[u8]) -> Option<SourceError> {
+    const KNOWN: [(&[u8], &str, &str); 5] = [
+        (&[0x1f, 0x8b], "gzip", "gunzip -k"),
+        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd", "zstd -d"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0], "xz", "unxz -k"),
+        (b"BZh", "bzip2", "bunzip2 -k"),
+        (&[0x04, 0x22, 0x4d, 0x18], "lz4", "lz4 -d"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(magic, _, _)| b.starts_with(magic))
+        .map(|&(_, format, tool)| SourceError::Compressed { format, tool })
+}
+
 fn truncated(offset: usize, what: &'static str) -> SourceError {
     SourceError::Truncated {
         offset: offset as u64,
@@ -363,7 +379,7 @@ impl PcapFile {
                 },
                 0,
             ),
-            _ => return Err(SourceError::BadMagic { magic }),
+            _ => return Err(compressed(b).unwrap_or(SourceError::BadMagic { magic })),
         };
         Ok(PcapFile {
             file,
@@ -777,6 +793,16 @@ mod tests {
         assert!(matches!(read_all(&path), Err(SourceError::Corrupt { .. })));
         std::fs::write(&path, b"GIF89a..........................").unwrap();
         assert!(matches!(read_all(&path), Err(SourceError::BadMagic { .. })));
+        // a gzip-compressed capture is named as such, with the command that undoes it
+        let mut gz = vec![0x1f, 0x8b, 8, 0];
+        gz.extend_from_slice(&full[..64]);
+        std::fs::write(&path, &gz).unwrap();
+        let e = read_all(&path).unwrap_err();
+        assert!(
+            matches!(e, SourceError::Compressed { format: "gzip", .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("gunzip -k"), "{e}");
         std::fs::write(&path, b"").unwrap();
         assert!(read_all(&path).is_err());
         let e = PcapFile::open(&dir.path().join("missing")).unwrap_err();

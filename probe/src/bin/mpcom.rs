@@ -131,10 +131,27 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mpcom: {e:#}");
+            eprintln!("mpcom: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: the library errors already quote
+/// their source in their own message (`cannot open F: No such file ...`), so a cause whose
+/// text the line holds already is not repeated.
+fn chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn run(path: &Path) -> Result<()> {
