@@ -197,6 +197,57 @@ fn example_configuration_builds() {
     assert!(cfg.tls.is_some() && cfg.component.is_some());
 }
 
+/// The unit in systemd/ passes `systemd-analyze verify` without a warning (with `ExecStart`
+/// pointing at the binary under test), runs as the user that systemd/mplane.sysusers creates,
+/// and `systemd-sysusers` accepts that file. The install steps give the configuration and
+/// keys to that user's group, which a `DynamicUser=` service could never read.
+#[test]
+fn systemd_unit_and_user_verify() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd");
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: systemd-analyze not installed (apt-get install systemd)");
+        return;
+    }
+    let unit = std::fs::read_to_string(format!("{dir}/mpcom.service")).unwrap();
+    let sysusers = std::fs::read_to_string(format!("{dir}/mplane.sysusers")).unwrap();
+    let user = sysusers
+        .lines()
+        .find_map(|l| l.strip_prefix("u "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a u line");
+    assert!(
+        unit.contains(&format!("\nUser={user}\n")),
+        "unit runs as {user}"
+    );
+    assert!(unit.contains(&format!("\nGroup={user}\n")));
+    assert!(!unit.contains("DynamicUser=yes"));
+    assert!(unit.contains("ExecStart=/usr/local/bin/mpcom --config /etc/mplane/mpcom.conf"));
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("mpcom.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/mpcom", env!("CARGO_BIN_EXE_mpcom")),
+    )
+    .unwrap();
+    let o = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.trim().is_empty(), "{err}");
+    let o = Command::new("systemd-sysusers")
+        .arg("--dry-run")
+        .arg(format!("{dir}/mplane.sysusers"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// `mpcom replay`: a file that is not a capture is a clear error and writes nothing; a capture
 /// cut short keeps the records of everything before the cut, says where, and exits non-zero;
 /// an intact capture is summarised.
