@@ -645,6 +645,10 @@ pub struct ComponentConfig {
     pub specification_path: Option<String>,
     /// `result_path`, with a leading `/` (mandatory for component-initiated).
     pub result_path: Option<String>,
+    /// `metrics_roles` (an extension of this implementation): the `[Roles]` roles that may
+    /// read `GET /metrics`, comma-separated, or `*` for every accepted peer; absent: the
+    /// metrics are not served.
+    pub metrics_roles: Option<crate::component::metrics::MetricsAccess>,
 }
 
 /// The `[client]` section of `mpcli`/`mpsup` (hyphenated path keys).
@@ -716,6 +720,7 @@ const KNOWN_KEYS: [(&str, &[&str]); 3] = [
             "registration_path",
             "specification_path",
             "result_path",
+            "metrics_roles",
         ],
     ),
     (
@@ -1001,8 +1006,16 @@ impl Config {
         {
             return Err(v.invalid(&s, "is not a host name"));
         }
+        let metrics_roles = match v.get("metrics_roles")? {
+            None => None,
+            Some(s) => Some(
+                crate::component::metrics::MetricsAccess::parse(&s.value)
+                    .ok_or_else(|| v.invalid(&s, "names no role (give roles, or *)"))?,
+            ),
+        };
         Ok(ComponentConfig {
             workflow,
+            metrics_roles,
             registry_uri: v.string("registry_uri")?,
             registry_preload: v.string("registry_preload")?.map(PathBuf::from),
             scheduler_max_results,

@@ -31,6 +31,7 @@ pub mod client;
 pub mod component;
 pub mod config;
 pub mod constraint;
+pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod scheduler;

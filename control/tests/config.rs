@@ -79,6 +79,7 @@ fn make_component_conf_client_initiated() {
     assert_eq!(comp.result_path.as_deref(), Some("/register/result"));
     assert_eq!(comp.scheduler_max_results, 0);
     assert_eq!(comp.registry_uri, None);
+    assert_eq!(comp.metrics_roles, None);
     assert!(c.client.is_none());
     assert!(
         c.require_client()
@@ -133,6 +134,27 @@ fn supervisor_conf_with_client_section() {
     );
 }
 
+#[test]
+fn metrics_roles() {
+    use mplane::component::metrics::MetricsAccess;
+    let c = Config::parse(
+        "[component]\nworkflow = client-initiated\nmetrics_roles = admin, ops\n",
+        "comp.conf",
+    )
+    .unwrap();
+    let want = MetricsAccess::Roles(["admin".to_string(), "ops".to_string()].into());
+    assert_eq!(c.component.unwrap().metrics_roles, Some(want));
+    let c = Config::parse(
+        "[component]\nworkflow = client-initiated\nmetrics_roles = *\n",
+        "comp.conf",
+    )
+    .unwrap();
+    assert_eq!(
+        c.component.unwrap().metrics_roles,
+        Some(MetricsAccess::Anyone)
+    );
+}
+
 fn err(text: &str) -> String {
     Config::parse(text, "comp.conf").unwrap_err().to_string()
 }
@@ -163,6 +185,10 @@ fn typed_errors_name_file_section_key_line() {
     assert_eq!(
         err("[TLS]\ncert = c\nkey = k\n"),
         "comp.conf: [TLS] ca-chain: missing (required when [TLS] is present)"
+    );
+    assert_eq!(
+        err("[component]\nworkflow = client-initiated\nmetrics_roles = ,\n"),
+        "comp.conf: [component] metrics_roles: \",\" names no role (give roles, or *) (line 3)"
     );
     assert_eq!(
         err("[component]\nworkflow = client-initiated\nscheduler_max_results = -1\n"),

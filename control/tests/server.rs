@@ -389,6 +389,14 @@ async fn exceptions_and_http_errors() {
         let u = f.base.clone();
         async move { c.request(Method::POST, &u, Some((ct, body))).await.unwrap() }
     };
+    // metrics not configured -> 404 saying how to enable them
+    let r = f
+        .client
+        .request(Method::GET, &f.base.with_path("/metrics"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&r.body).contains("metrics_roles"));
     // malformed JSON -> 400
     let r = post(MEDIA_TYPE, "{not json".into()).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);

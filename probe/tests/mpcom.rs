@@ -189,7 +189,10 @@ fn example_configuration_builds() {
     let regs = mplane_probe::registry::registries().unwrap();
     let mut labels = Vec::new();
     for m in &cfg.modules {
-        for s in mplane_probe::services::from_module(m, &regs, None).unwrap() {
+        for s in mplane_probe::services::from_module(m, &regs, None)
+            .unwrap()
+            .services
+        {
             labels.push(s.capability().label.clone().unwrap_or_default());
         }
     }

@@ -230,6 +230,16 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Number of kinds (size of per-kind counter arrays).
     pub const COUNT: usize = 7;
+    /// All kinds in index order.
+    pub const ALL: [ErrorKind; ErrorKind::COUNT] = [
+        ErrorKind::Truncated,
+        ErrorKind::BadVersion,
+        ErrorKind::BadHeaderLen,
+        ErrorKind::BadLength,
+        ErrorKind::BadOption,
+        ErrorKind::Unsupported,
+        ErrorKind::TooDeep,
+    ];
     /// A short lowercase name, for counters and logs.
     pub const fn name(self) -> &'static str {
         match self {

@@ -12,6 +12,7 @@
 //! | GET `/capability/<token>` | 200 `application/x-mplane+json`; unknown token → **404** `text/html` (the reference answers 500) |
 //! | GET `/registry/<name>` | 200 `application/json`: an extension registry given in [`ComponentOptions::registries_served`] |
 //! | GET/HEAD `/export/<job>/<file>` | the file, byte ranges honoured, for peers allowed the job's capability ([`files`]) |
+//! | GET `/metrics` | 200 Prometheus text: the server's, the scheduler's and the modules' counters, for the identities [`ComponentOptions::metrics`] allows ([`metrics`]); otherwise 403, or 404 when not configured |
 //! | POST `/` | 200 `application/x-mplane+json`, exceptions included (quirk Q2) |
 //!
 //! POST `/` errors (deviations from the reference's tornado 500 page, chosen
@@ -37,6 +38,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -54,7 +56,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub mod files;
+pub mod metrics;
 
+use self::metrics::{MetricsOptions, OpenConnection, ServerStats};
 use crate::model::{self, Exception, MEDIA_TYPE, Message, StatementKind};
 use crate::registry::Registries;
 use crate::scheduler::{Run, Scheduler};
@@ -101,6 +105,8 @@ pub struct ComponentOptions {
     pub max_connections: usize,
     /// Directory of export files served at `/export/` (`None`: not served).
     pub export_dir: Option<std::path::PathBuf>,
+    /// `GET /metrics`: who may read it and what the modules add (not served by default).
+    pub metrics: MetricsOptions,
 }
 
 impl ComponentOptions {
@@ -117,6 +123,7 @@ impl ComponentOptions {
             reply_wait: Duration::from_secs(5),
             max_connections: 1024,
             export_dir: None,
+            metrics: MetricsOptions::default(),
         }
     }
 }
@@ -137,6 +144,7 @@ struct State {
     /// Bumped on every completed run.
     done: watch::Sender<u64>,
     opts: ComponentOptions,
+    stats: ServerStats,
 }
 
 impl State {
@@ -209,6 +217,7 @@ impl Component {
                 wake: Notify::new(),
                 done,
                 opts,
+                stats: ServerStats::default(),
             }),
             listener,
         })
@@ -231,6 +240,7 @@ impl Component {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) if tasks.len() > state.opts.max_connections => {
                         tracing::warn!("{peer}: too many connections, closing");
+                        state.stats.refused_over_limit.fetch_add(1, Relaxed);
                         drop(tcp);
                     }
                     Ok((tcp, peer)) => {
@@ -322,14 +332,22 @@ async fn connection(
     peer: SocketAddr,
     cancel: CancellationToken,
 ) {
+    let st = state.clone();
+    let _open = OpenConnection::new(&st.stats);
     match state.opts.tls.clone() {
         None => serve_io(state, tcp, Identity::unauthenticated(), cancel).await,
         Some(tls) => {
             let hs = tokio::time::timeout(state.opts.handshake_timeout, tls.accept(tcp)).await;
             match hs {
                 Ok(Ok((stream, identity))) => serve_io(state, stream, identity, cancel).await,
-                Ok(Err(e)) => tracing::info!("{peer}: TLS: {e}"),
-                Err(_) => tracing::info!("{peer}: TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    st.stats.tls_failures.fetch_add(1, Relaxed);
+                    tracing::info!("{peer}: TLS: {e}");
+                }
+                Err(_) => {
+                    st.stats.tls_failures.fetch_add(1, Relaxed);
+                    tracing::info!("{peer}: TLS handshake timed out");
+                }
             }
         }
     }
@@ -343,7 +361,11 @@ where
     let svc = service_fn(move |req| {
         let st = svc_state.clone();
         let id = identity.clone();
-        async move { Ok::<_, Infallible>(route(&st, &id, req).await) }
+        async move {
+            let reply = route(&st, &id, req).await;
+            st.stats.response(reply.status().as_u16());
+            Ok::<_, Infallible>(reply)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -415,6 +437,7 @@ async fn route(state: &State, identity: &Identity, req: Request<Incoming>) -> Re
                 }
             }
         }
+        (&Method::GET, "/metrics") => metrics(state, identity),
         (&Method::POST, "/") => post(state, identity, req).await,
         (_, "/") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST"),
         _ => reply(
@@ -423,6 +446,35 @@ async fn route(state: &State, identity: &Identity, req: Request<Incoming>) -> Re
             "<html><body>404: Not Found</body></html>",
         ),
     }
+}
+
+fn metrics(state: &State, identity: &Identity) -> Response<Body> {
+    let Some(access) = &state.opts.metrics.access else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled ([component] metrics_roles)",
+        );
+    };
+    let (allowed, jobs, caps) = {
+        let s = state.sched();
+        (
+            access.allows(identity, s.azn()),
+            s.job_count(),
+            s.capabilities().count(),
+        )
+    };
+    if !allowed {
+        return text(
+            StatusCode::FORBIDDEN,
+            "this identity may not read the metrics",
+        );
+    }
+    let mut out = crate::metrics::Exposition::new();
+    state.stats.collect(&mut out, jobs, caps);
+    for source in &state.opts.metrics.sources {
+        source.collect(&mut out);
+    }
+    reply(StatusCode::OK, crate::metrics::CONTENT_TYPE, out.render())
 }
 
 fn index(state: &State, identity: &Identity) -> Response<Body> {

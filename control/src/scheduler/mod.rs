@@ -278,7 +278,12 @@ impl Scheduler {
             .find(|c| c.token.as_deref() == Some(token))
     }
 
-    /// Number of jobs currently known.
+    /// The access control it decides with.
+    pub fn azn(&self) -> &Azn {
+        &self.azn
+    }
+
+    /// Number of jobs held (pending, running, or finished and not yet redeemed or expired).
     pub fn job_count(&self) -> usize {
         self.jobs.len()
     }

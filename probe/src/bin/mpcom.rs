@@ -209,12 +209,17 @@ fn run(path: &Path) -> Result<()> {
         let base = l.trim_end_matches('/');
         format!("{base}/export/")
     });
+    let mut metrics = mplane::component::metrics::MetricsOptions {
+        access: comp.metrics_roles.clone(),
+        sources: Vec::new(),
+    };
     for m in &cfg.modules {
-        for svc in mplane_probe::services::from_module(m, &regs, export_url.clone())
-            .with_context(|| format!("{}", path.display()))?
-        {
+        let module = mplane_probe::services::from_module(m, &regs, export_url.clone())
+            .with_context(|| format!("{}", path.display()))?;
+        for svc in module.services {
             sched.add_service(svc, comp.listen_cap_link.as_deref());
         }
+        metrics.sources.extend(module.metrics);
     }
     let tls = match &cfg.tls {
         Some(files) => Some(Arc::new(
@@ -227,6 +232,7 @@ fn run(path: &Path) -> Result<()> {
     let mut opts = ComponentOptions::new(addr, tls.clone());
     opts.registries = Arc::new(regs);
     opts.registries_served = served;
+    opts.metrics = metrics;
     // the export directory of the (first) passive module is downloadable at /export/
     opts.export_dir = cfg
         .modules
@@ -485,7 +491,7 @@ fn demo(a: &DemoArgs) -> Result<()> {
         export_dir: None,
         export_url: None,
     };
-    let services = mplane_probe::services::passive::services(module, Arc::new(regs.clone()))?;
+    let (services, _) = mplane_probe::services::passive::services(module, Arc::new(regs.clone()))?;
     let svc = services
         .iter()
         .find(|s| s.capability().label.as_deref() == Some("flows-ip4"))

@@ -238,6 +238,54 @@ impl Drops {
     }
 }
 
+/// A running pipeline's counts (see [`PassiveSource::stats`]).
+#[derive(Debug, Clone)]
+pub struct HubStats {
+    /// The capture pipeline's counters.
+    pub capture: CountersSnapshot,
+    /// The flow meters' counters, summed over workers.
+    pub meter: MeterTotals,
+    /// Records dropped because the collector's queue was full.
+    pub records_dropped: u64,
+    /// Records dropped because a job held its maximum number of flows.
+    pub job_overflow: u64,
+    /// Subscriptions (passive jobs) attached.
+    pub subscriptions: usize,
+}
+
+/// [`MeterCounters`] summed over the workers (field meanings there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct MeterTotals {
+    pub flows: u64,
+    pub records: u64,
+    pub evicted: u64,
+    pub untracked: u64,
+    pub no_flow: u64,
+    pub live_flows: u64,
+    pub app_names: u64,
+    pub app_arena_full: u64,
+    pub app_reassembly_full: u64,
+    pub app_reassembly_overflow: u64,
+    pub quic_decrypted: u64,
+}
+
+impl MeterTotals {
+    fn add(&mut self, m: &MeterCounters) {
+        self.flows += m.flows.load(Relaxed);
+        self.records += m.records.load(Relaxed);
+        self.evicted += m.evicted.load(Relaxed);
+        self.untracked += m.untracked.load(Relaxed);
+        self.no_flow += m.no_flow.load(Relaxed);
+        self.live_flows += m.live_flows.load(Relaxed);
+        self.app_names += m.app_names.load(Relaxed);
+        self.app_arena_full += m.app_arena_full.load(Relaxed);
+        self.app_reassembly_full += m.app_reassembly_full.load(Relaxed);
+        self.app_reassembly_overflow += m.app_reassembly_overflow.load(Relaxed);
+        self.quic_decrypted += m.quic_decrypted.load(Relaxed);
+    }
+}
+
 /// What a completed subscription holds.
 #[derive(Debug, Default)]
 pub struct Collected {
@@ -412,6 +460,24 @@ impl PassiveSource {
             evicted: sum(|m| m.evicted.load(Relaxed)),
             untracked: sum(|m| m.untracked.load(Relaxed)),
         }
+    }
+
+    /// Everything the running pipeline counts, for metrics (`None` while it is stopped: the
+    /// counts start from zero each time the capture starts).
+    pub fn stats(&self) -> Option<HubStats> {
+        let st = self.lock();
+        let r = st.running.as_ref()?;
+        let mut meter = MeterTotals::default();
+        for m in &r.meters {
+            meter.add(m);
+        }
+        Some(HubStats {
+            capture: r.counters.snapshot(),
+            meter,
+            records_dropped: self.inner.hub.records_dropped.load(Relaxed),
+            job_overflow: self.inner.hub.job_overflow.load(Relaxed),
+            subscriptions: st.subs.len(),
+        })
     }
 
     /// The drop counters now (zero while the pipeline is stopped).

@@ -34,6 +34,7 @@ pub mod hugepage;
 pub mod iface;
 pub mod ipfix;
 pub mod meter;
+pub mod metrics;
 pub mod record;
 pub mod replay;
 pub mod source;

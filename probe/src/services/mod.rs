@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use mplane::config::ModuleConfig;
+use mplane::metrics::MetricsSource;
 use mplane::model::ModelError;
 use mplane::registry::Registries;
 use mplane::scheduler::Service;
@@ -53,15 +54,47 @@ pub enum ServiceError {
     },
 }
 
-/// The services of one `[module_*]` section.
+/// What one `[module_*]` section runs.
+pub struct Module {
+    /// Its services, one per capability.
+    pub services: Vec<Arc<dyn Service>>,
+    /// Its counters for `GET /metrics`, if it keeps any.
+    pub metrics: Option<Arc<dyn MetricsSource>>,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("services", &self.services.len())
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+/// The services (and metrics) of one `[module_*]` section.
 pub fn from_module(
     module: &ModuleConfig,
     registries: &Registries,
     export_url: Option<String>,
-) -> Result<Vec<Arc<dyn Service>>, ServiceError> {
+) -> Result<Module, ServiceError> {
     match module.module.as_str() {
-        "interop_services" | "interop" => interop::from_kwargs(module, registries),
-        "passive" => passive::from_kwargs(module, registries, export_url),
+        "interop_services" | "interop" => Ok(Module {
+            services: interop::from_kwargs(module, registries)?,
+            metrics: None,
+        }),
+        "passive" => {
+            let (services, source) = passive::from_kwargs(module, registries, export_url)?;
+            // `[module_tap]` is module "tap" in the metrics
+            let name = module
+                .section
+                .strip_prefix("module_")
+                .unwrap_or(&module.section);
+            let metrics = crate::passive::metrics::PassiveMetrics::new(name, source);
+            Ok(Module {
+                services,
+                metrics: Some(Arc::new(metrics)),
+            })
+        }
         _ => Err(ServiceError::UnknownModule {
             section: module.section.clone(),
             module: module.module.clone(),

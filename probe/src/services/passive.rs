@@ -293,11 +293,11 @@ pub fn source_text(s: &SourceSpec) -> String {
     }
 }
 
-/// The capabilities of `module` on `source`.
+/// The capabilities of `module`, and the capture source they share.
 pub fn services(
     module: PassiveModule,
     regs: Arc<Registries>,
-) -> Result<Vec<Arc<dyn Service>>, ModelError> {
+) -> Result<(Vec<Arc<dyn Service>>, PassiveSource), ModelError> {
     let module = Arc::new(module);
     let source = PassiveSource::new(module.pipeline.clone());
     let iface = module.pipeline.interface.clone();
@@ -376,7 +376,7 @@ pub fn services(
             Kind::Talkers { family },
         )?;
     }
-    Ok(out)
+    Ok((out, source))
 }
 
 fn ns_of(t: Timestamp) -> u64 {
@@ -896,7 +896,7 @@ pub fn from_kwargs(
     module: &ModuleConfig,
     regs: &Registries,
     export_url: Option<String>,
-) -> Result<Vec<Arc<dyn Service>>, ServiceError> {
+) -> Result<(Vec<Arc<dyn Service>>, PassiveSource), ServiceError> {
     let bad = |key: &str, value: &str, reason: String| ServiceError::BadArgument {
         section: module.section.clone(),
         key: key.to_string(),
