@@ -86,6 +86,11 @@ impl SinkHandle {
         self.stats.snapshot()
     }
 
+    /// The counters themselves, for a reader that outlives this handle (metrics).
+    pub fn shared_stats(&self) -> Arc<SinkStats> {
+        self.stats.clone()
+    }
+
     /// Files committed so far.
     pub fn files(&self) -> Vec<CommittedFile> {
         match self.files.lock() {

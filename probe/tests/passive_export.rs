@@ -144,6 +144,25 @@ async fn export_to_parquet_download_and_query() {
         .unwrap();
     assert!(String::from_utf8_lossy(&listing.body).contains(".parquet"));
 
+    // the module's export counters say the same
+    let metrics = client
+        .request(hyper::Method::GET, &base.with_path("/metrics"), None)
+        .await
+        .unwrap();
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    let sample = |name: &str| -> u64 {
+        let prefix = format!("{name}{{module=\"passive\",interface=\"tap0\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    };
+    assert_eq!(sample("mplane_export_files_total"), 1);
+    assert_eq!(sample("mplane_export_rows_total"), 3);
+    assert_eq!(sample("mplane_export_bytes_total"), bytes);
+    assert_eq!(sample("mplane_export_errors_total"), 0);
+
     // a peer with no role for the capability gets nothing, not even a hint
     let other = Client::new(
         Some(Connector::new(&pki.files("supervisor")).unwrap()),
@@ -270,4 +289,41 @@ async fn export_target_errors_are_exceptions() {
         Message::Exception(e) => assert!(e.message.contains("export.target"), "{}", e.message),
         m => panic!("{}", m.unparse()),
     }
+
+    // an export directory that cannot be created (its parent is a file): an exception, and
+    // the module's export error counter says so
+    let pki = Pki::new();
+    let (_mpcom, port) = start(&pki, &pcap, &pcap.join("export"), false);
+    let client = Client::new(Some(Connector::new(&pki.files("client")).unwrap()), regs());
+    let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
+    let caps = client
+        .capabilities(&base.with_path("/capability"))
+        .await
+        .unwrap();
+    let spec = spec_for(
+        &caps,
+        "flows-export",
+        &[
+            ("observer.interface", Value::String("tap0".into())),
+            ("flow.filter", Value::String(String::new())),
+            ("export.target", Value::String("parquet".into())),
+        ],
+    );
+    match result(&client, &base, &spec).await {
+        Message::Exception(e) => assert!(e.message.starts_with("export: "), "{}", e.message),
+        m => panic!("{}", m.unparse()),
+    }
+    let metrics = client
+        .request(hyper::Method::GET, &base.with_path("/metrics"), None)
+        .await
+        .unwrap();
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    assert!(
+        text.contains("mplane_export_errors_total{module=\"passive\",interface=\"tap0\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mplane_export_files_total{module=\"passive\",interface=\"tap0\"} 0\n"),
+        "{text}"
+    );
 }

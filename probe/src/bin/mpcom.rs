@@ -491,7 +491,8 @@ fn demo(a: &DemoArgs) -> Result<()> {
         export_dir: None,
         export_url: None,
     };
-    let (services, _) = mplane_probe::services::passive::services(module, Arc::new(regs.clone()))?;
+    let services =
+        mplane_probe::services::passive::services(module, Arc::new(regs.clone()))?.services;
     let svc = services
         .iter()
         .find(|s| s.capability().label.as_deref() == Some("flows-ip4"))

@@ -8,10 +8,80 @@
 //! `rate` and `increase` take the reset in their stride). Reading them takes the hub's lock
 //! for the time of a copy, never a lock of the data path.
 
+use std::sync::{Arc, Mutex};
+
 use mplane::metrics::{Exposition, MetricsSource};
 use mplane_capture::packet::{ErrorKind, Layer, ParseError};
+use mplane_export::{SinkStats, StatsSnapshot};
 
 use super::hub::{HubStats, PassiveSource};
+
+/// What a module's export jobs wrote: the totals of the jobs that ended, and the live
+/// counters of those still writing. Taken at a job's start and end and at a scrape, never
+/// per record.
+#[derive(Debug, Default)]
+pub struct ExportTotals {
+    inner: Mutex<ExportAgg>,
+}
+
+#[derive(Debug, Default)]
+struct ExportAgg {
+    done: StatsSnapshot,
+    live: Vec<(u64, Arc<SinkStats>)>,
+    next: u64,
+}
+
+impl ExportTotals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExportAgg> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A job's writer started; its counters are read live until [`Self::ended`].
+    pub fn started(&self, stats: Arc<SinkStats>) -> u64 {
+        let mut g = self.lock();
+        g.next += 1;
+        let id = g.next;
+        g.live.push((id, stats));
+        id
+    }
+
+    /// A job's writer ended with these final counters (`id` from [`Self::started`], if it
+    /// was tracked live).
+    pub fn ended(&self, id: Option<u64>, last: &StatsSnapshot) {
+        let mut g = self.lock();
+        if let Some(id) = id {
+            g.live.retain(|(i, _)| *i != id);
+        }
+        add(&mut g.done, last);
+    }
+
+    /// An export that failed before it had a writer (an unwritable directory, a full disk
+    /// at the first file): one error.
+    pub fn failed(&self) {
+        self.lock().done.errors += 1;
+    }
+
+    /// Everything so far.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = self.lock();
+        let mut s = g.done;
+        for (_, live) in &g.live {
+            add(&mut s, &live.snapshot());
+        }
+        s
+    }
+}
+
+fn add(a: &mut StatsSnapshot, b: &StatsSnapshot) {
+    a.files_written += b.files_written;
+    a.rows_written += b.rows_written;
+    a.bytes_written += b.bytes_written;
+    a.rows_dropped += b.rows_dropped;
+    a.rows_lost += b.rows_lost;
+    a.errors += b.errors;
+    a.files_removed += b.files_removed;
+    a.stale_tmp_removed += b.stale_tmp_removed;
+}
 
 /// The [`MetricsSource`] of one passive module.
 #[derive(Clone)]
@@ -19,6 +89,7 @@ pub struct PassiveMetrics {
     module: String,
     interface: String,
     source: PassiveSource,
+    exports: Arc<ExportTotals>,
 }
 
 impl std::fmt::Debug for PassiveMetrics {
@@ -31,12 +102,17 @@ impl std::fmt::Debug for PassiveMetrics {
 }
 
 impl PassiveMetrics {
-    /// The metrics of `source`, labelled with the module's section name.
-    pub fn new(module: impl Into<String>, source: PassiveSource) -> PassiveMetrics {
+    /// The metrics of `source` and of the module's exports, labelled with the module's name.
+    pub fn new(
+        module: impl Into<String>,
+        source: PassiveSource,
+        exports: Arc<ExportTotals>,
+    ) -> PassiveMetrics {
         PassiveMetrics {
             module: module.into(),
             interface: source.config().interface.clone(),
             source,
+            exports,
         }
     }
 }
@@ -57,6 +133,51 @@ impl MetricsSource for PassiveMetrics {
         if let Some(s) = stats {
             write(out, &base, &s);
         }
+        write_exports(out, &base, &self.exports.snapshot());
+    }
+}
+
+fn write_exports(out: &mut Exposition, base: &[(&str, &str); 2], e: &StatsSnapshot) {
+    let rows = [
+        (
+            "mplane_export_files_total",
+            "Parquet files committed.",
+            e.files_written,
+        ),
+        (
+            "mplane_export_rows_total",
+            "Rows in committed files.",
+            e.rows_written,
+        ),
+        (
+            "mplane_export_bytes_total",
+            "Bytes of committed files.",
+            e.bytes_written,
+        ),
+        (
+            "mplane_export_errors_total",
+            "Export errors (unwritable directory, full disk, ...): the files they hit were \
+             never made visible.",
+            e.errors,
+        ),
+        (
+            "mplane_export_rows_lost_total",
+            "Rows of files aborted by an error.",
+            e.rows_lost,
+        ),
+        (
+            "mplane_export_rows_dropped_total",
+            "Rows dropped before the writer (its queue was full on a live capture).",
+            e.rows_dropped,
+        ),
+        (
+            "mplane_export_files_removed_total",
+            "Files removed by retention (age or quota).",
+            e.files_removed,
+        ),
+    ];
+    for (name, help, v) in rows {
+        out.counter(name, help, base, v);
     }
 }
 

@@ -83,15 +83,15 @@ pub fn from_module(
             metrics: None,
         }),
         "passive" => {
-            let (services, source) = passive::from_kwargs(module, registries, export_url)?;
+            let p = passive::from_kwargs(module, registries, export_url)?;
             // `[module_tap]` is module "tap" in the metrics
             let name = module
                 .section
                 .strip_prefix("module_")
                 .unwrap_or(&module.section);
-            let metrics = crate::passive::metrics::PassiveMetrics::new(name, source);
+            let metrics = crate::passive::metrics::PassiveMetrics::new(name, p.source, p.exports);
             Ok(Module {
-                services,
+                services: p.services,
                 metrics: Some(Arc::new(metrics)),
             })
         }

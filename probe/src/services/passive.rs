@@ -46,6 +46,7 @@ use crate::passive::filter::FlowFilter;
 use crate::passive::hub::{Collected, PassiveConfig, PassiveSource};
 use crate::passive::ipfix::{IpfixRecords, IpfixTarget};
 use crate::passive::meter::RecordSink;
+use crate::passive::metrics::ExportTotals;
 use crate::passive::record::FlowRecord;
 use crate::passive::source::clock_of;
 use crate::registry::{self, PROBE_REGISTRY_URI};
@@ -220,6 +221,25 @@ pub struct PassiveService {
     module: Arc<PassiveModule>,
     source: PassiveSource,
     regs: Arc<Registries>,
+    exports: Arc<ExportTotals>,
+}
+
+/// A passive module's services and what they share.
+pub struct PassiveServices {
+    /// One per capability.
+    pub services: Vec<Arc<dyn Service>>,
+    /// The capture source (one pipeline for all of them).
+    pub source: PassiveSource,
+    /// What their export jobs wrote.
+    pub exports: Arc<ExportTotals>,
+}
+
+impl std::fmt::Debug for PassiveServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassiveServices")
+            .field("services", &self.services.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for PassiveService {
@@ -297,9 +317,10 @@ pub fn source_text(s: &SourceSpec) -> String {
 pub fn services(
     module: PassiveModule,
     regs: Arc<Registries>,
-) -> Result<(Vec<Arc<dyn Service>>, PassiveSource), ModelError> {
+) -> Result<PassiveServices, ModelError> {
     let module = Arc::new(module);
     let source = PassiveSource::new(module.pipeline.clone());
+    let exports = Arc::new(ExportTotals::default());
     let iface = module.pipeline.interface.clone();
     let iface_p = ("observer.interface", iface.clone());
     let filter_p = ("flow.filter", "*".to_string());
@@ -312,6 +333,7 @@ pub fn services(
             module: module.clone(),
             source: source.clone(),
             regs: regs.clone(),
+            exports: exports.clone(),
         }));
         Ok::<(), ModelError>(())
     };
@@ -376,7 +398,11 @@ pub fn services(
             Kind::Talkers { family },
         )?;
     }
-    Ok((out, source))
+    Ok(PassiveServices {
+        services: out,
+        source,
+        exports,
+    })
 }
 
 fn ns_of(t: Timestamp) -> u64 {
@@ -487,7 +513,46 @@ impl PassiveService {
             identity: Some(self.module.system_id.clone()),
             ..FileMetadata::default()
         };
-        let mut sink = Sink::open(cfg, schema.clone()).map_err(|e| format!("export: {e}"))?;
+        let mut sink = Sink::open(cfg, schema.clone()).map_err(|e| {
+            self.exports.failed();
+            format!("export: {e}")
+        })?;
+        let live = self.exports.started(sink.stats().clone());
+        let written = self.write_rows(&mut sink, schema, cols, rows, ctx);
+        let last = sink.stats().snapshot();
+        let report = match written {
+            Ok(()) => sink.finish(SystemTime::now()),
+            Err(e) => {
+                // the file in progress is never made visible; its rows are lost
+                self.exports.ended(Some(live), &last);
+                return Err(e);
+            }
+        };
+        self.exports
+            .ended(Some(live), report.as_ref().map_or(&last, |r| &r.stats));
+        let report = report.map_err(|e| format!("export: {e}"))?;
+        let file = report.files.first().ok_or("export: no file written")?;
+        let rel = file
+            .path
+            .strip_prefix(dir)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(self
+            .module
+            .export_url
+            .as_ref()
+            .map(|base| format!("{}{rel}", base)))
+    }
+
+    /// The rows of an over-size result into `sink`, in batches of 8,192.
+    fn write_rows(
+        &self,
+        sink: &mut Sink,
+        schema: Arc<ExportSchema>,
+        cols: &FlowColumns,
+        rows: &[&(FlowRecord, Vec<u8>)],
+        ctx: &ColumnContext,
+    ) -> Result<(), String> {
         let mut b = mplane_export::ColumnsBuilder::new(schema, 8192);
         let now = SystemTime::now();
         for (r, name) in rows {
@@ -504,18 +569,7 @@ impl PassiveService {
             sink.write(&batch, now)
                 .map_err(|e| format!("export: {e}"))?;
         }
-        let report = sink.finish(now).map_err(|e| format!("export: {e}"))?;
-        let file = report.files.first().ok_or("export: no file written")?;
-        let rel = file
-            .path
-            .strip_prefix(dir)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Ok(self
-            .module
-            .export_url
-            .as_ref()
-            .map(|base| format!("{}{rel}", base)))
+        Ok(())
     }
 
     fn summary(&self, spec: &Statement, c: &Collected) -> Outcome {
@@ -729,11 +783,14 @@ impl PassiveService {
                         .map(|(k, v)| (k.to_string(), *v))
                         .collect()
                 }));
-                let thread = ExportThread::spawn(cfg, schema.clone(), 4)
-                    .map_err(|e| format!("export: {e}"))?;
+                let thread = ExportThread::spawn(cfg, schema.clone(), 4).map_err(|e| {
+                    self.exports.failed();
+                    format!("export: {e}")
+                })?;
+                let tracked = self.exports.started(thread.handle().shared_stats());
                 let sink = ParquetRecords::new(schema, pctx, thread.handle(), Delivery::Blocking)
                     .map_err(|e| e.to_string())?;
-                Writer::Parquet(sink, thread)
+                Writer::Parquet(sink, thread, tracked)
             }
             Target::Ipfix(t) => Writer::Ipfix(
                 IpfixRecords::connect(t, 1, true, None).map_err(|e| format!("{}: {e}", t.url()))?,
@@ -765,10 +822,14 @@ impl PassiveService {
         set_window(&mut res, &c);
         self.metadata(&mut res, &c)?;
         match out {
-            Writer::Parquet(mut sink, thread) => {
+            Writer::Parquet(mut sink, thread, tracked) => {
                 sink.finish();
                 drop(sink);
-                let report = thread.finish().map_err(|e| format!("export: {e}"))?;
+                let last = thread.handle().stats();
+                let report = thread.finish();
+                self.exports
+                    .ended(Some(tracked), report.as_ref().map_or(&last, |r| &r.stats));
+                let report = report.map_err(|e| format!("export: {e}"))?;
                 if let Some(e) = report.errors.first() {
                     if report.files.is_empty() {
                         return Err(format!("export: {e}"));
@@ -815,14 +876,15 @@ impl PassiveService {
 
 /// The writer of an export job.
 enum Writer {
-    Parquet(ParquetRecords, ExportThread),
+    /// The records' sink, its export thread, and its id in the module's [`ExportTotals`].
+    Parquet(ParquetRecords, ExportThread, u64),
     Ipfix(IpfixRecords),
 }
 
 impl Writer {
     fn sink(&mut self) -> &mut dyn RecordSink {
         match self {
-            Writer::Parquet(s, _) => s,
+            Writer::Parquet(s, _, _) => s,
             Writer::Ipfix(x) => x,
         }
     }
@@ -896,7 +958,7 @@ pub fn from_kwargs(
     module: &ModuleConfig,
     regs: &Registries,
     export_url: Option<String>,
-) -> Result<(Vec<Arc<dyn Service>>, PassiveSource), ServiceError> {
+) -> Result<PassiveServices, ServiceError> {
     let bad = |key: &str, value: &str, reason: String| ServiceError::BadArgument {
         section: module.section.clone(),
         key: key.to_string(),

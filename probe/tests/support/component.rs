@@ -130,7 +130,7 @@ pub fn start(pki: &Pki, pcap: &Path, export: &Path, repeat: bool) -> (Mpcom, u16
          [module_passive]\nmodule = passive\nsource = pcap:{}\ninterface = tap0\n\
          system_id = probe-test\ninline_rows = 1\nexport_dir = {}\nidle_timeout = 30\nrepeat = {}\n\n\
          [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
-         listen-cap-link = https://127.0.0.1:{port}/\n",
+         listen-cap-link = https://127.0.0.1:{port}/\nmetrics_roles = guest\n",
         pcap.display(),
         export.display(),
         if repeat { "on" } else { "off" }
