@@ -370,7 +370,7 @@ impl Azn {
     }
 
     /// Checks the rules against the capability labels a component offers (call once after
-    /// registering services). Substring mode only; logs each warning with `tracing::warn!`.
+    /// registering services). Substring mode only; the caller reports the warnings.
     pub fn lint<'a>(&self, labels: impl IntoIterator<Item = &'a str>) -> Vec<AznWarning> {
         let Some(rules) = &self.inner else {
             return Vec::new();
@@ -410,9 +410,6 @@ impl Azn {
                     keys,
                 });
             }
-        }
-        for w in &out {
-            tracing::warn!("{w}");
         }
         out
     }

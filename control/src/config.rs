@@ -754,7 +754,8 @@ pub struct ConfigWarning {
     pub key: String,
     /// 1-based line of the key.
     pub line: usize,
-    /// The known key it probably means (same letters with `_`/`-` swapped, or case).
+    /// The known key it probably means (same letters with `_`/`-` swapped, or case; else the
+    /// closest within two typos).
     pub suggestion: Option<&'static str>,
 }
 
@@ -791,7 +792,17 @@ fn unknown_keys(ini: &Ini) -> Vec<ConfigWarning> {
                 suggestion: known
                     .iter()
                     .copied()
-                    .find(|k| norm(k) == norm(&setting.key)),
+                    .find(|k| norm(k) == norm(&setting.key))
+                    .or_else(|| {
+                        // a typo: the closest known key within two edits
+                        known
+                            .iter()
+                            .copied()
+                            .map(|k| (strsim::levenshtein(&norm(k), &norm(&setting.key)), k))
+                            .filter(|&(d, _)| d <= 2)
+                            .min()
+                            .map(|(_, k)| k)
+                    }),
             });
         }
     }

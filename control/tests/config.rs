@@ -226,7 +226,7 @@ fn typed_errors_name_file_section_key_line() {
 #[test]
 fn unknown_keys_are_reported_with_suggestions() {
     let c = Config::parse(
-        "[DEFAULT]\nbase = /x\n[component]\nworkflow = client-initiated\nlisten_port = 9000\nClient-Port = 1\nfoo = 2\n[client]\nregistration_path = r\n",
+        "[DEFAULT]\nbase = /x\n[component]\nworkflow = client-initiated\nlisten_port = 9000\nClient-Port = 1\nfoo = 2\nmetric_roles = a\n[client]\nregistration_path = r\n",
         "comp.conf",
     )
     .unwrap();
@@ -237,7 +237,8 @@ fn unknown_keys_are_reported_with_suggestions() {
             "comp.conf: [component] listen_port: unknown key, ignored (did you mean listen-port?) (line 5)",
             "comp.conf: [component] Client-Port: unknown key, ignored (did you mean client_port?) (line 6)",
             "comp.conf: [component] foo: unknown key, ignored (line 7)",
-            "comp.conf: [client] registration_path: unknown key, ignored (did you mean registration-path?) (line 9)",
+            "comp.conf: [component] metric_roles: unknown key, ignored (did you mean metrics_roles?) (line 8)",
+            "comp.conf: [client] registration_path: unknown key, ignored (did you mean registration-path?) (line 10)",
         ]
     );
     assert_eq!(

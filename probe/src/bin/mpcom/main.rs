@@ -5,6 +5,9 @@
 //! it against the capability, answers it, and prints every message exchanged
 //! in the reference SDK's wire format.
 //!
+//! `mpcom check --config FILE` reads and builds everything that would run and reports
+//! it, with warnings, without listening.
+//!
 //! `mpcom --config FILE` (or `mpcom run --config FILE`) runs a component
 //! from the reference's INI file unchanged: `[TLS]`, `[Roles]`,
 //! `[Authorizations]`, `[module_*]` (services by `module` name, see
@@ -15,15 +18,15 @@
 //! (`RUST_LOG` filters them). The probe's extension registry is served at
 //! `/registry/probe`, and a `registry_preload` file at `/registry/<file stem>`.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+mod component;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mplane::model::{self, Message};
-use mplane::registry::Registries;
 use mplane::value::{Timestamp, Value};
 use mplane::when::When;
 
@@ -44,8 +47,19 @@ enum Cmd {
     Demo(DemoArgs),
     /// Run the component described by --config.
     Run,
+    /// Read the --config file and build everything the component would run (registries,
+    /// TLS files, services), print what it found and any warnings, and exit: 0 when `run`
+    /// would start, 1 when not (as ExecStartPre= or before a reload).
+    Check(CheckArgs),
     /// Replay a pcap/pcapng file through the flow meters into Parquet files.
     Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Warnings (unknown keys, rules that match nothing, metrics nobody may read) fail too.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(clap::Args)]
@@ -123,7 +137,11 @@ fn main() -> ExitCode {
     let r = match (cli.cmd, cli.config) {
         (Some(Cmd::Demo(args)), _) => demo(&args),
         (Some(Cmd::Replay(args)), _) => replay(&args),
-        (Some(Cmd::Run) | None, Some(config)) => run(&config),
+        (Some(Cmd::Run) | None, Some(config)) => component::run(&config),
+        (Some(Cmd::Check(args)), Some(config)) => component::check(&config, args.strict),
+        (Some(Cmd::Check(_)), None) => Err(anyhow::anyhow!(
+            "no configuration: use `mpcom check --config FILE`"
+        )),
         (Some(Cmd::Run) | None, None) => Err(anyhow::anyhow!(
             "no configuration: use `mpcom --config FILE` (or `mpcom demo`)"
         )),
@@ -152,147 +170,6 @@ fn chain(e: &anyhow::Error) -> String {
         }
     }
     line
-}
-
-fn run(path: &Path) -> Result<()> {
-    use mplane::azn::{Azn, AznMode};
-    use mplane::component::{Component, ComponentOptions};
-    use mplane::config::{Config, Workflow};
-    use mplane::scheduler::Scheduler;
-    use mplane::tls::ReloadableServerConfig;
-
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cfg = Config::read(path)?;
-    let comp = cfg
-        .component
-        .as_ref()
-        .with_context(|| format!("{}: missing section [component]", path.display()))?;
-    if comp.workflow != Workflow::ClientInitiated {
-        anyhow::bail!(
-            "{}: [component] workflow = {}: only client-initiated is implemented",
-            path.display(),
-            comp.workflow.as_str()
-        );
-    }
-    let mut regs = Registries::new();
-    let mut served = std::collections::BTreeMap::new();
-    // the probe's own extension registry: always loaded, served at /registry/probe
-    regs.load_str(mplane_probe::registry::PROBE_REGISTRY_JSON)
-        .context("probe registry")?;
-    served.insert(
-        mplane_probe::registry::PROBE_REGISTRY_NAME.to_string(),
-        mplane_probe::registry::PROBE_REGISTRY_JSON.to_string(),
-    );
-    if let Some(pre) = &comp.registry_preload {
-        regs.load_file(pre)
-            .with_context(|| format!("{}: [component] registry_preload", path.display()))?;
-        // also served to clients at /registry/<file stem>
-        let text = std::fs::read_to_string(pre)
-            .with_context(|| format!("{}: [component] registry_preload", path.display()))?;
-        let name = pre
-            .file_stem()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "registry".into());
-        served.insert(name, text);
-    }
-    let azn = Azn::from_config(&cfg, AznMode::Substring)
-        .with_context(|| format!("{}: [Roles]/[Authorizations]", path.display()))?;
-    let mut sched = Scheduler::new(azn, comp.scheduler_max_results);
-    // files of over-size results are downloadable below the component's URL
-    let export_url = comp.listen_cap_link.as_deref().map(|l| {
-        let base = l.trim_end_matches('/');
-        format!("{base}/export/")
-    });
-    let mut metrics = mplane::component::metrics::MetricsOptions {
-        access: comp.metrics_roles.clone(),
-        sources: Vec::new(),
-    };
-    for m in &cfg.modules {
-        let module = mplane_probe::services::from_module(m, &regs, export_url.clone())
-            .with_context(|| format!("{}", path.display()))?;
-        for svc in module.services {
-            sched.add_service(svc, comp.listen_cap_link.as_deref());
-        }
-        metrics.sources.extend(module.metrics);
-    }
-    let tls = match &cfg.tls {
-        Some(files) => Some(Arc::new(
-            ReloadableServerConfig::load(files.clone())
-                .with_context(|| format!("{}: [TLS]", path.display()))?,
-        )),
-        None => None,
-    };
-    let addr = SocketAddr::from(([0, 0, 0, 0], comp.listen_port));
-    let mut opts = ComponentOptions::new(addr, tls.clone());
-    opts.registries = Arc::new(regs);
-    opts.registries_served = served;
-    opts.metrics = metrics;
-    // the export directory of the (first) passive module is downloadable at /export/
-    opts.export_dir = cfg
-        .modules
-        .iter()
-        .filter(|m| m.module == "passive")
-        .find_map(|m| m.kwargs.iter().rev().find(|k| k.key == "export_dir"))
-        .map(|k| PathBuf::from(k.value.trim()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    let result = rt.block_on(async move {
-        let component = Component::bind(opts, sched).await?;
-        let bound = component.local_addr()?;
-        tracing::info!(
-            "listening on {bound} ({})",
-            if tls.is_some() { "https" } else { "http" }
-        );
-        // the port actually bound, for scripts using listen-port = 0
-        println!("listening {bound}");
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let signals = tokio::spawn(signals(cancel.clone(), tls));
-        component.serve(cancel.clone()).await?;
-        cancel.cancel();
-        let _ = signals.await;
-        tracing::info!("stopped");
-        Ok(())
-    });
-    // do not wait forever for a service thread that ignores its interrupt
-    rt.shutdown_timeout(std::time::Duration::from_secs(5));
-    result
-}
-
-async fn signals(
-    cancel: tokio_util::sync::CancellationToken,
-    tls: Option<Arc<mplane::tls::ReloadableServerConfig>>,
-) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); cancel.cancel(); return }
-            _ = int.recv() => { tracing::info!("SIGINT: stopping"); cancel.cancel(); return }
-            _ = hup.recv() => match &tls {
-                Some(t) => match t.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS files reloaded"),
-                    Err(e) => tracing::error!("SIGHUP: TLS reload failed, keeping the old files: {e}"),
-                },
-                None => tracing::info!("SIGHUP: no [TLS], nothing to reload"),
-            },
-        }
-    }
 }
 
 fn replay(a: &ReplayArgs) -> Result<()> {

@@ -1,0 +1,297 @@
+//! `mpcom --config FILE` (run the component) and `mpcom check --config FILE` (read and build
+//! everything it would run, report, and exit): both go through [`prepare`], so what `check`
+//! accepts is exactly what `run` starts with.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use mplane::azn::{Azn, AznMode, AznWarning};
+use mplane::component::metrics::{MetricsAccess, MetricsOptions};
+use mplane::component::{Component, ComponentOptions};
+use mplane::config::{Config, Workflow};
+use mplane::registry::Registries;
+use mplane::scheduler::Scheduler;
+use mplane::tls::ReloadableServerConfig;
+
+/// A configuration read and built, not yet listening.
+struct Prepared {
+    opts: ComponentOptions,
+    sched: Scheduler,
+    tls: Option<Arc<ReloadableServerConfig>>,
+    /// What an operator should look at (unknown keys, authorisation rules that match
+    /// nothing, metrics no identity may read); none stops the component.
+    warnings: Vec<String>,
+    /// Notes that are expected in a working configuration (an `[Authorizations]` key that
+    /// covers several capabilities, as `flows` covers the IPv4, IPv6 and export twins).
+    notes: Vec<String>,
+    /// Per module: section, module kind, capability labels.
+    modules: Vec<(String, String, Vec<String>)>,
+}
+
+fn prepare(path: &Path) -> Result<Prepared> {
+    let cfg = Config::read(path)?;
+    let comp = cfg
+        .component
+        .as_ref()
+        .with_context(|| format!("{}: missing section [component]", path.display()))?;
+    if comp.workflow != Workflow::ClientInitiated {
+        anyhow::bail!(
+            "{}: [component] workflow = {}: only client-initiated is implemented",
+            path.display(),
+            comp.workflow.as_str()
+        );
+    }
+    let mut warnings: Vec<String> = cfg.warnings().iter().map(|w| w.to_string()).collect();
+    let mut notes = Vec::new();
+    let mut regs = Registries::new();
+    let mut served = std::collections::BTreeMap::new();
+    // the probe's own extension registry: always loaded, served at /registry/probe
+    regs.load_str(mplane_probe::registry::PROBE_REGISTRY_JSON)
+        .context("probe registry")?;
+    served.insert(
+        mplane_probe::registry::PROBE_REGISTRY_NAME.to_string(),
+        mplane_probe::registry::PROBE_REGISTRY_JSON.to_string(),
+    );
+    if let Some(pre) = &comp.registry_preload {
+        regs.load_file(pre)
+            .with_context(|| format!("{}: [component] registry_preload", path.display()))?;
+        // also served to clients at /registry/<file stem>
+        let text = std::fs::read_to_string(pre)
+            .with_context(|| format!("{}: [component] registry_preload", path.display()))?;
+        let name = pre
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "registry".into());
+        served.insert(name, text);
+    }
+    let azn = Azn::from_config(&cfg, AznMode::Substring)
+        .with_context(|| format!("{}: [Roles]/[Authorizations]", path.display()))?;
+    warnings.extend(azn.warnings().iter().map(|w| w.to_string()));
+    let mut sched = Scheduler::new(azn.clone(), comp.scheduler_max_results);
+    // files of over-size results are downloadable below the component's URL
+    let export_url = comp.listen_cap_link.as_deref().map(|l| {
+        let base = l.trim_end_matches('/');
+        format!("{base}/export/")
+    });
+    let mut metrics = MetricsOptions {
+        access: comp.metrics_roles.clone(),
+        sources: Vec::new(),
+    };
+    let mut modules = Vec::new();
+    let mut labels = Vec::new();
+    for m in &cfg.modules {
+        let module = mplane_probe::services::from_module(m, &regs, export_url.clone())
+            .with_context(|| format!("{}", path.display()))?;
+        let mine: Vec<String> = module
+            .services
+            .iter()
+            .filter_map(|s| s.capability().label.clone())
+            .collect();
+        labels.extend(mine.iter().cloned());
+        modules.push((m.section.clone(), m.module.clone(), mine));
+        for svc in module.services {
+            sched.add_service(svc, comp.listen_cap_link.as_deref());
+        }
+        metrics.sources.extend(module.metrics);
+    }
+    for w in azn.lint(labels.iter().map(String::as_str)) {
+        match w {
+            AznWarning::KeyMatchesSeveral { .. } => notes.push(w.to_string()),
+            _ => warnings.push(w.to_string()),
+        }
+    }
+    if cfg.tls.is_none() && (cfg.roles.is_some() || cfg.authorizations.is_some()) {
+        warnings.push(format!(
+            "{}: [Roles] and [Authorizations] are not applied without [TLS]: every peer is \
+             unauthenticated and may use every capability",
+            path.display()
+        ));
+    }
+    if let (None, Some(MetricsAccess::Roles(_))) = (&cfg.tls, &metrics.access) {
+        warnings.push(format!(
+            "{}: [component] metrics_roles: without [TLS] no peer holds a role, so nobody \
+             can read /metrics (use metrics_roles = * to serve them to everyone)",
+            path.display()
+        ));
+    } else if let Some(MetricsAccess::Roles(want)) = &metrics.access {
+        let held: BTreeSet<&str> = cfg
+            .roles
+            .iter()
+            .flatten()
+            .flat_map(|s| s.value.split(','))
+            .map(str::trim)
+            .collect();
+        if want.iter().all(|r| !held.contains(r.as_str())) {
+            warnings.push(format!(
+                "{}: [component] metrics_roles: no identity in [Roles] holds {}: nobody can \
+                 read /metrics",
+                path.display(),
+                want.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    let tls = match &cfg.tls {
+        Some(files) => Some(Arc::new(
+            ReloadableServerConfig::load(files.clone())
+                .with_context(|| format!("{}: [TLS]", path.display()))?,
+        )),
+        None => None,
+    };
+    let addr = SocketAddr::from(([0, 0, 0, 0], comp.listen_port));
+    let mut opts = ComponentOptions::new(addr, tls.clone());
+    opts.registries = Arc::new(regs);
+    opts.registries_served = served;
+    opts.metrics = metrics;
+    // the export directory of the (first) passive module is downloadable at /export/
+    opts.export_dir = cfg
+        .modules
+        .iter()
+        .filter(|m| m.module == "passive")
+        .find_map(|m| m.kwargs.iter().rev().find(|k| k.key == "export_dir"))
+        .map(|k| PathBuf::from(k.value.trim()));
+    Ok(Prepared {
+        opts,
+        sched,
+        tls,
+        warnings,
+        notes,
+        modules,
+    })
+}
+
+/// Runs the component until SIGTERM or SIGINT.
+pub fn run(path: &Path) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Prepared {
+        opts,
+        sched,
+        tls,
+        warnings,
+        notes,
+        ..
+    } = prepare(path)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    for n in &notes {
+        tracing::info!("{n}");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let result = rt.block_on(async move {
+        let component = Component::bind(opts, sched).await?;
+        let bound = component.local_addr()?;
+        tracing::info!(
+            "listening on {bound} ({})",
+            if tls.is_some() { "https" } else { "http" }
+        );
+        // the port actually bound, for scripts using listen-port = 0
+        println!("listening {bound}");
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let signals = tokio::spawn(signals(cancel.clone(), tls));
+        component.serve(cancel.clone()).await?;
+        cancel.cancel();
+        let _ = signals.await;
+        tracing::info!("stopped");
+        Ok(())
+    });
+    // do not wait forever for a service thread that ignores its interrupt
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
+}
+
+/// Reads and builds everything `run` would (configuration, registries, TLS files,
+/// services), prints what it found, and returns without listening or capturing: an error
+/// for what would stop the component, the warnings otherwise (`strict`: warnings are errors
+/// too).
+pub fn check(path: &Path, strict: bool) -> Result<()> {
+    let p = prepare(path)?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: listens on {} ({})",
+        path.display(),
+        p.opts.addr,
+        match &p.tls {
+            Some(_) => "https, client certificates required",
+            None => "plain http, no authentication",
+        }
+    );
+    for (section, kind, labels) in &p.modules {
+        let _ = writeln!(
+            out,
+            "  [{section}] module = {kind}: {} capabilities: {}",
+            labels.len(),
+            labels.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  /metrics: {}",
+        match &p.opts.metrics.access {
+            None => "not served (no [component] metrics_roles)".to_string(),
+            Some(MetricsAccess::Anyone) => "every accepted peer".to_string(),
+            Some(MetricsAccess::Roles(r)) =>
+                format!("roles {}", r.iter().cloned().collect::<Vec<_>>().join(", ")),
+        }
+    );
+    if let Some(dir) = &p.opts.export_dir {
+        let _ = writeln!(out, "  /export/: {}", dir.display());
+    }
+    for n in &p.notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+    for w in &p.warnings {
+        let _ = writeln!(out, "  warning: {w}");
+    }
+    print!("{out}");
+    if strict && !p.warnings.is_empty() {
+        anyhow::bail!(
+            "{}: {} warning(s) (--strict)",
+            path.display(),
+            p.warnings.len()
+        );
+    }
+    Ok(())
+}
+
+async fn signals(
+    cancel: tokio_util::sync::CancellationToken,
+    tls: Option<Arc<ReloadableServerConfig>>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); cancel.cancel(); return }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); cancel.cancel(); return }
+            _ = hup.recv() => match &tls {
+                Some(t) => match t.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS files reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: TLS reload failed, keeping the old files: {e}"),
+                },
+                None => tracing::info!("SIGHUP: no [TLS], nothing to reload"),
+            },
+        }
+    }
+}
