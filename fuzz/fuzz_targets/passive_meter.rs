@@ -86,11 +86,7 @@ fuzz_target!(|data: &[u8]| {
     let mut batch = Vec::with_capacity(recs.len());
     for (r, name) in &recs {
         let mut r = *r;
-        r.app.name = StrRef {
-            offset: names.len() as u32,
-            len: name.len() as u16,
-        };
-        names.extend_from_slice(name);
+        r.app.name = StrRef::append(&mut names, name);
         batch.push(r);
     }
     let ctx = ColumnContext {

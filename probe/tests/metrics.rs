@@ -16,10 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use component::*;
-use mplane::client::{Client, Url};
 use mplane::model::WhenText;
-use mplane::tls::Connector;
-use mplane::value::Value;
 use pki::Pki;
 use serde_json::Value as Json;
 
@@ -132,8 +129,7 @@ async fn metrics_over_mtls_while_a_passive_job_runs() {
     let path = pki.dir().join("metrics.conf");
     std::fs::write(&path, conf).unwrap();
     let (_mpcom, port) = mpcom_process::Mpcom::start(&path, Stdio::inherit());
-    let client = Client::new(Some(Connector::new(&pki.files("client")).unwrap()), regs());
-    let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
+    let (client, base, caps) = connect(&pki, port, "client").await;
     let metrics_url = base.with_path("/metrics");
 
     // before any job: the component's own figures, the capture not running
@@ -165,18 +161,7 @@ async fn metrics_over_mtls_while_a_passive_job_runs() {
     );
 
     // a passive job over the looping capture; scrape while it runs
-    let caps = client
-        .capabilities(&base.with_path("/capability"))
-        .await
-        .unwrap();
-    let mut spec = spec_for(
-        &caps,
-        "flows-ip4",
-        &[
-            ("observer.interface", Value::String("tap0".into())),
-            ("flow.filter", Value::String(String::new())),
-        ],
-    );
+    let mut spec = flows_spec(&caps, "flows-ip4", "", None);
     spec.when = Some(WhenText::parse("now + 6s").unwrap());
     spec.token = Some(spec.client_token(mplane::component::now()));
     let job = {
@@ -256,10 +241,7 @@ async fn metrics_over_mtls_while_a_passive_job_runs() {
     );
 
     // an identity without the role
-    let other = Client::new(
-        Some(Connector::new(&pki.files("supervisor")).unwrap()),
-        regs(),
-    );
+    let (other, _, _) = connect(&pki, port, "supervisor").await;
     let refused = other
         .request(hyper::Method::GET, &metrics_url, None)
         .await

@@ -23,7 +23,6 @@ use component::*;
 use mplane::client::{Client, Url};
 use mplane::model::{Message, WhenText};
 use mplane::tls::Connector;
-use mplane::value::Value;
 use pki::Pki;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -34,21 +33,8 @@ async fn export_to_parquet_download_and_query() {
     capture(&pcap);
     let export = dir.path().join("export");
     let (_mpcom, port) = start(&pki, &pcap, &export, false);
-    let client = Client::new(Some(Connector::new(&pki.files("client")).unwrap()), regs());
-    let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
-    let caps = client
-        .capabilities(&base.with_path("/capability"))
-        .await
-        .unwrap();
-    let mut spec = spec_for(
-        &caps,
-        "flows-export",
-        &[
-            ("observer.interface", Value::String("tap0".into())),
-            ("flow.filter", Value::String(String::new())),
-            ("export.target", Value::String("parquet".into())),
-        ],
-    );
+    let (client, base, caps) = connect(&pki, port, "client").await;
+    let mut spec = flows_spec(&caps, "flows-export", "", Some("parquet"));
     // longer than the component waits for a result: the first answer is a receipt
     spec.when = Some(WhenText::parse("now + 7s").unwrap());
     spec.token = Some(spec.client_token(mplane::component::now()));
@@ -226,21 +212,8 @@ async fn export_to_an_ipfix_collector() {
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let target = format!("ipfix://{}", collector.local_addr().unwrap());
-    let client = Client::new(Some(Connector::new(&pki.files("client")).unwrap()), regs());
-    let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
-    let caps = client
-        .capabilities(&base.with_path("/capability"))
-        .await
-        .unwrap();
-    let spec = spec_for(
-        &caps,
-        "flows-export",
-        &[
-            ("observer.interface", Value::String("tap0".into())),
-            ("flow.filter", Value::String("ip".into())),
-            ("export.target", Value::String(target.clone())),
-        ],
-    );
+    let (client, base, caps) = connect(&pki, port, "client").await;
+    let spec = flows_spec(&caps, "flows-export", "ip", Some(&target));
     let rep = result(&client, &base, &spec).await;
     let Message::Statement(res) = &rep else {
         panic!("{}", rep.unparse())
@@ -270,21 +243,8 @@ async fn export_target_errors_are_exceptions() {
     let pcap = dir.path().join("tap.pcap");
     capture(&pcap);
     let (_mpcom, port) = start(&pki, &pcap, &dir.path().join("export"), false);
-    let client = Client::new(Some(Connector::new(&pki.files("client")).unwrap()), regs());
-    let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
-    let caps = client
-        .capabilities(&base.with_path("/capability"))
-        .await
-        .unwrap();
-    let spec = spec_for(
-        &caps,
-        "flows-export",
-        &[
-            ("observer.interface", Value::String("tap0".into())),
-            ("flow.filter", Value::String(String::new())),
-            ("export.target", Value::String("kafka://somewhere".into())),
-        ],
-    );
+    let (client, base, caps) = connect(&pki, port, "client").await;
+    let spec = flows_spec(&caps, "flows-export", "", Some("kafka://somewhere"));
     match result(&client, &base, &spec).await {
         Message::Exception(e) => assert!(e.message.contains("export.target"), "{}", e.message),
         m => panic!("{}", m.unparse()),
@@ -294,21 +254,8 @@ async fn export_target_errors_are_exceptions() {
     // the module's export error counter says so
     let pki = Pki::new();
     let (_mpcom, port) = start(&pki, &pcap, &pcap.join("export"), false);
-    let client = Client::new(Some(Connector::new(&pki.files("client")).unwrap()), regs());
-    let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
-    let caps = client
-        .capabilities(&base.with_path("/capability"))
-        .await
-        .unwrap();
-    let spec = spec_for(
-        &caps,
-        "flows-export",
-        &[
-            ("observer.interface", Value::String("tap0".into())),
-            ("flow.filter", Value::String(String::new())),
-            ("export.target", Value::String("parquet".into())),
-        ],
-    );
+    let (client, base, caps) = connect(&pki, port, "client").await;
+    let spec = flows_spec(&caps, "flows-export", "", Some("parquet"));
     match result(&client, &base, &spec).await {
         Message::Exception(e) => assert!(e.message.starts_with("export: "), "{}", e.message),
         m => panic!("{}", m.unparse()),

@@ -29,12 +29,7 @@ async fn passive_capabilities_over_mtls() {
     let pcap = dir.path().join("tap.pcap");
     capture(&pcap);
     let (_mpcom, port) = start(&pki, &pcap, &dir.path().join("export"), false);
-    let client = Client::new(Some(Connector::new(&pki.files("client")).unwrap()), regs());
-    let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
-    let caps = client
-        .capabilities(&base.with_path("/capability"))
-        .await
-        .unwrap();
+    let (client, base, caps) = connect(&pki, port, "client").await;
     let mut labels: Vec<&str> = caps.iter().filter_map(|c| c.label.as_deref()).collect();
     labels.sort();
     assert_eq!(

@@ -122,11 +122,7 @@ fn main() -> Result<()> {
         let mut names = Vec::new();
         for (r, name) in &recs {
             let mut r = *r;
-            r.app.name = StrRef {
-                offset: names.len() as u32,
-                len: name.len() as u16,
-            };
-            names.extend_from_slice(name);
+            r.app.name = StrRef::append(&mut names, name);
             buf.push(r);
             if buf.len() == 8192 {
                 batches.push(fc.record_batch(&schema, &buf, &names, &ctx)?);

@@ -1190,11 +1190,7 @@ mod tests {
                 let name = format!("host{i}.example");
                 r.app.kind =
                     [AppKind::Dns, AppKind::Tls, AppKind::Http, AppKind::Quic][i as usize % 4];
-                r.app.name = super::super::record::StrRef {
-                    offset: names.len() as u32,
-                    len: name.len() as u16,
-                };
-                names.extend_from_slice(name.as_bytes());
+                r.app.name = super::super::record::StrRef::append(&mut names, name.as_bytes());
             }
             recs.push(r);
         }

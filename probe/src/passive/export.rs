@@ -124,11 +124,7 @@ impl RecordSink for ParquetRecords {
             self.batch_since = Some(rec.last_ns());
         }
         let mut r = *rec;
-        r.app.name = StrRef {
-            offset: self.names.len() as u32,
-            len: name.len() as u16,
-        };
-        self.names.extend_from_slice(name);
+        r.app.name = StrRef::append(&mut self.names, name);
         self.recs.push(r);
         if self.recs.len() >= BATCH_ROWS {
             self.hand_over();

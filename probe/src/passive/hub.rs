@@ -163,11 +163,7 @@ impl HubSink {
 impl RecordSink for HubSink {
     fn record(&mut self, rec: &FlowRecord, name: &[u8]) {
         let mut r = *rec;
-        r.app.name = StrRef {
-            offset: self.cur.names.len() as u32,
-            len: name.len() as u16,
-        };
-        self.cur.names.extend_from_slice(name);
+        r.app.name = StrRef::append(&mut self.cur.names, name);
         self.cur.recs.push(r);
         if self.cur.recs.len() >= BUF_RECORDS {
             self.hand_over();

@@ -186,6 +186,20 @@ fn with<'a>(base: &[(&'a str, &'a str); 2], extra: (&'a str, &'a str)) -> [(&'a 
     [base[0], base[1], extra]
 }
 
+/// One counter family over the values of one more label.
+fn labelled(
+    out: &mut Exposition,
+    name: &str,
+    help: &str,
+    base: &[(&str, &str); 2],
+    label: &str,
+    values: &[(&str, u64)],
+) {
+    for &(v, n) in values {
+        out.counter(name, help, &with(base, (label, v)), n);
+    }
+}
+
 fn write(out: &mut Exposition, base: &[(&str, &str); 2], s: &HubStats) {
     let c = &s.capture;
     let counter = |out: &mut Exposition, name: &str, help: &str, v: u64| {
@@ -221,16 +235,16 @@ fn write(out: &mut Exposition, base: &[(&str, &str); 2], s: &HubStats) {
         ("ring_full", c.ring_full_drops),
         ("oversize", c.source.oversize),
     ];
-    for (stage, v) in drops {
-        out.counter(
-            "mplane_capture_drops_total",
-            "Frames lost, by where: the kernel's capture ring (kernel), the NIC or driver \
-             before capture (interface), the pipeline's full rings (ring_full), frames larger \
-             than a capture buffer (oversize).",
-            &with(base, ("stage", stage)),
-            v,
-        );
-    }
+    labelled(
+        out,
+        "mplane_capture_drops_total",
+        "Frames lost, by where: the kernel's capture ring (kernel), the NIC or driver \
+         before capture (interface), the pipeline's full rings (ring_full), frames larger \
+         than a capture buffer (oversize).",
+        base,
+        "stage",
+        &drops,
+    );
     counter(
         out,
         "mplane_capture_fill_ring_empty_total",
@@ -348,16 +362,16 @@ fn write(out: &mut Exposition, base: &[(&str, &str); 2], s: &HubStats) {
         ("reassembly_full", m.app_reassembly_full),
         ("reassembly_overflow", m.app_reassembly_overflow),
     ];
-    for (why, v) in lost {
-        out.counter(
-            "mplane_app_names_lost_total",
-            "Application names not stored: the string arena was full (arena_full), every \
-             ClientHello reassembly buffer was in use (reassembly_full), a ClientHello was \
-             larger than a buffer (reassembly_overflow).",
-            &with(base, ("reason", why)),
-            v,
-        );
-    }
+    labelled(
+        out,
+        "mplane_app_names_lost_total",
+        "Application names not stored: the string arena was full (arena_full), every \
+         ClientHello reassembly buffer was in use (reassembly_full), a ClientHello was \
+         larger than a buffer (reassembly_overflow).",
+        base,
+        "reason",
+        &lost,
+    );
     counter(
         out,
         "mplane_quic_initials_decrypted_total",
@@ -368,13 +382,13 @@ fn write(out: &mut Exposition, base: &[(&str, &str); 2], s: &HubStats) {
         ("queue_full", s.records_dropped),
         ("job_limit", s.job_overflow),
     ];
-    for (why, v) in dropped {
-        out.counter(
-            "mplane_flow_records_dropped_total",
-            "Flow records that did not reach their jobs: the collector's queue was full \
-             (queue_full), a job held its maximum number of flows (job_limit).",
-            &with(base, ("reason", why)),
-            v,
-        );
-    }
+    labelled(
+        out,
+        "mplane_flow_records_dropped_total",
+        "Flow records that did not reach their jobs: the collector's queue was full \
+         (queue_full), a job held its maximum number of flows (job_limit).",
+        base,
+        "reason",
+        &dropped,
+    );
 }

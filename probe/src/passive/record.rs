@@ -350,6 +350,17 @@ pub struct StrRef {
 }
 
 impl StrRef {
+    /// Appends `s` (a name of at most [`super::arena::MAX_STR`] bytes) to a batch's string
+    /// buffer and refers to it there.
+    pub fn append(buf: &mut Vec<u8>, s: &[u8]) -> StrRef {
+        let r = StrRef {
+            offset: buf.len() as u32,
+            len: s.len() as u16,
+        };
+        buf.extend_from_slice(s);
+        r
+    }
+
     /// The referenced bytes of `buf` (empty when out of range).
     pub fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
         let s = self.offset as usize;

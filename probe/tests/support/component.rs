@@ -141,6 +141,39 @@ pub fn start(pki: &Pki, pcap: &Path, export: &Path, repeat: bool) -> (Mpcom, u16
     (mpcom, port)
 }
 
+/// A client with `who`'s certificate, the component's URL, and the capabilities it offers
+/// that identity.
+pub async fn connect(pki: &Pki, port: u16, who: &str) -> (Client, Url, Vec<Statement>) {
+    let client = Client::new(
+        Some(mplane::tls::Connector::new(&pki.files(who)).unwrap()),
+        regs(),
+    );
+    let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
+    let caps = client
+        .capabilities(&base.with_path("/capability"))
+        .await
+        .unwrap();
+    (client, base, caps)
+}
+
+/// A specification of the flow capability `label` on `tap0` with `flow.filter` and, for
+/// `flows-export`, `export.target`.
+pub fn flows_spec(
+    caps: &[Statement],
+    label: &str,
+    filter: &str,
+    target: Option<&str>,
+) -> Statement {
+    let mut params = vec![
+        ("observer.interface", Value::String("tap0".into())),
+        ("flow.filter", Value::String(filter.into())),
+    ];
+    if let Some(t) = target {
+        params.push(("export.target", Value::String(t.into())));
+    }
+    spec_for(caps, label, &params)
+}
+
 pub fn regs() -> Arc<Registries> {
     Arc::new(mplane_probe::registry::registries().unwrap())
 }
