@@ -172,6 +172,18 @@ fn chain(e: &anyhow::Error) -> String {
     line
 }
 
+/// One line per committed file: path, rows, bytes.
+fn print_files(lead: &str, files: &[mplane_export::CommittedFile]) {
+    for f in files {
+        println!(
+            "{lead}{} ({} rows, {} bytes)",
+            f.path.display(),
+            f.rows,
+            f.bytes
+        );
+    }
+}
+
 fn replay(a: &ReplayArgs) -> Result<()> {
     use mplane_probe::passive::app::AppConfig;
     use mplane_probe::passive::replay::{self, Progress, ReplayConfig};
@@ -277,14 +289,7 @@ fn replay(a: &ReplayArgs) -> Result<()> {
             100.0 * secs / s.elapsed.as_secs_f64().max(1e-9)
         );
     }
-    for f in &s.files {
-        println!(
-            "  wrote        {} ({} rows, {} bytes)",
-            f.path.display(),
-            f.rows,
-            f.bytes
-        );
-    }
+    print_files("  wrote        ", &s.files);
     for e in &s.export_errors {
         eprintln!("mpcom: export: {e}");
     }
@@ -340,14 +345,7 @@ fn demo(a: &DemoArgs) -> Result<()> {
         s.app_names,
         s.elapsed.as_secs_f64()
     );
-    for f in &s.files {
-        println!(
-            "#   wrote {} ({} rows, {} bytes)",
-            f.path.display(),
-            f.rows,
-            f.bytes
-        );
-    }
+    print_files("#   wrote ", &s.files);
     println!(
         "#   duckdb -c \"select * from '{}/**/*.parquet' limit 10\"\n",
         dir.join("flows").display()
