@@ -365,12 +365,12 @@ fn replay_reports_damaged_files() {
     let o = run(std::path::Path::new("/dev/null"), &dir.path().join("o4"));
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file"));
-    let gz = dir.path().join("trace.pcap.gz");
-    std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]).unwrap();
-    let o = run(&gz, &dir.path().join("o5"));
+    let xz = dir.path().join("trace.pcap.xz");
+    std::fs::write(&xz, [0xfd, b'7', b'z', b'X', b'Z', 0, 0, 4]).unwrap();
+    let o = run(&xz, &dir.path().join("o5"));
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("gzip") && err.contains("gunzip -k"), "{err}");
+    assert!(err.contains("xz") && err.contains("unxz -k"), "{err}");
     for out in ["o2", "o3", "o4", "o5"] {
         assert!(!dir.path().join(out).exists(), "{out} written");
     }
@@ -408,6 +408,32 @@ fn replay_reports_damaged_files() {
             .any(|l| l.trim_start().starts_with("export") && l.contains("% of the run")),
         "{out}"
     );
+    assert!(out.contains("wrote"), "{out}");
+
+    // the same capture compressed as `tcpdump -z gzip` leaves it: read as it is
+    let gz = dir.path().join("good.pcap.gz");
+    let zipped = Command::new("gzip").arg("-c").arg(&good).output().unwrap();
+    assert!(zipped.status.success());
+    std::fs::write(&gz, &zipped.stdout).unwrap();
+    let o = run(&gz, &dir.path().join("o6"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("10 flows, 10 records"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // compressed while still being written: what was compressed is metered and kept, and
+    // the exit says where the stream ended
+    std::fs::write(&gz, &zipped.stdout[..zipped.stdout.len() * 2 / 3]).unwrap();
+    let o = run(&gz, &dir.path().join("o7"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("gzip stream damaged after")
+            && err.contains("records of the packets before it were written"),
+        "{err}"
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("wrote"), "{out}");
 
     let bytes = std::fs::read(&good).unwrap();

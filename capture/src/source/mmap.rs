@@ -25,7 +25,12 @@ impl MappedFile {
     /// Caveat shared by every mmap-based reader: if another process truncates the file while it
     /// is mapped, reading the lost pages raises SIGBUS. Capture files are written once.
     pub fn open(path: &Path, populate: bool) -> std::io::Result<MappedFile> {
-        let file = File::open(path)?;
+        Self::from_file(&File::open(path)?, populate)
+    }
+
+    /// Maps an open file read-only (as [`Self::open`]); the mapping keeps the file's contents
+    /// alive after `file` is closed, even an unnamed temporary file.
+    pub fn from_file(file: &File, populate: bool) -> std::io::Result<MappedFile> {
         let meta = file.metadata()?;
         if meta.is_dir() {
             return Err(std::io::Error::new(
@@ -59,7 +64,7 @@ impl MappedFile {
         // SAFETY: the mapping is read-only (PROT_READ, MAP_SHARED) and we never create mutable
         // references into it. The remaining hazard is concurrent truncation by another process
         // (SIGBUS, not silent corruption), documented above; capture files are immutable inputs.
-        let map = unsafe { opts.map(&file)? };
+        let map = unsafe { opts.map(file)? };
         // Sequential read-ahead; failure is harmless (advice only).
         let _ = map.advise(Advice::Sequential);
         Ok(MappedFile {

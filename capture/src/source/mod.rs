@@ -20,6 +20,7 @@
 //!   to the fill rings when every worker has passed their batch. Tested on veth (copy mode,
 //!   generic and native, two queues).
 
+pub mod decompress;
 pub mod dedup;
 #[cfg(feature = "live")]
 pub mod live;
@@ -153,14 +154,36 @@ pub enum SourceError {
         /// The first four bytes, little-endian.
         magic: u32,
     },
-    /// The file is a compressed archive (of a capture, presumably): captures are read mapped,
-    /// in place, so it has to be decompressed first.
+    /// The file is compressed in a format not read transparently (gzip and zstd are, see
+    /// [`decompress`]): it has to be decompressed first.
     #[error("compressed with {format}, not a capture file: decompress it first (`{tool} FILE`)")]
     Compressed {
         /// The compression format its magic number shows (`gzip`, `zstd`, `xz`, ...).
         format: &'static str,
         /// The usual command that decompresses it, keeping the original.
         tool: &'static str,
+    },
+    /// A compressed capture's stream is cut short or corrupt: the packets before were read.
+    #[error("{format} stream damaged after {after} bytes of capture ({reason})")]
+    Decompression {
+        /// The compression format.
+        format: &'static str,
+        /// Capture bytes recovered.
+        after: u64,
+        /// The decoder's words.
+        reason: String,
+    },
+    /// A compressed capture could not be decompressed into the temporary directory.
+    #[error(
+        "cannot decompress into {}: {source} (set TMPDIR to a directory with room for the \
+         whole capture)",
+        dir.display()
+    )]
+    Scratch {
+        /// The temporary directory.
+        dir: PathBuf,
+        /// The OS error (e.g. no space left).
+        source: std::io::Error,
     },
     /// The file ends inside a header or a packet (e.g. the capture was killed mid-write).
     #[error("truncated capture file: {what} cut at byte offset {offset}")]

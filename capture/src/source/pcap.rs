@@ -5,6 +5,7 @@
 //! pcapng (<https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcapng/>): section header blocks
 //! (byte order per section), interface description blocks (link type, snaplen, `if_tsresol`,
 //! `if_tsoffset`), enhanced, simple and obsolete packet blocks; other blocks are skipped.
+//! Either may be compressed with gzip or zstd ([`super::decompress`]).
 //!
 //! Every length is checked before use; a file that ends inside a record gives
 //! [`SourceError::Truncated`], an impossible length [`SourceError::Corrupt`], both with the byte
@@ -13,6 +14,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::decompress::{self, Damage};
 use super::mmap::MappedFile;
 use super::{PacketRef, PacketSource, SourceError};
 use crate::packet::LinkType;
@@ -276,6 +278,8 @@ pub struct PcapFile {
     records: u64,
     /// Everything before this offset has been touched by the read-ahead (see `read_ahead`).
     touched: usize,
+    /// A compressed capture's damaged stream.
+    damage: Option<Damage>,
 }
 
 #[inline(always)]
@@ -300,12 +304,11 @@ fn rd16(b: &[u8], off: usize, le: bool) -> Option<u16> {
     })
 }
 
-/// The compression formats captures are commonly archived in, by magic number: the error
-/// names the format and the command that undoes it instead of an unknown magic.
+/// Compression formats captures are archived in that are not read transparently (gzip and
+/// zstd are), by magic number: the error names the format and the command that undoes it
+/// instead of an unknown magic.
 fn compressed(b: &[u8]) -> Option<SourceError> {
-    const KNOWN: [(&[u8], &str, &str); 5] = [
-        (&[0x1f, 0x8b], "gzip", "gunzip -k"),
-        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd", "zstd -d"),
+    const KNOWN: [(&[u8], &str, &str); 3] = [
         (&[0xfd, b'7', b'z', b'X', b'Z', 0], "xz", "unxz -k"),
         (b"BZh", "bzip2", "bunzip2 -k"),
         (&[0x04, 0x22, 0x4d, 0x18], "lz4", "lz4 -d"),
@@ -338,12 +341,34 @@ impl PcapFile {
 
     /// Like [`Self::open`]; `populate` pre-faults the whole mapping (MAP_POPULATE), which trades
     /// start-up time for fewer page faults while reading.
+    ///
+    /// A gzip or zstd compressed capture is decompressed first into an unnamed temporary file
+    /// ([`super::decompress`]); if its stream is damaged, what came before it is read and
+    /// [`Self::damage`] says where the rest was lost.
     pub fn open_with(path: &Path, populate: bool) -> Result<PcapFile, SourceError> {
-        let file = MappedFile::open(path, populate).map_err(|source| SourceError::Open {
+        let open_err = |source| SourceError::Open {
             path: path.to_path_buf(),
             source,
-        })?;
-        Self::from_mapping(Arc::new(file))
+        };
+        match decompress::sniff(path)? {
+            None => {
+                let file = MappedFile::open(path, populate).map_err(open_err)?;
+                Self::from_mapping(Arc::new(file))
+            }
+            Some(codec) => {
+                let d = decompress::decompress(path, codec)?;
+                let file = MappedFile::from_file(&d.file, populate).map_err(open_err)?;
+                let mut pf = Self::from_mapping(Arc::new(file))?;
+                pf.damage = d.damage;
+                Ok(pf)
+            }
+        }
+    }
+
+    /// Where a compressed capture's stream was damaged (everything before it is read; report
+    /// it with [`Damage::error`] once the packets are).
+    pub fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
     }
 
     /// Reads a capture held in memory (tests, fuzzing).
@@ -389,6 +414,7 @@ impl PcapFile {
             window: DEFAULT_WINDOW,
             records: 0,
             touched: 0,
+            damage: None,
         })
     }
 
@@ -793,16 +819,16 @@ mod tests {
         assert!(matches!(read_all(&path), Err(SourceError::Corrupt { .. })));
         std::fs::write(&path, b"GIF89a..........................").unwrap();
         assert!(matches!(read_all(&path), Err(SourceError::BadMagic { .. })));
-        // a gzip-compressed capture is named as such, with the command that undoes it
-        let mut gz = vec![0x1f, 0x8b, 8, 0];
-        gz.extend_from_slice(&full[..64]);
-        std::fs::write(&path, &gz).unwrap();
+        // an xz-compressed capture is named as such, with the command that undoes it
+        let mut xz = vec![0xfd, b'7', b'z', b'X', b'Z', 0];
+        xz.extend_from_slice(&full[..64]);
+        std::fs::write(&path, &xz).unwrap();
         let e = read_all(&path).unwrap_err();
         assert!(
-            matches!(e, SourceError::Compressed { format: "gzip", .. }),
+            matches!(e, SourceError::Compressed { format: "xz", .. }),
             "{e:?}"
         );
-        assert!(e.to_string().contains("gunzip -k"), "{e}");
+        assert!(e.to_string().contains("unxz -k"), "{e}");
         std::fs::write(&path, b"").unwrap();
         assert!(read_all(&path).is_err());
         let e = PcapFile::open(&dir.path().join("missing")).unwrap_err();

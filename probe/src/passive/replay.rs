@@ -186,7 +186,9 @@ pub fn replay(
     })?;
     // keep the mapped part of the file small: the meters need only the current batches
     file.set_window(REPLAY_WINDOW);
-    let file_len = std::fs::metadata(&cfg.input).map(|m| m.len()).unwrap_or(0);
+    let damage = file.damage().cloned();
+    // the capture's length as read (decompressed, for a compressed file)
+    let file_len = file.mapping().bytes().len() as u64;
     let reg = registry::probe_registry()?;
     let schema = Arc::new(
         ExportSchema::from_registry(&reg, FILE_COLUMNS)?.with_required(FlowColumns::is_required),
@@ -274,6 +276,8 @@ pub fn replay(
         Err(PipelineError::Source(e)) => Some(e),
         Err(e) => return Err(ReplayError::Pipeline(e.to_string())),
     };
+    // a compressed capture's damaged stream is the cause of whatever ended the file early
+    let source_error = damage.map(|d| d.error()).or(source_error);
     let (mut records, mut first, mut last) = (0u64, u64::MAX, 0u64);
     let (mut ipfix_records, mut ipfix_errors) = (0u64, Vec::new());
     for w in &ws {

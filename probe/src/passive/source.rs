@@ -57,7 +57,13 @@ impl PacedFile {
         if self.pending.is_some() || self.done {
             return Ok(());
         }
-        match self.file.next_record()? {
+        // a compressed capture's damaged stream is the cause of whatever ends it early
+        let next = self
+            .file
+            .next_record()
+            .map_err(|e| self.file.damage().map_or(e, |d| d.error()))?;
+        match next {
+            None if let Some(d) = self.file.damage() => return Err(d.error()),
             Some(r) => {
                 if self.first_ts.is_none() {
                     self.first_ts = Some(r.ts_ns);
