@@ -143,7 +143,7 @@ pub struct ReplaySummary {
 #[non_exhaustive]
 pub enum ReplayError {
     /// The capture file cannot be opened or is not a capture file.
-    #[error("{path}: {source}")]
+    #[error("{}", input_text(path, source))]
     Input {
         /// The file.
         path: PathBuf,
@@ -165,6 +165,14 @@ pub enum ReplayError {
     /// The IPFIX collector cannot be reached.
     #[error("IPFIX: {0}")]
     Ipfix(String),
+}
+
+/// `PATH: what`, without the path twice when the source error names it already.
+fn input_text(path: &std::path::Path, source: &SourceError) -> String {
+    match source {
+        SourceError::Open { .. } => source.to_string(),
+        _ => format!("{}: {source}", path.display()),
+    }
 }
 
 /// Bytes of the capture file kept mapped behind (and read ahead of) the reader.
