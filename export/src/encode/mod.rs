@@ -11,7 +11,8 @@
 //!   `boolean` bit-packed, text through a dictionary (`RLE_DICTIONARY`, falling back to `PLAIN`
 //!   for a chunk whose dictionary outgrows [`DICTIONARY_LIMIT`]);
 //! * one ZSTD context for every page of the file; an integer or time column chunk whose first
-//!   page ZSTD cannot shrink by [`WORTH_COMPRESSING`] (judged on its last [`PROBE_BYTES`]) is
+//!   page ZSTD cannot shrink by [`WORTH_COMPRESSING`] (judged on its last [`PROBE_BYTES`], or
+//!   on the whole page when it is less than twice that, so no page is compressed twice) is
 //!   stored uncompressed ([`crate::WriterOptions::skip_incompressible`], on by default):
 //!   bit-packed deltas of timestamps and byte counters are dense already, and compressing
 //!   them costs time for nothing; at level 1, real pages are compressed at
@@ -50,7 +51,8 @@ pub const DICTIONARY_LIMIT: usize = 1 << 20;
 /// An integer or time column chunk is stored uncompressed when ZSTD saves less than this
 /// fraction of the probe of its first page...
 pub const WORTH_COMPRESSING: f64 = 0.05;
-/// ... the last this many bytes of the page (its values, after the definition levels).
+/// ... the last this many bytes of the page (its values, after the definition levels); a page
+/// shorter than twice this is judged whole.
 pub const PROBE_BYTES: usize = 4096;
 
 /// The ZSTD level of `PLAIN` real pages when the file's level is 1 (the default). A real's
@@ -573,12 +575,15 @@ impl ChunkEncoder {
         let raw = body.len();
         let mut data = None;
         if chunk.compress.is_none() {
-            // the chunk's first page: ZSTD on its tail decides for the whole chunk
-            let probe = &body[raw.saturating_sub(PROBE_BYTES)..];
+            // the chunk's first page decides for the whole chunk: ZSTD on its tail, or, when
+            // the page is less than twice the probe, on all of it (probing would then cost
+            // more than it can save, and the page is compressed once either way)
+            let whole = raw < 2 * PROBE_BYTES;
+            let probe = &body[if whole { 0 } else { raw - PROBE_BYTES }..];
             let out = self.compress(probe)?;
             let worth = (out.len() as f64) < (1.0 - WORTH_COMPRESSING) * probe.len() as f64;
             chunk.compress = Some(worth);
-            if worth && probe.len() == raw {
+            if worth && whole {
                 data = Some(Bytes::from(out));
             }
         }
