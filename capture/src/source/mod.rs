@@ -239,6 +239,18 @@ pub enum SourceSpec {
     },
 }
 
+/// The configuration syntax [`SourceSpec::from_str`] reads: `pcap:FILE`,
+/// `pcap-live:IFACE[,IFACE]`, `xdp:IFACE:QUEUES`.
+impl std::fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceSpec::PcapFile(p) => write!(f, "pcap:{}", p.display()),
+            SourceSpec::PcapLive(i) => write!(f, "pcap-live:{}", i.join(",")),
+            SourceSpec::Xdp { iface, queues } => write!(f, "xdp:{iface}:{queues}"),
+        }
+    }
+}
+
 impl FromStr for SourceSpec {
     type Err = SourceError;
     fn from_str(s: &str) -> Result<Self, SourceError> {
@@ -364,6 +376,10 @@ mod tests {
                 queues: 1
             }
         );
+        // written back as read
+        for text in ["pcap:/tmp/a.pcap", "pcap-live:eth0,eth1", "xdp:ens1f0:4"] {
+            assert_eq!(text.parse::<SourceSpec>().unwrap().to_string(), text);
+        }
         for bad in [
             "pcap:",
             "eth0",

@@ -682,7 +682,7 @@ impl PassiveSource {
     fn start(&self, st: &mut State) -> Result<Running, HubError> {
         let cfg = &self.inner.cfg;
         let source = AnySource::open(&cfg.source, &cfg.options).map_err(|e| HubError::Open {
-            spec: format!("{:?}", cfg.source),
+            spec: cfg.source.to_string(),
             reason: e.to_string(),
         })?;
         st.error = None;
@@ -745,7 +745,7 @@ impl PassiveSource {
             })
             .map_err(|e| HubError::Spawn(e.to_string()))?;
         tracing::info!(
-            "passive capture started on {:?} ({} worker(s))",
+            "passive capture started on {} ({} worker(s))",
             cfg.source,
             n
         );

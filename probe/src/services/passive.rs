@@ -306,11 +306,7 @@ fn capability(
 
 /// A source as written in configuration.
 pub fn source_text(s: &SourceSpec) -> String {
-    match s {
-        SourceSpec::PcapFile(p) => format!("pcap:{}", p.display()),
-        SourceSpec::PcapLive(i) => format!("pcap-live:{}", i.join(",")),
-        SourceSpec::Xdp { iface, queues } => format!("xdp:{iface}:{queues}"),
-    }
+    s.to_string()
 }
 
 /// The capabilities of `module`, and the capture source they share.
