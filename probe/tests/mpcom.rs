@@ -214,9 +214,10 @@ fn check(conf: &std::path::Path, strict: bool) -> (bool, String, String) {
     )
 }
 
-/// `mpcom check`: the shipped example, given real certificates, builds without a single
-/// warning (its capture interfaces are not opened); a configuration with a typo, a rule that
-/// matches nothing and metrics nobody may read builds with those warnings (and fails with
+/// `mpcom check`: the shipped example, given real certificates and this host's interfaces,
+/// builds without a single warning (capture interfaces are checked, not opened); a
+/// configuration with a typo, a rule that matches nothing, metrics nobody may read, a missing
+/// interface and an unwritable export directory builds with those warnings (and fails with
 /// `--strict`); one whose key file is missing fails naming it.
 #[test]
 fn check_reports_what_would_run() {
@@ -227,7 +228,13 @@ fn check_reports_what_would_run() {
         "/../systemd/mpcom.conf"
     ))
     .unwrap()
-    .replace("/etc/mplane/pki", &pki.dir().display().to_string());
+    .replace("/etc/mplane/pki", &pki.dir().display().to_string())
+    // interfaces every host has, and an export directory this test may write
+    .replace("pcap-live:eth1,eth2", "pcap-live:lo")
+    .replace(
+        "/var/lib/mplane/export",
+        &dir.path().join("export").display().to_string(),
+    );
     let conf = dir.path().join("example.conf");
     std::fs::write(&conf, example).unwrap();
     let (ok, out, err) = check(&conf, true);
@@ -245,7 +252,7 @@ fn check_reports_what_would_run() {
         "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\
          [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
          [Authorizations]\nflows = guest\nping = guest\n\
-         [module_tap]\nmodule = passive\nsource = pcap-live:eth9\n\
+         [module_tap]\nmodule = passive\nsource = pcap-live:eth9\nexport_dir = /proc/mpcom/export\n\
          [component]\nworkflow = client-initiated\nlisten-port = 0\nmetric_roles = guest\n\
          metrics_roles = admin\n"
     );
@@ -256,14 +263,16 @@ fn check_reports_what_would_run() {
         "metric_roles: unknown key, ignored (did you mean metrics_roles?)",
         "[Authorizations] ping",
         "metrics_roles: no identity in [Roles] holds admin",
+        "source: no interface eth9 on this host",
+        "export_dir: /proc/mpcom/export cannot be written",
     ] {
         assert!(out.contains(want), "{want:?} not in\n{out}");
     }
-    assert_eq!(out.matches("warning:").count(), 3, "{out}");
+    assert_eq!(out.matches("warning:").count(), 5, "{out}");
     // `flows` covering the IPv4, IPv6 and export twins is expected, not a warning
     assert!(out.contains("note: "), "{out}");
     let (ok, _, err) = check(&conf, true);
-    assert!(!ok && err.contains("3 warning(s) (--strict)"), "{err}");
+    assert!(!ok && err.contains("5 warning(s) (--strict)"), "{err}");
 
     std::fs::write(&conf, text.replace("component.key", "missing.key")).unwrap();
     let (ok, _, err) = check(&conf, false);

@@ -134,6 +134,9 @@ fn prepare(path: &Path) -> Result<Prepared> {
             ));
         }
     }
+    for m in cfg.modules.iter().filter(|m| m.module == "passive") {
+        warnings.extend(passive_module_warnings(path, m));
+    }
     let tls = match &cfg.tls {
         Some(files) => Some(Arc::new(
             ReloadableServerConfig::load(files.clone())
@@ -161,6 +164,63 @@ fn prepare(path: &Path) -> Result<Prepared> {
         notes,
         modules,
     })
+}
+
+/// What would fail only once a job runs: a capture interface that does not exist (yet), a
+/// capture file that cannot be read, an export directory that cannot be written.
+fn passive_module_warnings(path: &Path, m: &mplane::config::ModuleConfig) -> Vec<String> {
+    use mplane_capture::source::SourceSpec;
+    let mut out = Vec::new();
+    let value = |key: &str| {
+        m.kwargs
+            .iter()
+            .rev()
+            .find(|k| k.key == key)
+            .map(|k| k.value.trim().to_string())
+    };
+    let at = format!("{}: [{}]", path.display(), m.section);
+    if let Some(spec) = value("source").and_then(|s| s.parse::<SourceSpec>().ok()) {
+        let ifaces = match &spec {
+            SourceSpec::PcapLive(i) => i.clone(),
+            SourceSpec::Xdp { iface, .. } => vec![iface.clone()],
+            SourceSpec::PcapFile(f) => {
+                if let Err(e) = std::fs::File::open(f) {
+                    out.push(format!("{at} source: cannot read {}: {e}", f.display()));
+                }
+                Vec::new()
+            }
+        };
+        for i in ifaces {
+            if !Path::new("/sys/class/net").join(&i).exists() {
+                out.push(format!(
+                    "{at} source: no interface {i} on this host (capture opens with the first \
+                     job)"
+                ));
+            }
+        }
+    }
+    if let Some(dir) = value("export_dir").map(PathBuf::from) {
+        // the nearest directory that exists must take a file: the rest is created on use
+        let mut probe = dir.as_path();
+        while !probe.exists() {
+            match probe.parent() {
+                Some(p) if !p.as_os_str().is_empty() => probe = p,
+                _ => break,
+            }
+        }
+        let writable = probe.is_dir()
+            && tempfile::Builder::new()
+                .prefix(".mpcom-check")
+                .tempfile_in(probe)
+                .is_ok();
+        if !writable {
+            out.push(format!(
+                "{at} export_dir: {} cannot be written (exports would fail)",
+                dir.display()
+            ));
+        }
+    }
+    out
 }
 
 /// Runs the component until SIGTERM or SIGINT.
