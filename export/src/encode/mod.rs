@@ -15,8 +15,8 @@
 //!   on the whole page when it is less than twice that, so no page is compressed twice) is
 //!   stored uncompressed ([`crate::WriterOptions::skip_incompressible`], on by default):
 //!   bit-packed deltas of timestamps and byte counters are dense already, and compressing
-//!   them costs time for nothing; at level 1, real pages are compressed at
-//!   [`REAL_LEVEL_AT_1`];
+//!   them costs time for nothing; at level 1, number pages are compressed at
+//!   [`NUMBER_LEVEL_AT_1`];
 //! * chunk statistics (min, max, null count) as arrow-rs writes them.
 //!
 //! The pages are written with the parquet crate's page writer and spliced into its file
@@ -55,12 +55,14 @@ pub const WORTH_COMPRESSING: f64 = 0.05;
 /// shorter than twice this is judged whole.
 pub const PROBE_BYTES: usize = 4096;
 
-/// The ZSTD level of `PLAIN` real pages when the file's level is 1 (the default). A real's
-/// two lowest bytes are mantissa noise that ZSTD leaves as literals; at level 1 it builds a
-/// Huffman table for them that saves nothing, at −1 it stores them as they are and searches
-/// a little less: the same bytes for a tenth less of the reals' compression time. Any other
-/// level is used as chosen.
-pub const REAL_LEVEL_AT_1: i32 = -1;
+/// The ZSTD level of number pages (`PLAIN` reals, integers and times) when the file's level
+/// is 1 (the default); text keeps level 1. A real's two lowest bytes are mantissa noise that
+/// ZSTD leaves as literals; at level 1 it builds a Huffman table for them that saves nothing,
+/// at −1 it stores them as they are and searches a little less: the same bytes for a tenth
+/// less of the reals' compression time. Bit-packed integer deltas lose 0.8 % of the file at
+/// −1 for 3.9 % fewer instructions on the whole export path (text would lose 5 % for 1 %).
+/// Any other level is used as chosen.
+pub const NUMBER_LEVEL_AT_1: i32 = -1;
 
 /// The Arrow types this encoder writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +89,8 @@ struct ColumnPlan {
 pub(crate) struct Plan {
     columns: Vec<ColumnPlan>,
     zstd_level: i32,
-    /// The level of real pages ([`REAL_LEVEL_AT_1`]).
-    real_level: i32,
+    /// The level of number pages ([`NUMBER_LEVEL_AT_1`]).
+    number_level: i32,
     page_rows: usize,
     skip_incompressible: bool,
 }
@@ -143,8 +145,8 @@ impl Plan {
         Some(Plan {
             columns,
             zstd_level,
-            real_level: if zstd_level == 1 {
-                REAL_LEVEL_AT_1
+            number_level: if zstd_level == 1 {
+                NUMBER_LEVEL_AT_1
             } else {
                 zstd_level
             },
@@ -244,6 +246,23 @@ impl ChunkEncoder {
         })
     }
 
+    /// Runs `f` with the ZSTD context at the number pages' level ([`NUMBER_LEVEL_AT_1`]),
+    /// then puts the file's level back.
+    fn at_number_level<R>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, ParquetError>,
+    ) -> Result<R, ParquetError> {
+        let (number, file) = (self.plan.number_level, self.plan.zstd_level);
+        if number != file {
+            self.zstd.set_compression_level(number).map_err(general)?;
+        }
+        let out = f(self);
+        if number != file {
+            self.zstd.set_compression_level(file).map_err(general)?;
+        }
+        out
+    }
+
     /// Number of columns.
     pub(crate) fn columns(&self) -> usize {
         self.plan.columns.len()
@@ -280,13 +299,15 @@ impl ChunkEncoder {
                 } else {
                     Encoding::PLAIN
                 };
-                self.data_pages(&mut chunk, &plan, rows, enc, |this, from, to, body| {
-                    let v = &this.ints[from..to];
-                    if plan.delta {
-                        delta::encode(v, body);
-                    } else {
-                        plain(v, i64::to_le_bytes, body);
-                    }
+                self.at_number_level(|this| {
+                    this.data_pages(&mut chunk, &plan, rows, enc, |this, from, to, body| {
+                        let v = &this.ints[from..to];
+                        if plan.delta {
+                            delta::encode(v, body);
+                        } else {
+                            plain(v, i64::to_le_bytes, body);
+                        }
+                    })
                 })?;
                 plan.statistics
                     .then(|| int_statistics(&self.ints, plan.kind, nulls))
@@ -296,22 +317,17 @@ impl ChunkEncoder {
                 for a in arrays {
                     gather(a.as_primitive::<Float64Type>(), &mut self.floats, |v| v);
                 }
-                let level = self.plan.real_level;
-                if level != self.plan.zstd_level {
-                    self.zstd.set_compression_level(level).map_err(general)?;
-                }
-                let written = self.data_pages(
-                    &mut chunk,
-                    &plan,
-                    rows,
-                    Encoding::PLAIN,
-                    |this, from, to, body| plain(&this.floats[from..to], f64::to_le_bytes, body),
-                );
-                if level != self.plan.zstd_level {
-                    let level = self.plan.zstd_level;
-                    self.zstd.set_compression_level(level).map_err(general)?;
-                }
-                written?;
+                self.at_number_level(|this| {
+                    this.data_pages(
+                        &mut chunk,
+                        &plan,
+                        rows,
+                        Encoding::PLAIN,
+                        |this, from, to, body| {
+                            plain(&this.floats[from..to], f64::to_le_bytes, body)
+                        },
+                    )
+                })?;
                 plan.statistics
                     .then(|| float_statistics(&self.floats, nulls))
             }
