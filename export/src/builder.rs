@@ -437,13 +437,28 @@ fn quad(octets: [u8; 4], buf: &mut [u8; MAX_ADDR_TEXT], at: usize) -> usize {
     n
 }
 
-/// Writes a 16-bit group in lowercase hex without leading zeros at `buf[at..]`; returns the end.
-fn hex_group(x: u16, buf: &mut [u8; MAX_ADDR_TEXT], at: usize) -> usize {
+/// The two lowercase hex digits of each byte value.
+const HEX2: [[u8; 2]; 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = (16 - x.leading_zeros()).div_ceil(4).max(1) as usize;
-    for k in 0..digits {
-        buf[at + k] = HEX[(x >> (4 * (digits - 1 - k)) & 0xf) as usize];
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
     }
+    t
+};
+
+/// Writes a 16-bit group in lowercase hex without leading zeros at `buf[at..]`; returns the end.
+/// The four digits go out as one 4-byte store with the leading zeros shifted out; the bytes
+/// past the group's end are overwritten by what follows or lie beyond the text (a group
+/// starts at most at byte 35, so the store stays inside the buffer).
+fn hex_group(x: u16, buf: &mut [u8; MAX_ADDR_TEXT], at: usize) -> usize {
+    let [hi, lo] = x.to_be_bytes();
+    let (h, l) = (HEX2[usize::from(hi)], HEX2[usize::from(lo)]);
+    let digits = (16 - x.leading_zeros()).div_ceil(4).max(1) as usize;
+    let word = u32::from_be_bytes([h[0], h[1], l[0], l[1]]) << (8 * (4 - digits));
+    buf[at..at + 4].copy_from_slice(&word.to_be_bytes());
     at + digits
 }
 
