@@ -403,38 +403,35 @@ pub fn addr_bytes(addr: IpAddr, buf: &mut [u8; MAX_ADDR_TEXT]) -> &[u8] {
     &buf[..n]
 }
 
-/// Decimal digits of each octet value (up to three, then padding) and, last, their number.
-const OCTETS: [[u8; 4]; 256] = {
-    let mut t = [[0u8; 4]; 256];
+/// Each octet value's decimal digits followed by a dot, left-aligned in four bytes, and the
+/// number of those bytes (digits + dot): one 4-byte store and one add per octet.
+const OCTETS: [([u8; 4], u8); 256] = {
+    let mut t = [([0u8; 4], 0u8); 256];
     let mut i = 0;
     while i < 256 {
         let v = i as u8;
         t[i] = if v >= 100 {
-            [b'0' + v / 100, b'0' + v / 10 % 10, b'0' + v % 10, 3]
+            ([b'0' + v / 100, b'0' + v / 10 % 10, b'0' + v % 10, b'.'], 4)
         } else if v >= 10 {
-            [b'0' + v / 10, b'0' + v % 10, 0, 2]
+            ([b'0' + v / 10, b'0' + v % 10, b'.', 0], 3)
         } else {
-            [b'0' + v, 0, 0, 1]
+            ([b'0' + v, b'.', 0, 0], 2)
         };
         i += 1;
     }
     t
 };
 
-/// Writes a dotted quad at `buf[at..]` (`at` ≤ 16); returns the end.
+/// Writes a dotted quad at `buf[at..]` (`at` ≤ 16); returns the end. Each octet is stored as
+/// its digits and a dot; the last dot is left beyond the end.
 fn quad(octets: [u8; 4], buf: &mut [u8; MAX_ADDR_TEXT], at: usize) -> usize {
     let mut n = at;
-    for (i, o) in octets.into_iter().enumerate() {
-        if i > 0 {
-            buf[n] = b'.';
-            n += 1;
-        }
-        // three bytes copied whatever the length: fixed-size stores, no branch per digit
-        let d = OCTETS[o as usize];
-        buf[n..n + 3].copy_from_slice(&d[..3]);
-        n += d[3] as usize;
+    for o in octets {
+        let (d, len) = OCTETS[usize::from(o)];
+        buf[n..n + 4].copy_from_slice(&d);
+        n += usize::from(len);
     }
-    n
+    n - 1
 }
 
 /// The two lowercase hex digits of each byte value.
