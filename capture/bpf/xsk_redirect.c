@@ -8,7 +8,9 @@
  * time (bpf_ktime_get_ns, CLOCK_MONOTONIC) and a magic number, which user space reads just
  * before the packet in the UMEM frame. Frames longer than `max_len` (what fits in a UMEM
  * frame, set by the loader) are counted in `stats[0]` and passed, never delivered truncated;
- * frames of queues without a socket are counted in `stats[1]`.
+ * frames of queues without a socket are counted in `stats[1]`. The loader clears `stamp` when
+ * the kernel refuses bpf_xdp_adjust_meta (some kernels do not offer it to XDP programs): the
+ * verifier then prunes the stamping branch as dead code and the frames carry no metadata.
  *
  * Rebuild with capture/bpf/build.sh (Debian: apt-get install clang llvm libbpf-dev); the
  * object is committed so that building the crate needs no BPF toolchain.
@@ -40,6 +42,8 @@ struct {
 
 /* Largest frame that fits in a UMEM frame; the loader overrides it. */
 volatile const __u32 max_len = 1792;
+/* Whether to stamp frames with metadata; the loader clears it where the helper is refused. */
+volatile const __u32 stamp = 1;
 
 static __always_inline void count(__u32 key)
 {
@@ -63,7 +67,7 @@ int xsk_redirect(struct xdp_md *ctx)
 		count(1);
 		return XDP_PASS;
 	}
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct meta)) == 0) {
+	if (stamp && bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct meta)) == 0) {
 		struct meta *m = (void *)(long)ctx->data_meta;
 		if ((void *)(m + 1) <= (void *)(long)ctx->data) {
 			m->ts_ns = bpf_ktime_get_ns();

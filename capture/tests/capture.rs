@@ -1340,6 +1340,14 @@ fn xdp_unavailable(tag: &str, e: &mplane_capture::source::SourceError) -> bool {
     false
 }
 
+/// Wall-clock time, ns since the Unix epoch.
+#[cfg(feature = "xdp")]
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// `true` if `ip` shows an XDP program attached to `iface`.
 #[cfg(feature = "xdp")]
 fn xdp_attached(iface: &str) -> bool {
@@ -1405,8 +1413,30 @@ fn xdp_capture_over_veth_delivers_every_frame_once() {
         );
         assert!(xdp_attached(&h));
         assert_eq!(src.max_frame_len(), 2048 - 256 - 16);
+        let before = wall_ns();
         let (ws, s) = netns::capture(&net, &frames, &send, |p, ws| p.run_xdp(&mut src, ws));
+        let after = wall_ns();
         netns::check(&ws, &s, &frames);
+        // Stamped by the program (XDP metadata) or, where the kernel refuses it, when read:
+        // wall-clock times inside the capture either way.
+        eprintln!(
+            "{attach:?}: timestamps from {}",
+            if src.kernel_timestamps() {
+                "XDP metadata"
+            } else {
+                "the reader"
+            }
+        );
+        for w in &ws {
+            for f in &w.frames {
+                assert!(
+                    (before..=after).contains(&f.0),
+                    "{attach:?}: frame {} at {} outside the capture {before}..{after}",
+                    f.1,
+                    f.0
+                );
+            }
+        }
         assert_eq!(s.source.oversize, 5, "{attach:?}: {s:?}");
         assert_eq!(s.source.kernel_drops, 0, "{attach:?}: {s:?}");
         assert!(

@@ -23,7 +23,9 @@
 //!
 //! The program stamps each frame with `bpf_ktime_get_ns()` in XDP metadata just before the
 //! packet; the reader converts it to wall-clock time (frames without metadata get the time they
-//! were read). Frames longer than a UMEM frame are not redirected: the program counts them
+//! were read). Kernels that refuse `bpf_xdp_adjust_meta` to XDP programs get the program with
+//! stamping switched off, and every frame the time it was read
+//! ([`XdpSource::kernel_timestamps`]). Frames longer than a UMEM frame are not redirected: the program counts them
 //! ([`super::SourceStats::oversize`]) and passes them on, so nothing is ever delivered
 //! truncated.
 //!
@@ -285,6 +287,8 @@ pub struct XdpSource {
     iface: String,
     attach: AttachMode,
     zero_copy: bool,
+    /// Whether the program stamps frames with XDP metadata.
+    stamps: bool,
     max_len: u32,
     /// Frames longer than this are counted as over-MTU (GRO, GSO).
     max_frame: u32,
@@ -307,6 +311,44 @@ impl std::fmt::Debug for XdpSource {
             .field("zero_copy", &self.zero_copy)
             .finish()
     }
+}
+
+/// Loads our XDP program into the kernel, with `max_len` and `stamp` set, and registers each
+/// queue's socket in its XSKMAP.
+fn load_program(
+    iface: &str,
+    max_len: u32,
+    stamp: bool,
+    queues: &[Queue],
+) -> Result<Ebpf, SourceError> {
+    let stamp = u32::from(stamp);
+    let mut ebpf = EbpfLoader::new()
+        .override_global("max_len", &max_len, true)
+        .override_global("stamp", &stamp, true)
+        .load(PROGRAM)
+        .map_err(|e| xerr(iface, "load program object", e))?;
+    {
+        let map = ebpf
+            .map_mut(XSK_MAP)
+            .ok_or_else(|| xerr(iface, "xskmap", "not in the object"))?;
+        let mut xsk = XskMap::try_from(map).map_err(|e| xerr(iface, "xskmap type", e))?;
+        for q in queues {
+            xsk.set(q.id, Fd(q.rx.as_raw_fd()), 0)
+                .map_err(|e| xerr(iface, "xskmap set", e))?;
+        }
+    }
+    program(&mut ebpf, iface)?
+        .load()
+        .map_err(|e| xerr(iface, "program load", e))?;
+    Ok(ebpf)
+}
+
+/// The XDP program in a loaded object.
+fn program<'a>(ebpf: &'a mut Ebpf, iface: &str) -> Result<&'a mut Xdp, SourceError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or_else(|| xerr(iface, "program", "not in the object"))?
+        .try_into()
+        .map_err(|e| xerr(iface, "program type", e))
 }
 
 fn xerr(iface: &str, what: &str, e: impl std::fmt::Display) -> SourceError {
@@ -546,27 +588,18 @@ impl XdpSource {
         }
         let zero_copy = bound_zero_copy(queues_v[0].rx.as_raw_fd());
         let max_len = cfg.frame_size - XDP_PACKET_HEADROOM - UMEM_HEADROOM;
-        let mut ebpf = EbpfLoader::new()
-            .override_global("max_len", &max_len, true)
-            .load(PROGRAM)
-            .map_err(|e| xerr(iface, "load program object", e))?;
-        {
-            let map = ebpf
-                .map_mut(XSK_MAP)
-                .ok_or_else(|| xerr(iface, "xskmap", "not in the object"))?;
-            let mut xsk = XskMap::try_from(map).map_err(|e| xerr(iface, "xskmap type", e))?;
-            for q in &queues_v {
-                xsk.set(q.id, Fd(q.rx.as_raw_fd()), 0)
-                    .map_err(|e| xerr(iface, "xskmap set", e))?;
-            }
-        }
+        // The program stamps frames with XDP metadata where the kernel lets it; where it
+        // refuses bpf_xdp_adjust_meta, the same object with `stamp` cleared loads (the
+        // verifier prunes the branch) and frames take the time they are read.
+        let (mut ebpf, stamps) = match load_program(iface, max_len, true, &queues_v) {
+            Ok(e) => (e, true),
+            Err(first) => match load_program(iface, max_len, false, &queues_v) {
+                Ok(e) => (e, false),
+                Err(_) => return Err(first),
+            },
+        };
         let attach = {
-            let prog: &mut Xdp = ebpf
-                .program_mut(PROGRAM_NAME)
-                .ok_or_else(|| xerr(iface, "program", "not in the object"))?
-                .try_into()
-                .map_err(|e| xerr(iface, "program type", e))?;
-            prog.load().map_err(|e| xerr(iface, "program load", e))?;
+            let prog = program(&mut ebpf, iface)?;
             match cfg.attach {
                 AttachMode::Driver => prog
                     .attach(iface, XdpMode::Driver)
@@ -605,6 +638,7 @@ impl XdpSource {
             iface: iface.to_string(),
             attach,
             zero_copy,
+            stamps,
             max_len,
             max_frame: offloads
                 .as_ref()
@@ -619,6 +653,13 @@ impl XdpSource {
     /// `true` if the sockets are bound in zero-copy mode (read back from the kernel).
     pub fn zero_copy(&self) -> bool {
         self.zero_copy
+    }
+
+    /// `true` if frames carry the program's receive time (`bpf_ktime_get_ns()` in XDP
+    /// metadata); `false` where the kernel refuses `bpf_xdp_adjust_meta` to XDP programs, and
+    /// frames are stamped when the reader takes them off the RX ring.
+    pub fn kernel_timestamps(&self) -> bool {
+        self.stamps
     }
 
     /// Where the XDP program runs: [`AttachMode::Driver`] or [`AttachMode::Skb`].

@@ -169,9 +169,24 @@ impl AnySource {
             SourceSpec::PcapFile(p) => Ok(AnySource::Paced(PacedFile::open(p, opts.repeat)?)),
             SourceSpec::PcapLive(_) => Ok(AnySource::Live(spec.open_live(&opts.live)?)),
             #[cfg(feature = "xdp")]
-            SourceSpec::Xdp { .. } => Ok(AnySource::Xdp(
-                spec.open_xdp(&mplane_capture::source::xdp::XdpConfig::default())?,
-            )),
+            SourceSpec::Xdp { .. } => {
+                let s = spec.open_xdp(&mplane_capture::source::xdp::XdpConfig::default())?;
+                tracing::info!(
+                    "{spec}: {} queue(s), {} mode, {}, timestamps from {}",
+                    s.queues(),
+                    match s.attach_mode() {
+                        mplane_capture::source::xdp::AttachMode::Skb => "generic (SKB)",
+                        _ => "native (driver)",
+                    },
+                    if s.zero_copy() { "zero-copy" } else { "copy" },
+                    if s.kernel_timestamps() {
+                        "the XDP program (kernel receive time)"
+                    } else {
+                        "the reader (this kernel refuses XDP metadata)"
+                    }
+                );
+                Ok(AnySource::Xdp(s))
+            }
             #[cfg(not(feature = "xdp"))]
             SourceSpec::Xdp { iface, .. } => Err(SourceError::NotSupported(format!(
                 "AF_XDP on {iface}: mpcom was built without the xdp feature"
