@@ -675,10 +675,9 @@ fn set_bits(bits: &mut [u8], from: usize, n: usize) {
         bits[r / 8] |= 1 << (r % 8);
         r += 1;
     }
-    while r + 8 <= end {
-        bits[r / 8] = 0xff;
-        r += 8;
-    }
+    let whole = (end - r) / 8;
+    bits[r / 8..r / 8 + whole].fill(0xff);
+    r += whole * 8;
     while r < end {
         bits[r / 8] |= 1 << (r % 8);
         r += 1;
