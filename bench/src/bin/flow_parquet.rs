@@ -1,6 +1,6 @@
 //! Flow records into ZSTD Parquet on one core: the probe's real records (metered from a
 //! capture file first, then held in memory) through `FlowColumns::append` → `ColumnsBuilder`
-//! → `Sink`, the path every flow takes in `mpcom replay` and `flows-export`, all 95 columns
+//! → `Sink`, the path every flow takes in `mpcom replay` and `flows-export`, all 93 columns
 //! of `FILE_COLUMNS`.
 //!
 //! ```text

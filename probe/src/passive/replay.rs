@@ -214,7 +214,7 @@ pub fn replay(
     let mut sink_cfg = SinkConfig::new(&cfg.out, cfg.prefix.clone());
     sink_cfg.time_column = Some("start".into());
     sink_cfg.writer.zstd_level = cfg.zstd_level;
-    // row groups of 16 Ki rows: the writer buffers a row group of ~95 columns in memory
+    // row groups of 16 Ki rows: the writer buffers a row group of ~93 columns in memory
     sink_cfg.writer.row_group_rows = REPLAY_ROW_GROUP;
     sink_cfg.metadata = FileMetadata {
         identity: cfg.identity.clone(),
