@@ -1,7 +1,8 @@
 //! Live capture end to end: `mpcom` captures with libpcap on the host end of a veth pair
 //! whose other end is in a network namespace this test creates (and removes); real TCP and
 //! UDP traffic from the namespace's stack crosses it while a flow job runs, and the result
-//! must show exactly that traffic. Needs root (CI runs as root), `ip`, `ethtool` and
+//! must show exactly that traffic. The same job on AF_XDP sees the frames a tap port would
+//! mirror of that traffic, injected from the namespace. Needs root (CI runs as root), `ip`, `ethtool` and
 //! `openssl`; skipped with a message otherwise.
 
 #[path = "support/mpcom_process.rs"]
@@ -135,26 +136,14 @@ fn col<'a>(r: &'a Statement, row: usize, name: &str) -> mplane::model::Cell<'a> 
     r.rows().row(row).cell(i)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_flows_over_a_veth_tap() {
-    let Some(tap) = Tap::create() else { return };
-    // the host end receives (no ICMP port-unreachable in the capture)
-    let udp = UdpSocket::bind((tap.host_ip().as_str(), 9999)).unwrap();
-    let tcp = TcpListener::bind((tap.host_ip().as_str(), 9998)).unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = tcp.accept().unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        let mut buf = [0u8; 200];
-        let mut datagrams = 0;
-        udp.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        while udp.recv(&mut buf).is_ok() {
-            datagrams += 1;
-        }
-        (got.len(), datagrams)
-    });
-
+/// Starts `mpcom` capturing `source` (its stderr to the test's), runs a six-second `flows-ip4`
+/// job for the tap's /30 (UDP and TCP), runs `traffic` while the job runs, and returns the
+/// job's result.
+async fn flow_job(
+    tap: &Tap,
+    source: &str,
+    traffic: impl FnOnce() + Send + 'static,
+) -> (Statement, Message) {
     let pki = Pki::new();
     let d = pki.dir().display();
     let port = free_port();
@@ -162,10 +151,9 @@ async fn live_flows_over_a_veth_tap() {
         "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
          [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
          [Authorizations]\nflows = guest\n\n\
-         [module_passive]\nmodule = passive\nsource = pcap-live:{}\ninterface = tap\n\n\
+         [module_passive]\nmodule = passive\nsource = {source}\ninterface = tap\n\n\
          [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
-         listen-cap-link = https://127.0.0.1:{port}/\n",
-        tap.host
+         listen-cap-link = https://127.0.0.1:{port}/\n"
     );
     let path = pki.dir().join("live.conf");
     std::fs::write(&path, conf).unwrap();
@@ -198,22 +186,7 @@ async fn live_flows_over_a_veth_tap() {
 
     // the job is running (its receipt comes after the component's wait): send the traffic
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let ok = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &tap.ns,
-            "python3",
-            "-c",
-            TRAFFIC,
-            &tap.host_ip(),
-        ])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "traffic script failed");
-    let (tcp_bytes, datagrams) = server.join().unwrap();
-    assert_eq!((tcp_bytes, datagrams), (5000, 20));
+    tokio::task::spawn_blocking(traffic).await.unwrap();
 
     let mut rep = job.await.unwrap();
     for _ in 0..100 {
@@ -229,6 +202,12 @@ async fn live_flows_over_a_veth_tap() {
         panic!("{}", rep.unparse())
     };
     assert_eq!(r.kind.key(), "result", "{}", rep.unparse());
+    (r.clone(), rep)
+}
+
+/// The flow result of [`flow_job`] for 20 UDP datagrams of 100 bytes to port 9999 and one
+/// TCP connection from the namespace to port 9998 that sends 5,000 bytes and closes.
+fn check_flows(r: &Statement, rep: &Message, tap: &Tap) {
     assert_eq!(r.rows().len(), 2, "{}", rep.unparse());
     let proto = |i: usize| col(r, i, "ip.protocol").as_str().unwrap().to_string();
     let (u, t) = if proto(0) == "17" { (0, 1) } else { (1, 0) };
@@ -252,5 +231,159 @@ async fn live_flows_over_a_veth_tap() {
         .text()
         .into_owned();
     assert_eq!(kernel, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_flows_over_a_veth_tap() {
+    let Some(tap) = Tap::create() else { return };
+    // the host end receives (no ICMP port-unreachable in the capture)
+    let udp = UdpSocket::bind((tap.host_ip().as_str(), 9999)).unwrap();
+    let tcp = TcpListener::bind((tap.host_ip().as_str(), 9998)).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = tcp.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        let mut buf = [0u8; 200];
+        let mut datagrams = 0;
+        udp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        while udp.recv(&mut buf).is_ok() {
+            datagrams += 1;
+        }
+        (got.len(), datagrams)
+    });
+    let (ns, host) = (tap.ns.clone(), tap.host_ip());
+    let source = format!("pcap-live:{}", tap.host);
+    let (r, rep) = flow_job(&tap, &source, move || {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c", TRAFFIC, &host])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "traffic script failed");
+        let (tcp_bytes, datagrams) = server.join().unwrap();
+        assert_eq!((tcp_bytes, datagrams), (5000, 20));
+    })
+    .await;
+    check_flows(&r, &rep, &tap);
     assert_eq!(r.metadata("capture.clock").unwrap().text(), "kernel");
+}
+
+/// Sends the frames of a file (each a 4-byte little-endian length and the frame) on the
+/// interface named by the second argument, through an `AF_PACKET` socket.
+#[cfg(feature = "xdp")]
+const INJECT: &str = r#"
+import socket, struct, sys, time
+data = open(sys.argv[1], 'rb').read()
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[2], 0))
+i = 0
+while i < len(data):
+    n, = struct.unpack('<I', data[i:i + 4])
+    s.send(data[i + 4:i + 4 + n])
+    i += 4 + n
+    time.sleep(0.002)
+"#;
+
+/// What a tap port mirrors of the traffic of [`TRAFFIC`], both directions: 20 UDP datagrams
+/// of 100 bytes, then a TCP connection (handshake, 5,000 bytes in four segments each
+/// acknowledged, FIN both ways).
+#[cfg(feature = "xdp")]
+fn mirrored(net: u8) -> Vec<Vec<u8>> {
+    use mplane_capture::builder::Builder;
+    use mplane_capture::packet::tcp::flags::{ACK, FIN, PSH, SYN};
+    let (c, s) = ([10, 88, net, 2], [10, 88, net, 1]);
+    let mut out = Vec::new();
+    for _ in 0..20 {
+        out.push(
+            Builder::ethernet()
+                .ipv4(c, s)
+                .udp(40001, 9999)
+                .payload(&[b'u'; 100])
+                .build(),
+        );
+    }
+    let fwd = |seq: u32, ack: u32, f: u16, len: usize| {
+        Builder::ethernet()
+            .ipv4(c, s)
+            .tcp(40002, 9998, seq, ack, f)
+            .payload(&vec![b't'; len])
+            .build()
+    };
+    let bwd = |seq: u32, ack: u32, f: u16| {
+        Builder::ethernet()
+            .ipv4(s, c)
+            .tcp(9998, 40002, seq, ack, f)
+            .build()
+    };
+    let (mut cs, ss) = (1000u32, 9000u32);
+    out.push(fwd(cs, 0, SYN, 0));
+    out.push(bwd(ss, cs + 1, SYN | ACK));
+    cs += 1;
+    out.push(fwd(cs, ss + 1, ACK, 0));
+    for _ in 0..4 {
+        out.push(fwd(cs, ss + 1, ACK | PSH, 1250));
+        cs += 1250;
+        out.push(bwd(ss + 1, cs, ACK));
+    }
+    out.push(fwd(cs, ss + 1, FIN | ACK, 0));
+    out.push(bwd(ss + 1, cs + 1, FIN | ACK));
+    out.push(fwd(cs + 1, ss + 2, ACK, 0));
+    out
+}
+
+/// The same job on AF_XDP (`xdp:` source, the program in native mode on the veth): the
+/// frames a tap port would mirror are injected from the namespace (the AF_XDP socket takes
+/// every frame of the queue, so the host's stack could not answer), and the result must be
+/// the libpcap test's; its clock says where the frames' times came from.
+#[cfg(feature = "xdp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_flows_over_a_veth_tap_with_af_xdp() {
+    let Some(tap) = Tap::create() else { return };
+    let source = format!("xdp:{}", tap.host);
+    // the kernel may lack AF_XDP: skip then, as the capture layer's tests do
+    let probe = source
+        .parse::<mplane_capture::source::SourceSpec>()
+        .unwrap()
+        .open_xdp(&mplane_capture::source::xdp::XdpConfig::default());
+    let expect_clock = match probe {
+        Ok(s) => {
+            if s.kernel_timestamps() {
+                "kernel"
+            } else {
+                "userspace"
+            }
+        }
+        Err(e) => {
+            let m = e.to_string();
+            if m.contains("Address family not supported") || m.contains("Function not implemented")
+            {
+                eprintln!("skipping: the kernel lacks AF_XDP or BPF: {m}");
+                return;
+            }
+            panic!("{m}");
+        }
+    };
+    let mut blob = Vec::new();
+    for f in mirrored(tap.net) {
+        blob.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        blob.extend_from_slice(&f);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("frames.bin");
+    std::fs::write(&file, &blob).unwrap();
+    let (ns, peer) = (tap.ns.clone(), tap.peer.clone());
+    let (r, rep) = flow_job(&tap, &source, move || {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c", INJECT])
+            .arg(&file)
+            .arg(&peer)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "injection failed");
+    })
+    .await;
+    check_flows(&r, &rep, &tap);
+    assert_eq!(r.metadata("capture.clock").unwrap().text(), expect_clock);
 }

@@ -297,6 +297,9 @@ pub struct Collected {
     pub window: (u64, u64),
     /// The pipeline failed (the records before the failure are here).
     pub error: Option<String>,
+    /// Where the timestamps came from ([`AnySource::clock`]); `None` when capture is not
+    /// running.
+    pub clock: Option<&'static str>,
 }
 
 #[derive(Debug, Default)]
@@ -352,6 +355,8 @@ struct Running {
     meters: Vec<Arc<MeterCounters>>,
     pipeline: Option<JoinHandle<()>>,
     collector: Option<JoinHandle<()>>,
+    /// [`AnySource::clock`] of the open source.
+    clock: &'static str,
 }
 
 struct State {
@@ -643,6 +648,7 @@ impl PassiveSource {
             .as_ref()
             .map(|r| self.drops(r).since(&sub.drops_at_start))
             .unwrap_or_default();
+        let clock = st.running.as_ref().map(|r| r.clock);
         drop(st);
         let mut g = sub.lock();
         let mut flows: Vec<(FlowRecord, Vec<u8>)> = g.flows.drain().map(|(_, v)| v).collect();
@@ -661,6 +667,7 @@ impl PassiveSource {
             overflow: g.overflow,
             window: (sub.start_ns, sub.end_ns()),
             error: g.error.take(),
+            clock,
         }
     }
 
@@ -686,6 +693,7 @@ impl PassiveSource {
             reason: e.to_string(),
         })?;
         st.error = None;
+        let clock = source.clock();
         let n = cfg.workers.max(1);
         let pipeline = Pipeline::new(PipelineConfig {
             workers: n,
@@ -735,7 +743,12 @@ impl PassiveSource {
             .name("mplane-capture".into())
             .spawn(move || {
                 let mut workers = workers;
-                let r = pipeline.run_source(source, &mut workers);
+                let r = match source {
+                    // AF_XDP frames go to the workers as borrowed UMEM slices, no copy
+                    #[cfg(feature = "xdp")]
+                    AnySource::Xdp(mut s) => pipeline.run_xdp(&mut s, &mut workers),
+                    other => pipeline.run_source(other, &mut workers),
+                };
                 if let (Err(e), Some(inner)) = (r, weak.upgrade()) {
                     let msg = format!("capture failed: {e}");
                     tracing::error!("{msg}");
@@ -756,6 +769,7 @@ impl PassiveSource {
             meters,
             pipeline: Some(pipe),
             collector: Some(collector),
+            clock,
         })
     }
 }

@@ -122,7 +122,9 @@ impl PacketSource for PacedFile {
     }
 }
 
-/// Where the timestamps of a source come from (the `capture.clock` metadata of results).
+/// Where the timestamps of a source are expected to come from, before it opens (the
+/// `capture.clock` metadata of capabilities; results carry [`AnySource::clock`], what the
+/// open source does).
 pub fn clock_of(spec: &SourceSpec) -> &'static str {
     match spec {
         SourceSpec::PcapFile(_) => "file-rebased",
@@ -191,6 +193,27 @@ impl AnySource {
             SourceSpec::Xdp { iface, .. } => Err(SourceError::NotSupported(format!(
                 "AF_XDP on {iface}: mpcom was built without the xdp feature"
             ))),
+        }
+    }
+}
+
+impl AnySource {
+    /// Where this open source's timestamps come from (the `capture.clock` metadata of
+    /// results): `kernel` for libpcap and for AF_XDP frames the XDP program stamps,
+    /// `userspace` for AF_XDP frames stamped when read (kernels that refuse XDP metadata),
+    /// `file-rebased` for a replayed file.
+    pub fn clock(&self) -> &'static str {
+        match self {
+            AnySource::Paced(_) => "file-rebased",
+            AnySource::Live(_) => "kernel",
+            #[cfg(feature = "xdp")]
+            AnySource::Xdp(s) => {
+                if s.kernel_timestamps() {
+                    "kernel"
+                } else {
+                    "userspace"
+                }
+            }
         }
     }
 }

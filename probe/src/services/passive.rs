@@ -429,6 +429,11 @@ impl PassiveService {
             res.add_metadata(name, &Value::Natural(v), &self.regs)
                 .map_err(|e| e.to_string())?;
         }
+        // what the open source does, where the capability could only say what it expected
+        if let Some(clock) = c.clock {
+            res.add_metadata("capture.clock", &Value::String(clock.into()), &self.regs)
+                .map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 
