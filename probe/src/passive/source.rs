@@ -162,6 +162,9 @@ pub struct SourceOptions {
     pub live: mplane_capture::source::live::LiveConfig,
     /// A `pcap:` file starts over at its end.
     pub repeat: bool,
+    /// AF_XDP settings (UMEM frames and their size, attach and bind modes).
+    #[cfg(feature = "xdp")]
+    pub xdp: mplane_capture::source::xdp::XdpConfig,
 }
 
 impl AnySource {
@@ -172,7 +175,7 @@ impl AnySource {
             SourceSpec::PcapLive(_) => Ok(AnySource::Live(spec.open_live(&opts.live)?)),
             #[cfg(feature = "xdp")]
             SourceSpec::Xdp { .. } => {
-                let s = spec.open_xdp(&mplane_capture::source::xdp::XdpConfig::default())?;
+                let s = spec.open_xdp(&opts.xdp)?;
                 tracing::info!(
                     "{spec}: {} queue(s), {} mode, {}, timestamps from {}",
                     s.queues(),

@@ -995,6 +995,10 @@ pub fn from_kwargs(
         "snaplen",
         "repeat",
         "dedup",
+        "xdp_frames",
+        "xdp_frame_size",
+        "xdp_mode",
+        "xdp_bind",
     ];
     for kw in &module.kwargs {
         if !known.contains(&kw.key.as_str()) {
@@ -1081,6 +1085,48 @@ pub fn from_kwargs(
     if let Some(n) = num("dedup", 1)? {
         p.options.live.dedup_window = Some(std::time::Duration::from_micros(n));
     }
+    #[cfg(feature = "xdp")]
+    {
+        use mplane_capture::source::xdp::{AttachMode, BindMode};
+        if let Some(n) = num("xdp_frames", 64)? {
+            p.options.xdp.frames = n.min(1 << 22) as u32;
+        }
+        if let Some(v) = get("xdp_frame_size") {
+            p.options.xdp.frame_size = match v.as_str() {
+                "2048" => 2048,
+                "4096" => 4096,
+                _ => return Err(bad("xdp_frame_size", &v, "expected 2048 or 4096".into())),
+            };
+        }
+        if let Some(v) = get("xdp_mode") {
+            p.options.xdp.attach = match v.as_str() {
+                "auto" => AttachMode::Auto,
+                "native" => AttachMode::Driver,
+                "generic" => AttachMode::Skb,
+                _ => {
+                    return Err(bad(
+                        "xdp_mode",
+                        &v,
+                        "expected auto, native or generic".into(),
+                    ));
+                }
+            };
+        }
+        if let Some(v) = get("xdp_bind") {
+            p.options.xdp.bind = match v.as_str() {
+                "auto" => BindMode::Auto,
+                "zero-copy" => BindMode::ZeroCopy,
+                "copy" => BindMode::Copy,
+                _ => {
+                    return Err(bad(
+                        "xdp_bind",
+                        &v,
+                        "expected auto, zero-copy or copy".into(),
+                    ));
+                }
+            };
+        }
+    }
     if let Some(v) = get("internal_networks") {
         let mut nets = Vec::new();
         for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -1117,4 +1163,64 @@ pub fn from_kwargs(
         section: module.section.clone(),
         source,
     })
+}
+
+#[cfg(all(test, feature = "xdp"))]
+mod tests {
+    use super::*;
+    use mplane::config::Setting;
+    use mplane_capture::source::xdp::{AttachMode, BindMode};
+
+    fn module(keys: &[(&str, &str)]) -> ModuleConfig {
+        ModuleConfig {
+            section: "module_tap".into(),
+            module: "passive".into(),
+            kwargs: keys
+                .iter()
+                .enumerate()
+                .map(|(i, (k, v))| Setting {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                    line: i + 1,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn xdp_settings_from_the_module_section() {
+        let regs = crate::registry::registries().unwrap();
+        let p = from_kwargs(
+            &module(&[
+                ("source", "xdp:eth1:2"),
+                ("xdp_frames", "8192"),
+                ("xdp_frame_size", "4096"),
+                ("xdp_mode", "generic"),
+                ("xdp_bind", "copy"),
+            ]),
+            &regs,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let x = &p.source.config().options.xdp;
+        assert_eq!(
+            (x.frames, x.frame_size, x.attach, x.bind),
+            (8192, 4096, AttachMode::Skb, BindMode::Copy)
+        );
+        let p = from_kwargs(&module(&[("source", "xdp:eth1")]), &regs, None).unwrap();
+        let x = &p.source.config().options.xdp;
+        assert_eq!((x.attach, x.bind), (AttachMode::Auto, BindMode::Auto));
+        for (k, v, says) in [
+            ("xdp_frame_size", "3000", "2048 or 4096"),
+            ("xdp_mode", "driver", "auto, native or generic"),
+            ("xdp_bind", "zerocopy", "auto, zero-copy or copy"),
+            ("xdp_frames", "10", "≥ 64"),
+        ] {
+            let e = from_kwargs(&module(&[("source", "xdp:eth1"), (k, v)]), &regs, None)
+                .err()
+                .unwrap_or_else(|| panic!("{k} = {v} accepted"))
+                .to_string();
+            assert!(e.contains(k) && e.contains(says), "{k} = {v}: {e}");
+        }
+    }
 }
