@@ -231,6 +231,14 @@ fn check_flows(r: &Statement, rep: &Message, tap: &Tap) {
         .text()
         .into_owned();
     assert_eq!(kernel, "0");
+    // the interface's offloads as read when capture started (what is on depends on the
+    // kernel's veth; the test turned GRO, TSO and GSO off)
+    let offloads = r.metadata("capture.offloads").unwrap().text().into_owned();
+    eprintln!("capture.offloads: {offloads}");
+    assert!(
+        offloads.starts_with(&format!("{}: ", tap.host)) && !offloads.contains("gro"),
+        "{offloads}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -650,6 +650,11 @@ impl XdpSource {
         Ok(me)
     }
 
+    /// The interface.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
     /// `true` if the sockets are bound in zero-copy mode (read back from the kernel).
     pub fn zero_copy(&self) -> bool {
         self.zero_copy

@@ -300,6 +300,9 @@ pub struct Collected {
     /// Where the timestamps came from ([`AnySource::clock`]); `None` when capture is not
     /// running.
     pub clock: Option<&'static str>,
+    /// The capture interfaces' offloads ([`AnySource::offloads`]); `None` for a file or when
+    /// capture is not running.
+    pub offloads: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -357,6 +360,8 @@ struct Running {
     collector: Option<JoinHandle<()>>,
     /// [`AnySource::clock`] of the open source.
     clock: &'static str,
+    /// [`AnySource::offloads`] of the open source.
+    offloads: Option<String>,
 }
 
 struct State {
@@ -649,6 +654,7 @@ impl PassiveSource {
             .map(|r| self.drops(r).since(&sub.drops_at_start))
             .unwrap_or_default();
         let clock = st.running.as_ref().map(|r| r.clock);
+        let offloads = st.running.as_ref().and_then(|r| r.offloads.clone());
         drop(st);
         let mut g = sub.lock();
         let mut flows: Vec<(FlowRecord, Vec<u8>)> = g.flows.drain().map(|(_, v)| v).collect();
@@ -668,6 +674,7 @@ impl PassiveSource {
             window: (sub.start_ns, sub.end_ns()),
             error: g.error.take(),
             clock,
+            offloads,
         }
     }
 
@@ -694,6 +701,7 @@ impl PassiveSource {
         })?;
         st.error = None;
         let clock = source.clock();
+        let offloads = source.offloads();
         let n = cfg.workers.max(1);
         let pipeline = Pipeline::new(PipelineConfig {
             workers: n,
@@ -770,6 +778,7 @@ impl PassiveSource {
             pipeline: Some(pipe),
             collector: Some(collector),
             clock,
+            offloads,
         })
     }
 }

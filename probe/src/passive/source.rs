@@ -172,7 +172,11 @@ impl AnySource {
     pub fn open(spec: &SourceSpec, opts: &SourceOptions) -> Result<AnySource, SourceError> {
         match spec {
             SourceSpec::PcapFile(p) => Ok(AnySource::Paced(PacedFile::open(p, opts.repeat)?)),
-            SourceSpec::PcapLive(_) => Ok(AnySource::Live(spec.open_live(&opts.live)?)),
+            SourceSpec::PcapLive(_) => {
+                let s = AnySource::Live(spec.open_live(&opts.live)?);
+                s.warn_offloads();
+                Ok(s)
+            }
             #[cfg(feature = "xdp")]
             SourceSpec::Xdp { .. } => {
                 let s = spec.open_xdp(&opts.xdp)?;
@@ -190,7 +194,9 @@ impl AnySource {
                         "the reader (this kernel refuses XDP metadata)"
                     }
                 );
-                Ok(AnySource::Xdp(s))
+                let s = AnySource::Xdp(s);
+                s.warn_offloads();
+                Ok(s)
             }
             #[cfg(not(feature = "xdp"))]
             SourceSpec::Xdp { iface, .. } => Err(SourceError::NotSupported(format!(
@@ -201,6 +207,57 @@ impl AnySource {
 }
 
 impl AnySource {
+    /// The `capture.offloads` metadata of results: for each capture interface, the NIC
+    /// offloads that were on when the source opened (`eth1: gro rxvlan; eth2: none`;
+    /// `unknown` where the driver does not answer); `None` for a file.
+    pub fn offloads(&self) -> Option<String> {
+        let describe = |name: &str, o: Option<&mplane_capture::hygiene::Offloads>| {
+            let active: Vec<&str> = o
+                .map(|o| o.active().map(|(x, _)| x.ethtool_name()).collect())
+                .unwrap_or_default();
+            match (o, active.is_empty()) {
+                (None, _) => format!("{name}: unknown"),
+                (Some(_), true) => format!("{name}: none"),
+                (Some(_), false) => format!("{name}: {}", active.join(" ")),
+            }
+        };
+        match self {
+            AnySource::Paced(_) => None,
+            AnySource::Live(s) => Some(
+                s.interfaces()
+                    .iter()
+                    .map(|i| describe(&i.name, i.offloads.as_ref()))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            #[cfg(feature = "xdp")]
+            AnySource::Xdp(s) => Some(describe(s.iface(), s.offloads())),
+        }
+    }
+
+    /// Logs a warning for each offload of the capture interfaces that distorts what is
+    /// captured (with what it does and whether the driver lets it be turned off).
+    fn warn_offloads(&self) {
+        let all: Vec<mplane_capture::hygiene::Offloads> = match self {
+            AnySource::Paced(_) => Vec::new(),
+            AnySource::Live(s) => s
+                .interfaces()
+                .into_iter()
+                .filter_map(|i| i.offloads)
+                .collect(),
+            #[cfg(feature = "xdp")]
+            AnySource::Xdp(s) => s.offloads().into_iter().cloned().collect(),
+        };
+        for o in &all {
+            for w in o.warnings() {
+                tracing::warn!("{w}");
+            }
+            if let Some(cmd) = o.fix_command() {
+                tracing::warn!("to turn them off: {cmd}");
+            }
+        }
+    }
+
     /// Where this open source's timestamps come from (the `capture.clock` metadata of
     /// results): `kernel` for libpcap and for AF_XDP frames the XDP program stamps,
     /// `userspace` for AF_XDP frames stamped when read (kernels that refuse XDP metadata),

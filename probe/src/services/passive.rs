@@ -434,6 +434,10 @@ impl PassiveService {
             res.add_metadata("capture.clock", &Value::String(clock.into()), &self.regs)
                 .map_err(|e| e.to_string())?;
         }
+        if let Some(o) = &c.offloads {
+            res.add_metadata("capture.offloads", &Value::String(o.clone()), &self.regs)
+                .map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 
