@@ -4,6 +4,7 @@
 //! binding to mPlane capabilities; the `mpcom` component runtime.
 #![warn(missing_docs)]
 
+pub mod active;
 pub mod malloc;
 pub mod passive;
 pub mod registry;

@@ -6,6 +6,8 @@
 //!   test services of the reference interop suite.
 //! * `passive` — [`passive`], flow records, tstat-compatible TCP logs and interface
 //!   statistics from one capture source.
+//! * `ping` (also the reference's `mplane.components.ping`) — [`ping`], ICMP echo as the
+//!   reference ping component's four capabilities.
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use mplane::scheduler::Service;
 
 pub mod interop;
 pub mod passive;
+pub mod ping;
 
 /// Errors building services from a `[module_*]` section.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +27,7 @@ pub mod passive;
 pub enum ServiceError {
     /// The `module` names no known service set.
     #[error(
-        "[{section}] module = {module}: unknown service module (known: interop_services, passive)"
+        "[{section}] module = {module}: unknown service module (known: interop_services, passive, ping)"
     )]
     UnknownModule {
         /// Section.
@@ -80,6 +83,11 @@ pub fn from_module(
     match module.module.as_str() {
         "interop_services" | "interop" => Ok(Module {
             services: interop::from_kwargs(module, registries)?,
+            metrics: None,
+        }),
+        // the reference SDK's configuration names its component's Python module
+        "ping" | "mplane.components.ping" => Ok(Module {
+            services: ping::from_kwargs(module, registries)?,
             metrics: None,
         }),
         "passive" => {

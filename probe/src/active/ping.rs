@@ -1,0 +1,300 @@
+//! ICMP echo (ping) over IPv4 and IPv6.
+//!
+//! A [`Pinger`] owns one socket connected to one destination: an unprivileged ICMP socket
+//! (`SOCK_DGRAM` with `IPPROTO_ICMP` / `IPPROTO_ICMPV6`, which Linux grants to the groups in
+//! `net.ipv4.ping_group_range`) where the kernel allows one, else a raw socket (needs
+//! `CAP_NET_RAW`, which the shipped systemd unit grants). Each request carries the pinger's
+//! identifier, a sequence number and a 16-byte token of its own; a reply counts only if all
+//! three match, so replies to other programs' pings, duplicates and late replies to earlier
+//! requests are never taken for this one. The round-trip time runs from just before the
+//! request is handed to the kernel to just after the reply is read, on the monotonic clock.
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Why a pinger could not be set up or a request not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    /// Source and destination are not of the same address family.
+    #[error("source {source_addr} and destination {destination} are not of the same IP version")]
+    Family {
+        /// The source address.
+        source_addr: IpAddr,
+        /// The destination address.
+        destination: IpAddr,
+    },
+    /// Neither an unprivileged ICMP socket nor a raw one could be opened.
+    #[error(
+        "cannot open an ICMP socket ({0}): allow the group in net.ipv4.ping_group_range or grant CAP_NET_RAW"
+    )]
+    Socket(std::io::Error),
+    /// The source address is not one of this host's.
+    #[error("cannot send from {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: IpAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The request could not be sent (e.g. no route to the destination).
+    #[error("cannot send to {addr}: {source}")]
+    Send {
+        /// The destination.
+        addr: IpAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Bytes of the token in each request, after the identifier and sequence number.
+const TOKEN: usize = 16;
+/// ICMP echo request / reply types.
+const ECHO_V4: (u8, u8) = (8, 0);
+const ECHO_V6: (u8, u8) = (128, 129);
+
+/// A socket that sends ICMP echo requests to one destination and matches its replies.
+#[derive(Debug)]
+pub struct Pinger {
+    sock: Socket,
+    dst: IpAddr,
+    /// A raw socket (the kernel neither fills in the identifier nor strips the IPv4 header).
+    raw: bool,
+    /// The identifier raw requests carry (an unprivileged socket's is the kernel's).
+    ident: u16,
+    /// Distinguishes this pinger's requests from any other's with the same identifier.
+    token: [u8; 8],
+    buf: Vec<u8>,
+}
+
+impl Pinger {
+    /// A pinger from `source` (an address of this host; unspecified = the kernel picks) to
+    /// `destination`.
+    pub fn new(source: IpAddr, destination: IpAddr) -> Result<Pinger, PingError> {
+        if source.is_ipv4() != destination.is_ipv4() {
+            return Err(PingError::Family {
+                source_addr: source,
+                destination,
+            });
+        }
+        let (domain, proto) = if destination.is_ipv4() {
+            (Domain::IPV4, Protocol::ICMPV4)
+        } else {
+            (Domain::IPV6, Protocol::ICMPV6)
+        };
+        let (sock, raw) = match Socket::new(domain, Type::DGRAM, Some(proto)) {
+            Ok(s) => (s, false),
+            Err(first) => match Socket::new(domain, Type::RAW, Some(proto)) {
+                Ok(s) => (s, true),
+                Err(_) => return Err(PingError::Socket(first)),
+            },
+        };
+        if !source.is_unspecified() {
+            sock.bind(&SocketAddr::new(source, 0).into())
+                .map_err(|e| PingError::Bind {
+                    addr: source,
+                    source: e,
+                })?;
+        }
+        sock.connect(&SocketAddr::new(destination, 0).into())
+            .map_err(|e| PingError::Send {
+                addr: destination,
+                source: e,
+            })?;
+        let seed = Instant::now().elapsed().as_nanos() as u64
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        Ok(Pinger {
+            sock,
+            dst: destination,
+            raw,
+            ident: (seed >> 16) as u16 ^ std::process::id() as u16,
+            token: seed.to_le_bytes(),
+            buf: vec![0; 2048],
+        })
+    }
+
+    /// The destination.
+    pub fn destination(&self) -> IpAddr {
+        self.dst
+    }
+
+    /// Sends echo request `seq` and waits up to `timeout` for its reply: the round-trip time,
+    /// or `None` if no matching reply came in time.
+    pub fn ping(&mut self, seq: u16, timeout: Duration) -> Result<Option<Duration>, PingError> {
+        let v4 = self.dst.is_ipv4();
+        let (request, reply) = if v4 { ECHO_V4 } else { ECHO_V6 };
+        let mut msg = [0u8; 8 + TOKEN];
+        msg[0] = request;
+        msg[4..6].copy_from_slice(&self.ident.to_be_bytes());
+        msg[6..8].copy_from_slice(&seq.to_be_bytes());
+        msg[8..16].copy_from_slice(&self.token);
+        msg[16..24].copy_from_slice(&u64::from(seq).to_le_bytes());
+        if v4 && self.raw {
+            // the kernel computes ICMPv6 checksums, and those of unprivileged sockets
+            let sum = checksum(&msg);
+            msg[2..4].copy_from_slice(&sum.to_be_bytes());
+        }
+        let sent = Instant::now();
+        self.sock.send(&msg).map_err(|e| PingError::Send {
+            addr: self.dst,
+            source: e,
+        })?;
+        let deadline = sent + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            // a zero timeout would block for ever
+            let _ = self
+                .sock
+                .set_read_timeout(Some(left.max(Duration::from_micros(1))));
+            let n = match (&self.sock).read(&mut self.buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // an ICMP error for an earlier request (e.g. host unreachable): keep waiting
+                Err(_) => continue,
+            };
+            let got = Instant::now();
+            let mut icmp = &self.buf[..n];
+            if v4 && self.raw {
+                // a raw IPv4 socket reads the IP header too
+                let ihl = usize::from(icmp.first().map_or(0, |b| b & 0x0f)) * 4;
+                icmp = icmp.get(ihl..).unwrap_or(&[]);
+            }
+            if self.matches(icmp, reply, seq) {
+                return Ok(Some(got - sent));
+            }
+        }
+    }
+
+    /// `true` if `icmp` is the reply to this pinger's request `seq`.
+    fn matches(&self, icmp: &[u8], reply: u8, seq: u16) -> bool {
+        if icmp.len() < 8 + TOKEN || icmp[0] != reply || icmp[1] != 0 {
+            return false;
+        }
+        // an unprivileged socket only ever reads replies to its own identifier
+        let ident_ok = !self.raw || icmp[4..6] == self.ident.to_be_bytes();
+        ident_ok
+            && icmp[6..8] == seq.to_be_bytes()
+            && icmp[8..16] == self.token
+            && icmp[16..24] == u64::from(seq).to_le_bytes()
+    }
+}
+
+/// The Internet checksum of `data` (RFC 1071).
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Round-trip times of a series of pings, in microseconds, and their summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Samples {
+    /// `(when the request was sent, round-trip time in µs)` for each reply.
+    pub replies: Vec<(std::time::SystemTime, u64)>,
+    /// Requests sent.
+    pub sent: u64,
+}
+
+impl Samples {
+    /// Least, mean (rounded to the nearest µs) and greatest round-trip time; `None` without a
+    /// reply.
+    pub fn summary(&self) -> Option<(u64, u64, u64)> {
+        let rtts = self.replies.iter().map(|r| r.1);
+        let min = rtts.clone().min()?;
+        let max = rtts.clone().max()?;
+        let n = self.replies.len() as u64;
+        let mean = (rtts.sum::<u64>() + n / 2) / n;
+        Some((min, mean, max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_of_a_known_echo_request() {
+        // echo request, id 0x1234, seq 1, no payload: 0xffff - (0x0800 + 0x1234 + 0x0001)
+        let msg = [8, 0, 0, 0, 0x12, 0x34, 0, 1];
+        assert_eq!(checksum(&msg), !(0x0800u16 + 0x1234 + 0x0001));
+        // a message carrying its checksum sums to zero
+        let mut m = msg;
+        m[2..4].copy_from_slice(&checksum(&msg).to_be_bytes());
+        assert_eq!(checksum(&m), 0);
+        assert_eq!(checksum(&[0xff]), !0xff00);
+    }
+
+    #[test]
+    fn summary_of_samples() {
+        let t = std::time::UNIX_EPOCH;
+        let s = Samples {
+            replies: vec![(t, 10), (t, 30), (t, 21)],
+            sent: 4,
+        };
+        assert_eq!(s.summary(), Some((10, 20, 30)));
+        assert_eq!(Samples::default().summary(), None);
+    }
+
+    #[test]
+    fn families_must_agree() {
+        let e = Pinger::new("127.0.0.1".parse().unwrap(), "::1".parse().unwrap()).unwrap_err();
+        assert!(matches!(e, PingError::Family { .. }), "{e}");
+    }
+
+    /// A source address this host does not have is refused when the socket binds (nothing is
+    /// sent).
+    #[test]
+    fn foreign_source_address_is_named() {
+        match Pinger::new("192.0.2.77".parse().unwrap(), "127.0.0.1".parse().unwrap()) {
+            Err(PingError::Socket(e)) => eprintln!("skipping: no ICMP socket here: {e}"),
+            Err(e @ PingError::Bind { .. }) => assert!(e.to_string().contains("192.0.2.77"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Loopback answers every request (needs an ICMP socket: root, CAP_NET_RAW or
+    /// ping_group_range; skipped otherwise).
+    #[test]
+    fn loopback_answers_v4_and_v6() {
+        for (src, dst) in [
+            ("127.0.0.1", "127.0.0.1"),
+            ("::1", "::1"),
+            ("0.0.0.0", "127.0.0.1"),
+        ] {
+            let mut p = match Pinger::new(src.parse().unwrap(), dst.parse().unwrap()) {
+                Ok(p) => p,
+                Err(PingError::Socket(e)) => {
+                    eprintln!("skipping: no ICMP socket here: {e}");
+                    return;
+                }
+                Err(e) => panic!("{dst}: {e}"),
+            };
+            for seq in 0..3 {
+                let rtt = p.ping(seq, Duration::from_secs(1)).unwrap();
+                let rtt = rtt.unwrap_or_else(|| panic!("{dst}: no reply to {seq}"));
+                assert!(rtt < Duration::from_secs(1), "{dst}: {rtt:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! ICMP echo as mPlane capabilities (`module = ping`, or the reference SDK's
+//! `mplane.components.ping`): the four capabilities of the reference's ping component, which
+//! deployed probes (mSLAcert, scamper under its own labels) republished unchanged:
+//!
+//! | label | parameters | results |
+//! |---|---|---|
+//! | `ping-average-ip4`, `-ip6` | `source.ip4`/`ip6` = this host's address, `destination.ip4`/`ip6` | `delay.twoway.icmp.us.min`, `.mean`, `.max`, `delay.twoway.icmp.count` |
+//! | `ping-detail-ip4`, `-ip6` | the same | `time`, `delay.twoway.icmp.us`: one row per reply |
+//!
+//! All take `when = now ... future / 1s`: a specification's scope is how long to ping
+//! (`now + 10s / 1s`: ten requests; open-ended until interrupted) and its period the interval
+//! between requests (at least the capability's second). A request's reply counts only within
+//! that interval. `delay.twoway.icmp.count` is the number of replies; with none, the
+//! aggregate row has no min, mean or max. The reference's own component never measured
+//! anything on Linux (it ran `ping -S`, iputils' socket-buffer option); this one sends the
+//! requests itself ([`crate::active::ping`]).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mplane::component::now;
+use mplane::config::ModuleConfig;
+use mplane::model::{ModelError, Statement, StatementKind};
+use mplane::registry::Registries;
+use mplane::scheduler::{JobContext, Outcome, Service};
+use mplane::value::{TimeValue, Timestamp, Value};
+use mplane::when::When;
+
+use super::ServiceError;
+use crate::active::ping::{Pinger, Samples};
+
+/// The shortest interval between two requests of one job (the capabilities' period).
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a ping capability returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// One row: min, mean, max, count.
+    Average,
+    /// One row per reply: time, round-trip time.
+    Detail,
+}
+
+/// One ping capability.
+#[derive(Debug)]
+pub struct PingService {
+    cap: Statement,
+    kind: Kind,
+    source: IpAddr,
+}
+
+/// The capability `label` for `source`, exactly as the reference builds it.
+fn capability(
+    label: &str,
+    kind: Kind,
+    source: IpAddr,
+    regs: &Registries,
+) -> Result<Statement, ModelError> {
+    let v = if source.is_ipv4() { "ip4" } else { "ip6" };
+    let mut cap = Statement::new(StatementKind::Capability, "measure");
+    cap.label = Some(label.into());
+    cap.set_when(
+        When::parse("now ... future / 1s").map_err(|e| ModelError::Invalid(e.to_string()))?,
+    );
+    cap.add_parameter(&format!("source.{v}"), &source.to_string(), regs)?;
+    cap.add_parameter(&format!("destination.{v}"), "*", regs)?;
+    let results: &[&str] = match kind {
+        Kind::Average => &[
+            "delay.twoway.icmp.us.min",
+            "delay.twoway.icmp.us.mean",
+            "delay.twoway.icmp.us.max",
+            "delay.twoway.icmp.count",
+        ],
+        Kind::Detail => &["time", "delay.twoway.icmp.us"],
+    };
+    for r in results {
+        cap.add_result_column(r, regs)?;
+    }
+    Ok(cap)
+}
+
+impl PingService {
+    /// The `ping-average-*` (aggregate) or `ping-detail-*` (per reply) capability from
+    /// `source`, one of this host's addresses.
+    fn new(kind: Kind, source: IpAddr, regs: &Registries) -> Result<Self, ModelError> {
+        let v = if source.is_ipv4() { "ip4" } else { "ip6" };
+        let label = match kind {
+            Kind::Average => format!("ping-average-{v}"),
+            Kind::Detail => format!("ping-detail-{v}"),
+        };
+        Ok(PingService {
+            cap: capability(&label, kind, source, regs)?,
+            kind,
+            source,
+        })
+    }
+
+    /// Pings `dst` every `interval` until `end` (or the interrupt).
+    fn measure(
+        &self,
+        dst: IpAddr,
+        interval: Duration,
+        end: Option<Timestamp>,
+        ctx: &JobContext,
+    ) -> Result<Samples, String> {
+        let mut pinger = Pinger::new(self.source, dst).map_err(|e| e.to_string())?;
+        let start = std::time::Instant::now();
+        let mut samples = Samples::default();
+        for seq in 0u64.. {
+            if ctx.interrupt.is_set() || end.is_some_and(|e| now() >= e) {
+                break;
+            }
+            let sent_at = std::time::SystemTime::now();
+            samples.sent += 1;
+            // the reply counts until the next request is due (or the scope ends)
+            let due = start + interval * (seq as u32 + 1);
+            let wait = due.saturating_duration_since(std::time::Instant::now());
+            let wait = match end {
+                Some(e) => wait.min(Duration::from_micros(
+                    (e.as_micros() - now().as_micros()).max(1) as u64,
+                )),
+                None => wait,
+            };
+            match pinger.ping(seq as u16, wait) {
+                Ok(Some(rtt)) => samples
+                    .replies
+                    .push((sent_at, u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX))),
+                Ok(None) => {}
+                // e.g. no route: the request was not sent, the next may be
+                Err(e) if samples.sent == 1 => return Err(e.to_string()),
+                Err(_) => {}
+            }
+            // the rest of the interval, watching for the interrupt
+            while std::time::Instant::now() < due && !ctx.interrupt.is_set() {
+                let left = due.saturating_duration_since(std::time::Instant::now());
+                std::thread::sleep(left.min(Duration::from_millis(50)));
+            }
+        }
+        Ok(samples)
+    }
+}
+
+impl Service for PingService {
+    fn capability(&self) -> &Statement {
+        &self.cap
+    }
+
+    fn run(&self, spec: &Statement, ctx: JobContext) -> Outcome {
+        let v = if self.source.is_ipv4() { "ip4" } else { "ip6" };
+        let dst = match spec.parameter_value(&format!("destination.{v}")) {
+            Some(Value::Address(a)) => a,
+            other => {
+                return Err(format!(
+                    "destination.{v}: expected an {v} address, got {}",
+                    other.map_or("nothing".into(), |v| v.to_string())
+                ));
+            }
+        };
+        if dst.is_ipv4() != self.source.is_ipv4() {
+            return Err(format!("destination.{v}: {dst} is not an {v} address"));
+        }
+        let when = spec.when();
+        let interval = when
+            .period
+            .map_or(MIN_INTERVAL, |p| {
+                Duration::from_micros(p.as_micros().max(0) as u64)
+            })
+            .max(MIN_INTERVAL);
+        let start = now();
+        let end = ctx.end.or_else(|| {
+            when.duration_micros(start)
+                .filter(|&d| d > 0)
+                .map(|d| start.add_micros(d))
+        });
+        let samples = self.measure(dst, interval, end, &ctx)?;
+        let mut res = spec.result_for();
+        res.set_when(When::range(TimeValue::At(start), TimeValue::At(now())));
+        let err = |e: ModelError| e.to_string();
+        match self.kind {
+            Kind::Average => {
+                let s = samples.summary();
+                res.push_row(&[
+                    s.map(|s| Value::Natural(s.0)),
+                    s.map(|s| Value::Natural(s.1)),
+                    s.map(|s| Value::Natural(s.2)),
+                    Some(Value::Natural(samples.replies.len() as u64)),
+                ])
+                .map_err(err)?;
+            }
+            Kind::Detail => {
+                for (at, rtt) in &samples.replies {
+                    let us = at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros() as i64);
+                    res.push_row(&[
+                        Some(Value::Time(TimeValue::At(Timestamp::from_micros(us)))),
+                        Some(Value::Natural(*rtt)),
+                    ])
+                    .map_err(err)?;
+                }
+            }
+        }
+        Ok(res)
+    }
+}
+
+/// The services of `[module_*]` with `module = ping` (or `mplane.components.ping`):
+/// keyword arguments `ip4addr` and `ip6addr`, as for the reference's component, each giving
+/// the average and detail capabilities of its IP version (at least one is needed).
+pub fn from_kwargs(
+    module: &ModuleConfig,
+    regs: &Registries,
+) -> Result<Vec<Arc<dyn Service>>, ServiceError> {
+    let bad = |key: &str, value: &str, reason: String| ServiceError::BadArgument {
+        section: module.section.clone(),
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    let (mut v4, mut v6): (Option<Ipv4Addr>, Option<Ipv6Addr>) = (None, None);
+    for kw in &module.kwargs {
+        let value = kw.value.trim();
+        match kw.key.as_str() {
+            "ip4addr" => {
+                v4 = Some(value.parse().map_err(|_| {
+                    bad(
+                        &kw.key,
+                        value,
+                        "expected an IPv4 address of this host".into(),
+                    )
+                })?)
+            }
+            "ip6addr" => {
+                v6 = Some(value.parse().map_err(|_| {
+                    bad(
+                        &kw.key,
+                        value,
+                        "expected an IPv6 address of this host".into(),
+                    )
+                })?)
+            }
+            _ => {
+                return Err(bad(
+                    &kw.key,
+                    value,
+                    "unexpected keyword argument (known: ip4addr, ip6addr)".into(),
+                ));
+            }
+        }
+    }
+    if v4.is_none() && v6.is_none() {
+        return Err(bad(
+            "ip4addr",
+            "",
+            "missing: give ip4addr, ip6addr or both (the address requests are sent from)".into(),
+        ));
+    }
+    let mut out: Vec<Arc<dyn Service>> = Vec::new();
+    let sources = v4
+        .map(IpAddr::V4)
+        .into_iter()
+        .chain(v6.map(IpAddr::V6))
+        .collect::<Vec<_>>();
+    for source in sources {
+        for kind in [Kind::Average, Kind::Detail] {
+            let s = PingService::new(kind, source, regs).map_err(|e| ServiceError::Model {
+                section: module.section.clone(),
+                source: e,
+            })?;
+            out.push(Arc::new(s));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mplane::scheduler::Interrupt;
+
+    /// Tokens the reference SDK assigned to its ping component's capabilities
+    /// (`control/tests/data/golden/capability-ping-*.json`).
+    #[test]
+    fn capabilities_equal_the_reference_ones() {
+        let regs = Registries::default();
+        let v4: IpAddr = "10.0.27.2".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        for (kind, source, golden) in [
+            (Kind::Average, v4, "capability-ping-average-ip4.json"),
+            (Kind::Detail, v4, "capability-ping-detail-ip4.json"),
+            (Kind::Average, v6, "capability-ping-average-ip6.json"),
+            (Kind::Detail, v6, "capability-ping-detail-ip6.json"),
+        ] {
+            let ours = PingService::new(kind, source, &regs).unwrap();
+            let path = format!(
+                "{}/../control/tests/data/golden/{golden}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let text = std::fs::read_to_string(&path).unwrap();
+            let theirs = mplane::model::parse(&text, &regs).unwrap();
+            let mplane::model::Message::Statement(theirs) = theirs else {
+                panic!("{golden}: not a statement")
+            };
+            assert_eq!(ours.cap.label, theirs.label, "{golden}");
+            assert_eq!(
+                {
+                    let mut c = ours.cap.clone();
+                    c.token = None;
+                    c.default_token()
+                },
+                theirs.token.clone().unwrap(),
+                "{golden}: token"
+            );
+            assert_eq!(ours.cap.schema_hash(), theirs.schema_hash(), "{golden}");
+        }
+    }
+
+    #[test]
+    fn module_arguments() {
+        let regs = Registries::default();
+        let m = |kw: &[(&str, &str)]| ModuleConfig {
+            section: "module_ping".into(),
+            module: "ping".into(),
+            kwargs: kw
+                .iter()
+                .map(|(k, v)| mplane::config::Setting {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                    line: 1,
+                })
+                .collect(),
+        };
+        let labels = |s: Vec<Arc<dyn Service>>| {
+            s.iter()
+                .map(|s| s.capability().label.clone().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            labels(
+                from_kwargs(&m(&[("ip4addr", "127.0.0.1"), ("ip6addr", "::1")]), &regs).unwrap()
+            ),
+            [
+                "ping-average-ip4",
+                "ping-detail-ip4",
+                "ping-average-ip6",
+                "ping-detail-ip6"
+            ]
+        );
+        for (kw, says) in [
+            (vec![], "missing"),
+            (vec![("ip4addr", "::1")], "IPv4"),
+            (vec![("ip4addr", "127.0.0.1"), ("count", "3")], "unexpected"),
+        ] {
+            let e = from_kwargs(&m(&kw), &regs).err().unwrap().to_string();
+            assert!(e.contains(says), "{kw:?}: {e}");
+        }
+    }
+
+    /// A three-second scope pings loopback three times, a second apart (needs an ICMP socket;
+    /// skipped without one).
+    #[test]
+    fn three_seconds_of_loopback() {
+        let regs = Registries::default();
+        let src: IpAddr = "127.0.0.1".parse().unwrap();
+        if let Err(crate::active::ping::PingError::Socket(e)) = Pinger::new(src, src) {
+            eprintln!("skipping: no ICMP socket here: {e}");
+            return;
+        }
+        for kind in [Kind::Average, Kind::Detail] {
+            let s = PingService::new(kind, src, &regs).unwrap();
+            let mut spec = s.cap.specification_for();
+            spec.set_parameter_value("destination.ip4", &Value::Address(src))
+                .unwrap();
+            spec.set_when(When::parse("now + 3s / 1s").unwrap());
+            let t = std::time::Instant::now();
+            let ctx = JobContext {
+                interrupt: Interrupt::new(),
+                end: None,
+            };
+            let res = s.run(&spec, ctx).unwrap();
+            let took = t.elapsed();
+            assert!(
+                (Duration::from_millis(2900)..Duration::from_millis(4500)).contains(&took),
+                "{took:?}"
+            );
+            let text = mplane::model::Message::Statement(res.clone()).unparse();
+            match kind {
+                Kind::Average => {
+                    assert_eq!(res.rows().len(), 1, "{text}");
+                    let row = res.rows().row(0);
+                    assert_eq!(row.cell(3).as_str(), Some("3"), "{text}");
+                    let n = |i: usize| row.cell(i).as_str().unwrap().parse::<u64>().unwrap();
+                    assert!(n(0) <= n(1) && n(1) <= n(2) && n(2) < 1_000_000, "{text}");
+                }
+                Kind::Detail => {
+                    assert_eq!(res.rows().len(), 3, "{text}");
+                }
+            }
+        }
+    }
+}
