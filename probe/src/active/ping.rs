@@ -123,6 +123,11 @@ impl Pinger {
         self.dst
     }
 
+    /// `true` for an unprivileged ICMP socket, `false` for a raw one.
+    pub fn unprivileged(&self) -> bool {
+        !self.raw
+    }
+
     /// Sends echo request `seq` and waits up to `timeout` for its reply: the round-trip time,
     /// or `None` if no matching reply came in time.
     pub fn ping(&mut self, seq: u16, timeout: Duration) -> Result<Option<Duration>, PingError> {
@@ -270,6 +275,78 @@ mod tests {
             Err(PingError::Socket(e)) => eprintln!("skipping: no ICMP socket here: {e}"),
             Err(e @ PingError::Bind { .. }) => assert!(e.to_string().contains("192.0.2.77"), "{e}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Both kinds of socket: here (a raw one when run as root, whose group
+    /// `net.ipv4.ping_group_range` leaves out by default) and, in a network namespace this
+    /// test creates with the range opened to every group, an unprivileged one (the child
+    /// test below, run there by `ip netns exec`). Needs root for the namespace.
+    #[test]
+    fn unprivileged_sockets_in_a_namespace() {
+        let run = |args: &[&str]| {
+            std::process::Command::new(args[0])
+                .args(&args[1..])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let ns = format!("mpping{}", std::process::id());
+        if !run(&["ip", "netns", "add", &ns]) {
+            eprintln!("skipping: cannot create a network namespace here");
+            return;
+        }
+        struct Del(String);
+        impl Drop for Del {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &self.0])
+                    .status();
+            }
+        }
+        let _del = Del(ns.clone());
+        assert!(run(&["ip", "-n", &ns, "link", "set", "lo", "up"]));
+        assert!(run(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ping_group_range=0 2147483647"
+        ]));
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(exe)
+            .args([
+                "--exact",
+                "active::ping::tests::unprivileged_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "child: {text}"
+        );
+    }
+
+    /// Run by [`unprivileged_sockets_in_a_namespace`] inside its namespace.
+    #[test]
+    #[ignore = "child process of unprivileged_sockets_in_a_namespace"]
+    fn unprivileged_child() {
+        for dst in ["127.0.0.1", "::1"] {
+            let ip: IpAddr = dst.parse().unwrap();
+            let mut p = Pinger::new(ip, ip).unwrap();
+            assert!(p.unprivileged(), "{dst}: a raw socket was opened");
+            for seq in 0..3 {
+                let rtt = p.ping(seq, Duration::from_secs(1)).unwrap();
+                assert!(rtt.is_some(), "{dst}: no reply to {seq}");
+            }
         }
     }
 
