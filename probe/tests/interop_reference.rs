@@ -25,33 +25,7 @@ use pki::Pki;
 /// redemption), an identity without a role (no permission), a specification
 /// with a result column no capability has (no service), repeat (envelope).
 const DRIVER: &str = r#"
-import configparser, html.parser, json, sys, time
-import urllib3
-import mplane.model, mplane.tls, mplane.client
-urllib3.disable_warnings()
-args = json.load(sys.stdin)
-mplane.model.initialize_registry()
-cfg = configparser.ConfigParser()
-cfg.optionxform = str
-pki = args["pki"]
-cfg["TLS"] = {"ca-chain": pki + "/ca.crt", "cert": pki + "/client.crt", "key": pki + "/client.key"}
-cfg["client"] = {"workflow": "client-initiated"}
-tls = mplane.tls.TlsState(cfg)
-client = mplane.client.HttpInitiatorClient(cfg, tls)
-base = args["url"]
-client.set_default_url(base + "/")
-u = urllib3.util.parse_url(base)
-res = tls.pool_for(u.scheme, u.host, u.port).request("GET", "/capability")
-class Links(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.links = []
-    def handle_starttag(self, tag, attrs):
-        self.links += [v for k, v in attrs if tag == "a" and k == "href"]
-p = Links()
-p.feed(res.data.decode("utf-8"))
-for href in p.links:
-    client.retrieve_capabilities(base + href)
+discover()
 out = {"caps": sorted(client.capability_labels())}
 
 def first(spec):
@@ -137,7 +111,7 @@ fn reference_client_against_mpcom() {
     let (_mpcom, _) = Mpcom::start(&path, Stdio::null());
 
     let input = serde_json::json!({"pki": pki.dir(), "url": format!("https://127.0.0.1:{port}")});
-    let out = peer::run_script(DRIVER, &input.to_string());
+    let out = peer::run_client_script(DRIVER, &input.to_string());
     let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(
         out["caps"],

@@ -10,9 +10,7 @@ mod pki;
 #[allow(clippy::incompatible_msrv)]
 mod peer;
 
-use mplane::client::{Client, Url};
 use mplane::model::{self, Message};
-use mplane::tls::Connector;
 use mplane::value::Value;
 use pki::Pki;
 
@@ -185,36 +183,11 @@ async fn passive_capabilities_over_mtls() {
 }
 
 const REF_DRIVER: &str = r#"
-import configparser, json, sys, time
-import urllib3
-import mplane.model, mplane.tls, mplane.client
-urllib3.disable_warnings()
-args = json.load(sys.stdin)
-mplane.model.preload_registry(args["registry"])
-mplane.model.initialize_registry()
-cfg = configparser.ConfigParser()
-cfg.optionxform = str
-pki = args["pki"]
-cfg["TLS"] = {"ca-chain": pki + "/ca.crt", "cert": pki + "/client.crt", "key": pki + "/client.key"}
-cfg["client"] = {"workflow": "client-initiated"}
-tls = mplane.tls.TlsState(cfg)
-client = mplane.client.HttpInitiatorClient(cfg, tls)
-base = args["url"]
-client.set_default_url(base + "/")
-for tok in args["tokens"]:
-    client.retrieve_capabilities(base + "/capability/" + tok)
+discover()
 out = {"caps": sorted(client.capability_labels())}
-def run(label, params):
-    spec = client.invoke_capability(label, "now + 3s", params)
-    rep = mplane.client.BaseClient.result_for(client, spec.get_token())
-    deadline = time.time() + 20
-    while isinstance(rep, mplane.model.Receipt) and time.time() < deadline:
-        time.sleep(0.3)
-        rep = client.result_for(spec.get_token())
-    return mplane.model.unparse_json(rep)
-out["flows"] = run("flows-ip4", {"observer.interface": "tap0", "flow.filter": "tcp"})
-out["summary"] = run("interface-summary", {"observer.interface": "tap0"})
-out["tstat"] = run("tstat-log_tcp_complete-core", {"System_ID": "probe-test"})
+out["flows"] = run("flows-ip4", "now + 3s", {"observer.interface": "tap0", "flow.filter": "tcp"})
+out["summary"] = run("interface-summary", "now + 3s", {"observer.interface": "tap0"})
+out["tstat"] = run("tstat-log_tcp_complete-core", "now + 3s", {"System_ID": "probe-test"})
 print(json.dumps(out))
 "#;
 
@@ -226,23 +199,12 @@ fn reference_client_parses_passive_results() {
     capture(&pcap);
     // the reference client runs one job after the other: the file repeats for each
     let (_mpcom, port) = start(&pki, &pcap, &dir.path().join("export"), true);
-    // the capability tokens, as our client sees them
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let caps = rt.block_on(async {
-        let client = Client::new(Some(Connector::new(&pki.files("client")).unwrap()), regs());
-        let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
-        client
-            .capabilities(&base.with_path("/capability"))
-            .await
-            .unwrap()
-    });
-    let tokens: Vec<String> = caps.iter().filter_map(|c| c.token.clone()).collect();
     let registry = concat!(env!("CARGO_MANIFEST_DIR"), "/registry/probe.json");
     let input = serde_json::json!({
         "pki": pki.dir(), "url": format!("https://127.0.0.1:{port}"),
-        "registry": registry, "tokens": tokens,
+        "registry": registry,
     });
-    let out = peer::run_script(REF_DRIVER, &input.to_string());
+    let out = peer::run_client_script(REF_DRIVER, &input.to_string());
     let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(out["caps"].as_array().unwrap().len(), 9, "{}", out["caps"]);
     let regs = regs();

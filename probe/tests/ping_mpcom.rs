@@ -13,13 +13,14 @@ mod peer;
 #[path = "support/mpcom_process.rs"]
 mod mpcom_process;
 
-use std::process::Stdio;
-use std::sync::Arc;
+#[path = "support/component.rs"]
+mod component;
 
+use std::process::Stdio;
+
+use component::{connect, result, spec_for};
 use mpcom_process::{Mpcom, free_port};
-use mplane::client::{Client, Url};
 use mplane::model::{self, Message, Statement, WhenText};
-use mplane::tls::Connector;
 use mplane::value::Value;
 use pki::Pki;
 
@@ -70,13 +71,7 @@ async fn our_client_pings_loopback_through_mpcom() {
     }
     let pki = Pki::new();
     let (_mpcom, port) = start(&pki);
-    let regs = Arc::new(mplane_probe::registry::registries().unwrap());
-    let client = Client::new(Some(Connector::new(&pki.files("client")).unwrap()), regs);
-    let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
-    let caps = client
-        .capabilities(&base.with_path("/capability"))
-        .await
-        .unwrap();
+    let (client, base, caps) = connect(&pki, port, "client").await;
     let mut labels: Vec<_> = caps.iter().filter_map(|c| c.label.clone()).collect();
     labels.sort();
     assert_eq!(
@@ -92,25 +87,14 @@ async fn our_client_pings_loopback_through_mpcom() {
         ("ping-average-ip4", "destination.ip4", "127.0.0.1"),
         ("ping-average-ip6", "destination.ip6", "::1"),
     ] {
-        let cap = caps
-            .iter()
-            .find(|c| c.label.as_deref() == Some(label))
-            .unwrap();
-        let mut spec = cap.specification_for();
-        spec.set_parameter_value(param, &Value::Address(dst.parse().unwrap()))
-            .unwrap();
+        let mut spec = spec_for(
+            &caps,
+            label,
+            &[(param, Value::Address(dst.parse().unwrap()))],
+        );
         spec.when = Some(WhenText::parse("now + 3s / 1s").unwrap());
         spec.token = Some(spec.client_token(mplane::component::now()));
-        let mut rep = client.specify(&base, &spec).await.unwrap();
-        for _ in 0..100 {
-            match &rep {
-                Message::Statement(s) if s.kind.key() == "receipt" => {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    rep = client.redeem(&base, s).await.unwrap();
-                }
-                _ => break,
-            }
-        }
+        let rep = result(&client, &base, &spec).await;
         let Message::Statement(r) = &rep else {
             panic!("{label}: {}", rep.unparse())
         };
@@ -125,37 +109,13 @@ async fn our_client_pings_loopback_through_mpcom() {
     }
 }
 
-/// The reference client retrieves the capabilities (by token), invokes two of them for loopback and
+/// The reference client discovers the capabilities, invokes two of them for loopback and
 /// reads the results back.
 const REF_DRIVER: &str = r#"
-import configparser, json, sys, time
-import urllib3
-import mplane.model, mplane.tls, mplane.client
-urllib3.disable_warnings()
-args = json.load(sys.stdin)
-mplane.model.initialize_registry()
-cfg = configparser.ConfigParser()
-cfg.optionxform = str
-pki = args["pki"]
-cfg["TLS"] = {"ca-chain": pki + "/ca.crt", "cert": pki + "/client.crt", "key": pki + "/client.key"}
-cfg["client"] = {"workflow": "client-initiated"}
-tls = mplane.tls.TlsState(cfg)
-client = mplane.client.HttpInitiatorClient(cfg, tls)
-base = args["url"]
-client.set_default_url(base + "/")
-for tok in args["tokens"]:
-    client.retrieve_capabilities(base + "/capability/" + tok)
+discover()
 out = {"caps": sorted(client.capability_labels())}
-def run(label, params):
-    spec = client.invoke_capability(label, "now + 3s / 1s", params)
-    rep = mplane.client.BaseClient.result_for(client, spec.get_token())
-    deadline = time.time() + 20
-    while isinstance(rep, mplane.model.Receipt) and time.time() < deadline:
-        time.sleep(0.3)
-        rep = client.result_for(spec.get_token())
-    return mplane.model.unparse_json(rep)
-out["detail6"] = run("ping-detail-ip6", {"destination.ip6": "::1"})
-out["average4"] = run("ping-average-ip4", {"destination.ip4": "127.0.0.1"})
+out["detail6"] = run("ping-detail-ip6", "now + 3s / 1s", {"destination.ip6": "::1"})
+out["average4"] = run("ping-average-ip4", "now + 3s / 1s", {"destination.ip4": "127.0.0.1"})
 print(json.dumps(out))
 "#;
 
@@ -166,23 +126,10 @@ fn reference_client_pings_loopback_through_mpcom() {
     }
     let pki = Pki::new();
     let (_mpcom, port) = start(&pki);
-    // the capability tokens, as our client sees them (the reference's crawler of the
-    // capability index does not run on Python 3.11, DIGEST Q11)
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let tokens: Vec<String> = rt.block_on(async {
-        let regs = Arc::new(mplane_probe::registry::registries().unwrap());
-        let client = Client::new(Some(Connector::new(&pki.files("client")).unwrap()), regs);
-        let base = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
-        let caps = client
-            .capabilities(&base.with_path("/capability"))
-            .await
-            .unwrap();
-        caps.iter().filter_map(|c| c.token.clone()).collect()
-    });
     let input = serde_json::json!({
-        "pki": pki.dir(), "url": format!("https://127.0.0.1:{port}"), "tokens": tokens,
+        "pki": pki.dir(), "url": format!("https://127.0.0.1:{port}"),
     });
-    let out = peer::run_script(REF_DRIVER, &input.to_string());
+    let out = peer::run_client_script(REF_DRIVER, &input.to_string());
     let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(out["caps"].as_array().unwrap().len(), 4, "{}", out["caps"]);
     let regs = mplane::registry::Registries::default();

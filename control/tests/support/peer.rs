@@ -78,6 +78,61 @@ fn run(cmd: &mut Command, what: &str) {
     );
 }
 
+/// The start of a script that drives the reference *client*: reads its input (JSON on stdin:
+/// `pki`, the directory of the test PKI, whose `client.crt`/`client.key` it presents; `url`,
+/// the component's base URL; optionally `registry`, a registry file to preload), and defines
+/// `client` (an `HttpInitiatorClient`), `tls`, `base`, `discover()` (retrieves every
+/// capability the `/capability` index links to: the SDK's own crawler fails on Python 3.11)
+/// and `run(label, when, params)` (invokes a capability and returns its result as JSON once
+/// the receipts are redeemed). Run with [`run_client_script`].
+pub const CLIENT_PREAMBLE: &str = r#"
+import configparser, html.parser, json, sys, time
+import urllib3
+import mplane.model, mplane.tls, mplane.client
+urllib3.disable_warnings()
+args = json.load(sys.stdin)
+if args.get("registry"):
+    mplane.model.preload_registry(args["registry"])
+mplane.model.initialize_registry()
+cfg = configparser.ConfigParser()
+cfg.optionxform = str
+pki = args["pki"]
+cfg["TLS"] = {"ca-chain": pki + "/ca.crt", "cert": pki + "/client.crt", "key": pki + "/client.key"}
+cfg["client"] = {"workflow": "client-initiated"}
+tls = mplane.tls.TlsState(cfg)
+client = mplane.client.HttpInitiatorClient(cfg, tls)
+base = args["url"]
+client.set_default_url(base + "/")
+
+def discover():
+    u = urllib3.util.parse_url(base)
+    res = tls.pool_for(u.scheme, u.host, u.port).request("GET", "/capability")
+    class Links(html.parser.HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.links = []
+        def handle_starttag(self, tag, attrs):
+            self.links += [v for k, v in attrs if tag == "a" and k == "href"]
+    p = Links()
+    p.feed(res.data.decode("utf-8"))
+    for href in p.links:
+        client.retrieve_capabilities(base + href)
+
+def run(label, when, params, wait=20.0):
+    spec = client.invoke_capability(label, when, params)
+    rep = mplane.client.BaseClient.result_for(client, spec.get_token())
+    deadline = time.time() + wait
+    while isinstance(rep, mplane.model.Receipt) and time.time() < deadline:
+        time.sleep(0.3)
+        rep = client.result_for(spec.get_token())
+    return mplane.model.unparse_json(rep)
+"#;
+
+/// Runs [`CLIENT_PREAMBLE`] followed by `body` (see [`run_script`]).
+pub fn run_client_script(body: &str, input: &str) -> String {
+    run_script(&format!("{CLIENT_PREAMBLE}\n{body}"), input)
+}
+
 /// Runs `script` with the peer's python, `PYTHONHASHSEED=0`, feeding `input`
 /// on stdin; returns stdout. Panics with stderr on failure.
 pub fn run_script(script: &str, input: &str) -> String {
