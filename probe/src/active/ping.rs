@@ -103,11 +103,12 @@ impl Pinger {
                 addr: destination,
                 source: e,
             })?;
-        let seed = Instant::now().elapsed().as_nanos() as u64
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()).rotate_left(32);
+        // distinct per pinger: the clock's nanoseconds, the process and the socket
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32)
+            ^ (std::os::fd::AsRawFd::as_raw_fd(&sock) as u64).rotate_left(48);
         Ok(Pinger {
             sock,
             dst: destination,
