@@ -109,13 +109,16 @@ async fn our_client_pings_loopback_through_mpcom() {
     }
 }
 
-/// The reference client discovers the capabilities, invokes two of them for loopback and
-/// reads the results back.
+/// The reference client discovers the capabilities, invokes two of them for loopback (one
+/// also with a repeated scope) and reads the results back.
 const REF_DRIVER: &str = r#"
 discover()
 out = {"caps": sorted(client.capability_labels())}
 out["detail6"] = run("ping-detail-ip6", "now + 3s / 1s", {"destination.ip6": "::1"})
 out["average4"] = run("ping-average-ip4", "now + 3s / 1s", {"destination.ip4": "127.0.0.1"})
+# redeemed once both repetitions are over (earlier, the envelope holds those so far)
+out["repeat4"] = run("ping-average-ip4", "repeat now + 4s / 2s { now + 2s / 1s }",
+                     {"destination.ip4": "127.0.0.1"}, settle=5.0)
 print(json.dumps(out))
 "#;
 
@@ -143,4 +146,17 @@ fn reference_client_pings_loopback_through_mpcom() {
     let (count, min, mean, max) = count_and_range(&average);
     assert_eq!(count, 3, "{}", out["average4"]);
     assert!(min <= mean && mean <= max, "{}", out["average4"]);
+    // a repeated specification: an envelope with a result per repetition, each of its
+    // two-second inner scope
+    let Ok(Message::Envelope(env)) = model::parse(out["repeat4"].as_str().unwrap(), &regs) else {
+        panic!("{}", out["repeat4"])
+    };
+    assert_eq!(env.contents.len(), 2, "{}", out["repeat4"]);
+    for m in &env.contents {
+        let Message::Statement(r) = m else {
+            panic!("{}", out["repeat4"])
+        };
+        assert_eq!(r.kind.key(), "result", "{}", out["repeat4"]);
+        assert_eq!(count_and_range(r).0, 2, "{}", out["repeat4"]);
+    }
 }

@@ -83,8 +83,9 @@ fn run(cmd: &mut Command, what: &str) {
 /// the component's base URL; optionally `registry`, a registry file to preload), and defines
 /// `client` (an `HttpInitiatorClient`), `tls`, `base`, `discover()` (retrieves every
 /// capability the `/capability` index links to: the SDK's own crawler fails on Python 3.11)
-/// and `run(label, when, params)` (invokes a capability and returns its result as JSON once
-/// the receipts are redeemed). Run with [`run_client_script`].
+/// and `run(label, when, params, wait=20.0, settle=0.0)` (invokes a capability, waits
+/// `settle` seconds, and returns its result as JSON once the receipts are redeemed, giving up
+/// after `wait` seconds). Run with [`run_client_script`].
 pub const CLIENT_PREAMBLE: &str = r#"
 import configparser, html.parser, json, sys, time
 import urllib3
@@ -118,8 +119,9 @@ def discover():
     for href in p.links:
         client.retrieve_capabilities(base + href)
 
-def run(label, when, params, wait=20.0):
+def run(label, when, params, wait=20.0, settle=0.0):
     spec = client.invoke_capability(label, when, params)
+    time.sleep(settle)
     rep = mplane.client.BaseClient.result_for(client, spec.get_token())
     deadline = time.time() + wait
     while isinstance(rep, mplane.model.Receipt) and time.time() < deadline:
