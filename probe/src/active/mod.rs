@@ -1,3 +1,50 @@
 //! Active measurements: probes this host sends, and what comes back.
 
+pub mod connect;
 pub mod ping;
+
+use std::time::SystemTime;
+
+/// The attempts of a series of probes: when each was sent and, if it was answered, its
+/// round-trip time in microseconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Samples {
+    /// `(when the probe was sent, round-trip time in µs if answered)`, in sending order.
+    pub attempts: Vec<(SystemTime, Option<u64>)>,
+}
+
+impl Samples {
+    /// The answered probes: `(when sent, round-trip time in µs)`.
+    pub fn answered(&self) -> impl Iterator<Item = (SystemTime, u64)> + '_ {
+        self.attempts.iter().filter_map(|&(t, r)| r.map(|r| (t, r)))
+    }
+
+    /// Least, mean (rounded to the nearest µs) and greatest round-trip time; `None` without
+    /// an answer.
+    pub fn summary(&self) -> Option<(u64, u64, u64)> {
+        let (mut min, mut max, mut sum, mut n) = (u64::MAX, 0u64, 0u64, 0u64);
+        for (_, r) in self.answered() {
+            min = min.min(r);
+            max = max.max(r);
+            sum = sum.saturating_add(r);
+            n += 1;
+        }
+        (n > 0).then(|| (min, (sum + n / 2) / n, max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_of_samples() {
+        let t = std::time::UNIX_EPOCH;
+        let s = Samples {
+            attempts: vec![(t, Some(10)), (t, None), (t, Some(30)), (t, Some(21))],
+        };
+        assert_eq!(s.summary(), Some((10, 20, 30)));
+        assert_eq!(s.answered().count(), 3);
+        assert_eq!(Samples::default().summary(), None);
+    }
+}

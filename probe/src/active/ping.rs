@@ -213,28 +213,6 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// Round-trip times of a series of pings, in microseconds, and their summary.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Samples {
-    /// `(when the request was sent, round-trip time in µs)` for each reply.
-    pub replies: Vec<(std::time::SystemTime, u64)>,
-    /// Requests sent.
-    pub sent: u64,
-}
-
-impl Samples {
-    /// Least, mean (rounded to the nearest µs) and greatest round-trip time; `None` without a
-    /// reply.
-    pub fn summary(&self) -> Option<(u64, u64, u64)> {
-        let rtts = self.replies.iter().map(|r| r.1);
-        let min = rtts.clone().min()?;
-        let max = rtts.clone().max()?;
-        let n = self.replies.len() as u64;
-        let mean = (rtts.sum::<u64>() + n / 2) / n;
-        Some((min, mean, max))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,17 +227,6 @@ mod tests {
         m[2..4].copy_from_slice(&checksum(&msg).to_be_bytes());
         assert_eq!(checksum(&m), 0);
         assert_eq!(checksum(&[0xff]), !0xff00);
-    }
-
-    #[test]
-    fn summary_of_samples() {
-        let t = std::time::UNIX_EPOCH;
-        let s = Samples {
-            replies: vec![(t, 10), (t, 30), (t, 21)],
-            sent: 4,
-        };
-        assert_eq!(s.summary(), Some((10, 20, 30)));
-        assert_eq!(Samples::default().summary(), None);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!   test services of the reference interop suite.
 //! * `passive` — [`passive`], flow records, tstat-compatible TCP logs and interface
 //!   statistics from one capture source.
-//! * `ping` (also the reference's `mplane.components.ping`) — [`ping`], ICMP echo as the
-//!   reference ping component's four capabilities.
+//! * `ping` (also the reference's `mplane.components.ping`) and `tcpconnect` — [`active`],
+//!   ICMP echo as the reference ping component's four capabilities, and TCP connection
+//!   set-up time.
 
 use std::sync::Arc;
 
@@ -17,9 +18,9 @@ use mplane::model::ModelError;
 use mplane::registry::Registries;
 use mplane::scheduler::Service;
 
+pub mod active;
 pub mod interop;
 pub mod passive;
-pub mod ping;
 
 /// Errors building services from a `[module_*]` section.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +28,7 @@ pub mod ping;
 pub enum ServiceError {
     /// The `module` names no known service set.
     #[error(
-        "[{section}] module = {module}: unknown service module (known: interop_services, passive, ping)"
+        "[{section}] module = {module}: unknown service module (known: interop_services, passive, ping, tcpconnect)"
     )]
     UnknownModule {
         /// Section.
@@ -87,7 +88,11 @@ pub fn from_module(
         }),
         // the reference SDK's configuration names its component's Python module
         "ping" | "mplane.components.ping" => Ok(Module {
-            services: ping::from_kwargs(module, registries)?,
+            services: active::from_kwargs(module, active::Method::Ping, registries)?,
+            metrics: None,
+        }),
+        "tcpconnect" => Ok(Module {
+            services: active::from_kwargs(module, active::Method::Connect, registries)?,
             metrics: None,
         }),
         "passive" => {

@@ -1,7 +1,8 @@
-//! Ping end to end: `mpcom` runs the reference SDK's ping configuration section unchanged
-//! (`module = mplane.components.ping`, `ip4addr`, `ip6addr`) over mutual TLS; our client and
-//! the reference client (`mplane-sdk` from PyPI) each send specifications for loopback and get
-//! one measurement per second of scope. Needs `openssl`, an ICMP socket (root or
+//! Active measurements end to end: `mpcom` runs the reference SDK's ping configuration
+//! section unchanged (`module = mplane.components.ping`, `ip4addr`, `ip6addr`) and a
+//! `tcpconnect` section over mutual TLS; our client and the reference client (`mplane-sdk`
+//! from PyPI) each send specifications for loopback and get one measurement per second of
+//! scope. Needs `openssl`, an ICMP socket (root or
 //! `CAP_NET_RAW`, or `net.ipv4.ping_group_range`) and PyPI.
 
 #[path = "../../control/tests/common/pki.rs"]
@@ -24,15 +25,16 @@ use mplane::model::{self, Message, Statement, WhenText};
 use mplane::value::Value;
 use pki::Pki;
 
-/// `mpcom` with the reference's ping section; its port.
+/// `mpcom` with the reference's ping section and a TCP connect section; its port.
 fn start(pki: &Pki) -> (Mpcom, u16) {
     let d = pki.dir().display();
     let port = free_port();
     let conf = format!(
         "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
          [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
-         [Authorizations]\nping = guest\n\n\
+         [Authorizations]\nping = guest\ntcpconnect = guest\n\n\
          [module_ping]\nmodule = mplane.components.ping\nip4addr = 127.0.0.1\nip6addr = ::1\n\n\
+         [module_tcp]\nmodule = tcpconnect\nip4addr = 127.0.0.1\n\n\
          [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
          listen-cap-link = https://127.0.0.1:{port}/\n"
     );
@@ -65,7 +67,7 @@ fn count_and_range(r: &Statement) -> (u64, u64, u64, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn our_client_pings_loopback_through_mpcom() {
+async fn our_client_measures_loopback_through_mpcom() {
     if !icmp_allowed() {
         return;
     }
@@ -80,7 +82,9 @@ async fn our_client_pings_loopback_through_mpcom() {
             "ping-average-ip4",
             "ping-average-ip6",
             "ping-detail-ip4",
-            "ping-detail-ip6"
+            "ping-detail-ip6",
+            "tcpconnect-average-ip4",
+            "tcpconnect-detail-ip4"
         ]
     );
     for (label, param, dst) in [
@@ -107,15 +111,45 @@ async fn our_client_pings_loopback_through_mpcom() {
             rep.unparse()
         );
     }
+    // TCP connection set-up to a listener of this test
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut spec = spec_for(
+        &caps,
+        "tcpconnect-average-ip4",
+        &[
+            (
+                "destination.ip4",
+                Value::Address("127.0.0.1".parse().unwrap()),
+            ),
+            ("destination.port", Value::Natural(u64::from(port))),
+        ],
+    );
+    spec.when = Some(WhenText::parse("now + 3s / 1s").unwrap());
+    spec.token = Some(spec.client_token(mplane::component::now()));
+    let rep = result(&client, &base, &spec).await;
+    let Message::Statement(r) = &rep else {
+        panic!("{}", rep.unparse())
+    };
+    let (count, min, mean, max) = count_and_range(r);
+    assert_eq!(count, 3, "{}", rep.unparse());
+    assert!(
+        min <= mean && mean <= max && max < 1_000_000,
+        "{}",
+        rep.unparse()
+    );
+    drop(listener);
 }
 
-/// The reference client discovers the capabilities, invokes two of them for loopback (one
+/// The reference client discovers the capabilities, invokes three of them for loopback (one
 /// also with a repeated scope) and reads the results back.
 const REF_DRIVER: &str = r#"
 discover()
 out = {"caps": sorted(client.capability_labels())}
 out["detail6"] = run("ping-detail-ip6", "now + 3s / 1s", {"destination.ip6": "::1"})
 out["average4"] = run("ping-average-ip4", "now + 3s / 1s", {"destination.ip4": "127.0.0.1"})
+out["tcp"] = run("tcpconnect-detail-ip4", "now + 2s / 1s",
+                {"destination.ip4": "127.0.0.1", "destination.port": str(args["port"])})
 # redeemed once both repetitions are over (earlier, the envelope holds those so far)
 out["repeat4"] = run("ping-average-ip4", "repeat now + 4s / 2s { now + 2s / 1s }",
                      {"destination.ip4": "127.0.0.1"}, settle=5.0)
@@ -123,19 +157,25 @@ print(json.dumps(out))
 "#;
 
 #[test]
-fn reference_client_pings_loopback_through_mpcom() {
+fn reference_client_measures_loopback_through_mpcom() {
     if !icmp_allowed() {
         return;
     }
     let pki = Pki::new();
     let (_mpcom, port) = start(&pki);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let registry = concat!(env!("CARGO_MANIFEST_DIR"), "/registry/probe.json");
     let input = serde_json::json!({
-        "pki": pki.dir(), "url": format!("https://127.0.0.1:{port}"),
+        "pki": pki.dir(), "url": format!("https://127.0.0.1:{port}"), "registry": registry,
+        "port": listener.local_addr().unwrap().port(),
     });
     let out = peer::run_client_script(REF_DRIVER, &input.to_string());
     let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(out["caps"].as_array().unwrap().len(), 4, "{}", out["caps"]);
-    let regs = mplane::registry::Registries::default();
+    // the reference client knows the ping capabilities (core registry) and the TCP ones
+    // (the probe's registry, preloaded)
+    assert_eq!(out["caps"].as_array().unwrap().len(), 6, "{}", out["caps"]);
+    drop(listener);
+    let regs = mplane_probe::registry::registries().unwrap();
     let parse = |k: &str| match model::parse(out[k].as_str().unwrap(), &regs) {
         Ok(Message::Statement(s)) if s.kind.key() == "result" => s,
         other => panic!("{k}: {other:?}: {}", out[k]),
@@ -146,6 +186,17 @@ fn reference_client_pings_loopback_through_mpcom() {
     let (count, min, mean, max) = count_and_range(&average);
     assert_eq!(count, 3, "{}", out["average4"]);
     assert!(min <= mean && mean <= max, "{}", out["average4"]);
+    // TCP connections, one row per attempt, each established
+    let tcp = parse("tcp");
+    assert_eq!(tcp.rows().len(), 2, "{}", out["tcp"]);
+    for i in 0..2 {
+        assert_eq!(
+            tcp.rows().row(i).cell(2).as_str(),
+            Some("True"),
+            "{}",
+            out["tcp"]
+        );
+    }
     // a repeated specification: an envelope with a result per repetition, each of its
     // two-second inner scope
     let Ok(Message::Envelope(env)) = model::parse(out["repeat4"].as_str().unwrap(), &regs) else {

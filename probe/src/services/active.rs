@@ -1,21 +1,26 @@
-//! ICMP echo as mPlane capabilities (`module = ping`, or the reference SDK's
-//! `mplane.components.ping`): the four capabilities of the reference's ping component, which
-//! deployed probes (mSLAcert, scamper under its own labels) republished unchanged:
+//! Active measurements as mPlane capabilities: ICMP echo (`module = ping`, or the reference
+//! SDK's `mplane.components.ping`) and TCP connection set-up time (`module = tcpconnect`).
+//! Both take `ip4addr` and/or `ip6addr`, the address probes are sent from, and offer an
+//! aggregate and a per-probe capability for each IP version:
 //!
 //! | label | parameters | results |
 //! |---|---|---|
 //! | `ping-average-ip4`, `-ip6` | `source.ip4`/`ip6` = this host's address, `destination.ip4`/`ip6` | `delay.twoway.icmp.us.min`, `.mean`, `.max`, `delay.twoway.icmp.count` |
 //! | `ping-detail-ip4`, `-ip6` | the same | `time`, `delay.twoway.icmp.us`: one row per reply |
+//! | `tcpconnect-average-ip4`, `-ip6` | the same and `destination.port` | `rtt.us.min`, `.mean`, `.max`, `rtt.count` |
+//! | `tcpconnect-detail-ip4`, `-ip6` | the same | `time`, `rtt.us`, `connectivity.ip`: one row per attempt |
 //!
-//! All take `when = now ... future / 1s`: a specification's scope is how long to ping
-//! (`now + 10s / 1s`: ten requests; open-ended until interrupted) and its period the interval
-//! between requests (at least the capability's second). A request's reply counts only within
-//! that interval. `delay.twoway.icmp.count` is the number of replies; with none, the
-//! aggregate row has no min, mean or max. The reference's own component never measured
-//! anything on Linux (it ran `ping -S`, iputils' socket-buffer option); this one sends the
-//! requests itself ([`crate::active::ping`]).
+//! The ping capabilities are the reference ping component's, which deployed probes
+//! (mSLAcert, scamper under its own labels) republished unchanged; the TCP ones use core
+//! elements and four of the probe's registry. All take `when = now ... future / 1s`: a
+//! specification's scope is how long to measure (`now + 10s / 1s`: ten probes; open-ended
+//! until interrupted) and its period the interval between probes (at least the capability's
+//! second). An answer counts only within that interval. The count columns are the number of
+//! answers; with none, the aggregate row has no min, mean or max. The reference's own ping
+//! component never measured anything on Linux (it ran `ping -S`, iputils' socket-buffer
+//! option); these send the probes themselves ([`crate::active`]).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,83 +33,116 @@ use mplane::value::{TimeValue, Timestamp, Value};
 use mplane::when::When;
 
 use super::ServiceError;
-use crate::active::ping::{Pinger, Samples};
+use crate::active::Samples;
+use crate::active::connect::{self, Attempt};
+use crate::active::ping::Pinger;
+use crate::registry::PROBE_REGISTRY_URI;
 
-/// The shortest interval between two requests of one job (the capabilities' period).
+/// The shortest interval between two probes of one job (the capabilities' period).
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What a ping capability returns.
+/// What a capability returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// One row: min, mean, max, count.
     Average,
-    /// One row per reply: time, round-trip time.
+    /// One row per probe (ping: per reply).
     Detail,
 }
 
-/// One ping capability.
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// ICMP echo.
+    Ping,
+    /// TCP connection set-up.
+    Connect,
+}
+
+/// One active capability.
 #[derive(Debug)]
-pub struct PingService {
+pub struct ActiveService {
     cap: Statement,
     kind: Kind,
+    method: Method,
     source: IpAddr,
 }
 
-/// The capability `label` for `source`, exactly as the reference builds it.
+fn version(a: IpAddr) -> &'static str {
+    if a.is_ipv4() { "ip4" } else { "ip6" }
+}
+
+/// The capability of `method` and `kind` from `source`, the ping ones exactly as the
+/// reference builds them.
 fn capability(
-    label: &str,
+    method: Method,
     kind: Kind,
     source: IpAddr,
     regs: &Registries,
 ) -> Result<Statement, ModelError> {
-    let v = if source.is_ipv4() { "ip4" } else { "ip6" };
+    let v = version(source);
+    let (name, results): (&str, &[&str]) = match (method, kind) {
+        (Method::Ping, Kind::Average) => (
+            "ping-average",
+            &[
+                "delay.twoway.icmp.us.min",
+                "delay.twoway.icmp.us.mean",
+                "delay.twoway.icmp.us.max",
+                "delay.twoway.icmp.count",
+            ],
+        ),
+        (Method::Ping, Kind::Detail) => ("ping-detail", &["time", "delay.twoway.icmp.us"]),
+        (Method::Connect, Kind::Average) => (
+            "tcpconnect-average",
+            &["rtt.us.min", "rtt.us.mean", "rtt.us.max", "rtt.count"],
+        ),
+        (Method::Connect, Kind::Detail) => {
+            ("tcpconnect-detail", &["time", "rtt.us", "connectivity.ip"])
+        }
+    };
     let mut cap = Statement::new(StatementKind::Capability, "measure");
-    cap.label = Some(label.into());
+    if method == Method::Connect {
+        cap.registry = Some(PROBE_REGISTRY_URI.into());
+    }
+    cap.label = Some(format!("{name}-{v}"));
     cap.set_when(
         When::parse("now ... future / 1s").map_err(|e| ModelError::Invalid(e.to_string()))?,
     );
     cap.add_parameter(&format!("source.{v}"), &source.to_string(), regs)?;
     cap.add_parameter(&format!("destination.{v}"), "*", regs)?;
-    let results: &[&str] = match kind {
-        Kind::Average => &[
-            "delay.twoway.icmp.us.min",
-            "delay.twoway.icmp.us.mean",
-            "delay.twoway.icmp.us.max",
-            "delay.twoway.icmp.count",
-        ],
-        Kind::Detail => &["time", "delay.twoway.icmp.us"],
-    };
+    if method == Method::Connect {
+        cap.add_parameter("destination.port", "1 ... 65535", regs)?;
+    }
     for r in results {
         cap.add_result_column(r, regs)?;
     }
     Ok(cap)
 }
 
-impl PingService {
-    /// The `ping-average-*` (aggregate) or `ping-detail-*` (per reply) capability from
-    /// `source`, one of this host's addresses.
-    fn new(kind: Kind, source: IpAddr, regs: &Registries) -> Result<Self, ModelError> {
-        let v = if source.is_ipv4() { "ip4" } else { "ip6" };
-        let label = match kind {
-            Kind::Average => format!("ping-average-{v}"),
-            Kind::Detail => format!("ping-detail-{v}"),
-        };
-        Ok(PingService {
-            cap: capability(&label, kind, source, regs)?,
+impl ActiveService {
+    fn new(
+        method: Method,
+        kind: Kind,
+        source: IpAddr,
+        regs: &Registries,
+    ) -> Result<Self, ModelError> {
+        Ok(ActiveService {
+            cap: capability(method, kind, source, regs)?,
             kind,
+            method,
             source,
         })
     }
 
-    /// Pings `dst` every `interval` until `end` (or the interrupt).
-    fn measure(
-        &self,
-        dst: IpAddr,
+    /// Runs `probe(seq, wait)` every `interval` until `end` (or the interrupt); `wait` is how
+    /// long its answer may take (until the next probe is due or the scope ends). An error of
+    /// the first probe ends the job; later ones count as unanswered.
+    fn periodic(
         interval: Duration,
         end: Option<Timestamp>,
         ctx: &JobContext,
+        mut probe: impl FnMut(u64, Duration) -> Result<Option<Duration>, String>,
     ) -> Result<Samples, String> {
-        let mut pinger = Pinger::new(self.source, dst).map_err(|e| e.to_string())?;
         let start = std::time::Instant::now();
         let mut samples = Samples::default();
         for seq in 0u64.. {
@@ -112,8 +150,6 @@ impl PingService {
                 break;
             }
             let sent_at = std::time::SystemTime::now();
-            samples.sent += 1;
-            // the reply counts until the next request is due (or the scope ends)
             let due = start + interval * (seq as u32 + 1);
             let wait = due.saturating_duration_since(std::time::Instant::now());
             let wait = match end {
@@ -122,15 +158,12 @@ impl PingService {
                 )),
                 None => wait,
             };
-            match pinger.ping(seq as u16, wait) {
-                Ok(Some(rtt)) => samples
-                    .replies
-                    .push((sent_at, u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX))),
-                Ok(None) => {}
-                // e.g. no route: the request was not sent, the next may be
-                Err(e) if samples.sent == 1 => return Err(e.to_string()),
-                Err(_) => {}
-            }
+            let rtt = match probe(seq, wait) {
+                Ok(r) => r.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                Err(e) if seq == 0 => return Err(e),
+                Err(_) => None,
+            };
+            samples.attempts.push((sent_at, rtt));
             // the rest of the interval, watching for the interrupt
             while std::time::Instant::now() < due && !ctx.interrupt.is_set() {
                 let left = due.saturating_duration_since(std::time::Instant::now());
@@ -141,15 +174,22 @@ impl PingService {
     }
 }
 
-impl Service for PingService {
+fn time_of(at: std::time::SystemTime) -> Value {
+    let us = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    Value::Time(TimeValue::At(Timestamp::from_micros(us)))
+}
+
+impl Service for ActiveService {
     fn capability(&self) -> &Statement {
         &self.cap
     }
 
     fn run(&self, spec: &Statement, ctx: JobContext) -> Outcome {
-        let v = if self.source.is_ipv4() { "ip4" } else { "ip6" };
+        let v = version(self.source);
         let dst = match spec.parameter_value(&format!("destination.{v}")) {
-            Some(Value::Address(a)) => a,
+            Some(Value::Address(a)) if a.is_ipv4() == self.source.is_ipv4() => a,
             other => {
                 return Err(format!(
                     "destination.{v}: expected an {v} address, got {}",
@@ -157,9 +197,6 @@ impl Service for PingService {
                 ));
             }
         };
-        if dst.is_ipv4() != self.source.is_ipv4() {
-            return Err(format!("destination.{v}: {dst} is not an {v} address"));
-        }
         let when = spec.when();
         let interval = when
             .period
@@ -173,29 +210,60 @@ impl Service for PingService {
                 .filter(|&d| d > 0)
                 .map(|d| start.add_micros(d))
         });
-        let samples = self.measure(dst, interval, end, &ctx)?;
+        let samples = match self.method {
+            Method::Ping => {
+                let mut pinger = Pinger::new(self.source, dst).map_err(|e| e.to_string())?;
+                Self::periodic(interval, end, &ctx, |seq, wait| {
+                    pinger.ping(seq as u16, wait).map_err(|e| e.to_string())
+                })?
+            }
+            Method::Connect => {
+                let port = match spec.parameter_value("destination.port") {
+                    Some(Value::Natural(p)) if (1..=65535).contains(&p) => p as u16,
+                    other => {
+                        return Err(format!(
+                            "destination.port: expected a port number, got {}",
+                            other.map_or("nothing".into(), |v| v.to_string())
+                        ));
+                    }
+                };
+                let to = SocketAddr::new(dst, port);
+                Self::periodic(interval, end, &ctx, |_, wait| {
+                    match connect::attempt(self.source, to, wait) {
+                        Ok(Attempt::Connected(d)) => Ok(Some(d)),
+                        Ok(_) => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    }
+                })?
+            }
+        };
         let mut res = spec.result_for();
         res.set_when(When::range(TimeValue::At(start), TimeValue::At(now())));
         let err = |e: ModelError| e.to_string();
-        match self.kind {
-            Kind::Average => {
+        match (self.kind, self.method) {
+            (Kind::Average, _) => {
                 let s = samples.summary();
                 res.push_row(&[
                     s.map(|s| Value::Natural(s.0)),
                     s.map(|s| Value::Natural(s.1)),
                     s.map(|s| Value::Natural(s.2)),
-                    Some(Value::Natural(samples.replies.len() as u64)),
+                    Some(Value::Natural(samples.answered().count() as u64)),
                 ])
                 .map_err(err)?;
             }
-            Kind::Detail => {
-                for (at, rtt) in &samples.replies {
-                    let us = at
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_micros() as i64);
+            // the reference lists replies only
+            (Kind::Detail, Method::Ping) => {
+                for (at, rtt) in samples.answered() {
+                    res.push_row(&[Some(time_of(at)), Some(Value::Natural(rtt))])
+                        .map_err(err)?;
+                }
+            }
+            (Kind::Detail, Method::Connect) => {
+                for &(at, rtt) in &samples.attempts {
                     res.push_row(&[
-                        Some(Value::Time(TimeValue::At(Timestamp::from_micros(us)))),
-                        Some(Value::Natural(*rtt)),
+                        Some(time_of(at)),
+                        rtt.map(Value::Natural),
+                        Some(Value::Boolean(rtt.is_some())),
                     ])
                     .map_err(err)?;
                 }
@@ -205,11 +273,12 @@ impl Service for PingService {
     }
 }
 
-/// The services of `[module_*]` with `module = ping` (or `mplane.components.ping`):
-/// keyword arguments `ip4addr` and `ip6addr`, as for the reference's component, each giving
-/// the average and detail capabilities of its IP version (at least one is needed).
+/// The services of a `[module_*]` section measuring with `method`: keyword arguments
+/// `ip4addr` and `ip6addr`, as for the reference's ping component, each giving the average
+/// and detail capabilities of its IP version (at least one is needed).
 pub fn from_kwargs(
     module: &ModuleConfig,
+    method: Method,
     regs: &Registries,
 ) -> Result<Vec<Arc<dyn Service>>, ServiceError> {
     let bad = |key: &str, value: &str, reason: String| ServiceError::BadArgument {
@@ -253,7 +322,7 @@ pub fn from_kwargs(
         return Err(bad(
             "ip4addr",
             "",
-            "missing: give ip4addr, ip6addr or both (the address requests are sent from)".into(),
+            "missing: give ip4addr, ip6addr or both (the address probes are sent from)".into(),
         ));
     }
     let mut out: Vec<Arc<dyn Service>> = Vec::new();
@@ -264,9 +333,11 @@ pub fn from_kwargs(
         .collect::<Vec<_>>();
     for source in sources {
         for kind in [Kind::Average, Kind::Detail] {
-            let s = PingService::new(kind, source, regs).map_err(|e| ServiceError::Model {
-                section: module.section.clone(),
-                source: e,
+            let s = ActiveService::new(method, kind, source, regs).map_err(|e| {
+                ServiceError::Model {
+                    section: module.section.clone(),
+                    source: e,
+                }
             })?;
             out.push(Arc::new(s));
         }
@@ -292,7 +363,7 @@ mod tests {
             (Kind::Average, v6, "capability-ping-average-ip6.json"),
             (Kind::Detail, v6, "capability-ping-detail-ip6.json"),
         ] {
-            let ours = PingService::new(kind, source, &regs).unwrap();
+            let ours = ActiveService::new(Method::Ping, kind, source, &regs).unwrap();
             let path = format!(
                 "{}/../control/tests/data/golden/{golden}",
                 env!("CARGO_MANIFEST_DIR")
@@ -338,7 +409,12 @@ mod tests {
         };
         assert_eq!(
             labels(
-                from_kwargs(&m(&[("ip4addr", "127.0.0.1"), ("ip6addr", "::1")]), &regs).unwrap()
+                from_kwargs(
+                    &m(&[("ip4addr", "127.0.0.1"), ("ip6addr", "::1")]),
+                    Method::Ping,
+                    &regs
+                )
+                .unwrap()
             ),
             [
                 "ping-average-ip4",
@@ -352,7 +428,10 @@ mod tests {
             (vec![("ip4addr", "::1")], "IPv4"),
             (vec![("ip4addr", "127.0.0.1"), ("count", "3")], "unexpected"),
         ] {
-            let e = from_kwargs(&m(&kw), &regs).err().unwrap().to_string();
+            let e = from_kwargs(&m(&kw), Method::Ping, &regs)
+                .err()
+                .unwrap()
+                .to_string();
             assert!(e.contains(says), "{kw:?}: {e}");
         }
     }
@@ -368,7 +447,7 @@ mod tests {
             return;
         }
         for kind in [Kind::Average, Kind::Detail] {
-            let s = PingService::new(kind, src, &regs).unwrap();
+            let s = ActiveService::new(Method::Ping, kind, src, &regs).unwrap();
             let mut spec = s.cap.specification_for();
             spec.set_parameter_value("destination.ip4", &Value::Address(src))
                 .unwrap();
@@ -398,5 +477,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Three seconds of TCP connections to a loopback listener, then to a port nobody listens
+    /// on: three set-up times, then three refused attempts.
+    #[test]
+    fn three_seconds_of_tcp_connections() {
+        let regs = crate::registry::registries().unwrap();
+        let src: IpAddr = "127.0.0.1".parse().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap().port();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let run = |kind: Kind, port: u16| {
+            let s = ActiveService::new(Method::Connect, kind, src, &regs).unwrap();
+            let mut spec = s.cap.specification_for();
+            spec.set_parameter_value("destination.ip4", &Value::Address(src))
+                .unwrap();
+            spec.set_parameter_value("destination.port", &Value::Natural(u64::from(port)))
+                .unwrap();
+            spec.set_when(When::parse("now + 3s / 1s").unwrap());
+            let ctx = JobContext {
+                interrupt: Interrupt::new(),
+                end: None,
+            };
+            s.run(&spec, ctx).unwrap()
+        };
+        let avg = run(Kind::Average, open);
+        let row = avg.rows().row(0);
+        let n = |i: usize| row.cell(i).as_str().unwrap().parse::<u64>().unwrap();
+        assert_eq!(n(3), 3);
+        assert!(n(0) <= n(1) && n(1) <= n(2) && n(2) < 1_000_000);
+        let detail = run(Kind::Detail, closed);
+        assert_eq!(detail.rows().len(), 3);
+        for i in 0..3 {
+            let r = detail.rows().row(i);
+            assert_eq!(r.cell(1).as_str(), Some("*"), "no set-up time when refused");
+            assert_eq!(r.cell(2).as_str(), Some("False"));
+        }
+        let avg = run(Kind::Average, closed);
+        let row = avg.rows().row(0);
+        assert_eq!(row.cell(3).as_str(), Some("0"));
+        assert_eq!(
+            row.cell(0).as_str(),
+            Some("*"),
+            "no minimum without an answer"
+        );
+        drop(listener);
     }
 }
