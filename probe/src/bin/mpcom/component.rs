@@ -134,8 +134,15 @@ fn prepare(path: &Path) -> Result<Prepared> {
             ));
         }
     }
-    for m in cfg.modules.iter().filter(|m| m.module == "passive") {
-        warnings.extend(passive_module_warnings(path, m));
+    for m in &cfg.modules {
+        match m.module.as_str() {
+            "passive" => warnings.extend(passive_module_warnings(path, m)),
+            "ping" | "mplane.components.ping" => {
+                warnings.extend(active_module_warnings(path, m, true))
+            }
+            "tcpconnect" => warnings.extend(active_module_warnings(path, m, false)),
+            _ => {}
+        }
     }
     let tls = match &cfg.tls {
         Some(files) => Some(Arc::new(
@@ -218,6 +225,38 @@ fn passive_module_warnings(path: &Path, m: &mplane::config::ModuleConfig) -> Vec
                 "{at} export_dir: {} cannot be written (exports would fail)",
                 dir.display()
             ));
+        }
+    }
+    out
+}
+
+/// What would fail only once a job runs: an `ip4addr`/`ip6addr` that is not an address of
+/// this host, and (`icmp`) no ICMP socket for this process. Nothing is sent.
+fn active_module_warnings(
+    path: &Path,
+    m: &mplane::config::ModuleConfig,
+    icmp: bool,
+) -> Vec<String> {
+    use mplane_probe::active::ping::{PingError, Pinger};
+    let at = format!("{}: [{}]", path.display(), m.section);
+    let mut out = Vec::new();
+    for kw in m
+        .kwargs
+        .iter()
+        .filter(|k| k.key == "ip4addr" || k.key == "ip6addr")
+    {
+        let Ok(addr) = kw.value.trim().parse::<std::net::IpAddr>() else {
+            continue;
+        };
+        if let Err(e) = std::net::UdpSocket::bind((addr, 0)) {
+            out.push(format!(
+                "{at} {}: {addr} is not an address of this host ({e}): every job would fail",
+                kw.key
+            ));
+            continue;
+        }
+        if icmp && let Err(e @ PingError::Socket(_)) = Pinger::new(addr, addr) {
+            out.push(format!("{at} {}: {e}", kw.key));
         }
     }
     out
