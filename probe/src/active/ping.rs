@@ -49,6 +49,9 @@ pub enum PingError {
     },
 }
 
+/// How often a wait for a reply looks at its `stop` condition.
+pub const STOP_CHECK: Duration = Duration::from_millis(100);
+
 /// Bytes of the token in each request, after the identifier and sequence number.
 const TOKEN: usize = 16;
 /// ICMP echo request / reply types.
@@ -130,8 +133,14 @@ impl Pinger {
     }
 
     /// Sends echo request `seq` and waits up to `timeout` for its reply: the round-trip time,
-    /// or `None` if no matching reply came in time.
-    pub fn ping(&mut self, seq: u16, timeout: Duration) -> Result<Option<Duration>, PingError> {
+    /// or `None` if no matching reply came in time or `stop()` turned true while waiting
+    /// (looked at every [`STOP_CHECK`]).
+    pub fn ping(
+        &mut self,
+        seq: u16,
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Duration>, PingError> {
         let v4 = self.dst.is_ipv4();
         let (request, reply) = if v4 { ECHO_V4 } else { ECHO_V6 };
         let mut msg = [0u8; 8 + TOKEN];
@@ -159,7 +168,7 @@ impl Pinger {
             // a zero timeout would block for ever
             let _ = self
                 .sock
-                .set_read_timeout(Some(left.max(Duration::from_micros(1))));
+                .set_read_timeout(Some(left.min(STOP_CHECK).max(Duration::from_micros(1))));
             let n = match (&self.sock).read(&mut self.buf) {
                 Ok(n) => n,
                 Err(e)
@@ -168,7 +177,10 @@ impl Pinger {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Ok(None);
+                    if stop() {
+                        return Ok(None);
+                    }
+                    continue;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 // an ICMP error for an earlier request (e.g. host unreachable): keep waiting
@@ -312,7 +324,7 @@ mod tests {
             let mut p = Pinger::new(ip, ip).unwrap();
             assert!(p.unprivileged(), "{dst}: a raw socket was opened");
             for seq in 0..3 {
-                let rtt = p.ping(seq, Duration::from_secs(1)).unwrap();
+                let rtt = p.ping(seq, Duration::from_secs(1), &|| false).unwrap();
                 assert!(rtt.is_some(), "{dst}: no reply to {seq}");
             }
         }
@@ -336,7 +348,7 @@ mod tests {
                 Err(e) => panic!("{dst}: {e}"),
             };
             for seq in 0..3 {
-                let rtt = p.ping(seq, Duration::from_secs(1)).unwrap();
+                let rtt = p.ping(seq, Duration::from_secs(1), &|| false).unwrap();
                 let rtt = rtt.unwrap_or_else(|| panic!("{dst}: no reply to {seq}"));
                 assert!(rtt < Duration::from_secs(1), "{dst}: {rtt:?}");
             }
