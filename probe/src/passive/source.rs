@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mplane_capture::hygiene::Offloads;
 use mplane_capture::source::pcap::{PcapFile, Record};
 use mplane_capture::source::{PacketRef, PacketSource, SourceError, SourceSpec, SourceStats};
 
@@ -207,48 +208,49 @@ impl AnySource {
 }
 
 impl AnySource {
-    /// The `capture.offloads` metadata of results: for each capture interface, the NIC
-    /// offloads that were on when the source opened (`eth1: gro rxvlan; eth2: none`;
-    /// `unknown` where the driver does not answer); `None` for a file.
-    pub fn offloads(&self) -> Option<String> {
-        let describe = |name: &str, o: Option<&mplane_capture::hygiene::Offloads>| {
-            let active: Vec<&str> = o
-                .map(|o| o.active().map(|(x, _)| x.ethtool_name()).collect())
-                .unwrap_or_default();
-            match (o, active.is_empty()) {
-                (None, _) => format!("{name}: unknown"),
-                (Some(_), true) => format!("{name}: none"),
-                (Some(_), false) => format!("{name}: {}", active.join(" ")),
-            }
-        };
+    /// The capture interfaces with their offloads as read when the source opened (`None`
+    /// where the driver does not answer); `None` for a file.
+    fn interface_offloads(&self) -> Option<Vec<(String, Option<Offloads>)>> {
         match self {
             AnySource::Paced(_) => None,
             AnySource::Live(s) => Some(
                 s.interfaces()
-                    .iter()
-                    .map(|i| describe(&i.name, i.offloads.as_ref()))
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                    .into_iter()
+                    .map(|i| (i.name, i.offloads))
+                    .collect(),
             ),
             #[cfg(feature = "xdp")]
-            AnySource::Xdp(s) => Some(describe(s.iface(), s.offloads())),
+            AnySource::Xdp(s) => Some(vec![(s.iface().to_string(), s.offloads().cloned())]),
         }
+    }
+
+    /// The `capture.offloads` metadata of results: for each capture interface, the NIC
+    /// offloads that were on when the source opened (`eth1: gro rxvlan; eth2: none`;
+    /// `unknown` where the driver does not answer); `None` for a file.
+    pub fn offloads(&self) -> Option<String> {
+        let described: Vec<String> = self
+            .interface_offloads()?
+            .into_iter()
+            .map(|(name, o)| match o {
+                None => format!("{name}: unknown"),
+                Some(o) => {
+                    let active: Vec<&str> = o.active().map(|(x, _)| x.ethtool_name()).collect();
+                    if active.is_empty() {
+                        format!("{name}: none")
+                    } else {
+                        format!("{name}: {}", active.join(" "))
+                    }
+                }
+            })
+            .collect();
+        Some(described.join("; "))
     }
 
     /// Logs a warning for each offload of the capture interfaces that distorts what is
     /// captured (with what it does and whether the driver lets it be turned off).
     fn warn_offloads(&self) {
-        let all: Vec<mplane_capture::hygiene::Offloads> = match self {
-            AnySource::Paced(_) => Vec::new(),
-            AnySource::Live(s) => s
-                .interfaces()
-                .into_iter()
-                .filter_map(|i| i.offloads)
-                .collect(),
-            #[cfg(feature = "xdp")]
-            AnySource::Xdp(s) => s.offloads().into_iter().cloned().collect(),
-        };
-        for o in &all {
+        for (_, o) in self.interface_offloads().unwrap_or_default() {
+            let Some(o) = o else { continue };
             for w in o.warnings() {
                 tracing::warn!("{w}");
             }
