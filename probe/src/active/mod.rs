@@ -2,6 +2,8 @@
 
 pub mod connect;
 pub mod ping;
+#[cfg(test)]
+pub(crate) mod testns;
 
 use std::time::SystemTime;
 

@@ -264,40 +264,13 @@ mod tests {
     /// test below, run there by `ip netns exec`). Needs root for the namespace.
     #[test]
     fn unprivileged_sockets_in_a_namespace() {
-        let run = |args: &[&str]| {
-            std::process::Command::new(args[0])
-                .args(&args[1..])
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let ns = format!("mpping{}", std::process::id());
-        if !run(&["ip", "netns", "add", &ns]) {
-            eprintln!("skipping: cannot create a network namespace here");
+        let Some(ns) = crate::active::testns::Netns::create("mpping") else {
             return;
-        }
-        struct Del(String);
-        impl Drop for Del {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "del", &self.0])
-                    .status();
-            }
-        }
-        let _del = Del(ns.clone());
-        assert!(run(&["ip", "-n", &ns, "link", "set", "lo", "up"]));
-        assert!(run(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ping_group_range=0 2147483647"
-        ]));
+        };
+        assert!(ns.exec(&["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]));
         let exe = std::env::current_exe().unwrap();
         let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns])
+            .args(["netns", "exec", &ns.name])
             .arg(exe)
             .args([
                 "--exact",

@@ -541,67 +541,19 @@ mod tests {
     /// its 30-second wait for a reply would. Needs root for the namespace; skipped otherwise.
     #[test]
     fn interrupt_ends_an_unanswered_ping_promptly() {
-        let run = |args: &[&str]| {
-            std::process::Command::new(args[0])
-                .args(&args[1..])
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
+        let Some(mut ns) = crate::active::testns::Netns::create("mpint") else {
+            return;
         };
         let pid = std::process::id() % 100_000;
-        let (ns, host, peer) = (
-            format!("mpint{pid}"),
-            format!("mih{pid}"),
-            format!("mip{pid}"),
-        );
         let net = (pid % 250) as u8 + 1;
-        if !run(&["ip", "netns", "add", &ns]) {
-            eprintln!("skipping: cannot create a network namespace here");
-            return;
-        }
-        struct Cleanup(String, String);
-        impl Drop for Cleanup {
-            fn drop(&mut self) {
-                for args in [["link", "del", &self.1], ["netns", "del", &self.0]] {
-                    let _ = std::process::Command::new("ip").args(args).status();
-                }
-            }
-        }
-        let _cleanup = Cleanup(ns.clone(), host.clone());
         let (h, p) = (format!("10.91.{net}.1"), format!("10.91.{net}.2"));
-        assert!(run(&[
-            "ip", "link", "add", &host, "type", "veth", "peer", "name", &peer
-        ]));
-        assert!(run(&["ip", "link", "set", &peer, "netns", &ns]));
-        assert!(run(&[
-            "ip",
-            "addr",
-            "add",
+        ns.veth(
+            &format!("mih{pid}"),
             &format!("{h}/30"),
-            "dev",
-            &host
-        ]));
-        assert!(run(&["ip", "link", "set", &host, "up"]));
-        assert!(run(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
+            &format!("mip{pid}"),
             &format!("{p}/30"),
-            "dev",
-            &peer
-        ]));
-        assert!(run(&["ip", "-n", &ns, "link", "set", &peer, "up"]));
-        assert!(run(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
-            "net.ipv4.icmp_echo_ignore_all=1"
-        ]));
+        );
+        assert!(ns.exec(&["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1"]));
         let regs = Registries::default();
         let src: IpAddr = h.parse().unwrap();
         let s = ActiveService::new(Method::Ping, Kind::Average, src, &regs).unwrap();

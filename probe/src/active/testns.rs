@@ -1,0 +1,68 @@
+//! Network namespaces for the active measurements' tests: created by a test (as root),
+//! removed with everything in them when dropped, also when the test panics.
+
+use std::process::{Command, Stdio};
+
+/// Runs a command quietly; `true` if it succeeded.
+pub(crate) fn run(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A namespace of this test (and the host ends of veth pairs into it).
+pub(crate) struct Netns {
+    /// Its name.
+    pub name: String,
+    links: Vec<String>,
+}
+
+impl Netns {
+    /// A new namespace `PREFIX<pid>` with its loopback up; `None`, with a message, where
+    /// namespaces cannot be created (not root).
+    pub fn create(prefix: &str) -> Option<Netns> {
+        let name = format!("{prefix}{}", std::process::id() % 100_000);
+        if !run(&["ip", "netns", "add", &name]) {
+            eprintln!("skipping: cannot create a network namespace here");
+            return None;
+        }
+        let ns = Netns {
+            name,
+            links: Vec::new(),
+        };
+        assert!(ns.exec(&["ip", "link", "set", "lo", "up"]));
+        Some(ns)
+    }
+
+    /// Runs `args` inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> bool {
+        let mut all = vec!["ip", "netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
+    /// A veth pair `host` (here, address `host_addr`) – `peer` (in the namespace, address
+    /// `peer_addr`), both up.
+    pub fn veth(&mut self, host: &str, host_addr: &str, peer: &str, peer_addr: &str) {
+        assert!(run(&[
+            "ip", "link", "add", host, "type", "veth", "peer", "name", peer
+        ]));
+        self.links.push(host.to_string());
+        assert!(run(&["ip", "link", "set", peer, "netns", &self.name]));
+        assert!(run(&["ip", "addr", "add", host_addr, "dev", host]));
+        assert!(run(&["ip", "link", "set", host, "up"]));
+        assert!(self.exec(&["ip", "addr", "add", peer_addr, "dev", peer]));
+        assert!(self.exec(&["ip", "link", "set", peer, "up"]));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for l in &self.links {
+            run(&["ip", "link", "del", l]);
+        }
+        run(&["ip", "netns", "del", &self.name]);
+    }
+}
