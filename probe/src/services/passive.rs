@@ -958,6 +958,20 @@ impl Service for PassiveService {
     }
 }
 
+/// The value of `word` among `options`, or why not (`expected a, b or c`).
+#[cfg_attr(not(feature = "xdp"), allow(dead_code))]
+fn one_of<T: Copy>(word: &str, options: &[(&str, T)]) -> Result<T, String> {
+    options
+        .iter()
+        .find(|(w, _)| *w == word)
+        .map(|&(_, x)| x)
+        .ok_or_else(|| {
+            let words: Vec<&str> = options.iter().map(|o| o.0).collect();
+            let (last, rest) = words.split_last().unwrap_or((&"", &[]));
+            format!("expected {} or {last}", rest.join(", "))
+        })
+}
+
 /// Reads a `[module_*]` section with `module = passive`.
 pub fn from_kwargs(
     module: &ModuleConfig,
@@ -1096,39 +1110,24 @@ pub fn from_kwargs(
             p.options.xdp.frames = n.min(1 << 22) as u32;
         }
         if let Some(v) = get("xdp_frame_size") {
-            p.options.xdp.frame_size = match v.as_str() {
-                "2048" => 2048,
-                "4096" => 4096,
-                _ => return Err(bad("xdp_frame_size", &v, "expected 2048 or 4096".into())),
-            };
+            p.options.xdp.frame_size = one_of(&v, &[("2048", 2048), ("4096", 4096)])
+                .map_err(|r| bad("xdp_frame_size", &v, r))?;
         }
         if let Some(v) = get("xdp_mode") {
-            p.options.xdp.attach = match v.as_str() {
-                "auto" => AttachMode::Auto,
-                "native" => AttachMode::Driver,
-                "generic" => AttachMode::Skb,
-                _ => {
-                    return Err(bad(
-                        "xdp_mode",
-                        &v,
-                        "expected auto, native or generic".into(),
-                    ));
-                }
-            };
+            let modes = [
+                ("auto", AttachMode::Auto),
+                ("native", AttachMode::Driver),
+                ("generic", AttachMode::Skb),
+            ];
+            p.options.xdp.attach = one_of(&v, &modes).map_err(|r| bad("xdp_mode", &v, r))?;
         }
         if let Some(v) = get("xdp_bind") {
-            p.options.xdp.bind = match v.as_str() {
-                "auto" => BindMode::Auto,
-                "zero-copy" => BindMode::ZeroCopy,
-                "copy" => BindMode::Copy,
-                _ => {
-                    return Err(bad(
-                        "xdp_bind",
-                        &v,
-                        "expected auto, zero-copy or copy".into(),
-                    ));
-                }
-            };
+            let modes = [
+                ("auto", BindMode::Auto),
+                ("zero-copy", BindMode::ZeroCopy),
+                ("copy", BindMode::Copy),
+            ];
+            p.options.xdp.bind = one_of(&v, &modes).map_err(|r| bad("xdp_bind", &v, r))?;
         }
     }
     if let Some(v) = get("internal_networks") {
