@@ -25,9 +25,9 @@
 //! packet; the reader converts it to wall-clock time (frames without metadata get the time they
 //! were read). Kernels that refuse `bpf_xdp_adjust_meta` to XDP programs get the program with
 //! stamping switched off, and every frame the time it was read
-//! ([`XdpSource::kernel_timestamps`]). Frames longer than a UMEM frame are not redirected: the program counts them
-//! ([`super::SourceStats::oversize`]) and passes them on, so nothing is ever delivered
-//! truncated.
+//! ([`XdpSource::kernel_timestamps`]). Frames longer than a UMEM frame are not redirected:
+//! the program counts them ([`super::SourceStats::oversize`]) and passes them on, so nothing
+//! is ever delivered truncated.
 //!
 //! Through [`crate::pipeline::Pipeline::run_xdp`] frames go to the workers **without a copy**:
 //! a batch's record descriptors point into the UMEM, and its frames return to the fill rings
