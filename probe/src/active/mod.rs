@@ -2,8 +2,10 @@
 
 pub mod connect;
 pub mod ping;
+mod sys;
 #[cfg(test)]
 pub(crate) mod testns;
+pub mod trace;
 
 use std::time::SystemTime;
 

@@ -53,7 +53,7 @@ pub enum PingError {
 pub const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// Bytes of the token in each request, after the identifier and sequence number.
-const TOKEN: usize = 16;
+pub(crate) const TOKEN: usize = 16;
 /// ICMP echo request / reply types.
 const ECHO_V4: (u8, u8) = (8, 0);
 const ECHO_V6: (u8, u8) = (128, 129);
@@ -82,42 +82,14 @@ impl Pinger {
                 destination,
             });
         }
-        let (domain, proto) = if destination.is_ipv4() {
-            (Domain::IPV4, Protocol::ICMPV4)
-        } else {
-            (Domain::IPV6, Protocol::ICMPV6)
-        };
-        let (sock, raw) = match Socket::new(domain, Type::DGRAM, Some(proto)) {
-            Ok(s) => (s, false),
-            Err(first) => match Socket::new(domain, Type::RAW, Some(proto)) {
-                Ok(s) => (s, true),
-                Err(_) => return Err(PingError::Socket(first)),
-            },
-        };
-        if !source.is_unspecified() {
-            sock.bind(&SocketAddr::new(source, 0).into())
-                .map_err(|e| PingError::Bind {
-                    addr: source,
-                    source: e,
-                })?;
-        }
-        sock.connect(&SocketAddr::new(destination, 0).into())
-            .map_err(|e| PingError::Send {
-                addr: destination,
-                source: e,
-            })?;
-        // distinct per pinger: the clock's nanoseconds, the process and the socket
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()).rotate_left(32)
-            ^ (std::os::fd::AsRawFd::as_raw_fd(&sock) as u64).rotate_left(48);
+        let (sock, raw) = open(source, destination)?;
+        let (ident, token) = ident_and_token(&sock);
         Ok(Pinger {
             sock,
             dst: destination,
             raw,
-            ident: (seed >> 16) as u16 ^ std::process::id() as u16,
-            token: seed.to_le_bytes(),
+            ident,
+            token,
             buf: vec![0; 2048],
         })
     }
@@ -142,18 +114,7 @@ impl Pinger {
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<Duration>, PingError> {
         let v4 = self.dst.is_ipv4();
-        let (request, reply) = if v4 { ECHO_V4 } else { ECHO_V6 };
-        let mut msg = [0u8; 8 + TOKEN];
-        msg[0] = request;
-        msg[4..6].copy_from_slice(&self.ident.to_be_bytes());
-        msg[6..8].copy_from_slice(&seq.to_be_bytes());
-        msg[8..16].copy_from_slice(&self.token);
-        msg[16..24].copy_from_slice(&u64::from(seq).to_le_bytes());
-        if v4 && self.raw {
-            // the kernel computes ICMPv6 checksums, and those of unprivileged sockets
-            let sum = checksum(&msg);
-            msg[2..4].copy_from_slice(&sum.to_be_bytes());
-        }
+        let msg = echo_request(v4, self.raw, self.ident, seq, self.token);
         let sent = Instant::now();
         self.sock.send(&msg).map_err(|e| PingError::Send {
             addr: self.dst,
@@ -187,30 +148,111 @@ impl Pinger {
                 Err(_) => continue,
             };
             let got = Instant::now();
-            let mut icmp = &self.buf[..n];
-            if v4 && self.raw {
-                // a raw IPv4 socket reads the IP header too
-                let ihl = usize::from(icmp.first().map_or(0, |b| b & 0x0f)) * 4;
-                icmp = icmp.get(ihl..).unwrap_or(&[]);
-            }
-            if self.matches(icmp, reply, seq) {
+            let icmp = icmp_of(&self.buf[..n], v4, self.raw);
+            if is_echo_reply(icmp, v4, self.raw, self.ident, seq, self.token) {
                 return Ok(Some(got - sent));
             }
         }
     }
+}
 
-    /// `true` if `icmp` is the reply to this pinger's request `seq`.
-    fn matches(&self, icmp: &[u8], reply: u8, seq: u16) -> bool {
-        if icmp.len() < 8 + TOKEN || icmp[0] != reply || icmp[1] != 0 {
-            return false;
-        }
-        // an unprivileged socket only ever reads replies to its own identifier
-        let ident_ok = !self.raw || icmp[4..6] == self.ident.to_be_bytes();
-        ident_ok
-            && icmp[6..8] == seq.to_be_bytes()
-            && icmp[8..16] == self.token
-            && icmp[16..24] == u64::from(seq).to_le_bytes()
+/// An ICMP socket from `source` connected to `destination` (of the same family): an
+/// unprivileged one where the kernel allows it, else a raw one (`true`).
+pub(crate) fn open(source: IpAddr, destination: IpAddr) -> Result<(Socket, bool), PingError> {
+    let (domain, proto) = if destination.is_ipv4() {
+        (Domain::IPV4, Protocol::ICMPV4)
+    } else {
+        (Domain::IPV6, Protocol::ICMPV6)
+    };
+    let (sock, raw) = match Socket::new(domain, Type::DGRAM, Some(proto)) {
+        Ok(s) => (s, false),
+        Err(first) => match Socket::new(domain, Type::RAW, Some(proto)) {
+            Ok(s) => (s, true),
+            Err(_) => return Err(PingError::Socket(first)),
+        },
+    };
+    if !source.is_unspecified() {
+        sock.bind(&SocketAddr::new(source, 0).into())
+            .map_err(|e| PingError::Bind {
+                addr: source,
+                source: e,
+            })?;
     }
+    sock.connect(&SocketAddr::new(destination, 0).into())
+        .map_err(|e| PingError::Send {
+            addr: destination,
+            source: e,
+        })?;
+    Ok((sock, raw))
+}
+
+/// An identifier and a token distinct per socket: from the clock's nanoseconds, the process
+/// and the socket.
+pub(crate) fn ident_and_token(sock: &Socket) -> (u16, [u8; 8]) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()).rotate_left(32)
+        ^ (std::os::fd::AsRawFd::as_raw_fd(sock) as u64).rotate_left(48);
+    (
+        (seed >> 16) as u16 ^ std::process::id() as u16,
+        seed.to_le_bytes(),
+    )
+}
+
+/// An echo request of `ident` (raw sockets; an unprivileged socket puts in its own) with
+/// sequence number `seq` and `token`, checksummed where the kernel does not do it.
+pub(crate) fn echo_request(
+    v4: bool,
+    raw: bool,
+    ident: u16,
+    seq: u16,
+    token: [u8; 8],
+) -> [u8; 8 + TOKEN] {
+    let mut msg = [0u8; 8 + TOKEN];
+    msg[0] = if v4 { ECHO_V4.0 } else { ECHO_V6.0 };
+    msg[4..6].copy_from_slice(&ident.to_be_bytes());
+    msg[6..8].copy_from_slice(&seq.to_be_bytes());
+    msg[8..16].copy_from_slice(&token);
+    msg[16..24].copy_from_slice(&u64::from(seq).to_le_bytes());
+    if v4 && raw {
+        // the kernel computes ICMPv6 checksums, and those of unprivileged sockets
+        let sum = checksum(&msg);
+        msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    msg
+}
+
+/// The ICMP message in `packet` as read from an ICMP socket (a raw IPv4 socket reads the IP
+/// header too).
+pub(crate) fn icmp_of(packet: &[u8], v4: bool, raw: bool) -> &[u8] {
+    if v4 && raw {
+        let ihl = usize::from(packet.first().map_or(0, |b| b & 0x0f)) * 4;
+        packet.get(ihl..).unwrap_or(&[])
+    } else {
+        packet
+    }
+}
+
+/// `true` if `icmp` is the echo reply to request `seq` of `ident` and `token` (the
+/// identifier is checked on raw sockets only: an unprivileged socket only ever reads replies
+/// to its own).
+pub(crate) fn is_echo_reply(
+    icmp: &[u8],
+    v4: bool,
+    raw: bool,
+    ident: u16,
+    seq: u16,
+    token: [u8; 8],
+) -> bool {
+    let reply = if v4 { ECHO_V4.1 } else { ECHO_V6.1 };
+    if icmp.len() < 8 + TOKEN || icmp[0] != reply || icmp[1] != 0 {
+        return false;
+    }
+    (!raw || icmp[4..6] == ident.to_be_bytes())
+        && icmp[6..8] == seq.to_be_bytes()
+        && icmp[8..16] == token
+        && icmp[16..24] == u64::from(seq).to_le_bytes()
 }
 
 /// The Internet checksum of `data` (RFC 1071).

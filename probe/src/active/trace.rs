@@ -1,0 +1,886 @@
+//! Traceroute: the routers on the path to a destination, hop by hop, and how long each takes
+//! to answer.
+//!
+//! Probes leave with a hop limit (IPv4 TTL, IPv6 hop limit) of 1, 2, 3, …; the router where
+//! a probe's limit runs out answers with an ICMP *time exceeded*, the destination with what
+//! the probe's method draws from it. Two methods, both without privileges:
+//!
+//! * **UDP** (the default, like `traceroute` and `tracepath`): datagrams from one socket and
+//!   port to the destination's ports `port`, `port + 1`, … (one per probe); the destination
+//!   answers *port unreachable*. The kernel hands the ICMP errors to the socket's error queue
+//!   (`IP_RECVERR`) with the sender's address and the probe's destination port, which names
+//!   the probe even when a router quotes only the 8 bytes RFC 792 asks for. A datagram that
+//!   comes back from the probed port (a service listens there) also means *reached*.
+//! * **ICMP** echo requests (`traceroute -I`), from the same kind of socket as ping (an
+//!   unprivileged one where `net.ipv4.ping_group_range` allows it, else a raw one): the
+//!   destination answers with an echo reply, matched as ping matches them; errors come from
+//!   the error queue, named by the quoted sequence number.
+//!
+//! Each hop gets `attempts` probes back to back; the tracer then waits until all are
+//! answered or `wait` has passed since the last, and goes on to the next hop. A late answer
+//! to an earlier probe still counts for it. The trace ends when the destination answered, a
+//! router said it cannot be reached (*unreachable*: network, host, prohibited…), `gap_limit`
+//! hops in a row stayed silent, the hop limit reached `max_hops`, or `stop()` turned true
+//! (looked at every [`STOP_CHECK`]).
+//!
+//! Round-trip times run, as ping's, from just before a probe is handed to the kernel to just
+//! after its answer is read, on the monotonic clock.
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant, SystemTime};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use super::ping::{self, PingError, STOP_CHECK};
+use super::sys::{self, ORIGIN_ICMP, ORIGIN_ICMP6};
+
+/// How probes are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceMethod {
+    /// UDP datagrams to high ports (answered by *port unreachable*).
+    Udp,
+    /// ICMP echo requests (answered by echo replies).
+    Icmp,
+}
+
+/// How a trace is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceOptions {
+    /// How probes are sent.
+    pub method: TraceMethod,
+    /// The largest hop limit tried (1–255).
+    pub max_hops: u8,
+    /// Probes per hop (at least 1).
+    pub attempts: u8,
+    /// How long to wait for a hop's answers after its last probe.
+    pub wait: Duration,
+    /// UDP: the destination port of the first probe (probe *i* goes to `port + i`).
+    pub port: u16,
+    /// Hops in a row without any answer that end the trace.
+    pub gap_limit: u8,
+}
+
+impl Default for TraceOptions {
+    /// UDP from port 33434, three probes per hop, up to 30 hops, three seconds' wait, and
+    /// five silent hops in a row end the trace.
+    fn default() -> Self {
+        TraceOptions {
+            method: TraceMethod::Udp,
+            max_hops: 30,
+            attempts: 3,
+            wait: Duration::from_secs(3),
+            port: 33434,
+            gap_limit: 5,
+        }
+    }
+}
+
+/// Why a trace could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// Source and destination are not of the same address family.
+    #[error("source {source_addr} and destination {destination} are not of the same IP version")]
+    Family {
+        /// The source address.
+        source_addr: IpAddr,
+        /// The destination address.
+        destination: IpAddr,
+    },
+    /// The ICMP socket of the ICMP method could not be opened.
+    #[error(transparent)]
+    Icmp(#[from] PingError),
+    /// A UDP socket could not be opened or set up.
+    #[error("cannot set up a UDP socket for traceroute: {0}")]
+    Socket(std::io::Error),
+    /// The source address is not one of this host's.
+    #[error("cannot send from {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: IpAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The options ask for more probes than there are ports above `port`.
+    #[error("{probes} probes from port {port} do not fit below port 65536")]
+    Ports {
+        /// The first port.
+        port: u16,
+        /// Probes the options could send.
+        probes: usize,
+    },
+    /// A probe could not be sent (e.g. no route to the destination).
+    #[error("cannot send to {addr}: {source}")]
+    Send {
+        /// The destination.
+        addr: IpAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// What answered a probe said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A router on the way: the probe's hop limit ran out there.
+    TimeExceeded,
+    /// The destination (its port unreachable, its echo reply, or a datagram back).
+    Reached,
+    /// Another ICMP error (network, host or port unreachable elsewhere, prohibited, …): the
+    /// trace cannot go further.
+    Unreachable {
+        /// The ICMP (or ICMPv6) type.
+        icmp_type: u8,
+        /// Its code.
+        code: u8,
+    },
+}
+
+/// An answer to a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// The host that answered.
+    pub from: IpAddr,
+    /// The round-trip time.
+    pub rtt: Duration,
+    /// What it said.
+    pub answer: Answer,
+}
+
+/// One probe of a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Its hop limit (the hop it measures).
+    pub ttl: u8,
+    /// When it was sent.
+    pub sent: SystemTime,
+    /// Its answer, if one came.
+    pub reply: Option<Reply>,
+}
+
+/// Why a trace ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The destination answered.
+    Reached,
+    /// A router said the destination cannot be reached.
+    Unreachable,
+    /// `gap_limit` hops in a row stayed silent.
+    Gap,
+    /// The last hop tried was `max_hops`.
+    MaxHops,
+    /// `stop()` turned true.
+    Stopped,
+}
+
+/// The probes of a trace, in sending order, and why it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    /// Every probe sent.
+    pub probes: Vec<Probe>,
+    /// Why the trace ended.
+    pub end: End,
+}
+
+/// The sockets of the two methods.
+enum Prober {
+    Udp {
+        sock: UdpSocket,
+        port: u16,
+    },
+    Icmp {
+        sock: Socket,
+        raw: bool,
+        ident: u16,
+        token: [u8; 8],
+    },
+}
+
+/// A probe's index in a trace from its sequence number or destination port.
+fn index_of(value: u16, base: u16, sent: usize) -> Option<usize> {
+    let i = usize::from(value.wrapping_sub(base));
+    (i < sent).then_some(i)
+}
+
+/// Traces the path from `source` (an address of this host; unspecified = the kernel picks)
+/// to `destination`.
+pub fn trace(
+    source: IpAddr,
+    destination: IpAddr,
+    opts: &TraceOptions,
+    stop: &dyn Fn() -> bool,
+) -> Result<Trace, TraceError> {
+    if source.is_ipv4() != destination.is_ipv4() {
+        return Err(TraceError::Family {
+            source_addr: source,
+            destination,
+        });
+    }
+    let v4 = destination.is_ipv4();
+    let most = usize::from(opts.max_hops) * usize::from(opts.attempts.max(1));
+    let prober = match opts.method {
+        TraceMethod::Udp => {
+            if usize::from(opts.port) + most > 65536 {
+                return Err(TraceError::Ports {
+                    port: opts.port,
+                    probes: most,
+                });
+            }
+            let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
+            let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
+                .map_err(TraceError::Socket)?;
+            sock.bind(&SocketAddr::new(source, 0).into())
+                .map_err(|e| TraceError::Bind {
+                    addr: source,
+                    source: e,
+                })?;
+            sys::set_recverr(&sock, !v4).map_err(TraceError::Socket)?;
+            Prober::Udp {
+                sock: sock.into(),
+                port: opts.port,
+            }
+        }
+        TraceMethod::Icmp => {
+            let (sock, raw) = ping::open(source, destination)?;
+            sys::set_recverr(&sock, !v4).map_err(|e| TraceError::Icmp(PingError::Socket(e)))?;
+            let (ident, token) = ping::ident_and_token(&sock);
+            Prober::Icmp {
+                sock,
+                raw,
+                ident,
+                token,
+            }
+        }
+    };
+    Tracer {
+        prober,
+        dst: destination,
+        v4,
+        probes: Vec::with_capacity(most),
+        sent_at: Vec::with_capacity(most),
+        seq0: 0,
+        buf: vec![0; 2048],
+        control: vec![0; 512],
+    }
+    .run(opts, stop)
+}
+
+/// A trace in progress.
+struct Tracer {
+    prober: Prober,
+    dst: IpAddr,
+    v4: bool,
+    probes: Vec<Probe>,
+    /// When each probe was sent, on the monotonic clock.
+    sent_at: Vec<Instant>,
+    /// The ICMP sequence number of probe 0.
+    seq0: u16,
+    buf: Vec<u8>,
+    control: Vec<u8>,
+}
+
+impl Tracer {
+    fn run(mut self, opts: &TraceOptions, stop: &dyn Fn() -> bool) -> Result<Trace, TraceError> {
+        let mut silent = 0u8;
+        if let Prober::Icmp { token, .. } = &self.prober {
+            self.seq0 = u16::from_le_bytes([token[2], token[3]]);
+        }
+        for ttl in 1..=opts.max_hops.max(1) {
+            if stop() {
+                return Ok(self.done(End::Stopped));
+            }
+            let first = self.probes.len();
+            for _ in 0..opts.attempts.max(1) {
+                self.send(ttl)?;
+            }
+            let deadline = Instant::now() + opts.wait;
+            while self.probes[first..].iter().any(|p| p.reply.is_none()) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                if stop() {
+                    return Ok(self.done(End::Stopped));
+                }
+                self.receive(left.min(STOP_CHECK));
+            }
+            let answers = || self.probes[first..].iter().filter_map(|p| p.reply);
+            if answers().any(|r| r.answer == Answer::Reached) {
+                return Ok(self.done(End::Reached));
+            }
+            if answers().any(|r| matches!(r.answer, Answer::Unreachable { .. })) {
+                return Ok(self.done(End::Unreachable));
+            }
+            silent = if answers().next().is_none() {
+                silent + 1
+            } else {
+                0
+            };
+            if silent >= opts.gap_limit.max(1) {
+                return Ok(self.done(End::Gap));
+            }
+        }
+        Ok(self.done(End::MaxHops))
+    }
+
+    fn done(self, end: End) -> Trace {
+        Trace {
+            probes: self.probes,
+            end,
+        }
+    }
+
+    /// Sends the next probe with hop limit `ttl`.
+    fn send(&mut self, ttl: u8) -> Result<(), TraceError> {
+        let i = self.probes.len();
+        let dst = self.dst;
+        let send_err = |e| TraceError::Send {
+            addr: dst,
+            source: e,
+        };
+        let sent = SystemTime::now();
+        let at = Instant::now();
+        match &self.prober {
+            Prober::Udp { sock, port } => {
+                if self.v4 {
+                    sock.set_ttl(u32::from(ttl)).map_err(send_err)?;
+                } else {
+                    SockRef::from(sock)
+                        .set_unicast_hops_v6(u32::from(ttl))
+                        .map_err(send_err)?;
+                }
+                let mut payload = [0u8; 32];
+                payload[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                let to = SocketAddr::new(dst, port + i as u16);
+                retry_pending(|| sock.send_to(&payload, to), || sock.take_error())
+                    .map_err(send_err)?;
+            }
+            Prober::Icmp {
+                sock,
+                raw,
+                ident,
+                token,
+            } => {
+                if self.v4 {
+                    sock.set_ttl_v4(u32::from(ttl)).map_err(send_err)?;
+                } else {
+                    sock.set_unicast_hops_v6(u32::from(ttl)).map_err(send_err)?;
+                }
+                let seq = self.seq0.wrapping_add(i as u16);
+                let msg = ping::echo_request(self.v4, *raw, *ident, seq, *token);
+                retry_pending(|| sock.send(&msg), || sock.take_error()).map_err(send_err)?;
+            }
+        }
+        self.probes.push(Probe {
+            ttl,
+            sent,
+            reply: None,
+        });
+        self.sent_at.push(at);
+        Ok(())
+    }
+
+    /// Records `answer` from `from` for probe `i`, unless it already has one.
+    fn answer(&mut self, i: usize, from: IpAddr, answer: Answer) {
+        let rtt = self.sent_at[i].elapsed();
+        let p = &mut self.probes[i];
+        if p.reply.is_none() {
+            p.reply = Some(Reply { from, rtt, answer });
+        }
+    }
+
+    /// Reads what came back within `timeout`: the error queue first, then one datagram or
+    /// echo reply (a queued error wakes that read too).
+    fn receive(&mut self, timeout: Duration) {
+        while self.read_error() {}
+        // a zero timeout would block for ever
+        let timeout = Some(timeout.max(Duration::from_micros(1)));
+        let sent = self.probes.len();
+        match &self.prober {
+            Prober::Udp { sock, port } => {
+                let _ = sock.set_read_timeout(timeout);
+                if let Ok((_, from)) = sock.recv_from(&mut self.buf)
+                    && from.ip() == self.dst
+                    && let Some(i) = index_of(from.port(), *port, sent)
+                {
+                    self.answer(i, from.ip(), Answer::Reached);
+                }
+            }
+            Prober::Icmp {
+                sock,
+                raw,
+                ident,
+                token,
+            } => {
+                let _ = sock.set_read_timeout(timeout);
+                let (raw, ident, token) = (*raw, *ident, *token);
+                // a connected ICMP socket reads only what the destination sends
+                if let Ok(n) = (&*sock).read(&mut self.buf) {
+                    let icmp = ping::icmp_of(&self.buf[..n], self.v4, raw);
+                    let seq = icmp
+                        .get(6..8)
+                        .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]));
+                    if let Some(i) = index_of(seq, self.seq0, sent)
+                        && ping::is_echo_reply(icmp, self.v4, raw, ident, seq, token)
+                    {
+                        self.answer(i, self.dst, Answer::Reached);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads one message of the error queue and records the answer it is; `false` when the
+    /// queue is empty.
+    fn read_error(&mut self) -> bool {
+        let sock = match &self.prober {
+            Prober::Udp { sock, .. } => SockRef::from(sock),
+            Prober::Icmp { sock, .. } => SockRef::from(sock),
+        };
+        let q = match sys::recv_errqueue(&sock, &mut self.buf, &mut self.control) {
+            Ok(Some(q)) => q,
+            Ok(None) | Err(_) => return false,
+        };
+        let Some(e) = sys::extended_error(&self.control[..q.control_len]) else {
+            return true;
+        };
+        let (Some(from), true) = (
+            e.offender,
+            e.origin == ORIGIN_ICMP || e.origin == ORIGIN_ICMP6,
+        ) else {
+            // a local error (e.g. a message too long for the first hop)
+            return true;
+        };
+        let sent = self.probes.len();
+        let index = match &self.prober {
+            Prober::Udp { port, .. } => q.destination.and_then(|d| index_of(d.port(), *port, sent)),
+            Prober::Icmp { ident, raw, .. } => {
+                // the quoted request: type, code, checksum, identifier, sequence number
+                let quoted = &self.buf[..q.data_len];
+                let request = if self.v4 { 8 } else { 128 };
+                match quoted {
+                    [t, _, _, _, i0, i1, s0, s1, ..]
+                        if *t == request && (!raw || [*i0, *i1] == ident.to_be_bytes()) =>
+                    {
+                        index_of(u16::from_be_bytes([*s0, *s1]), self.seq0, sent)
+                    }
+                    _ => None,
+                }
+            }
+        };
+        if let Some(i) = index {
+            let answer = classify(self.v4, e.icmp_type, e.icmp_code, from == self.dst);
+            self.answer(i, from, answer);
+        }
+        true
+    }
+}
+
+/// Runs `send`, first clearing the socket's pending error with `take_error`: an ICMP error
+/// for an earlier probe (port unreachable, host unreachable) is left pending on the socket
+/// besides its error queue, and would fail the next send. A failed send is tried twice more
+/// (an answer may have come in between), then its error is the send's: a local one, such as
+/// no route to the destination.
+fn retry_pending(
+    mut send: impl FnMut() -> std::io::Result<usize>,
+    take_error: impl Fn() -> std::io::Result<Option<std::io::Error>>,
+) -> std::io::Result<usize> {
+    let mut tries = 0;
+    loop {
+        let _ = take_error();
+        match send() {
+            Ok(n) => return Ok(n),
+            Err(e) if tries == 2 => return Err(e),
+            Err(_) => tries += 1,
+        }
+    }
+}
+
+/// What an ICMP error of `icmp_type` and `code` says, `from_destination` if the destination
+/// itself sent it.
+fn classify(v4: bool, icmp_type: u8, code: u8, from_destination: bool) -> Answer {
+    // (time exceeded, destination unreachable, its "port unreachable" code)
+    let (exceeded, unreachable, port) = if v4 { (11, 3, 3) } else { (3, 1, 4) };
+    if icmp_type == exceeded {
+        Answer::TimeExceeded
+    } else if icmp_type == unreachable && code == port && from_destination {
+        Answer::Reached
+    } else {
+        Answer::Unreachable { icmp_type, code }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::active::testns::{Netns, run};
+
+    #[test]
+    fn icmp_errors_are_classified() {
+        assert_eq!(classify(true, 11, 0, false), Answer::TimeExceeded);
+        assert_eq!(classify(true, 3, 3, true), Answer::Reached);
+        assert_eq!(
+            classify(true, 3, 3, false),
+            Answer::Unreachable {
+                icmp_type: 3,
+                code: 3
+            }
+        );
+        assert_eq!(
+            classify(true, 3, 13, true),
+            Answer::Unreachable {
+                icmp_type: 3,
+                code: 13
+            }
+        );
+        assert_eq!(classify(false, 3, 0, false), Answer::TimeExceeded);
+        assert_eq!(classify(false, 1, 4, true), Answer::Reached);
+        assert_eq!(
+            classify(false, 1, 3, false),
+            Answer::Unreachable {
+                icmp_type: 1,
+                code: 3
+            }
+        );
+        assert_eq!(index_of(33436, 33434, 3), Some(2));
+        assert_eq!(index_of(33437, 33434, 3), None);
+        assert_eq!(index_of(2, 65535, 4), Some(3), "sequence numbers wrap");
+    }
+
+    #[test]
+    fn bad_options_are_refused_before_sending() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let e = trace(
+            lo,
+            "::1".parse().unwrap(),
+            &TraceOptions::default(),
+            &|| false,
+        )
+        .unwrap_err();
+        assert!(matches!(e, TraceError::Family { .. }), "{e}");
+        let opts = TraceOptions {
+            port: 65500,
+            ..TraceOptions::default()
+        };
+        let e = trace(lo, lo, &opts, &|| false).unwrap_err();
+        assert!(e.to_string().contains("65500"), "{e}");
+        let e = trace(
+            "192.0.2.77".parse().unwrap(),
+            lo,
+            &TraceOptions::default(),
+            &|| false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("192.0.2.77"), "{e}");
+    }
+
+    /// Loopback is one hop away, by either method and IP version (ICMP needs an ICMP
+    /// socket; skipped without one).
+    #[test]
+    fn loopback_is_reached_at_the_first_hop() {
+        for method in [TraceMethod::Udp, TraceMethod::Icmp] {
+            for lo in ["127.0.0.1", "::1"] {
+                let lo: IpAddr = lo.parse().unwrap();
+                let opts = TraceOptions {
+                    method,
+                    ..TraceOptions::default()
+                };
+                let t = match trace(lo, lo, &opts, &|| false) {
+                    Err(TraceError::Icmp(PingError::Socket(e))) => {
+                        eprintln!("skipping ICMP: no ICMP socket here: {e}");
+                        continue;
+                    }
+                    other => other.unwrap(),
+                };
+                assert_eq!(t.end, End::Reached, "{method:?} {lo}: {t:?}");
+                assert_eq!(t.probes.len(), 3, "{t:?}");
+                for p in &t.probes {
+                    let r = p.reply.unwrap();
+                    assert_eq!((p.ttl, r.from, r.answer), (1, lo, Answer::Reached));
+                    assert!(r.rtt < Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// The namespaces of a routed path: this host – `R` (a router) – `B` (the destination),
+    /// over IPv4 and IPv6, with the ICMP rate limits of both lifted.
+    struct Path {
+        _r: Netns,
+        b: Netns,
+        /// This host's, the router's near and far, and the destination's addresses.
+        v4: [IpAddr; 4],
+        v6: [IpAddr; 4],
+    }
+
+    fn path(tag: &str) -> Option<Path> {
+        let pid = std::process::id() % 100_000;
+        let net = (pid % 250) as u8 + 1;
+        let mut r = Netns::create(&format!("{tag}r"))?;
+        let b = Netns::create(&format!("{tag}b"))?;
+        let (hr, rh) = (format!("{tag}h{pid}"), format!("{tag}rh{pid}"));
+        r.veth(
+            &hr,
+            &format!("10.93.{net}.1/30"),
+            &rh,
+            &format!("10.93.{net}.2/30"),
+        );
+        // the router's far side: a veth pair inside R, one end moved into B
+        let (rb, br) = (format!("{tag}rb{pid}"), format!("{tag}br{pid}"));
+        assert!(r.exec(&[
+            "ip", "link", "add", &rb, "type", "veth", "peer", "name", &br
+        ]));
+        assert!(r.exec(&["ip", "link", "set", &br, "netns", &b.name]));
+        assert!(r.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.93.{net}.5/30"),
+            "dev",
+            &rb
+        ]));
+        assert!(r.exec(&["ip", "link", "set", &rb, "up"]));
+        assert!(b.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.93.{net}.6/30"),
+            "dev",
+            &br
+        ]));
+        assert!(b.exec(&["ip", "link", "set", &br, "up"]));
+        for (ns, dev, addr) in [
+            (None, hr.as_str(), format!("fd93:{net}:1::1/64")),
+            (Some(&r), rh.as_str(), format!("fd93:{net}:1::2/64")),
+            (Some(&r), rb.as_str(), format!("fd93:{net}:2::1/64")),
+            (Some(&b), br.as_str(), format!("fd93:{net}:2::2/64")),
+        ] {
+            let cmd = ["ip", "-6", "addr", "add", &addr, "dev", dev, "nodad"];
+            assert!(ns.map_or_else(|| run(&cmd), |n| n.exec(&cmd)), "{addr}");
+        }
+        for sysctl in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+            "net.ipv4.icmp_ratelimit=0",
+            "net.ipv6.icmp.ratelimit=0",
+        ] {
+            assert!(r.exec(&["sysctl", "-qw", sysctl]), "{sysctl}");
+            assert!(b.exec(&["sysctl", "-qw", sysctl]), "{sysctl}");
+        }
+        // this host reaches B through R (the routes go with the veth when the test ends);
+        // B answers through R
+        assert!(run(&[
+            "ip",
+            "route",
+            "add",
+            &format!("10.93.{net}.4/30"),
+            "via",
+            &format!("10.93.{net}.2")
+        ]));
+        assert!(run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &format!("fd93:{net}:2::/64"),
+            "via",
+            &format!("fd93:{net}:1::2")
+        ]));
+        assert!(b.exec(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("10.93.{net}.5")
+        ]));
+        assert!(b.exec(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("fd93:{net}:2::1")
+        ]));
+        // IPv6 neighbour discovery waits for the link-local addresses' duplicate detection
+        for (ns, dev) in [
+            (None, &hr),
+            (Some(&r), &rh),
+            (Some(&r), &rb),
+            (Some(&b), &br),
+        ] {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let mut cmd = match ns {
+                    Some(n) => {
+                        let mut c = std::process::Command::new("ip");
+                        c.args(["netns", "exec", &n.name, "ip"]);
+                        c
+                    }
+                    None => std::process::Command::new("ip"),
+                };
+                let out = cmd
+                    .args(["-6", "addr", "show", "dev", dev, "tentative"])
+                    .output()
+                    .unwrap();
+                if out.stdout.is_empty() || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let ip = |s: String| s.parse::<IpAddr>().unwrap();
+        Some(Path {
+            _r: r,
+            b,
+            v4: [
+                ip(format!("10.93.{net}.1")),
+                ip(format!("10.93.{net}.2")),
+                ip(format!("10.93.{net}.5")),
+                ip(format!("10.93.{net}.6")),
+            ],
+            v6: [
+                ip(format!("fd93:{net}:1::1")),
+                ip(format!("fd93:{net}:1::2")),
+                ip(format!("fd93:{net}:2::1")),
+                ip(format!("fd93:{net}:2::2")),
+            ],
+        })
+    }
+
+    /// Two hops, by both methods over both IP versions: the router's time exceeded, then the
+    /// destination; then, with the destination's way back removed, the router alone and
+    /// silent hops up to the gap limit. Needs root for the namespaces; skipped otherwise.
+    #[test]
+    fn a_routed_path_hop_by_hop() {
+        let Some(p) = path("mptr") else { return };
+        for [me, router, _, dst] in [p.v4, p.v6] {
+            for method in [TraceMethod::Udp, TraceMethod::Icmp] {
+                let opts = TraceOptions {
+                    method,
+                    wait: Duration::from_millis(500),
+                    ..TraceOptions::default()
+                };
+                let t = match trace(me, dst, &opts, &|| false) {
+                    Err(TraceError::Icmp(PingError::Socket(e))) => {
+                        eprintln!("skipping ICMP: no ICMP socket here: {e}");
+                        continue;
+                    }
+                    other => other.unwrap(),
+                };
+                assert_eq!(t.end, End::Reached, "{method:?} {dst}: {t:?}");
+                let got: Vec<_> = t
+                    .probes
+                    .iter()
+                    .map(|p| (p.ttl, p.reply.map(|r| (r.from, r.answer))))
+                    .collect();
+                let hop1 = Some((router, Answer::TimeExceeded));
+                let hop2 = Some((dst, Answer::Reached));
+                assert_eq!(
+                    got,
+                    [
+                        (1, hop1),
+                        (1, hop1),
+                        (1, hop1),
+                        (2, hop2),
+                        (2, hop2),
+                        (2, hop2)
+                    ],
+                    "{method:?} {dst}"
+                );
+            }
+        }
+        // the other way, from B, with an unprivileged ICMP socket (the child test below)
+        assert!(p.b.exec(&["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]));
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &p.b.name])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "active::trace::tests::unprivileged_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(
+                "MPLANE_TRACE_BACK",
+                format!(
+                    "{} {} {} {} {}",
+                    p.v4[3], p.v4[2], p.v4[0], p.v6[3], p.v6[2]
+                ) + &format!(" {}", p.v6[0]),
+            )
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "child: {text}"
+        );
+        // B loses its way back: beyond the router, nothing answers
+        assert!(p.b.exec(&["ip", "route", "del", "default"]));
+        assert!(p.b.exec(&["ip", "-6", "route", "del", "default"]));
+        let [me, router, _, dst] = p.v4;
+        let opts = TraceOptions {
+            wait: Duration::from_millis(200),
+            gap_limit: 2,
+            ..TraceOptions::default()
+        };
+        let t0 = Instant::now();
+        let t = trace(me, dst, &opts, &|| false).unwrap();
+        assert_eq!(t.end, End::Gap, "{t:?}");
+        assert_eq!(t.probes.len(), 9, "{t:?}");
+        assert!(
+            t.probes[..3]
+                .iter()
+                .all(|p| p.reply.unwrap().from == router)
+        );
+        assert!(t.probes[3..].iter().all(|p| p.reply.is_none()), "{t:?}");
+        assert_eq!(t.probes[8].ttl, 3);
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        // and a stop ends the trace at once
+        let opts = TraceOptions {
+            wait: Duration::from_secs(30),
+            ..TraceOptions::default()
+        };
+        let t0 = Instant::now();
+        let stop = || t0.elapsed() > Duration::from_millis(300);
+        let t = trace(me, dst, &opts, &stop).unwrap();
+        assert_eq!(t.end, End::Stopped, "{t:?}");
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    }
+
+    /// Run by [`a_routed_path_hop_by_hop`] inside B, whose `ping_group_range` it opened:
+    /// ICMP traces from B back to this host over an unprivileged socket, two hops each.
+    #[test]
+    #[ignore = "child process of a_routed_path_hop_by_hop"]
+    fn unprivileged_child() {
+        let a: Vec<IpAddr> = std::env::var("MPLANE_TRACE_BACK")
+            .unwrap()
+            .split(' ')
+            .map(|s| s.parse().unwrap())
+            .collect();
+        for [me, router, dst] in [[a[0], a[1], a[2]], [a[3], a[4], a[5]]] {
+            let opts = TraceOptions {
+                method: TraceMethod::Icmp,
+                wait: Duration::from_millis(500),
+                ..TraceOptions::default()
+            };
+            let t = trace(me, dst, &opts, &|| false).unwrap();
+            assert_eq!(t.end, End::Reached, "{dst}: {t:?}");
+            let got: Vec<_> = t
+                .probes
+                .iter()
+                .map(|p| (p.ttl, p.reply.map(|r| r.from)))
+                .collect();
+            let (r, d) = (Some(router), Some(dst));
+            assert_eq!(
+                got,
+                [(1, r), (1, r), (1, r), (2, d), (2, d), (2, d)],
+                "{dst}"
+            );
+        }
+        // the socket was an unprivileged one
+        assert!(!ping::open(a[0], a[2]).unwrap().1, "a raw socket was opened");
+    }
+}
