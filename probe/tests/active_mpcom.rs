@@ -1,8 +1,8 @@
 //! Active measurements end to end: `mpcom` runs the reference SDK's ping configuration
-//! section unchanged (`module = mplane.components.ping`, `ip4addr`, `ip6addr`) and a
-//! `tcpconnect` section over mutual TLS; our client and the reference client (`mplane-sdk`
-//! from PyPI) each send specifications for loopback and get one measurement per second of
-//! scope. Needs `openssl`, an ICMP socket (root or
+//! section unchanged (`module = mplane.components.ping`, `ip4addr`, `ip6addr`), a
+//! `tcpconnect` and a `traceroute` section over mutual TLS; our client and the reference
+//! client (`mplane-sdk` from PyPI) each send specifications for loopback and get one
+//! measurement per second of scope, and a trace. Needs `openssl`, an ICMP socket (root or
 //! `CAP_NET_RAW`, or `net.ipv4.ping_group_range`) and PyPI.
 
 #[path = "../../control/tests/common/pki.rs"]
@@ -25,16 +25,18 @@ use mplane::model::{self, Message, Statement, WhenText};
 use mplane::value::Value;
 use pki::Pki;
 
-/// `mpcom` with the reference's ping section and a TCP connect section; its port.
+/// `mpcom` with the reference's ping section, a TCP connect and a traceroute section; its
+/// port.
 fn start(pki: &Pki) -> (Mpcom, u16) {
     let d = pki.dir().display();
     let port = free_port();
     let conf = format!(
         "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
          [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
-         [Authorizations]\nping = guest\ntcpconnect = guest\n\n\
+         [Authorizations]\nping = guest\ntcpconnect = guest\ntraceroute = guest\n\n\
          [module_ping]\nmodule = mplane.components.ping\nip4addr = 127.0.0.1\nip6addr = ::1\n\n\
          [module_tcp]\nmodule = tcpconnect\nip4addr = 127.0.0.1\n\n\
+         [module_trace]\nmodule = traceroute\nip4addr = 127.0.0.1\nip6addr = ::1\n\n\
          [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
          listen-cap-link = https://127.0.0.1:{port}/\n"
     );
@@ -84,7 +86,9 @@ async fn our_client_measures_loopback_through_mpcom() {
             "ping-detail-ip4",
             "ping-detail-ip6",
             "tcpconnect-average-ip4",
-            "tcpconnect-detail-ip4"
+            "tcpconnect-detail-ip4",
+            "traceroute-ip4",
+            "traceroute-ip6"
         ]
     );
     // ping over both IP versions, and TCP connection set-up to a listener of this test
@@ -125,6 +129,27 @@ async fn our_client_measures_loopback_through_mpcom() {
         );
     }
     drop(listener);
+    // a trace of loopback: one hop, three probes, each answered by loopback itself
+    let mut spec = spec_for(
+        &caps,
+        "traceroute-ip4",
+        &[
+            ("destination.ip4", address("127.0.0.1")),
+            ("hops.ip.max", Value::Natural(5)),
+        ],
+    );
+    spec.when = Some(WhenText::parse("now").unwrap());
+    spec.token = Some(spec.client_token(mplane::component::now()));
+    let rep = result(&client, &base, &spec).await;
+    let Message::Statement(r) = &rep else {
+        panic!("{}", rep.unparse())
+    };
+    assert_eq!(r.rows().len(), 3, "{}", rep.unparse());
+    for i in 0..3 {
+        let row = r.rows().row(i);
+        assert_eq!(row.cell(1).as_str(), Some("1"), "{}", rep.unparse());
+        assert_eq!(row.cell(2).as_str(), Some("127.0.0.1"), "{}", rep.unparse());
+    }
 }
 
 /// The reference client discovers the capabilities, invokes three of them for loopback (one
@@ -136,6 +161,7 @@ out["detail6"] = run("ping-detail-ip6", "now + 3s / 1s", {"destination.ip6": "::
 out["average4"] = run("ping-average-ip4", "now + 3s / 1s", {"destination.ip4": "127.0.0.1"})
 out["tcp"] = run("tcpconnect-detail-ip4", "now + 2s / 1s",
                 {"destination.ip4": "127.0.0.1", "destination.port": str(args["port"])})
+out["trace6"] = run("traceroute-ip6", "now", {"destination.ip6": "::1", "hops.ip.max": "5"})
 # redeemed once both repetitions are over (earlier, the envelope holds those so far)
 out["repeat4"] = run("ping-average-ip4", "repeat now + 4s / 2s { now + 2s / 1s }",
                      {"destination.ip4": "127.0.0.1"}, settle=5.0)
@@ -157,9 +183,9 @@ fn reference_client_measures_loopback_through_mpcom() {
     });
     let out = peer::run_client_script(REF_DRIVER, &input.to_string());
     let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    // the reference client knows the ping capabilities (core registry) and the TCP ones
-    // (the probe's registry, preloaded)
-    assert_eq!(out["caps"].as_array().unwrap().len(), 6, "{}", out["caps"]);
+    // the reference client knows the ping capabilities (core registry), the TCP and the
+    // traceroute ones (the probe's registry, preloaded)
+    assert_eq!(out["caps"].as_array().unwrap().len(), 8, "{}", out["caps"]);
     drop(listener);
     let regs = mplane_probe::registry::registries().unwrap();
     let parse = |k: &str| match model::parse(out[k].as_str().unwrap(), &regs) {
@@ -182,6 +208,14 @@ fn reference_client_measures_loopback_through_mpcom() {
             "{}",
             out["tcp"]
         );
+    }
+    // a trace of IPv6 loopback: three probes at the first hop, answered by ::1
+    let trace = parse("trace6");
+    assert_eq!(trace.rows().len(), 3, "{}", out["trace6"]);
+    for i in 0..3 {
+        let row = trace.rows().row(i);
+        assert_eq!(row.cell(1).as_str(), Some("1"), "{}", out["trace6"]);
+        assert_eq!(row.cell(2).as_str(), Some("::1"), "{}", out["trace6"]);
     }
     // a repeated specification: an envelope with a result per repetition, each of its
     // two-second inner scope

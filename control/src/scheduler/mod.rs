@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::azn::Azn;
 use crate::model::{Envelope, Exception, Message, Statement, StatementKind, find_capability};
@@ -60,23 +60,37 @@ pub const DEFAULT_MAX_JOBS: usize = 10_000;
 /// Default time an unredeemed finished job is kept: one hour (µs).
 pub const DEFAULT_RESULT_TTL_MICROS: i64 = 3600 * 1_000_000;
 
-/// A shared interrupt flag: set by the scheduler (interrupt message, end of
-/// scope), polled by the running service.
+/// A shared interrupt flag: set by the scheduler (interrupt message, shutdown, end of
+/// scope), polled by the running service, which can tell the end of its scope from an
+/// interrupt ([`Interrupt::is_interrupted`]).
 #[derive(Debug, Clone, Default)]
-pub struct Interrupt(Arc<AtomicBool>);
+pub struct Interrupt(Arc<AtomicU8>);
+
+/// [`Interrupt`] bits: an interrupt message or shutdown, the end of the scope.
+const INTERRUPTED: u8 = 1;
+const SCOPE_ENDED: u8 = 2;
 
 impl Interrupt {
     /// A flag that is not set.
     pub fn new() -> Interrupt {
         Interrupt::default()
     }
-    /// Sets the flag.
+    /// Sets the flag: the job is interrupted (an interrupt message, or shutdown).
     pub fn set(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.fetch_or(INTERRUPTED, Ordering::SeqCst);
     }
-    /// True once the flag was set.
+    /// Sets the flag because the run's scope has ended.
+    pub fn end_scope(&self) {
+        self.0.fetch_or(SCOPE_ENDED, Ordering::SeqCst);
+    }
+    /// True once the flag was set, for either reason.
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) != 0
+    }
+    /// True once the job was interrupted ([`Self::set`]), not merely at the end of its scope:
+    /// what a one-shot measurement under a point scope (`now`) stops for.
+    pub fn is_interrupted(&self) -> bool {
+        self.0.load(Ordering::SeqCst) & INTERRUPTED != 0
     }
 }
 
@@ -479,7 +493,7 @@ impl Scheduler {
         for (token, job) in &mut self.jobs {
             for r in &job.running {
                 if r.end.is_some_and(|e| e <= now) {
-                    r.interrupt.set();
+                    r.interrupt.end_scope();
                 }
             }
             loop {

@@ -162,6 +162,8 @@ fn end_of_scope_and_interrupt_set_flag() {
     assert_eq!(s.next_wakeup(), Some(t(10)));
     s.poll(t(10));
     assert!(runs[0].ctx.interrupt.is_set());
+    // the scope ended; nobody interrupted the job
+    assert!(!runs[0].ctx.interrupt.is_interrupted());
 
     // explicit interrupt of another job
     let spec2 = spec_of(&c, "now + 100s");
@@ -171,6 +173,7 @@ fn end_of_scope_and_interrupt_set_flag() {
     let r = s.interrupt(&tok2, t(21));
     assert_eq!(kind(&r), "receipt");
     assert!(runs2[0].ctx.interrupt.is_set());
+    assert!(runs2[0].ctx.interrupt.is_interrupted());
     let out = runs2[0].service.run(&runs2[0].spec, runs2[0].ctx.clone());
     s.complete(runs2[0].id, out, t(21));
     let r = s.redeem(&tok2, t(22));

@@ -881,6 +881,9 @@ mod tests {
             );
         }
         // the socket was an unprivileged one
-        assert!(!ping::open(a[0], a[2]).unwrap().1, "a raw socket was opened");
+        assert!(
+            !ping::open(a[0], a[2]).unwrap().1,
+            "a raw socket was opened"
+        );
     }
 }

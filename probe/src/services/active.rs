@@ -177,7 +177,7 @@ impl ActiveService {
     }
 }
 
-fn time_of(at: std::time::SystemTime) -> Value {
+pub(super) fn time_of(at: std::time::SystemTime) -> Value {
     let us = at
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
@@ -289,6 +289,30 @@ pub fn from_kwargs(
     method: Method,
     regs: &Registries,
 ) -> Result<Vec<Arc<dyn Service>>, ServiceError> {
+    let sources = source_addresses(module, "ip4addr, ip6addr", |_, _| Ok(false))?;
+    let mut out: Vec<Arc<dyn Service>> = Vec::new();
+    for source in sources {
+        for kind in [Kind::Average, Kind::Detail] {
+            let s = ActiveService::new(method, kind, source, regs).map_err(|e| {
+                ServiceError::Model {
+                    section: module.section.clone(),
+                    source: e,
+                }
+            })?;
+            out.push(Arc::new(s));
+        }
+    }
+    Ok(out)
+}
+
+/// The addresses an active module sends from: its keyword arguments `ip4addr` and `ip6addr`
+/// (at least one), IPv4 first. Every other keyword goes to `other(key, value)`, which takes
+/// it (`Ok(true)`) or does not know it (`Ok(false)`: an error listing the `known` keys).
+pub(super) fn source_addresses(
+    module: &ModuleConfig,
+    known: &str,
+    mut other: impl FnMut(&str, &str) -> Result<bool, ServiceError>,
+) -> Result<Vec<IpAddr>, ServiceError> {
     let bad = |key: &str, value: &str, reason: String| ServiceError::BadArgument {
         section: module.section.clone(),
         key: key.to_string(),
@@ -317,12 +341,14 @@ pub fn from_kwargs(
                     )
                 })?)
             }
-            _ => {
-                return Err(bad(
-                    &kw.key,
-                    value,
-                    "unexpected keyword argument (known: ip4addr, ip6addr)".into(),
-                ));
+            key => {
+                if !other(key, value)? {
+                    return Err(bad(
+                        key,
+                        value,
+                        format!("unexpected keyword argument (known: {known})"),
+                    ));
+                }
             }
         }
     }
@@ -333,24 +359,11 @@ pub fn from_kwargs(
             "missing: give ip4addr, ip6addr or both (the address probes are sent from)".into(),
         ));
     }
-    let mut out: Vec<Arc<dyn Service>> = Vec::new();
-    let sources = v4
+    Ok(v4
         .map(IpAddr::V4)
         .into_iter()
         .chain(v6.map(IpAddr::V6))
-        .collect::<Vec<_>>();
-    for source in sources {
-        for kind in [Kind::Average, Kind::Detail] {
-            let s = ActiveService::new(method, kind, source, regs).map_err(|e| {
-                ServiceError::Model {
-                    section: module.section.clone(),
-                    source: e,
-                }
-            })?;
-            out.push(Arc::new(s));
-        }
-    }
-    Ok(out)
+        .collect())
 }
 
 #[cfg(test)]

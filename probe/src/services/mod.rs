@@ -9,6 +9,7 @@
 //! * `ping` (also the reference's `mplane.components.ping`) and `tcpconnect` — [`active`],
 //!   ICMP echo as the reference ping component's four capabilities, and TCP connection
 //!   set-up time.
+//! * `traceroute` — [`traceroute`], the path to a destination hop by hop.
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use mplane::scheduler::Service;
 pub mod active;
 pub mod interop;
 pub mod passive;
+pub mod traceroute;
 
 /// Errors building services from a `[module_*]` section.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +30,7 @@ pub mod passive;
 pub enum ServiceError {
     /// The `module` names no known service set.
     #[error(
-        "[{section}] module = {module}: unknown service module (known: interop_services, passive, ping, tcpconnect)"
+        "[{section}] module = {module}: unknown service module (known: interop_services, passive, ping, tcpconnect, traceroute)"
     )]
     UnknownModule {
         /// Section.
@@ -93,6 +95,10 @@ pub fn from_module(
         }),
         "tcpconnect" => Ok(Module {
             services: active::from_kwargs(module, active::Method::Connect, registries)?,
+            metrics: None,
+        }),
+        "traceroute" => Ok(Module {
+            services: traceroute::from_kwargs(module, registries)?,
             metrics: None,
         }),
         "passive" => {

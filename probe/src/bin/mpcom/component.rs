@@ -141,6 +141,13 @@ fn prepare(path: &Path) -> Result<Prepared> {
                 warnings.extend(active_module_warnings(path, m, true))
             }
             "tcpconnect" => warnings.extend(active_module_warnings(path, m, false)),
+            "traceroute" => {
+                let icmp = m
+                    .kwargs
+                    .iter()
+                    .any(|k| k.key == "method" && k.value.trim().eq_ignore_ascii_case("icmp"));
+                warnings.extend(active_module_warnings(path, m, icmp))
+            }
             _ => {}
         }
     }
