@@ -7,7 +7,25 @@ mod sys;
 pub(crate) mod testns;
 pub mod trace;
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The round-trip time of a probe sent at `sent` (the system clock) and `sent_at` (the
+/// monotonic one) whose answer the kernel received at `received` (its `SO_TIMESTAMPNS`, if
+/// it said) and this thread read at `read_at`: from the kernel's receive time where it is
+/// plausible, which leaves out the wake-up of the reading thread, else (no stamp, or the
+/// system clock stepped in between) from the monotonic clock.
+pub(crate) fn round_trip(
+    sent: SystemTime,
+    sent_at: Instant,
+    received: Option<SystemTime>,
+    read_at: Instant,
+) -> Duration {
+    let monotonic = read_at.saturating_duration_since(sent_at);
+    match received.and_then(|r| r.duration_since(sent).ok()) {
+        Some(k) if k <= monotonic => k,
+        _ => monotonic,
+    }
+}
 
 /// The attempts of a series of probes: when each was sent and, if it was answered, its
 /// round-trip time in microseconds.
@@ -40,6 +58,21 @@ impl Samples {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_trip_prefers_a_plausible_kernel_time() {
+        let (t, i) = (SystemTime::now(), Instant::now());
+        let read = i + Duration::from_micros(300);
+        let rx = |us| Some(t + Duration::from_micros(us));
+        assert_eq!(round_trip(t, i, rx(250), read), Duration::from_micros(250));
+        // later than the read, or before the send: the clock stepped
+        assert_eq!(round_trip(t, i, rx(400), read), Duration::from_micros(300));
+        assert_eq!(
+            round_trip(t, i, Some(t - Duration::from_secs(1)), read),
+            Duration::from_micros(300)
+        );
+        assert_eq!(round_trip(t, i, None, read), Duration::from_micros(300));
+    }
 
     #[test]
     fn summary_of_samples() {

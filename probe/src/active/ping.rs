@@ -7,13 +7,18 @@
 //! identifier, a sequence number and a 16-byte token of its own; a reply counts only if all
 //! three match, so replies to other programs' pings, duplicates and late replies to earlier
 //! requests are never taken for this one. The round-trip time runs from just before the
-//! request is handed to the kernel to just after the reply is read, on the monotonic clock.
+//! request is handed to the kernel to when the kernel received the reply (its
+//! `SO_TIMESTAMPNS` receive time, which leaves out the wake-up of the reading thread), or,
+//! where the kernel gives no time or the system clock stepped meanwhile, to just after the
+//! reply is read, on the monotonic clock.
 
-use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use super::round_trip;
+use super::sys::{self, Queue};
 
 /// Why a pinger could not be set up or a request not sent.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +75,8 @@ pub struct Pinger {
     /// Distinguishes this pinger's requests from any other's with the same identifier.
     token: [u8; 8],
     buf: Vec<u8>,
+    control: Vec<u8>,
+    kernel_times: u64,
 }
 
 impl Pinger {
@@ -83,6 +90,8 @@ impl Pinger {
             });
         }
         let (sock, raw) = open(source, destination)?;
+        // without them, round-trip times come from the monotonic clock alone
+        let _ = sys::set_timestamps(&sock);
         let (ident, token) = ident_and_token(&sock);
         Ok(Pinger {
             sock,
@@ -91,6 +100,8 @@ impl Pinger {
             ident,
             token,
             buf: vec![0; 2048],
+            control: vec![0; 128],
+            kernel_times: 0,
         })
     }
 
@@ -115,12 +126,13 @@ impl Pinger {
     ) -> Result<Option<Duration>, PingError> {
         let v4 = self.dst.is_ipv4();
         let msg = echo_request(v4, self.raw, self.ident, seq, self.token);
-        let sent = Instant::now();
+        let sent = SystemTime::now();
+        let sent_at = Instant::now();
         self.sock.send(&msg).map_err(|e| PingError::Send {
             addr: self.dst,
             source: e,
         })?;
-        let deadline = sent + timeout;
+        let deadline = sent_at + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -130,29 +142,32 @@ impl Pinger {
             let _ = self
                 .sock
                 .set_read_timeout(Some(left.min(STOP_CHECK).max(Duration::from_micros(1))));
-            let n = match (&self.sock).read(&mut self.buf) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
+            let got = match sys::recv(&self.sock, Queue::Data, &mut self.buf, &mut self.control) {
+                Ok(Some(got)) => got,
+                Ok(None) => {
                     if stop() {
                         return Ok(None);
                     }
                     continue;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                // an ICMP error for an earlier request (e.g. host unreachable): keep waiting
+                // interrupted, or an ICMP error for an earlier request (e.g. host
+                // unreachable): keep waiting
                 Err(_) => continue,
             };
-            let got = Instant::now();
-            let icmp = icmp_of(&self.buf[..n], v4, self.raw);
+            let read_at = Instant::now();
+            let icmp = icmp_of(&self.buf[..got.data_len], v4, self.raw);
             if is_echo_reply(icmp, v4, self.raw, self.ident, seq, self.token) {
-                return Ok(Some(got - sent));
+                let received = sys::timestamp(&self.control[..got.control_len]);
+                self.kernel_times += u64::from(received.is_some());
+                return Ok(Some(round_trip(sent, sent_at, received, read_at)));
             }
         }
+    }
+
+    /// How many replies so far were timed by the kernel's receive time (the others by the
+    /// monotonic clock when they were read; see [`crate::active::round_trip`]).
+    pub fn kernel_times(&self) -> u64 {
+        self.kernel_times
     }
 }
 
@@ -367,6 +382,7 @@ mod tests {
                 let rtt = rtt.unwrap_or_else(|| panic!("{dst}: no reply to {seq}"));
                 assert!(rtt < Duration::from_secs(1), "{dst}: {rtt:?}");
             }
+            assert_eq!(p.kernel_times(), 3, "{dst}: replies timed by the kernel");
         }
     }
 }

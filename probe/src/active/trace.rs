@@ -23,17 +23,17 @@
 //! hops in a row stayed silent, the hop limit reached `max_hops`, or `stop()` turned true
 //! (looked at every [`STOP_CHECK`]).
 //!
-//! Round-trip times run, as ping's, from just before a probe is handed to the kernel to just
-//! after its answer is read, on the monotonic clock.
+//! Round-trip times run, as ping's, from just before a probe is handed to the kernel to when
+//! the kernel received its answer (see [`crate::active::round_trip`]).
 
-use std::io::Read;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::ping::{self, PingError, STOP_CHECK};
-use super::sys::{self, ORIGIN_ICMP, ORIGIN_ICMP6};
+use super::round_trip;
+use super::sys::{self, ORIGIN_ICMP, ORIGIN_ICMP6, Queue};
 
 /// How probes are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +196,16 @@ enum Prober {
     },
 }
 
+impl Prober {
+    /// The socket of either method.
+    fn socket(&self) -> SockRef<'_> {
+        match self {
+            Prober::Udp { sock, .. } => SockRef::from(sock),
+            Prober::Icmp { sock, .. } => SockRef::from(sock),
+        }
+    }
+}
+
 /// A probe's index in a trace from its sequence number or destination port.
 fn index_of(value: u16, base: u16, sent: usize) -> Option<usize> {
     let i = usize::from(value.wrapping_sub(base));
@@ -235,6 +245,8 @@ pub fn trace(
                     source: e,
                 })?;
             sys::set_recverr(&sock, !v4).map_err(TraceError::Socket)?;
+            // without them, round-trip times come from the monotonic clock alone
+            let _ = sys::set_timestamps(&sock);
             Prober::Udp {
                 sock: sock.into(),
                 port: opts.port,
@@ -243,6 +255,7 @@ pub fn trace(
         TraceMethod::Icmp => {
             let (sock, raw) = ping::open(source, destination)?;
             sys::set_recverr(&sock, !v4).map_err(|e| TraceError::Icmp(PingError::Socket(e)))?;
+            let _ = sys::set_timestamps(&sock);
             let (ident, token) = ping::ident_and_token(&sock);
             Prober::Icmp {
                 sock,
@@ -380,11 +393,19 @@ impl Tracer {
         Ok(())
     }
 
-    /// Records `answer` from `from` for probe `i`, unless it already has one.
-    fn answer(&mut self, i: usize, from: IpAddr, answer: Answer) {
-        let rtt = self.sent_at[i].elapsed();
+    /// Records `answer` from `from` for probe `i`, unless it already has one; the kernel
+    /// received it at `received` (if it said), this thread read it at `read_at`.
+    fn answer(
+        &mut self,
+        i: usize,
+        from: IpAddr,
+        answer: Answer,
+        received: Option<SystemTime>,
+        read_at: Instant,
+    ) {
         let p = &mut self.probes[i];
         if p.reply.is_none() {
+            let rtt = round_trip(p.sent, self.sent_at[i], received, read_at);
             p.reply = Some(Reply { from, rtt, answer });
         }
     }
@@ -393,55 +414,50 @@ impl Tracer {
     /// echo reply (a queued error wakes that read too).
     fn receive(&mut self, timeout: Duration) {
         while self.read_error() {}
+        let sock = self.prober.socket();
         // a zero timeout would block for ever
-        let timeout = Some(timeout.max(Duration::from_micros(1)));
+        let _ = sock.set_read_timeout(Some(timeout.max(Duration::from_micros(1))));
+        let got = sys::recv(&sock, Queue::Data, &mut self.buf, &mut self.control);
+        let Ok(Some(got)) = got else { return };
+        let read_at = Instant::now();
+        let received = sys::timestamp(&self.control[..got.control_len]);
         let sent = self.probes.len();
-        match &self.prober {
-            Prober::Udp { sock, port } => {
-                let _ = sock.set_read_timeout(timeout);
-                if let Ok((_, from)) = sock.recv_from(&mut self.buf)
-                    && from.ip() == self.dst
-                    && let Some(i) = index_of(from.port(), *port, sent)
-                {
-                    self.answer(i, from.ip(), Answer::Reached);
-                }
-            }
+        let data = &self.buf[..got.data_len];
+        let index = match &self.prober {
+            // a datagram back from a probed port
+            Prober::Udp { port, .. } => got
+                .address
+                .filter(|a| a.ip() == self.dst)
+                .and_then(|a| index_of(a.port(), *port, sent)),
+            // a connected ICMP socket reads only what the destination sends
             Prober::Icmp {
-                sock,
-                raw,
-                ident,
-                token,
+                raw, ident, token, ..
             } => {
-                let _ = sock.set_read_timeout(timeout);
-                let (raw, ident, token) = (*raw, *ident, *token);
-                // a connected ICMP socket reads only what the destination sends
-                if let Ok(n) = (&*sock).read(&mut self.buf) {
-                    let icmp = ping::icmp_of(&self.buf[..n], self.v4, raw);
-                    let seq = icmp
-                        .get(6..8)
-                        .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]));
-                    if let Some(i) = index_of(seq, self.seq0, sent)
-                        && ping::is_echo_reply(icmp, self.v4, raw, ident, seq, token)
-                    {
-                        self.answer(i, self.dst, Answer::Reached);
-                    }
-                }
+                let icmp = ping::icmp_of(data, self.v4, *raw);
+                let seq = icmp
+                    .get(6..8)
+                    .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]));
+                index_of(seq, self.seq0, sent)
+                    .filter(|_| ping::is_echo_reply(icmp, self.v4, *raw, *ident, seq, *token))
             }
+        };
+        if let Some(i) = index {
+            self.answer(i, self.dst, Answer::Reached, received, read_at);
         }
     }
 
     /// Reads one message of the error queue and records the answer it is; `false` when the
     /// queue is empty.
     fn read_error(&mut self) -> bool {
-        let sock = match &self.prober {
-            Prober::Udp { sock, .. } => SockRef::from(sock),
-            Prober::Icmp { sock, .. } => SockRef::from(sock),
-        };
-        let q = match sys::recv_errqueue(&sock, &mut self.buf, &mut self.control) {
+        let sock = self.prober.socket();
+        let q = match sys::recv(&sock, Queue::Errors, &mut self.buf, &mut self.control) {
             Ok(Some(q)) => q,
             Ok(None) | Err(_) => return false,
         };
-        let Some(e) = sys::extended_error(&self.control[..q.control_len]) else {
+        let read_at = Instant::now();
+        let control = &self.control[..q.control_len];
+        let received = sys::timestamp(control);
+        let Some(e) = sys::extended_error(control) else {
             return true;
         };
         let (Some(from), true) = (
@@ -453,7 +469,7 @@ impl Tracer {
         };
         let sent = self.probes.len();
         let index = match &self.prober {
-            Prober::Udp { port, .. } => q.destination.and_then(|d| index_of(d.port(), *port, sent)),
+            Prober::Udp { port, .. } => q.address.and_then(|d| index_of(d.port(), *port, sent)),
             Prober::Icmp { ident, raw, .. } => {
                 // the quoted request: type, code, checksum, identifier, sequence number
                 let quoted = &self.buf[..q.data_len];
@@ -470,7 +486,7 @@ impl Tracer {
         };
         if let Some(i) = index {
             let answer = classify(self.v4, e.icmp_type, e.icmp_code, from == self.dst);
-            self.answer(i, from, answer);
+            self.answer(i, from, answer, received, read_at);
         }
         true
     }
