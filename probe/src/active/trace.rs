@@ -87,6 +87,10 @@ pub enum TraceError {
         /// The destination address.
         destination: IpAddr,
     },
+    /// The destination is a multicast, broadcast or unspecified address: a path leads to
+    /// one host.
+    #[error("{0} is not a unicast address: traceroute follows the path to one host")]
+    NotUnicast(IpAddr),
     /// The ICMP socket of the ICMP method could not be opened.
     #[error(transparent)]
     Icmp(#[from] PingError),
@@ -225,6 +229,10 @@ pub fn trace(
             source_addr: source,
             destination,
         });
+    }
+    let broadcast = matches!(destination, IpAddr::V4(a) if a.is_broadcast());
+    if destination.is_multicast() || destination.is_unspecified() || broadcast {
+        return Err(TraceError::NotUnicast(destination));
     }
     let v4 = destination.is_ipv4();
     let most = usize::from(opts.max_hops) * usize::from(opts.attempts.max(1));
@@ -588,6 +596,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("192.0.2.77"), "{e}");
+        for (src, dst) in [
+            (lo, "224.0.0.1"),
+            (lo, "255.255.255.255"),
+            (lo, "0.0.0.0"),
+            ("::1".parse().unwrap(), "ff02::1"),
+        ] {
+            let e = trace(src, dst.parse().unwrap(), &TraceOptions::default(), &|| {
+                false
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains("not a unicast"), "{dst}: {e}");
+        }
     }
 
     /// Loopback is one hop away, by either method and IP version (ICMP needs an ICMP
