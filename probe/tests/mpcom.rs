@@ -251,9 +251,10 @@ fn check_reports_what_would_run() {
     let text = format!(
         "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\
          [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
-         [Authorizations]\nflows = guest\ntrace = guest\nping = guest\n\
+         [Authorizations]\nflows = guest\nwhois = guest\nping = guest\ntraceroute = guest\n\
          [module_tap]\nmodule = passive\nsource = pcap-live:eth9\nexport_dir = /proc/mpcom/export\n\
          [module_ping]\nmodule = ping\nip4addr = 192.0.2.77\n\
+         [module_trace]\nmodule = traceroute\nip6addr = 2001:db8::77\nmethod = icmp\n\
          [component]\nworkflow = client-initiated\nlisten-port = 0\nmetric_roles = guest\n\
          metrics_roles = admin\n"
     );
@@ -262,19 +263,20 @@ fn check_reports_what_would_run() {
     assert!(ok, "{out}{err}");
     for want in [
         "metric_roles: unknown key, ignored (did you mean metrics_roles?)",
-        "[Authorizations] trace",
+        "[Authorizations] whois",
         "metrics_roles: no identity in [Roles] holds admin",
         "source: no interface eth9 on this host",
         "export_dir: /proc/mpcom/export cannot be written",
         "ip4addr: 192.0.2.77 is not an address of this host",
+        "[module_trace] ip6addr: 2001:db8::77 is not an address of this host",
     ] {
         assert!(out.contains(want), "{want:?} not in\n{out}");
     }
-    assert_eq!(out.matches("warning:").count(), 6, "{out}");
+    assert_eq!(out.matches("warning:").count(), 7, "{out}");
     // `flows` covering the IPv4, IPv6 and export twins is expected, not a warning
     assert!(out.contains("note: "), "{out}");
     let (ok, _, err) = check(&conf, true);
-    assert!(!ok && err.contains("6 warning(s) (--strict)"), "{err}");
+    assert!(!ok && err.contains("7 warning(s) (--strict)"), "{err}");
 
     std::fs::write(&conf, text.replace("component.key", "missing.key")).unwrap();
     let (ok, _, err) = check(&conf, false);
