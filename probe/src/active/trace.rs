@@ -20,8 +20,9 @@
 //! answered or `wait` has passed since the last, and goes on to the next hop. A late answer
 //! to an earlier probe still counts for it. The trace ends when the destination answered, a
 //! router said it cannot be reached (*unreachable*: network, host, prohibited…), `gap_limit`
-//! hops in a row stayed silent, the hop limit reached `max_hops`, or `stop()` turned true
-//! (looked at every [`STOP_CHECK`]).
+//! hops in a row stayed silent, the hop limit reached `max_hops`, `stop()` turned true
+//! (looked at every [`STOP_CHECK`]), or a probe could not be sent (an error of the first probe
+//! is the trace's error; a later one ends the trace with what it measured).
 //!
 //! Round-trip times run, as ping's, from just before a probe is handed to the kernel to when
 //! the kernel received its answer (see [`crate::active::round_trip`]).
@@ -175,6 +176,8 @@ pub enum End {
     MaxHops,
     /// `stop()` turned true.
     Stopped,
+    /// A probe after the first could not be sent (e.g. the route went away meanwhile).
+    SendFailed,
 }
 
 /// The probes of a trace, in sending order, and why it ended.
@@ -273,13 +276,18 @@ pub fn trace(
             }
         }
     };
+    let seq0 = match &prober {
+        // echo requests are numbered from a value of the token, not from 0
+        Prober::Icmp { token, .. } => u16::from_le_bytes([token[2], token[3]]),
+        Prober::Udp { .. } => 0,
+    };
     Tracer {
         prober,
         dst: destination,
         v4,
         probes: Vec::with_capacity(most),
         sent_at: Vec::with_capacity(most),
-        seq0: 0,
+        seq0,
         buf: vec![0; 2048],
         control: vec![0; 512],
     }
@@ -303,16 +311,19 @@ struct Tracer {
 impl Tracer {
     fn run(mut self, opts: &TraceOptions, stop: &dyn Fn() -> bool) -> Result<Trace, TraceError> {
         let mut silent = 0u8;
-        if let Prober::Icmp { token, .. } = &self.prober {
-            self.seq0 = u16::from_le_bytes([token[2], token[3]]);
-        }
         for ttl in 1..=opts.max_hops.max(1) {
             if stop() {
                 return Ok(self.done(End::Stopped));
             }
             let first = self.probes.len();
             for _ in 0..opts.attempts.max(1) {
-                self.send(ttl)?;
+                // the first probe's error is the trace's; a later one ends it with what it
+                // measured
+                match self.send(ttl) {
+                    Err(e) if self.probes.is_empty() => return Err(e),
+                    Err(_) => return Ok(self.done(End::SendFailed)),
+                    Ok(()) => {}
+                }
             }
             let deadline = Instant::now() + opts.wait;
             while self.probes[first..].iter().any(|p| p.reply.is_none()) {
@@ -884,6 +895,30 @@ mod tests {
         let t = trace(me, dst, &opts, &stop).unwrap();
         assert_eq!(t.end, End::Stopped, "{t:?}");
         assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        // the route to B turns unreachable after the first hop (the check before the second
+        // hop's probes does it): the trace ends with the first hop's probes, not an error
+        let opts = TraceOptions {
+            wait: Duration::from_millis(200),
+            ..TraceOptions::default()
+        };
+        let IpAddr::V4(b) = p.v4[3] else {
+            unreachable!()
+        };
+        let [o0, o1, o2, o3] = b.octets();
+        let prefix = format!("{o0}.{o1}.{o2}.{}/30", o3 & !3);
+        let hops = std::cell::Cell::new(0);
+        let stop = || {
+            hops.set(hops.get() + 1);
+            if hops.get() == 2 {
+                assert!(run(&["ip", "route", "replace", "unreachable", &prefix]));
+            }
+            false
+        };
+        let t = trace(me, dst, &opts, &stop);
+        assert!(run(&["ip", "route", "del", &prefix]));
+        let t = t.unwrap();
+        assert_eq!(t.end, End::SendFailed, "{t:?}");
+        assert_eq!(t.probes.len(), 3, "{t:?}");
     }
 
     /// Run by [`a_routed_path_hop_by_hop`] inside B, whose `ping_group_range` it opened:
