@@ -325,24 +325,7 @@ mod tests {
             return;
         };
         assert!(ns.exec(&["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]));
-        let exe = std::env::current_exe().unwrap();
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(exe)
-            .args([
-                "--exact",
-                "active::ping::tests::unprivileged_child",
-                "--ignored",
-                "--nocapture",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && text.contains("1 passed"),
-            "child: {text}"
-        );
+        ns.run_child_test("active::ping::tests::unprivileged_child", &[]);
     }
 
     /// Run by [`unprivileged_sockets_in_a_namespace`] inside its namespace.

@@ -43,6 +43,25 @@ impl Netns {
         run(&all)
     }
 
+    /// Runs test `name` of this test binary (an `#[ignore]`d child test) inside the
+    /// namespace, with `env` set, and fails unless it passed.
+    pub fn run_child_test(&self, name: &str, env: &[(&str, String)]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--ignored", "--nocapture"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "{name} in {}: {text}",
+            self.name
+        );
+    }
+
     /// A veth pair `host` (here, address `host_addr`) – `peer` (in the namespace, address
     /// `peer_addr`), both up.
     pub fn veth(&mut self, host: &str, host_addr: &str, peer: &str, peer_addr: &str) {

@@ -621,6 +621,18 @@ mod tests {
         }
     }
 
+    /// A trace that must succeed; `None`, with a message, where the ICMP method has no
+    /// ICMP socket (not root, no CAP_NET_RAW, ping_group_range closed).
+    fn trace_unless_no_icmp(src: IpAddr, dst: IpAddr, opts: &TraceOptions) -> Option<Trace> {
+        match trace(src, dst, opts, &|| false) {
+            Err(TraceError::Icmp(PingError::Socket(e))) => {
+                eprintln!("skipping ICMP: no ICMP socket here: {e}");
+                None
+            }
+            other => Some(other.unwrap()),
+        }
+    }
+
     /// Loopback is one hop away, by either method and IP version (ICMP needs an ICMP
     /// socket; skipped without one).
     #[test]
@@ -632,12 +644,8 @@ mod tests {
                     method,
                     ..TraceOptions::default()
                 };
-                let t = match trace(lo, lo, &opts, &|| false) {
-                    Err(TraceError::Icmp(PingError::Socket(e))) => {
-                        eprintln!("skipping ICMP: no ICMP socket here: {e}");
-                        continue;
-                    }
-                    other => other.unwrap(),
+                let Some(t) = trace_unless_no_icmp(lo, lo, &opts) else {
+                    continue;
                 };
                 assert_eq!(t.end, End::Reached, "{method:?} {lo}: {t:?}");
                 assert_eq!(t.probes.len(), 3, "{t:?}");
@@ -809,12 +817,8 @@ mod tests {
                     wait: Duration::from_millis(500),
                     ..TraceOptions::default()
                 };
-                let t = match trace(me, dst, &opts, &|| false) {
-                    Err(TraceError::Icmp(PingError::Socket(e))) => {
-                        eprintln!("skipping ICMP: no ICMP socket here: {e}");
-                        continue;
-                    }
-                    other => other.unwrap(),
+                let Some(t) = trace_unless_no_icmp(me, dst, &opts) else {
+                    continue;
                 };
                 assert_eq!(t.end, End::Reached, "{method:?} {dst}: {t:?}");
                 let got: Vec<_> = t
@@ -840,29 +844,10 @@ mod tests {
         }
         // the other way, from B, with an unprivileged ICMP socket (the child test below)
         assert!(p.b.exec(&["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]));
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &p.b.name])
-            .arg(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "active::trace::tests::unprivileged_child",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env(
-                "MPLANE_TRACE_BACK",
-                format!(
-                    "{} {} {} {} {}",
-                    p.v4[3], p.v4[2], p.v4[0], p.v6[3], p.v6[2]
-                ) + &format!(" {}", p.v6[0]),
-            )
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && text.contains("1 passed"),
-            "child: {text}"
+        let back = [p.v4[3], p.v4[2], p.v4[0], p.v6[3], p.v6[2], p.v6[0]].map(|a| a.to_string());
+        p.b.run_child_test(
+            "active::trace::tests::unprivileged_child",
+            &[("MPLANE_TRACE_BACK", back.join(" "))],
         );
         // B loses its way back: beyond the router, nothing answers
         assert!(p.b.exec(&["ip", "route", "del", "default"]));

@@ -71,7 +71,7 @@ pub struct ActiveService {
     source: IpAddr,
 }
 
-fn version(a: IpAddr) -> &'static str {
+pub(super) fn version(a: IpAddr) -> &'static str {
     if a.is_ipv4() { "ip4" } else { "ip6" }
 }
 
@@ -103,18 +103,46 @@ fn capability(
             ("tcpconnect-detail", &["time", "rtt.us", "connectivity.ip"])
         }
     };
+    let registry = (method == Method::Connect).then_some(PROBE_REGISTRY_URI);
+    let port: &[(&str, &str)] = if method == Method::Connect {
+        &[("destination.port", "1 ... 65535")]
+    } else {
+        &[]
+    };
+    measure_capability(
+        &format!("{name}-{v}"),
+        "now ... future / 1s",
+        registry,
+        source,
+        port,
+        results,
+        regs,
+    )
+}
+
+/// A `measure` capability of an active measurement from `source`: its label, scope and
+/// registry (`None`: the core one, which a new statement names), the parameters `source.ip4`/`ip6` (this address) and
+/// `destination.ip4`/`ip6` (any), then `params` (element, constraint) and the `results`.
+pub(super) fn measure_capability(
+    label: &str,
+    when: &str,
+    registry: Option<&str>,
+    source: IpAddr,
+    params: &[(&str, &str)],
+    results: &[&str],
+    regs: &Registries,
+) -> Result<Statement, ModelError> {
+    let v = version(source);
     let mut cap = Statement::new(StatementKind::Capability, "measure");
-    if method == Method::Connect {
-        cap.registry = Some(PROBE_REGISTRY_URI.into());
+    if let Some(uri) = registry {
+        cap.registry = Some(uri.to_string());
     }
-    cap.label = Some(format!("{name}-{v}"));
-    cap.set_when(
-        When::parse("now ... future / 1s").map_err(|e| ModelError::Invalid(e.to_string()))?,
-    );
+    cap.label = Some(label.to_string());
+    cap.set_when(When::parse(when).map_err(|e| ModelError::Invalid(e.to_string()))?);
     cap.add_parameter(&format!("source.{v}"), &source.to_string(), regs)?;
     cap.add_parameter(&format!("destination.{v}"), "*", regs)?;
-    if method == Method::Connect {
-        cap.add_parameter("destination.port", "1 ... 65535", regs)?;
+    for (element, constraint) in params {
+        cap.add_parameter(element, constraint, regs)?;
     }
     for r in results {
         cap.add_result_column(r, regs)?;
@@ -177,6 +205,29 @@ impl ActiveService {
     }
 }
 
+/// The destination a specification names for a capability from `source` (of its IP
+/// version), or the error text of its exception.
+pub(super) fn destination(spec: &Statement, source: IpAddr) -> Result<IpAddr, String> {
+    let v = version(source);
+    match spec.parameter_value(&format!("destination.{v}")) {
+        Some(Value::Address(a)) if a.is_ipv4() == source.is_ipv4() => Ok(a),
+        other => Err(format!(
+            "destination.{v}: expected an {v} address, got {}",
+            other.map_or("nothing".into(), |v| v.to_string())
+        )),
+    }
+}
+
+/// When a run that started at `start` must end: the end of its (sub-)scope as the scheduler
+/// knows it, else `start` plus the scope's duration; `None` for an open-ended or point scope.
+pub(super) fn scope_end(when: &When, ctx: &JobContext, start: Timestamp) -> Option<Timestamp> {
+    ctx.end.or_else(|| {
+        when.duration_micros(start)
+            .filter(|&d| d > 0)
+            .map(|d| start.add_micros(d))
+    })
+}
+
 pub(super) fn time_of(at: std::time::SystemTime) -> Value {
     let us = at
         .duration_since(std::time::UNIX_EPOCH)
@@ -190,16 +241,7 @@ impl Service for ActiveService {
     }
 
     fn run(&self, spec: &Statement, ctx: JobContext) -> Outcome {
-        let v = version(self.source);
-        let dst = match spec.parameter_value(&format!("destination.{v}")) {
-            Some(Value::Address(a)) if a.is_ipv4() == self.source.is_ipv4() => a,
-            other => {
-                return Err(format!(
-                    "destination.{v}: expected an {v} address, got {}",
-                    other.map_or("nothing".into(), |v| v.to_string())
-                ));
-            }
-        };
+        let dst = destination(spec, self.source)?;
         let when = spec.when();
         let interval = when
             .period
@@ -208,11 +250,7 @@ impl Service for ActiveService {
             })
             .max(MIN_INTERVAL);
         let start = now();
-        let end = ctx.end.or_else(|| {
-            when.duration_micros(start)
-                .filter(|&d| d > 0)
-                .map(|d| start.add_micros(d))
-        });
+        let end = scope_end(&when, &ctx, start);
         let samples = match self.method {
             Method::Ping => {
                 let mut pinger = Pinger::new(self.source, dst).map_err(|e| e.to_string())?;
@@ -395,6 +433,7 @@ mod tests {
                 panic!("{golden}: not a statement")
             };
             assert_eq!(ours.cap.label, theirs.label, "{golden}");
+            assert_eq!(ours.cap.registry, theirs.registry, "{golden}");
             assert_eq!(
                 {
                     let mut c = ours.cap.clone();

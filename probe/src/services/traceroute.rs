@@ -21,14 +21,16 @@ use std::time::Duration;
 
 use mplane::component::now;
 use mplane::config::ModuleConfig;
-use mplane::model::{ModelError, Statement, StatementKind};
+use mplane::model::{ModelError, Statement};
 use mplane::registry::Registries;
 use mplane::scheduler::{JobContext, Outcome, Service};
 use mplane::value::{TimeValue, Value};
 use mplane::when::When;
 
 use super::ServiceError;
-use super::active::{source_addresses, time_of};
+use super::active::{
+    destination, measure_capability, scope_end, source_addresses, time_of, version,
+};
 use crate::active::trace::{self, TraceMethod, TraceOptions};
 use crate::registry::PROBE_REGISTRY_URI;
 
@@ -46,24 +48,21 @@ pub struct TraceService {
 impl TraceService {
     /// The capability from `source`, tracing with `opts`.
     pub fn new(source: IpAddr, opts: TraceOptions, regs: &Registries) -> Result<Self, ModelError> {
-        let v = if source.is_ipv4() { "ip4" } else { "ip6" };
-        let mut cap = Statement::new(StatementKind::Capability, "measure");
-        cap.registry = Some(PROBE_REGISTRY_URI.into());
-        cap.label = Some(format!("traceroute-{v}"));
-        cap.set_when(
-            When::parse("now ... future").map_err(|e| ModelError::Invalid(e.to_string()))?,
-        );
-        cap.add_parameter(&format!("source.{v}"), &source.to_string(), regs)?;
-        cap.add_parameter(&format!("destination.{v}"), "*", regs)?;
-        cap.add_parameter("hops.ip.max", "1 ... 255", regs)?;
-        for r in [
-            "time",
-            "hops.ip",
-            &format!("intermediate.{v}"),
-            "delay.twoway.icmp.us",
-        ] {
-            cap.add_result_column(r, regs)?;
-        }
+        let v = version(source);
+        let cap = measure_capability(
+            &format!("traceroute-{v}"),
+            "now ... future",
+            Some(PROBE_REGISTRY_URI),
+            source,
+            &[("hops.ip.max", "1 ... 255")],
+            &[
+                "time",
+                "hops.ip",
+                &format!("intermediate.{v}"),
+                "delay.twoway.icmp.us",
+            ],
+            regs,
+        )?;
         Ok(TraceService { cap, source, opts })
     }
 }
@@ -74,16 +73,7 @@ impl Service for TraceService {
     }
 
     fn run(&self, spec: &Statement, ctx: JobContext) -> Outcome {
-        let v = if self.source.is_ipv4() { "ip4" } else { "ip6" };
-        let dst = match spec.parameter_value(&format!("destination.{v}")) {
-            Some(Value::Address(a)) if a.is_ipv4() == self.source.is_ipv4() => a,
-            other => {
-                return Err(format!(
-                    "destination.{v}: expected an {v} address, got {}",
-                    other.map_or("nothing".into(), |v| v.to_string())
-                ));
-            }
-        };
+        let dst = destination(spec, self.source)?;
         let max_hops = match spec.parameter_value("hops.ip.max") {
             Some(Value::Natural(n)) if (1..=255).contains(&n) => n as u8,
             other => {
@@ -98,11 +88,7 @@ impl Service for TraceService {
         // a point scope (`now`) traces once, to the end: only an interrupt stops it; a scope
         // with a duration stops it when it runs out
         let point = when.duration_micros(start) == Some(0);
-        let end = ctx.end.or_else(|| {
-            when.duration_micros(start)
-                .filter(|&d| d > 0)
-                .map(|d| start.add_micros(d))
-        });
+        let end = scope_end(&when, &ctx, start);
         let stop = || {
             if point {
                 ctx.interrupt.is_interrupted()
