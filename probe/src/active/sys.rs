@@ -1,7 +1,8 @@
 //! The socket calls of the active measurements that the standard library and `socket2` do
 //! not offer: asking for ICMP errors on a socket's error queue (`IP_RECVERR` /
-//! `IPV6_RECVERR`) and for the kernel's receive times (`SO_TIMESTAMPNS`), and reading a
-//! message with both (`recvmsg`, from the data or the error queue).
+//! `IPV6_RECVERR`) and for the kernel's receive times (`SO_TIMESTAMPNS`), waiting for either
+//! queue (`poll`), and reading a message with both (`recvmsg`, from the data or the error
+//! queue).
 //!
 //! This is the active side's only module allowed `unsafe`: each block is one system call on
 //! a socket the caller owns, with buffers that outlive the call.
@@ -70,8 +71,40 @@ pub struct Received {
 pub enum Queue {
     /// The data, waiting up to the socket's read timeout.
     Data,
+    /// The data, without waiting.
+    DataNow,
     /// The error queue, without waiting.
     Errors,
+}
+
+/// What [`wait`] found ready on a socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Data to read.
+    pub data: bool,
+    /// An error queued (or pending).
+    pub errors: bool,
+}
+
+/// Waits up to `timeout` until `sock` has data to read or an error queued; what is ready
+/// (nothing when the time ran out or a signal came).
+pub fn wait(sock: &Socket, timeout: Duration) -> Ready {
+    let mut fd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd for an open socket, its count 1; poll(2) writes only its
+    // `revents`.
+    let n = unsafe { libc::poll(&mut fd, 1, ms) };
+    if n <= 0 {
+        return Ready::default();
+    }
+    Ready {
+        data: fd.revents & libc::POLLIN != 0,
+        errors: fd.revents & libc::POLLERR != 0,
+    }
 }
 
 /// Reads one message from `sock`: `Ok(None)` when there is none (the error queue is empty,
@@ -100,6 +133,7 @@ pub fn recv(
     msg.msg_controllen = control.len() as _;
     let flags = match queue {
         Queue::Data => 0,
+        Queue::DataNow => libc::MSG_DONTWAIT,
         Queue::Errors => libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
     };
     // SAFETY: `msg` describes buffers owned by this frame or borrowed mutably for it

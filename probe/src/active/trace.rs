@@ -17,7 +17,8 @@
 //!   the error queue, named by the quoted sequence number.
 //!
 //! Each hop gets `attempts` probes back to back; the tracer then waits until all are
-//! answered or `wait` has passed since the last, and goes on to the next hop. A late answer
+//! answered or `wait` has passed since the last (once one is answered, at most [`HERE`] times
+//! the slowest answer so far), and goes on to the next hop. A late answer
 //! to an earlier probe still counts for it. The trace ends when the destination answered, a
 //! router said it cannot be reached (*unreachable*: network, host, prohibited…), `gap_limit`
 //! hops in a row stayed silent, the hop limit reached `max_hops`, `stop()` turned true
@@ -35,6 +36,14 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use super::ping::{self, PingError, STOP_CHECK};
 use super::round_trip;
 use super::sys::{self, ORIGIN_ICMP, ORIGIN_ICMP6, Queue};
+
+/// Once a hop answered a probe, how many times its slowest answer so far the hop's other
+/// probes are waited for (after the last was sent), instead of the whole `wait`: Linux
+/// `traceroute`'s "here" factor.
+pub const HERE: u32 = 3;
+/// The least such wait, so that a hop answering within microseconds (a LAN) is not given up
+/// on before a second answer could come through a busy router's control plane.
+pub const HERE_FLOOR: Duration = Duration::from_millis(10);
 
 /// How probes are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,8 +334,18 @@ impl Tracer {
                     Ok(()) => {}
                 }
             }
-            let deadline = Instant::now() + opts.wait;
+            let last_sent = Instant::now();
+            let deadline = last_sent + opts.wait;
             while self.probes[first..].iter().any(|p| p.reply.is_none()) {
+                // once the hop answered one probe, the others get HERE times its slowest
+                // answer (a router that rate-limits its errors will not answer them later)
+                let slowest = self.probes[first..]
+                    .iter()
+                    .filter_map(|p| p.reply.map(|r| r.rtt))
+                    .max();
+                let deadline = slowest.map_or(deadline, |r| {
+                    deadline.min(last_sent + (r * HERE).max(HERE_FLOOR))
+                });
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
@@ -334,7 +353,13 @@ impl Tracer {
                 if stop() {
                     return Ok(self.done(End::Stopped));
                 }
-                self.receive(left.min(STOP_CHECK));
+                let ready = sys::wait(&self.prober.socket(), left.min(STOP_CHECK));
+                if ready.errors {
+                    while self.read_error() {}
+                }
+                if ready.data {
+                    while self.read_data() {}
+                }
             }
             let answers = || self.probes[first..].iter().filter_map(|p| p.reply);
             if answers().any(|r| r.answer == Answer::Reached) {
@@ -429,15 +454,16 @@ impl Tracer {
         }
     }
 
-    /// Reads what came back within `timeout`: the error queue first, then one datagram or
-    /// echo reply (a queued error wakes that read too).
-    fn receive(&mut self, timeout: Duration) {
-        while self.read_error() {}
+    /// Reads one datagram or echo reply and records the answer it is; `false` when there is
+    /// none to read.
+    fn read_data(&mut self) -> bool {
         let sock = self.prober.socket();
-        // a zero timeout would block for ever
-        let _ = sock.set_read_timeout(Some(timeout.max(Duration::from_micros(1))));
-        let got = sys::recv(&sock, Queue::Data, &mut self.buf, &mut self.control);
-        let Ok(Some(got)) = got else { return };
+        let got = sys::recv(&sock, Queue::DataNow, &mut self.buf, &mut self.control);
+        let got = match got {
+            Ok(Some(got)) => got,
+            // nothing, or a pending error (read from the error queue)
+            Ok(None) | Err(_) => return false,
+        };
         let read_at = Instant::now();
         let received = sys::timestamp(&self.control[..got.control_len]);
         let sent = self.probes.len();
@@ -463,6 +489,7 @@ impl Tracer {
         if let Some(i) = index {
             self.answer(i, self.dst, Answer::Reached, received, read_at);
         }
+        true
     }
 
     /// Reads one message of the error queue and records the answer it is; `false` when the
@@ -661,7 +688,7 @@ mod tests {
     /// The namespaces of a routed path: this host – `R` (a router) – `B` (the destination),
     /// over IPv4 and IPv6, with the ICMP rate limits of both lifted.
     struct Path {
-        _r: Netns,
+        r: Netns,
         b: Netns,
         /// This host's, the router's near and far, and the destination's addresses.
         v4: [IpAddr; 4],
@@ -787,7 +814,7 @@ mod tests {
         }
         let ip = |s: String| s.parse::<IpAddr>().unwrap();
         Some(Path {
-            _r: r,
+            r,
             b,
             v4: [
                 ip(format!("10.93.{net}.1")),
@@ -842,6 +869,37 @@ mod tests {
                 );
             }
         }
+        // a router that rate-limits its errors (one a second) answers one probe of three:
+        // the hop is given up on soon after, not after the whole wait
+        // (Linux: a burst of six, then one per icmp_ratelimit ms; ten probes spend the burst)
+        let [me, router, _, dst] = p.v4;
+        assert!(p.r.exec(&["sysctl", "-qw", "net.ipv4.icmp_ratelimit=300"]));
+        let spend = TraceOptions {
+            attempts: 10,
+            max_hops: 1,
+            wait: Duration::from_millis(100),
+            ..TraceOptions::default()
+        };
+        let _ = trace(me, dst, &spend, &|| false).unwrap();
+        std::thread::sleep(Duration::from_millis(350));
+        let opts = TraceOptions {
+            wait: Duration::from_secs(5),
+            ..TraceOptions::default()
+        };
+        let t0 = Instant::now();
+        let t = trace(me, dst, &opts, &|| false).unwrap();
+        let took = t0.elapsed();
+        assert!(p.r.exec(&["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]));
+        assert_eq!(t.end, End::Reached, "{t:?}");
+        let hop1: Vec<_> = t.probes[..3]
+            .iter()
+            .map(|p| p.reply.map(|r| r.from))
+            .collect();
+        assert!(
+            hop1.contains(&Some(router)) && hop1.contains(&None),
+            "{t:?}"
+        );
+        assert!(took < Duration::from_secs(1), "{took:?}: {t:?}");
         // the other way, from B, with an unprivileged ICMP socket (the child test below)
         assert!(p.b.exec(&["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]));
         let back = [p.v4[3], p.v4[2], p.v4[0], p.v6[3], p.v6[2], p.v6[0]].map(|a| a.to_string());
