@@ -837,6 +837,7 @@ mod tests {
     #[test]
     fn a_routed_path_hop_by_hop() {
         let Some(p) = path("mptr") else { return };
+        let t0 = Instant::now();
         for [me, router, _, dst] in [p.v4, p.v6] {
             for method in [TraceMethod::Udp, TraceMethod::Icmp] {
                 let opts = TraceOptions {
@@ -869,7 +870,14 @@ mod tests {
                 );
             }
         }
-        // a router that rate-limits its errors (one a second) answers one probe of three:
+        // answers are read as they come: two hops take a millisecond or two, not a wait
+        // interval each (at least 400 ms for the two or four traces above)
+        assert!(
+            t0.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t0.elapsed()
+        );
+        // a router that rate-limits its errors (one per 300 ms) answers one probe of three:
         // the hop is given up on soon after, not after the whole wait
         // (Linux: a burst of six, then one per icmp_ratelimit ms; ten probes spend the burst)
         let [me, router, _, dst] = p.v4;
