@@ -335,10 +335,11 @@ impl ChunkEncoder {
                 self.bools.clear();
                 for a in arrays {
                     let b = a.as_boolean();
-                    for i in 0..b.len() {
-                        if b.is_valid(i) {
-                            self.bools.push(b.value(i));
-                        }
+                    match b.nulls() {
+                        None => self.bools.extend(b.values().iter()),
+                        Some(n) => self.bools.extend(
+                            b.values().iter().zip(n.iter()).filter_map(|(v, ok)| ok.then_some(v)),
+                        ),
                     }
                 }
                 self.data_pages(
@@ -783,6 +784,31 @@ fn min_max<T: Copy, K: Copy + PartialOrd>(values: &[T], key: impl Fn(T) -> K) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word-at-a-time gather keeps exactly the valid values, in order, whatever the
+    /// pattern (full, empty and mixed words, a tail) and the array's offset.
+    #[test]
+    fn gather_keeps_the_valid_values() {
+        let cells: Vec<Option<u64>> = (0..300u64)
+            .map(|i| match i {
+                0..64 => Some(i),
+                64..128 => None,
+                _ => (i % 3 != 0).then_some(i),
+            })
+            .collect();
+        let a = arrow_array::UInt64Array::from(cells.clone());
+        for (off, len) in [(0, 300), (5, 290), (64, 200), (130, 7), (0, 0)] {
+            let s = a.slice(off, len);
+            let mut out = Vec::new();
+            gather(&s, &mut out, |v| v as i64);
+            let want: Vec<i64> = cells[off..off + len]
+                .iter()
+                .flatten()
+                .map(|&v| v as i64)
+                .collect();
+            assert_eq!(out, want, "slice {off}+{len}");
+        }
+    }
 
     #[test]
     fn min_max_agrees_with_a_plain_scan() {
