@@ -338,7 +338,10 @@ impl ChunkEncoder {
                     match b.nulls() {
                         None => self.bools.extend(b.values().iter()),
                         Some(n) => self.bools.extend(
-                            b.values().iter().zip(n.iter()).filter_map(|(v, ok)| ok.then_some(v)),
+                            b.values()
+                                .iter()
+                                .zip(n.iter())
+                                .filter_map(|(v, ok)| ok.then_some(v)),
                         ),
                     }
                 }
