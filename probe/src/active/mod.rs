@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 /// it said) and this thread read at `read_at`: from the kernel's receive time where it is
 /// plausible, which leaves out the wake-up of the reading thread, else (no stamp, or the
 /// system clock stepped in between) from the monotonic clock.
-pub(crate) fn round_trip(
+pub fn round_trip(
     sent: SystemTime,
     sent_at: Instant,
     received: Option<SystemTime>,

@@ -16,14 +16,19 @@
 //!   destination answers with an echo reply, matched as ping matches them; errors come from
 //!   the error queue, named by the quoted sequence number.
 //!
-//! Each hop gets `attempts` probes back to back; the tracer then waits until all are
-//! answered or `wait` has passed since the last (once one is answered, at most [`HERE`] times
-//! the slowest answer so far), and goes on to the next hop. A late answer
-//! to an earlier probe still counts for it. The trace ends when the destination answered, a
+//! Each hop gets `attempts` probes back to back, and the hops of up to [`SIMULTANEOUS`]
+//! probes are in flight at once (five hops of three), as Linux `traceroute` does. A probe is
+//! given up on `wait` after it was sent, or sooner: once its hop answered another probe,
+//! after [`HERE`] times that hop's slowest answer (a router that rate-limits its errors will
+//! not answer later); once a later hop answered, after [`NEAR`] times that hop's slowest
+//! answer (a router that never answers does not cost `wait`); never sooner than
+//! [`HERE_FLOOR`]. A late answer still counts for its probe. Hops are judged in order, as
+//! their probes are answered or given up on; the trace ends when the destination answered, a
 //! router said it cannot be reached (*unreachable*: network, host, prohibited…), `gap_limit`
 //! hops in a row stayed silent, the hop limit reached `max_hops`, `stop()` turned true
 //! (looked at every [`STOP_CHECK`]), or a probe could not be sent (an error of the first probe
-//! is the trace's error; a later one ends the trace with what it measured).
+//! is the trace's error; a later one ends the trace, once the hops sent are judged, with what
+//! it measured). Probes sent beyond the hop that ended the trace are left out of it.
 //!
 //! Round-trip times run, as ping's, from just before a probe is handed to the kernel to when
 //! the kernel received its answer (see [`crate::active::round_trip`]).
@@ -41,9 +46,15 @@ use super::sys::{self, ORIGIN_ICMP, ORIGIN_ICMP6, Queue};
 /// probes are waited for (after the last was sent), instead of the whole `wait`: Linux
 /// `traceroute`'s "here" factor.
 pub const HERE: u32 = 3;
+/// Once a later hop answered, how many times its slowest answer a silent hop's probes are
+/// waited for: Linux `traceroute`'s "near" factor.
+pub const NEAR: u32 = 10;
 /// The least such wait, so that a hop answering within microseconds (a LAN) is not given up
 /// on before a second answer could come through a busy router's control plane.
 pub const HERE_FLOOR: Duration = Duration::from_millis(10);
+/// Probes in flight at once (Linux `traceroute`'s default): the hops of `SIMULTANEOUS /
+/// attempts` hop limits are probed together.
+pub const SIMULTANEOUS: usize = 16;
 
 /// How probes are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,68 +330,156 @@ struct Tracer {
 
 impl Tracer {
     fn run(mut self, opts: &TraceOptions, stop: &dyn Fn() -> bool) -> Result<Trace, TraceError> {
+        let per_hop = usize::from(opts.attempts.max(1));
+        let max = u16::from(opts.max_hops.max(1));
+        let window = (SIMULTANEOUS / per_hop).max(1) as u16;
+        // hops sent: 1..next; hops judged: 1..judge
+        let (mut next, mut judge) = (1u16, 1u16);
         let mut silent = 0u8;
-        for ttl in 1..=opts.max_hops.max(1) {
+        let mut send_failed = false;
+        loop {
             if stop() {
-                return Ok(self.done(End::Stopped));
+                return Ok(self.done(End::Stopped, next - 1));
             }
-            let first = self.probes.len();
-            for _ in 0..opts.attempts.max(1) {
-                // the first probe's error is the trace's; a later one ends it with what it
-                // measured
-                match self.send(ttl) {
-                    Err(e) if self.probes.is_empty() => return Err(e),
-                    Err(_) => return Ok(self.done(End::SendFailed)),
-                    Ok(()) => {}
+            // more hops while the window has room, the trace has not ended at a hop sent
+            // already, and sending works
+            if !send_failed && next <= max && next - judge < window && !self.ended_before(next) {
+                for _ in 0..per_hop {
+                    match self.send(next as u8) {
+                        Ok(()) => {}
+                        // the first probe's error is the trace's
+                        Err(e) if self.probes.is_empty() => return Err(e),
+                        // a later one ends the trace once the hops sent are judged; the
+                        // hop it cut short is dropped
+                        Err(_) => {
+                            self.drop_hop(next as u8);
+                            send_failed = true;
+                            break;
+                        }
+                    }
                 }
+                if !send_failed {
+                    next += 1;
+                }
+                continue;
             }
-            let last_sent = Instant::now();
-            let deadline = last_sent + opts.wait;
-            while self.probes[first..].iter().any(|p| p.reply.is_none()) {
-                // once the hop answered one probe, the others get HERE times its slowest
-                // answer (a router that rate-limits its errors will not answer them later)
-                let slowest = self.probes[first..]
-                    .iter()
-                    .filter_map(|p| p.reply.map(|r| r.rtt))
-                    .max();
-                let deadline = slowest.map_or(deadline, |r| {
-                    deadline.min(last_sent + (r * HERE).max(HERE_FLOOR))
+            // judge, in order, the hops whose probes are all answered or given up on
+            let now = Instant::now();
+            let deadlines = self.deadlines(opts);
+            while judge < next {
+                let hop = self.hop(judge as u8);
+                let done = hop.clone().all(|i| {
+                    self.probes[i].reply.is_some() || deadlines.get(i).is_none_or(|&d| d <= now)
                 });
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+                if !done {
                     break;
                 }
-                if stop() {
-                    return Ok(self.done(End::Stopped));
+                let answers = || hop.clone().filter_map(|i| self.probes[i].reply);
+                let end = if answers().any(|r| r.answer == Answer::Reached) {
+                    Some(End::Reached)
+                } else if answers().any(|r| matches!(r.answer, Answer::Unreachable { .. })) {
+                    Some(End::Unreachable)
+                } else {
+                    silent = if answers().next().is_none() {
+                        silent + 1
+                    } else {
+                        0
+                    };
+                    (silent >= opts.gap_limit.max(1)).then_some(End::Gap)
+                };
+                let end = end.or((judge == max).then_some(End::MaxHops));
+                if let Some(end) = end {
+                    return Ok(self.done(end, judge));
                 }
-                let ready = sys::wait(&self.prober.socket(), left.min(STOP_CHECK));
-                if ready.errors {
-                    while self.read_error() {}
+                judge += 1;
+            }
+            if judge == next {
+                if send_failed {
+                    return Ok(self.done(End::SendFailed, next - 1));
                 }
-                if ready.data {
-                    while self.read_data() {}
-                }
+                continue;
             }
-            let answers = || self.probes[first..].iter().filter_map(|p| p.reply);
-            if answers().any(|r| r.answer == Answer::Reached) {
-                return Ok(self.done(End::Reached));
+            // wait for answers until the first of the pending probes is given up on
+            let first = deadlines
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| self.probes[i].reply.is_none())
+                .map(|(_, &d)| d)
+                .min()
+                .unwrap_or(now);
+            let left = first.saturating_duration_since(now).min(STOP_CHECK);
+            let ready = sys::wait(&self.prober.socket(), left);
+            if ready.errors {
+                while self.read_error() {}
             }
-            if answers().any(|r| matches!(r.answer, Answer::Unreachable { .. })) {
-                return Ok(self.done(End::Unreachable));
-            }
-            silent = if answers().next().is_none() {
-                silent + 1
-            } else {
-                0
-            };
-            if silent >= opts.gap_limit.max(1) {
-                return Ok(self.done(End::Gap));
+            if ready.data {
+                while self.read_data() {}
             }
         }
-        Ok(self.done(End::MaxHops))
     }
 
-    fn done(self, end: End) -> Trace {
+    /// The indices of hop `ttl`'s probes (every hop but a cut one has `attempts` of them, in
+    /// sending order).
+    fn hop(&self, ttl: u8) -> std::ops::Range<usize> {
+        let first = self.probes.partition_point(|p| p.ttl < ttl);
+        first..self.probes.partition_point(|p| p.ttl <= ttl)
+    }
+
+    /// Removes the probes of hop `ttl` (the last one sent).
+    fn drop_hop(&mut self, ttl: u8) {
+        let keep = self.probes.partition_point(|p| p.ttl < ttl);
+        self.probes.truncate(keep);
+        self.sent_at.truncate(keep);
+    }
+
+    /// `true` if a hop before `ttl` got an answer that ends the trace (the destination, or
+    /// an unreachable): no point probing further.
+    fn ended_before(&self, ttl: u16) -> bool {
+        self.probes.iter().any(|p| {
+            u16::from(p.ttl) < ttl && p.reply.is_some_and(|r| r.answer != Answer::TimeExceeded)
+        })
+    }
+
+    /// When each probe is given up on: `wait` after it was sent; once its hop answered
+    /// another, [`HERE`] times that hop's slowest answer; once a later hop answered,
+    /// [`NEAR`] times that hop's slowest answer (each at least [`HERE_FLOOR`]).
+    fn deadlines(&self, opts: &TraceOptions) -> Vec<Instant> {
+        let hops = usize::from(self.probes.last().map_or(0, |p| p.ttl)) + 1;
+        // the slowest answer at each hop, then the slowest at any later hop
+        let mut slowest = vec![None::<Duration>; hops + 1];
+        for p in &self.probes {
+            if let Some(r) = p.reply {
+                let s = &mut slowest[usize::from(p.ttl)];
+                *s = Some(s.map_or(r.rtt, |s| s.max(r.rtt)));
+            }
+        }
+        let mut later = vec![None::<Duration>; hops + 1];
+        for h in (0..hops).rev() {
+            later[h] = match (later[h + 1], slowest[h + 1]) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        self.probes
+            .iter()
+            .zip(&self.sent_at)
+            .map(|(p, &sent)| {
+                let h = usize::from(p.ttl);
+                let mut d = sent + opts.wait;
+                if let Some(r) = slowest[h] {
+                    d = d.min(sent + (r * HERE).max(HERE_FLOOR));
+                }
+                if let Some(r) = later[h] {
+                    d = d.min(sent + (r * NEAR).max(HERE_FLOOR));
+                }
+                d
+            })
+            .collect()
+    }
+
+    /// The trace so far, ending for `end`, with the probes of hops up to `last`.
+    fn done(mut self, end: End, last: u16) -> Trace {
+        self.probes.retain(|p| u16::from(p.ttl) <= last);
         Trace {
             probes: self.probes,
             end,
@@ -897,6 +996,13 @@ mod tests {
         let t0 = Instant::now();
         let t = trace(me, dst, &opts, &|| false).unwrap();
         let took = t0.elapsed();
+        // a router that does not answer at all (its limit now 100 s): its hop is given up
+        // on once the next hop answered, after ten times that answer (at least 10 ms)
+        assert!(p.r.exec(&["sysctl", "-qw", "net.ipv4.icmp_ratelimit=100000"]));
+        let _ = trace(me, dst, &spend, &|| false).unwrap();
+        let t1 = Instant::now();
+        let silent = trace(me, dst, &opts, &|| false).unwrap();
+        let took_silent = t1.elapsed();
         assert!(p.r.exec(&["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]));
         assert_eq!(t.end, End::Reached, "{t:?}");
         let hop1: Vec<_> = t.probes[..3]
@@ -908,6 +1014,21 @@ mod tests {
             "{t:?}"
         );
         assert!(took < Duration::from_secs(1), "{took:?}: {t:?}");
+        assert_eq!(silent.end, End::Reached, "{silent:?}");
+        let hops: Vec<_> = silent
+            .probes
+            .iter()
+            .map(|p| (p.ttl, p.reply.map(|r| r.from)))
+            .collect();
+        let d = Some(dst);
+        assert_eq!(
+            hops,
+            [(1, None), (1, None), (1, None), (2, d), (2, d), (2, d)]
+        );
+        assert!(
+            took_silent < Duration::from_secs(1),
+            "{took_silent:?}: {silent:?}"
+        );
         // the other way, from B, with an unprivileged ICMP socket (the child test below)
         assert!(p.b.exec(&["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]));
         let back = [p.v4[3], p.v4[2], p.v4[0], p.v6[3], p.v6[2], p.v6[0]].map(|a| a.to_string());
