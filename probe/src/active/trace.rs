@@ -1091,6 +1091,13 @@ mod tests {
         let t = t.unwrap();
         assert_eq!(t.end, End::SendFailed, "{t:?}");
         assert_eq!(t.probes.len(), 3, "{t:?}");
+        // unreachable from the start: the first probe's error is the trace's
+        assert!(run(&["ip", "route", "replace", "unreachable", &prefix]));
+        let e = trace(me, dst, &opts, &|| false);
+        assert!(run(&["ip", "route", "del", &prefix]));
+        let e = e.unwrap_err();
+        assert!(matches!(e, TraceError::Send { .. }), "{e}");
+        assert!(e.to_string().contains(&dst.to_string()), "{e}");
     }
 
     /// Run by [`a_routed_path_hop_by_hop`] inside B, whose `ping_group_range` it opened:
