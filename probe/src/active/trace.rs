@@ -678,31 +678,22 @@ mod tests {
 
     #[test]
     fn icmp_errors_are_classified() {
-        assert_eq!(classify(true, 11, 0, false), Answer::TimeExceeded);
-        assert_eq!(classify(true, 3, 3, true), Answer::Reached);
-        assert_eq!(
-            classify(true, 3, 3, false),
-            Answer::Unreachable {
-                icmp_type: 3,
-                code: 3
-            }
-        );
-        assert_eq!(
-            classify(true, 3, 13, true),
-            Answer::Unreachable {
-                icmp_type: 3,
-                code: 13
-            }
-        );
-        assert_eq!(classify(false, 3, 0, false), Answer::TimeExceeded);
-        assert_eq!(classify(false, 1, 4, true), Answer::Reached);
-        assert_eq!(
-            classify(false, 1, 3, false),
-            Answer::Unreachable {
-                icmp_type: 1,
-                code: 3
-            }
-        );
+        let unreachable = |icmp_type, code| Answer::Unreachable { icmp_type, code };
+        for (v4, icmp_type, code, from_destination, want) in [
+            (true, 11, 0, false, Answer::TimeExceeded),
+            (true, 3, 3, true, Answer::Reached),
+            (true, 3, 3, false, unreachable(3, 3)),
+            (true, 3, 13, true, unreachable(3, 13)),
+            (false, 3, 0, false, Answer::TimeExceeded),
+            (false, 1, 4, true, Answer::Reached),
+            (false, 1, 3, false, unreachable(1, 3)),
+        ] {
+            assert_eq!(
+                classify(v4, icmp_type, code, from_destination),
+                want,
+                "{v4} {icmp_type}/{code}"
+            );
+        }
         assert_eq!(index_of(33436, 33434, 3), Some(2));
         assert_eq!(index_of(33437, 33434, 3), None);
         assert_eq!(index_of(2, 65535, 4), Some(3), "sequence numbers wrap");

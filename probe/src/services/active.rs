@@ -218,6 +218,23 @@ pub(super) fn destination(spec: &Statement, source: IpAddr) -> Result<IpAddr, St
     }
 }
 
+/// The natural number a specification gives `element`, within `range`, or the error text of
+/// its exception (which says it expected `what`).
+pub(super) fn natural(
+    spec: &Statement,
+    element: &str,
+    range: std::ops::RangeInclusive<u64>,
+    what: &str,
+) -> Result<u64, String> {
+    match spec.parameter_value(element) {
+        Some(Value::Natural(n)) if range.contains(&n) => Ok(n),
+        other => Err(format!(
+            "{element}: expected {what}, got {}",
+            other.map_or("nothing".into(), |v| v.to_string())
+        )),
+    }
+}
+
 /// When a run that started at `start` must end: the end of its (sub-)scope as the scheduler
 /// knows it, else `start` plus the scope's duration; `None` for an open-ended or point scope.
 pub(super) fn scope_end(when: &When, ctx: &JobContext, start: Timestamp) -> Option<Timestamp> {
@@ -262,15 +279,7 @@ impl Service for ActiveService {
                 })?
             }
             Method::Connect => {
-                let port = match spec.parameter_value("destination.port") {
-                    Some(Value::Natural(p)) if (1..=65535).contains(&p) => p as u16,
-                    other => {
-                        return Err(format!(
-                            "destination.port: expected a port number, got {}",
-                            other.map_or("nothing".into(), |v| v.to_string())
-                        ));
-                    }
-                };
+                let port = natural(spec, "destination.port", 1..=65535, "a port number")? as u16;
                 let to = SocketAddr::new(dst, port);
                 Self::periodic(interval, end, &ctx, |_, wait| {
                     // a handshake slower than this is a failure (and an interrupt waits at

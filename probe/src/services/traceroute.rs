@@ -29,7 +29,7 @@ use mplane::when::When;
 
 use super::ServiceError;
 use super::active::{
-    destination, measure_capability, scope_end, source_addresses, time_of, version,
+    destination, measure_capability, natural, scope_end, source_addresses, time_of, version,
 };
 use crate::active::trace::{self, TraceMethod, TraceOptions};
 use crate::registry::PROBE_REGISTRY_URI;
@@ -74,15 +74,7 @@ impl Service for TraceService {
 
     fn run(&self, spec: &Statement, ctx: JobContext) -> Outcome {
         let dst = destination(spec, self.source)?;
-        let max_hops = match spec.parameter_value("hops.ip.max") {
-            Some(Value::Natural(n)) if (1..=255).contains(&n) => n as u8,
-            other => {
-                return Err(format!(
-                    "hops.ip.max: expected a hop limit from 1 to 255, got {}",
-                    other.map_or("nothing".into(), |v| v.to_string())
-                ));
-            }
-        };
+        let max_hops = natural(spec, "hops.ip.max", 1..=255, "a hop limit from 1 to 255")? as u8;
         let start = now();
         let when = spec.when();
         // a point scope (`now`) traces once, to the end: only an interrupt stops it; a scope
