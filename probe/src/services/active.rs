@@ -121,8 +121,9 @@ fn capability(
 }
 
 /// A `measure` capability of an active measurement from `source`: its label, scope and
-/// registry (`None`: the core one, which a new statement names), the parameters `source.ip4`/`ip6` (this address) and
-/// `destination.ip4`/`ip6` (any), then `params` (element, constraint) and the `results`.
+/// registry (`None`: the core one, which a new statement names), the parameters
+/// `source.ip4`/`ip6` (this address) and `destination.ip4`/`ip6` (any), then `params`
+/// (element, constraint) and the `results`.
 pub(super) fn measure_capability(
     label: &str,
     when: &str,
@@ -245,6 +246,7 @@ pub(super) fn scope_end(when: &When, ctx: &JobContext, start: Timestamp) -> Opti
     })
 }
 
+/// `at` as an mPlane time value (µs).
 pub(super) fn time_of(at: std::time::SystemTime) -> Value {
     let us = at
         .duration_since(std::time::UNIX_EPOCH)
@@ -360,11 +362,8 @@ pub(super) fn source_addresses(
     known: &str,
     mut other: impl FnMut(&str, &str) -> Result<bool, ServiceError>,
 ) -> Result<Vec<IpAddr>, ServiceError> {
-    let bad = |key: &str, value: &str, reason: String| ServiceError::BadArgument {
-        section: module.section.clone(),
-        key: key.to_string(),
-        value: value.to_string(),
-        reason,
+    let bad = |key: &str, value: &str, reason: String| {
+        ServiceError::bad_argument(module, key, value, reason)
     };
     let (mut v4, mut v6): (Option<Ipv4Addr>, Option<Ipv6Addr>) = (None, None);
     for kw in &module.kwargs {
@@ -459,18 +458,7 @@ mod tests {
     #[test]
     fn module_arguments() {
         let regs = Registries::default();
-        let m = |kw: &[(&str, &str)]| ModuleConfig {
-            section: "module_ping".into(),
-            module: "ping".into(),
-            kwargs: kw
-                .iter()
-                .map(|(k, v)| mplane::config::Setting {
-                    key: k.to_string(),
-                    value: v.to_string(),
-                    line: 1,
-                })
-                .collect(),
-        };
+        let m = |kw: &[(&str, &str)]| crate::services::test_module("module_ping", "ping", kw);
         let labels = |s: Vec<Arc<dyn Service>>| {
             s.iter()
                 .map(|s| s.capability().label.clone().unwrap())

@@ -60,6 +60,23 @@ pub enum ServiceError {
     },
 }
 
+impl ServiceError {
+    /// [`ServiceError::BadArgument`] for `key = value` of `module`'s section.
+    pub(crate) fn bad_argument(
+        module: &ModuleConfig,
+        key: &str,
+        value: &str,
+        reason: impl Into<String>,
+    ) -> Self {
+        ServiceError::BadArgument {
+            section: module.section.clone(),
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// What one `[module_*]` section runs.
 pub struct Module {
     /// Its services, one per capability.
@@ -118,5 +135,37 @@ pub fn from_module(
             section: module.section.clone(),
             module: module.module.clone(),
         }),
+    }
+}
+
+/// The value of `word` among `options`, or why not (`expected a, b or c`).
+fn one_of<T: Copy>(word: &str, options: &[(&str, T)]) -> Result<T, String> {
+    options
+        .iter()
+        .find(|(w, _)| *w == word)
+        .map(|&(_, x)| x)
+        .ok_or_else(|| {
+            let words: Vec<&str> = options.iter().map(|o| o.0).collect();
+            let (last, rest) = words.split_last().unwrap_or((&"", &[]));
+            format!("expected {} or {last}", rest.join(", "))
+        })
+}
+
+/// A `[section]` with `module = module` and the keyword arguments `kwargs` (one a line, in
+/// order), as a configuration file would give it.
+#[cfg(test)]
+pub(crate) fn test_module(section: &str, module: &str, kwargs: &[(&str, &str)]) -> ModuleConfig {
+    ModuleConfig {
+        section: section.into(),
+        module: module.into(),
+        kwargs: kwargs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| mplane::config::Setting {
+                key: k.to_string(),
+                value: v.to_string(),
+                line: i + 1,
+            })
+            .collect(),
     }
 }

@@ -958,31 +958,14 @@ impl Service for PassiveService {
     }
 }
 
-/// The value of `word` among `options`, or why not (`expected a, b or c`).
-#[cfg_attr(not(feature = "xdp"), allow(dead_code))]
-fn one_of<T: Copy>(word: &str, options: &[(&str, T)]) -> Result<T, String> {
-    options
-        .iter()
-        .find(|(w, _)| *w == word)
-        .map(|&(_, x)| x)
-        .ok_or_else(|| {
-            let words: Vec<&str> = options.iter().map(|o| o.0).collect();
-            let (last, rest) = words.split_last().unwrap_or((&"", &[]));
-            format!("expected {} or {last}", rest.join(", "))
-        })
-}
-
 /// Reads a `[module_*]` section with `module = passive`.
 pub fn from_kwargs(
     module: &ModuleConfig,
     regs: &Registries,
     export_url: Option<String>,
 ) -> Result<PassiveServices, ServiceError> {
-    let bad = |key: &str, value: &str, reason: String| ServiceError::BadArgument {
-        section: module.section.clone(),
-        key: key.to_string(),
-        value: value.to_string(),
-        reason,
+    let bad = |key: &str, value: &str, reason: String| {
+        ServiceError::bad_argument(module, key, value, reason)
     };
     let get = |k: &str| {
         module
@@ -1110,7 +1093,7 @@ pub fn from_kwargs(
             p.options.xdp.frames = n.min(1 << 22) as u32;
         }
         if let Some(v) = get("xdp_frame_size") {
-            p.options.xdp.frame_size = one_of(&v, &[("2048", 2048), ("4096", 4096)])
+            p.options.xdp.frame_size = super::one_of(&v, &[("2048", 2048), ("4096", 4096)])
                 .map_err(|r| bad("xdp_frame_size", &v, r))?;
         }
         if let Some(v) = get("xdp_mode") {
@@ -1119,7 +1102,7 @@ pub fn from_kwargs(
                 ("native", AttachMode::Driver),
                 ("generic", AttachMode::Skb),
             ];
-            p.options.xdp.attach = one_of(&v, &modes).map_err(|r| bad("xdp_mode", &v, r))?;
+            p.options.xdp.attach = super::one_of(&v, &modes).map_err(|r| bad("xdp_mode", &v, r))?;
         }
         if let Some(v) = get("xdp_bind") {
             let modes = [
@@ -1127,7 +1110,7 @@ pub fn from_kwargs(
                 ("zero-copy", BindMode::ZeroCopy),
                 ("copy", BindMode::Copy),
             ];
-            p.options.xdp.bind = one_of(&v, &modes).map_err(|r| bad("xdp_bind", &v, r))?;
+            p.options.xdp.bind = super::one_of(&v, &modes).map_err(|r| bad("xdp_bind", &v, r))?;
         }
     }
     if let Some(v) = get("internal_networks") {
@@ -1171,23 +1154,10 @@ pub fn from_kwargs(
 #[cfg(all(test, feature = "xdp"))]
 mod tests {
     use super::*;
-    use mplane::config::Setting;
     use mplane_capture::source::xdp::{AttachMode, BindMode};
 
     fn module(keys: &[(&str, &str)]) -> ModuleConfig {
-        ModuleConfig {
-            section: "module_tap".into(),
-            module: "passive".into(),
-            kwargs: keys
-                .iter()
-                .enumerate()
-                .map(|(i, (k, v))| Setting {
-                    key: k.to_string(),
-                    value: v.to_string(),
-                    line: i + 1,
-                })
-                .collect(),
-        }
+        crate::services::test_module("module_tap", "passive", keys)
     }
 
     #[test]

@@ -27,10 +27,10 @@ use mplane::scheduler::{JobContext, Outcome, Service};
 use mplane::value::{TimeValue, Value};
 use mplane::when::When;
 
-use super::ServiceError;
 use super::active::{
     destination, measure_capability, natural, scope_end, source_addresses, time_of, version,
 };
+use super::{ServiceError, one_of};
 use crate::active::trace::{self, TraceMethod, TraceOptions};
 use crate::registry::PROBE_REGISTRY_URI;
 
@@ -120,20 +120,15 @@ pub fn from_kwargs(
     regs: &Registries,
 ) -> Result<Vec<Arc<dyn Service>>, ServiceError> {
     let mut opts = TraceOptions::default();
-    let bad = |key: &str, value: &str, reason: &str| ServiceError::BadArgument {
-        section: module.section.clone(),
-        key: key.to_string(),
-        value: value.to_string(),
-        reason: reason.to_string(),
+    let bad = |key: &str, value: &str, reason: &str| {
+        ServiceError::bad_argument(module, key, value, reason)
     };
     let sources = source_addresses(module, KNOWN, |key, value| {
         match key {
             "method" => {
-                opts.method = match value.to_ascii_lowercase().as_str() {
-                    "udp" => TraceMethod::Udp,
-                    "icmp" => TraceMethod::Icmp,
-                    _ => return Err(bad(key, value, "expected udp or icmp")),
-                }
+                let methods = [("udp", TraceMethod::Udp), ("icmp", TraceMethod::Icmp)];
+                opts.method = one_of(&value.to_ascii_lowercase(), &methods)
+                    .map_err(|r| bad(key, value, &r))?
             }
             "attempts" => {
                 opts.attempts = value
@@ -184,22 +179,10 @@ pub fn from_kwargs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mplane::config::Setting;
     use mplane::scheduler::Interrupt;
 
     fn module(kw: &[(&str, &str)]) -> ModuleConfig {
-        ModuleConfig {
-            section: "module_trace".into(),
-            module: "traceroute".into(),
-            kwargs: kw
-                .iter()
-                .map(|(k, v)| Setting {
-                    key: k.to_string(),
-                    value: v.to_string(),
-                    line: 1,
-                })
-                .collect(),
-        }
+        crate::services::test_module("module_trace", "traceroute", kw)
     }
 
     #[test]
