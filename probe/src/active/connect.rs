@@ -68,13 +68,10 @@ pub fn attempt(
     };
     let sock =
         Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(ConnectError::Socket)?;
-    if !source.is_unspecified() {
-        sock.bind(&SocketAddr::new(source, 0).into())
-            .map_err(|e| ConnectError::Bind {
-                addr: source,
-                source: e,
-            })?;
-    }
+    super::bind_source(&sock, source).map_err(|e| ConnectError::Bind {
+        addr: source,
+        source: e,
+    })?;
     let start = Instant::now();
     let outcome = match sock.connect_timeout(&dst.into(), timeout.max(Duration::from_micros(1))) {
         Ok(()) => Attempt::Connected(start.elapsed()),

@@ -7,7 +7,18 @@ mod sys;
 pub(crate) mod testns;
 pub mod trace;
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
+
+/// Binds `sock` to `source` (any port), unless `source` is unspecified: then the kernel
+/// picks the address when the socket first sends.
+pub(crate) fn bind_source(sock: &socket2::Socket, source: IpAddr) -> std::io::Result<()> {
+    if source.is_unspecified() {
+        Ok(())
+    } else {
+        sock.bind(&SocketAddr::new(source, 0).into())
+    }
+}
 
 /// The round-trip time of a probe sent at `sent` (the system clock) and `sent_at` (the
 /// monotonic one) whose answer the kernel received at `received` (its `SO_TIMESTAMPNS`, if

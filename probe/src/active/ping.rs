@@ -138,21 +138,18 @@ impl Pinger {
             if left.is_zero() {
                 return Ok(None);
             }
-            // a zero timeout would block for ever
-            let _ = self
-                .sock
-                .set_read_timeout(Some(left.min(STOP_CHECK).max(Duration::from_micros(1))));
+            let ready = sys::wait(&self.sock, left.min(STOP_CHECK));
+            if !ready.data && !ready.errors {
+                if stop() {
+                    return Ok(None);
+                }
+                continue;
+            }
+            // a reply, or an ICMP error for an earlier request (e.g. host unreachable),
+            // which the read returns and clears: keep waiting
             let got = match sys::recv(&self.sock, Queue::Data, &mut self.buf, &mut self.control) {
                 Ok(Some(got)) => got,
-                Ok(None) => {
-                    if stop() {
-                        return Ok(None);
-                    }
-                    continue;
-                }
-                // interrupted, or an ICMP error for an earlier request (e.g. host
-                // unreachable): keep waiting
-                Err(_) => continue,
+                Ok(None) | Err(_) => continue,
             };
             let read_at = Instant::now();
             let icmp = icmp_of(&self.buf[..got.data_len], v4, self.raw);
@@ -186,13 +183,10 @@ pub(crate) fn open(source: IpAddr, destination: IpAddr) -> Result<(Socket, bool)
             Err(_) => return Err(PingError::Socket(first)),
         },
     };
-    if !source.is_unspecified() {
-        sock.bind(&SocketAddr::new(source, 0).into())
-            .map_err(|e| PingError::Bind {
-                addr: source,
-                source: e,
-            })?;
-    }
+    super::bind_source(&sock, source).map_err(|e| PingError::Bind {
+        addr: source,
+        source: e,
+    })?;
     sock.connect(&SocketAddr::new(destination, 0).into())
         .map_err(|e| PingError::Send {
             addr: destination,

@@ -69,11 +69,9 @@ pub struct Received {
 /// Which queue [`recv`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queue {
-    /// The data, waiting up to the socket's read timeout.
+    /// The data (a pending error is returned, and cleared, instead).
     Data,
-    /// The data, without waiting.
-    DataNow,
-    /// The error queue, without waiting.
+    /// The error queue.
     Errors,
 }
 
@@ -107,9 +105,9 @@ pub fn wait(sock: &Socket, timeout: Duration) -> Ready {
     }
 }
 
-/// Reads one message from `sock`: `Ok(None)` when there is none (the error queue is empty,
-/// or the read timeout passed). The payload goes to `data`, the control messages to
-/// `control` (parse them with [`extended_error`] and [`timestamp`]).
+/// Reads one message from `sock` without waiting (see [`wait`]): `Ok(None)` when there is
+/// none. The payload goes to `data`, the control messages to `control` (parse them with
+/// [`extended_error`] and [`timestamp`]).
 pub fn recv(
     sock: &Socket,
     queue: Queue,
@@ -132,8 +130,7 @@ pub fn recv(
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = control.len() as _;
     let flags = match queue {
-        Queue::Data => 0,
-        Queue::DataNow => libc::MSG_DONTWAIT,
+        Queue::Data => libc::MSG_DONTWAIT,
         Queue::Errors => libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
     };
     // SAFETY: `msg` describes buffers owned by this frame or borrowed mutably for it
@@ -143,7 +140,7 @@ pub fn recv(
     if n < 0 {
         let e = std::io::Error::last_os_error();
         return match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Ok(None),
+            std::io::ErrorKind::WouldBlock => Ok(None),
             _ => Err(e),
         };
     }

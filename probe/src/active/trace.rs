@@ -270,11 +270,10 @@ pub fn trace(
             let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
             let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
                 .map_err(TraceError::Socket)?;
-            sock.bind(&SocketAddr::new(source, 0).into())
-                .map_err(|e| TraceError::Bind {
-                    addr: source,
-                    source: e,
-                })?;
+            super::bind_source(&sock, source).map_err(|e| TraceError::Bind {
+                addr: source,
+                source: e,
+            })?;
             sys::set_recverr(&sock, !v4).map_err(TraceError::Socket)?;
             // without them, round-trip times come from the monotonic clock alone
             let _ = sys::set_timestamps(&sock);
@@ -557,7 +556,7 @@ impl Tracer {
     /// none to read.
     fn read_data(&mut self) -> bool {
         let sock = self.prober.socket();
-        let got = sys::recv(&sock, Queue::DataNow, &mut self.buf, &mut self.control);
+        let got = sys::recv(&sock, Queue::Data, &mut self.buf, &mut self.control);
         let got = match got {
             Ok(Some(got)) => got,
             // nothing, or a pending error (read from the error queue)
