@@ -195,6 +195,11 @@ pub(crate) fn open(source: IpAddr, destination: IpAddr) -> Result<(Socket, bool)
     Ok((sock, raw))
 }
 
+/// The (request, reply) ICMP types of echo in IPv4 or IPv6.
+pub(crate) fn echo_types(v4: bool) -> (u8, u8) {
+    if v4 { ECHO_V4 } else { ECHO_V6 }
+}
+
 /// An identifier and a token distinct per socket: from the clock's nanoseconds, the process
 /// and the socket.
 pub(crate) fn ident_and_token(sock: &Socket) -> (u16, [u8; 8]) {
@@ -219,7 +224,7 @@ pub(crate) fn echo_request(
     token: [u8; 8],
 ) -> [u8; 8 + TOKEN] {
     let mut msg = [0u8; 8 + TOKEN];
-    msg[0] = if v4 { ECHO_V4.0 } else { ECHO_V6.0 };
+    msg[0] = echo_types(v4).0;
     msg[4..6].copy_from_slice(&ident.to_be_bytes());
     msg[6..8].copy_from_slice(&seq.to_be_bytes());
     msg[8..16].copy_from_slice(&token);
@@ -254,7 +259,7 @@ pub(crate) fn is_echo_reply(
     seq: u16,
     token: [u8; 8],
 ) -> bool {
-    let reply = if v4 { ECHO_V4.1 } else { ECHO_V6.1 };
+    let reply = echo_types(v4).1;
     if icmp.len() < 8 + TOKEN || icmp[0] != reply || icmp[1] != 0 {
         return false;
     }

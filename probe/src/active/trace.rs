@@ -604,10 +604,8 @@ impl Tracer {
         let Some(e) = sys::extended_error(control) else {
             return true;
         };
-        let (Some(from), true) = (
-            e.offender,
-            e.origin == ORIGIN_ICMP || e.origin == ORIGIN_ICMP6,
-        ) else {
+        let icmp = e.origin == ORIGIN_ICMP || e.origin == ORIGIN_ICMP6;
+        let Some(from) = e.offender.filter(|_| icmp) else {
             // a local error (e.g. a message too long for the first hop)
             return true;
         };
@@ -617,7 +615,7 @@ impl Tracer {
             Prober::Icmp { ident, raw, .. } => {
                 // the quoted request: type, code, checksum, identifier, sequence number
                 let quoted = &self.buf[..q.data_len];
-                let request = if self.v4 { 8 } else { 128 };
+                let request = ping::echo_types(self.v4).0;
                 match quoted {
                     [t, _, _, _, i0, i1, s0, s1, ..]
                         if *t == request && (!raw || [*i0, *i1] == ident.to_be_bytes()) =>
