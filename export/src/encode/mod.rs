@@ -659,7 +659,28 @@ fn gather<T: ArrowPrimitiveType, U>(
     let values = a.values();
     match a.nulls() {
         None => out.extend(values.iter().map(|&v| f(v))),
-        Some(n) => out.extend(n.valid_indices().map(|i| f(values[i]))),
+        Some(n) => {
+            // a word of validity at a time: a full word is one run of 64 values, an empty
+            // one is skipped, and only a mixed one is walked bit by bit
+            let chunks = n.inner().bit_chunks();
+            let mut word = |bits: u64, base: usize, len: usize| {
+                if len == 64 && bits == u64::MAX {
+                    out.extend(values[base..base + 64].iter().map(|&v| f(v)));
+                } else {
+                    let mut w = bits;
+                    while w != 0 {
+                        out.push(f(values[base + w.trailing_zeros() as usize]));
+                        w &= w - 1;
+                    }
+                }
+            };
+            let mut base = 0;
+            for bits in chunks.iter() {
+                word(bits, base, 64);
+                base += 64;
+            }
+            word(chunks.remainder_bits(), base, chunks.remainder_len());
+        }
     }
 }
 
