@@ -57,7 +57,8 @@ pub enum PingError {
 /// How often a wait for a reply looks at its `stop` condition.
 pub const STOP_CHECK: Duration = Duration::from_millis(100);
 
-/// Bytes of the token in each request, after the identifier and sequence number.
+/// Bytes of each request's payload, after the identifier and sequence number: the token, the
+/// sequence number, the word that keeps the checksum constant ([`echo_request`]), zeros.
 pub(crate) const TOKEN: usize = 16;
 /// ICMP echo request / reply types.
 const ECHO_V4: (u8, u8) = (8, 0);
@@ -216,6 +217,14 @@ pub(crate) fn ident_and_token(sock: &Socket) -> (u16, [u8; 8]) {
 
 /// An echo request of `ident` (raw sockets; an unprivileged socket puts in its own) with
 /// sequence number `seq` and `token`, checksummed where the kernel does not do it.
+///
+/// The payload is the token, the sequence number again (little-endian) and a word that
+/// cancels both copies of the sequence number out of the checksum: every request of one
+/// identifier and token has the same checksum, whatever its sequence number (ICMPv6's
+/// pseudo-header is the same for all of them too). A per-flow load balancer that hashes the
+/// first four bytes of the ICMP header (type, code, checksum), as it hashes a UDP or TCP
+/// header's ports, so sends all of a ping's or a traceroute's echo requests along one path
+/// (Paris traceroute's ICMP probes).
 pub(crate) fn echo_request(
     v4: bool,
     raw: bool,
@@ -228,7 +237,8 @@ pub(crate) fn echo_request(
     msg[4..6].copy_from_slice(&ident.to_be_bytes());
     msg[6..8].copy_from_slice(&seq.to_be_bytes());
     msg[8..16].copy_from_slice(&token);
-    msg[16..24].copy_from_slice(&u64::from(seq).to_le_bytes());
+    msg[16..18].copy_from_slice(&seq.to_le_bytes());
+    msg[18..20].copy_from_slice(&cancel(&[seq, seq.swap_bytes()]).to_be_bytes());
     if v4 && raw {
         // the kernel computes ICMPv6 checksums, and those of unprivileged sockets
         let sum = checksum(&msg);
@@ -266,7 +276,18 @@ pub(crate) fn is_echo_reply(
     (!raw || icmp[4..6] == ident.to_be_bytes())
         && icmp[6..8] == seq.to_be_bytes()
         && icmp[8..16] == token
-        && icmp[16..24] == u64::from(seq).to_le_bytes()
+        && icmp[16..18] == seq.to_le_bytes()
+}
+
+/// The 16-bit word that, added to `words` in one's complement, makes a sum that is zero
+/// (`0xffff`, one's complement's other zero) whatever they are: the checksum of a message
+/// holding `words` and this word does not depend on `words`.
+fn cancel(words: &[u16]) -> u16 {
+    let mut sum: u32 = words.iter().map(|&w| u32::from(w)).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 /// The Internet checksum of `data` (RFC 1071).
@@ -295,6 +316,34 @@ mod tests {
         m[2..4].copy_from_slice(&checksum(&msg).to_be_bytes());
         assert_eq!(checksum(&m), 0);
         assert_eq!(checksum(&[0xff]), !0xff00);
+    }
+
+    #[test]
+    fn echo_requests_of_one_socket_share_their_checksum() {
+        let token = *b"\x01\x23\x45\x67\x89\xab\xcd\xef";
+        for (v4, raw) in [(true, true), (true, false), (false, false)] {
+            // where the kernel computes it, it computes this over the message (ICMPv6 adds a
+            // pseudo-header, the same for every request of the socket)
+            let sum = |m: &[u8; 8 + TOKEN]| {
+                let mut m = *m;
+                m[2..4].fill(0);
+                checksum(&m)
+            };
+            let first = echo_request(v4, raw, 0x4242, 0, token);
+            for seq in [1, 2, 0x00ff, 0x0100, 0x7fff, 0x8000, 0xfffe, 0xffff, 12345] {
+                let msg = echo_request(v4, raw, 0x4242, seq, token);
+                assert_eq!(sum(&msg), sum(&first), "v4 {v4} raw {raw} seq {seq}");
+                if v4 && raw {
+                    assert_eq!(msg[2..4], first[2..4], "seq {seq}");
+                    assert_eq!(checksum(&msg), 0, "seq {seq}");
+                }
+                // the reply echoes the payload: it is recognised as the answer to `seq` only
+                let mut reply = msg;
+                reply[0] = echo_types(v4).1;
+                assert!(is_echo_reply(&reply, v4, raw, 0x4242, seq, token));
+                assert!(!is_echo_reply(&reply, v4, raw, 0x4242, seq ^ 1, token));
+            }
+        }
     }
 
     #[test]
