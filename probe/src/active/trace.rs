@@ -3,7 +3,7 @@
 //!
 //! Probes leave with a hop limit (IPv4 TTL, IPv6 hop limit) of 1, 2, 3, …; the router where
 //! a probe's limit runs out answers with an ICMP *time exceeded*, the destination with what
-//! the probe's method draws from it. Two methods, both without privileges:
+//! the probe's method draws from it. Three methods, all without privileges:
 //!
 //! * **UDP** (the default, like `traceroute` and `tracepath`): datagrams from one socket and
 //!   port to the destination's ports `port`, `port + 1`, … (one per probe); the destination
@@ -11,10 +11,23 @@
 //!   (`IP_RECVERR`) with the sender's address and the probe's destination port, which names
 //!   the probe even when a router quotes only the 8 bytes RFC 792 asks for. A datagram that
 //!   comes back from the probed port (a service listens there) also means *reached*.
+//! * **UDP Paris** (Paris traceroute, scamper's `udp-paris`): the same datagrams, all to port
+//!   `port`. A per-flow load balancer (ECMP) hashes the addresses and ports, so with a new
+//!   port per probe the probes of one trace take different paths, and a trace through load
+//!   balancers mixes routers of parallel paths into false links; with one port they take one
+//!   path, the one a connection to that port would take. A probe is then named by the number
+//!   in the first 8 bytes of its payload, which the kernel hands back with the error if the
+//!   router quoted them (RFC 1812 routers quote as much as fits in 576 bytes; a router that
+//!   quotes only the 8 bytes of RFC 792 cannot be told apart and is counted in
+//!   [`Trace::unattributed`]). A datagram back from the service on `port` answers the probe
+//!   whose number it echoes, else a probe of the highest hop limit still unanswered.
 //! * **ICMP** echo requests (`traceroute -I`), from the same kind of socket as ping (an
 //!   unprivileged one where `net.ipv4.ping_group_range` allows it, else a raw one): the
 //!   destination answers with an echo reply, matched as ping matches them; errors come from
-//!   the error queue, named by the quoted sequence number.
+//!   the error queue, named by the quoted sequence number. Every request of a trace has the
+//!   same checksum (ping's requests keep it constant), so the first four bytes of the ICMP
+//!   header, what a load balancer hashes in place of ports, stay the same: one flow, as in
+//!   Paris traceroute.
 //!
 //! Each hop gets `attempts` probes back to back, and the hops of up to [`SIMULTANEOUS`]
 //! probes are in flight at once (five hops of three), as Linux `traceroute` does. A probe is
@@ -59,8 +72,13 @@ pub const SIMULTANEOUS: usize = 16;
 /// How probes are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TraceMethod {
-    /// UDP datagrams to high ports (answered by *port unreachable*).
+    /// UDP datagrams to high ports, one port per probe (answered by *port unreachable*).
     Udp,
+    /// UDP datagrams all to one port (Paris traceroute): every probe of a trace is one flow,
+    /// so that a per-flow load balancer sends them all one way; a probe is named by the
+    /// number in its payload, which a router quoting only the 8 bytes RFC 792 asks for does
+    /// not send back ([`Trace::unattributed`]).
+    UdpParis,
     /// ICMP echo requests (answered by echo replies).
     Icmp,
 }
@@ -76,7 +94,8 @@ pub struct TraceOptions {
     pub attempts: u8,
     /// How long to wait for a hop's answers after its last probe.
     pub wait: Duration,
-    /// UDP: the destination port of the first probe (probe *i* goes to `port + i`).
+    /// UDP: the destination port of the first probe (probe *i* goes to `port + i`); UDP
+    /// Paris: the destination port of every probe.
     pub port: u16,
     /// Hops in a row without any answer that end the trace.
     pub gap_limit: u8,
@@ -207,6 +226,9 @@ pub struct Trace {
     pub probes: Vec<Probe>,
     /// Why the trace ended.
     pub end: End,
+    /// ICMP errors that could not be tied to a probe: with [`TraceMethod::UdpParis`], the
+    /// router quoted too little of the probe to name it. Their hops may show as silent.
+    pub unattributed: usize,
 }
 
 /// The sockets of the two methods.
@@ -214,6 +236,8 @@ enum Prober {
     Udp {
         sock: UdpSocket,
         port: u16,
+        /// One port for all probes (Paris traceroute).
+        paris: bool,
     },
     Icmp {
         sock: Socket,
@@ -260,8 +284,9 @@ pub fn trace(
     let v4 = destination.is_ipv4();
     let most = usize::from(opts.max_hops) * usize::from(opts.attempts.max(1));
     let prober = match opts.method {
-        TraceMethod::Udp => {
-            if usize::from(opts.port) + most > 65536 {
+        TraceMethod::Udp | TraceMethod::UdpParis => {
+            let paris = opts.method == TraceMethod::UdpParis;
+            if !paris && usize::from(opts.port) + most > 65536 {
                 return Err(TraceError::Ports {
                     port: opts.port,
                     probes: most,
@@ -280,6 +305,7 @@ pub fn trace(
             Prober::Udp {
                 sock: sock.into(),
                 port: opts.port,
+                paris,
             }
         }
         TraceMethod::Icmp => {
@@ -309,6 +335,7 @@ pub fn trace(
         seq0,
         buf: vec![0; 2048],
         control: vec![0; 512],
+        unattributed: 0,
     }
     .run(opts, stop)
 }
@@ -325,6 +352,8 @@ struct Tracer {
     seq0: u16,
     buf: Vec<u8>,
     control: Vec<u8>,
+    /// ICMP errors not tied to a probe.
+    unattributed: usize,
 }
 
 impl Tracer {
@@ -482,6 +511,7 @@ impl Tracer {
         Trace {
             probes: self.probes,
             end,
+            unattributed: self.unattributed,
         }
     }
 
@@ -496,7 +526,7 @@ impl Tracer {
         let sent = SystemTime::now();
         let at = Instant::now();
         match &self.prober {
-            Prober::Udp { sock, port } => {
+            Prober::Udp { sock, port, paris } => {
                 if self.v4 {
                     sock.set_ttl(u32::from(ttl)).map_err(send_err)?;
                 } else {
@@ -506,7 +536,7 @@ impl Tracer {
                 }
                 let mut payload = [0u8; 32];
                 payload[..8].copy_from_slice(&(i as u64).to_le_bytes());
-                let to = SocketAddr::new(dst, port + i as u16);
+                let to = SocketAddr::new(dst, if *paris { *port } else { port + i as u16 });
                 retry_pending(|| sock.send_to(&payload, to), || sock.take_error())
                     .map_err(send_err)?;
             }
@@ -568,10 +598,38 @@ impl Tracer {
         let data = &self.buf[..got.data_len];
         let index = match &self.prober {
             // a datagram back from a probed port
-            Prober::Udp { port, .. } => got
+            Prober::Udp {
+                port, paris: false, ..
+            } => got
                 .address
                 .filter(|a| a.ip() == self.dst)
                 .and_then(|a| index_of(a.port(), *port, sent)),
+            // from the one probed port: the probe whose number it echoes (an echo service),
+            // else a probe of the highest hop limit still without an answer. Exactly the
+            // probes whose hop limit reached the destination draw an answer, so once all came,
+            // those are the probes that reached it (their round-trip times may be swapped
+            // among probes)
+            Prober::Udp {
+                port, paris: true, ..
+            } => got
+                .address
+                .filter(|a| a.ip() == self.dst && a.port() == *port)
+                .and_then(|_| {
+                    let echoed = data.first_chunk::<8>().map(|n| u64::from_le_bytes(*n));
+                    let echoed = echoed.and_then(|n| usize::try_from(n).ok());
+                    if let Some(i) = echoed.filter(|&i| i < sent && self.probes[i].reply.is_none())
+                    {
+                        return Some(i);
+                    }
+                    let open = self
+                        .probes
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| p.reply.is_none());
+                    // the highest hop limit, the earliest sent of its probes
+                    open.min_by_key(|(i, p)| (std::cmp::Reverse(p.ttl), *i))
+                        .map(|(i, _)| i)
+                }),
             // a connected ICMP socket reads only what the destination sends
             Prober::Icmp {
                 raw, ident, token, ..
@@ -611,7 +669,26 @@ impl Tracer {
         };
         let sent = self.probes.len();
         let index = match &self.prober {
-            Prober::Udp { port, .. } => q.address.and_then(|d| index_of(d.port(), *port, sent)),
+            Prober::Udp {
+                port, paris: false, ..
+            } => q.address.and_then(|d| index_of(d.port(), *port, sent)),
+            // the probe's number, in the first 8 bytes of its payload, if the router quoted
+            // them
+            Prober::Udp {
+                port, paris: true, ..
+            } => {
+                let to_port = q.address.is_some_and(|d| d.port() == *port);
+                let number = self.buf[..q.data_len].first_chunk::<8>();
+                match number.filter(|_| to_port) {
+                    Some(n) => usize::try_from(u64::from_le_bytes(*n))
+                        .ok()
+                        .filter(|&i| i < sent),
+                    None => {
+                        self.unattributed += usize::from(to_port);
+                        None
+                    }
+                }
+            }
             Prober::Icmp { ident, raw, .. } => {
                 // the quoted request: type, code, checksum, identifier, sequence number
                 let quoted = &self.buf[..q.data_len];
@@ -751,7 +828,7 @@ mod tests {
     /// socket; skipped without one).
     #[test]
     fn loopback_is_reached_at_the_first_hop() {
-        for method in [TraceMethod::Udp, TraceMethod::Icmp] {
+        for method in [TraceMethod::Udp, TraceMethod::UdpParis, TraceMethod::Icmp] {
             for lo in ["127.0.0.1", "::1"] {
                 let lo: IpAddr = lo.parse().unwrap();
                 let opts = TraceOptions {
@@ -770,6 +847,164 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A service on the probed port answers UDP Paris probes with datagrams: each answers a
+    /// probe, and the trace has reached its destination.
+    #[test]
+    fn udp_paris_reaches_a_listening_service() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let service = UdpSocket::bind((lo, 0)).unwrap();
+        let port = service.local_addr().unwrap().port();
+        // an echo service: it answers every probe, naming it
+        service
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let echo = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = service.recv_from(&mut buf) {
+                service.send_to(&buf[..n], from).unwrap();
+            }
+        });
+        let opts = TraceOptions {
+            method: TraceMethod::UdpParis,
+            port,
+            ..TraceOptions::default()
+        };
+        let t = trace(lo, lo, &opts, &|| false).unwrap();
+        echo.join().unwrap();
+        assert_eq!(t.end, End::Reached, "{t:?}");
+        assert_eq!(t.probes.len(), 3, "{t:?}");
+        assert_eq!(t.unattributed, 0);
+        for p in &t.probes {
+            let r = p.reply.unwrap();
+            assert_eq!((p.ttl, r.from, r.answer), (1, lo, Answer::Reached));
+        }
+    }
+
+    /// Two equal-cost paths from `S` to `D` through routers `R1` and `R2`, and a load balancer
+    /// in `S` that hashes addresses and ports (`fib_multipath_hash_policy = 1`): a classic UDP
+    /// trace sees both routers at its first hop, a UDP Paris trace one, the same for all its
+    /// probes. The traces run in `S` (the child test below). Needs root; skipped otherwise.
+    #[test]
+    fn udp_paris_stays_on_one_of_two_equal_cost_paths() {
+        let Some(s) = Netns::create("mpes") else {
+            return;
+        };
+        let (r1, r2, d) = (
+            Netns::create("mpe1").unwrap(),
+            Netns::create("mpe2").unwrap(),
+            Netns::create("mped").unwrap(),
+        );
+        let net = format!("10.95.{}", std::process::id() % 250 + 1);
+        let pid = std::process::id() % 100_000;
+        // a veth pair from `a` (address `.x`) to `b` (`.y`), both /30
+        let link = |a: &Netns, b: &Netns, tag: &str, x: u8, y: u8| {
+            let (ai, bi) = (format!("{tag}a{pid}"), format!("{tag}b{pid}"));
+            assert!(a.exec(&[
+                "ip", "link", "add", &ai, "type", "veth", "peer", "name", &bi
+            ]));
+            assert!(a.exec(&["ip", "link", "set", &bi, "netns", &b.name]));
+            for (ns, dev, host) in [(a, &ai, x), (b, &bi, y)] {
+                let addr = format!("{net}.{host}/30");
+                assert!(ns.exec(&["ip", "addr", "add", &addr, "dev", dev]));
+                assert!(ns.exec(&["ip", "link", "set", dev, "up"]));
+            }
+        };
+        link(&s, &r1, "es1", 1, 2);
+        link(&s, &r2, "es2", 5, 6);
+        link(&r1, &d, "e1d", 9, 10);
+        link(&r2, &d, "e2d", 13, 14);
+        let (src, dst) = (format!("{net}.200"), format!("{net}.100"));
+        assert!(s.exec(&["ip", "addr", "add", &format!("{src}/32"), "dev", "lo"]));
+        assert!(d.exec(&["ip", "addr", "add", &format!("{dst}/32"), "dev", "lo"]));
+        let (via1, via2) = (format!("{net}.2"), format!("{net}.6"));
+        assert!(s.exec(&[
+            "ip", "route", "add", &dst, "nexthop", "via", &via1, "nexthop", "via", &via2
+        ]));
+        assert!(s.exec(&["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"]));
+        for (r, to_s, to_d) in [
+            (&r1, format!("{net}.1"), format!("{net}.10")),
+            (&r2, format!("{net}.5"), format!("{net}.14")),
+        ] {
+            assert!(r.exec(&["ip", "route", "add", &src, "via", &to_s]));
+            assert!(r.exec(&["ip", "route", "add", &dst, "via", &to_d]));
+            assert!(r.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+        }
+        assert!(d.exec(&["ip", "route", "add", "default", "via", &format!("{net}.9")]));
+        // no ICMP rate limits: neither per destination nor the namespace's (a burst of 50,
+        // then 1,000 a second), which 60 probes of hop 2 in a row would spend
+        for ns in [&s, &r1, &r2, &d] {
+            for sysctl in [
+                "net.ipv4.icmp_ratelimit=0",
+                "net.ipv4.icmp_msgs_burst=10000",
+                "net.ipv4.icmp_msgs_per_sec=100000",
+                "net.ipv4.conf.all.rp_filter=0",
+            ] {
+                assert!(ns.exec(&["sysctl", "-qw", sysctl]), "{sysctl}");
+            }
+        }
+        s.run_child_test(
+            "active::trace::tests::equal_cost_paths_child",
+            &[("MPLANE_TRACE_ECMP", format!("{src} {dst} {via1} {via2}"))],
+        );
+    }
+
+    #[test]
+    #[ignore = "child process of udp_paris_stays_on_one_of_two_equal_cost_paths"]
+    fn equal_cost_paths_child() {
+        let a: Vec<IpAddr> = std::env::var("MPLANE_TRACE_ECMP")
+            .unwrap()
+            .split(' ')
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let (src, dst, routers) = (a[0], a[1], [Some(a[2]), Some(a[3])]);
+        // the answers of hop 1 and of hop 2, over `runs` traces (each checked on its own)
+        let run = |method, runs: u16| {
+            let mut first = Vec::new();
+            for k in 0..runs {
+                let opts = TraceOptions {
+                    method,
+                    attempts: 10,
+                    max_hops: 4,
+                    wait: Duration::from_millis(500),
+                    port: 33434 + k * 100,
+                    ..TraceOptions::default()
+                };
+                let t = trace(src, dst, &opts, &|| false).unwrap();
+                assert_eq!(
+                    (t.end, t.unattributed),
+                    (End::Reached, 0),
+                    "{method:?}: {t:?}"
+                );
+                let hop = |ttl| t.probes.iter().filter(move |p| p.ttl == ttl);
+                let one: Vec<_> = hop(1).map(|p| p.reply.map(|r| r.from)).collect();
+                assert_eq!(one.len(), 10, "{t:?}");
+                assert!(one.iter().all(|r| routers.contains(r)), "{method:?}: {t:?}");
+                assert!(
+                    hop(2).all(
+                        |p| p.reply.map(|r| (r.from, r.answer)) == Some((dst, Answer::Reached))
+                    ),
+                    "{method:?}: {t:?}"
+                );
+                if method == TraceMethod::UdpParis {
+                    assert!(
+                        one.iter().all(|r| *r == one[0]),
+                        "one flow, one path: {t:?}"
+                    );
+                }
+                first.extend(one);
+            }
+            first
+        };
+        // a new port per probe: 30 probes of hop 1 all hashed to one path would be a chance
+        // of 2^-29
+        let classic = run(TraceMethod::Udp, 3);
+        assert!(
+            routers.iter().all(|r| classic.contains(r)),
+            "classic UDP probes took one path only: {classic:?}"
+        );
+        run(TraceMethod::UdpParis, 3);
     }
 
     /// The namespaces of a routed path: this host – `R` (a router) – `B` (the destination),
@@ -926,7 +1161,7 @@ mod tests {
         let Some(p) = path("mptr") else { return };
         let (t0, mut traces) = (Instant::now(), 0u32);
         for [me, router, _, dst] in [p.v4, p.v6] {
-            for method in [TraceMethod::Udp, TraceMethod::Icmp] {
+            for method in [TraceMethod::Udp, TraceMethod::UdpParis, TraceMethod::Icmp] {
                 let opts = TraceOptions {
                     method,
                     wait: Duration::from_millis(500),

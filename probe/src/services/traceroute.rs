@@ -111,7 +111,7 @@ impl Service for TraceService {
 
 /// The services of a `[module_*]` section with `module = traceroute`: `ip4addr` and/or
 /// `ip6addr` (the addresses probes are sent from, one capability each), and optionally
-/// `method` (`udp`, the default, or `icmp`), `attempts` (probes per hop, 1–10, default 3),
+/// `method` (`udp`, the default, `udp-paris` or `icmp`), `attempts` (probes per hop, 1–10, default 3),
 /// `wait` (seconds to wait for a hop's answers, default 3), `port` (UDP: the first
 /// destination port, default 33434) and `gaplimit` (silent hops in a row that end a trace,
 /// default 5).
@@ -126,7 +126,11 @@ pub fn from_kwargs(
     let sources = source_addresses(module, KNOWN, |key, value| {
         match key {
             "method" => {
-                let methods = [("udp", TraceMethod::Udp), ("icmp", TraceMethod::Icmp)];
+                let methods = [
+                    ("udp", TraceMethod::Udp),
+                    ("udp-paris", TraceMethod::UdpParis),
+                    ("icmp", TraceMethod::Icmp),
+                ];
                 opts.method = one_of(&value.to_ascii_lowercase(), &methods)
                     .map_err(|r| bad(key, value, &r))?
             }
@@ -206,7 +210,7 @@ mod tests {
             .collect();
         assert_eq!(labels, ["traceroute-ip4", "traceroute-ip6"]);
         for (kw, says) in [
-            (vec![("method", "tcp")], "udp or icmp"),
+            (vec![("method", "tcp")], "udp, udp-paris or icmp"),
             (vec![("attempts", "0")], "1 to 10"),
             (vec![("wait", "soon")], "seconds"),
             (vec![("port", "65000")], "62986"),
