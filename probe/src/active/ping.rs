@@ -238,7 +238,9 @@ pub(crate) fn echo_request(
     msg[6..8].copy_from_slice(&seq.to_be_bytes());
     msg[8..16].copy_from_slice(&token);
     msg[16..18].copy_from_slice(&seq.to_le_bytes());
-    msg[18..20].copy_from_slice(&cancel(&[seq, seq.swap_bytes()]).to_be_bytes());
+    // the checksum of the two copies is the word that, summed with them, makes zero
+    let copies = [msg[6], msg[7], msg[16], msg[17]];
+    msg[18..20].copy_from_slice(&checksum(&copies).to_be_bytes());
     if v4 && raw {
         // the kernel computes ICMPv6 checksums, and those of unprivileged sockets
         let sum = checksum(&msg);
@@ -279,16 +281,6 @@ pub(crate) fn is_echo_reply(
         && icmp[16..18] == seq.to_le_bytes()
 }
 
-/// The 16-bit word that, added to `words` in one's complement, makes a sum that is zero
-/// (`0xffff`, one's complement's other zero) whatever they are: the checksum of a message
-/// holding `words` and this word does not depend on `words`.
-fn cancel(words: &[u16]) -> u16 {
-    let mut sum: u32 = words.iter().map(|&w| u32::from(w)).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// The Internet checksum of `data` (RFC 1071).
 fn checksum(data: &[u8]) -> u16 {
