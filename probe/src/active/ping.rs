@@ -281,7 +281,6 @@ pub(crate) fn is_echo_reply(
         && icmp[16..18] == seq.to_le_bytes()
 }
 
-
 /// The Internet checksum of `data` (RFC 1071).
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = data

@@ -257,6 +257,24 @@ impl Prober {
     }
 }
 
+/// The payload of UDP probe `i`: its number in the first 8 bytes (little-endian), then zeros.
+fn udp_payload(i: usize) -> [u8; 32] {
+    let mut payload = [0u8; 32];
+    payload[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    payload
+}
+
+/// The probe number a UDP payload (or what a router quoted of it) begins with; `None` if it
+/// is shorter than a number.
+fn number_of(payload: &[u8]) -> Option<u64> {
+    payload.first_chunk::<8>().map(|n| u64::from_le_bytes(*n))
+}
+
+/// The index of probe number `n`, if it is one of the `sent` probes.
+fn probe_index(n: u64, sent: usize) -> Option<usize> {
+    usize::try_from(n).ok().filter(|&i| i < sent)
+}
+
 /// A probe's index in a trace from its sequence number or destination port.
 fn index_of(value: u16, base: u16, sent: usize) -> Option<usize> {
     let i = usize::from(value.wrapping_sub(base));
@@ -534,8 +552,7 @@ impl Tracer {
                         .set_unicast_hops_v6(u32::from(ttl))
                         .map_err(send_err)?;
                 }
-                let mut payload = [0u8; 32];
-                payload[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                let payload = udp_payload(i);
                 let to = SocketAddr::new(dst, if *paris { *port } else { port + i as u16 });
                 retry_pending(|| sock.send_to(&payload, to), || sock.take_error())
                     .map_err(send_err)?;
@@ -615,10 +632,8 @@ impl Tracer {
                 .address
                 .filter(|a| a.ip() == self.dst && a.port() == *port)
                 .and_then(|_| {
-                    let echoed = data.first_chunk::<8>().map(|n| u64::from_le_bytes(*n));
-                    let echoed = echoed.and_then(|n| usize::try_from(n).ok());
-                    if let Some(i) = echoed.filter(|&i| i < sent && self.probes[i].reply.is_none())
-                    {
+                    let echoed = number_of(data).and_then(|n| probe_index(n, sent));
+                    if let Some(i) = echoed.filter(|&i| self.probes[i].reply.is_none()) {
                         return Some(i);
                     }
                     let open = self
@@ -678,11 +693,8 @@ impl Tracer {
                 port, paris: true, ..
             } => {
                 let to_port = q.address.is_some_and(|d| d.port() == *port);
-                let number = self.buf[..q.data_len].first_chunk::<8>();
-                match number.filter(|_| to_port) {
-                    Some(n) => usize::try_from(u64::from_le_bytes(*n))
-                        .ok()
-                        .filter(|&i| i < sent),
+                match number_of(&self.buf[..q.data_len]).filter(|_| to_port) {
+                    Some(n) => probe_index(n, sent),
                     None => {
                         self.unattributed += usize::from(to_port);
                         None
