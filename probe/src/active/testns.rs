@@ -77,6 +77,28 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// A veth pair from this namespace (`here`, address `here_addr`) to `other` (`there`,
+    /// address `there_addr`), both up; it goes with the namespaces.
+    pub fn link(&self, other: &Netns, here: &str, here_addr: &str, there: &str, there_addr: &str) {
+        assert!(self.exec(&[
+            "ip", "link", "add", here, "type", "veth", "peer", "name", there
+        ]));
+        assert!(self.exec(&["ip", "link", "set", there, "netns", &other.name]));
+        for (ns, dev, addr) in [(self, here, here_addr), (other, there, there_addr)] {
+            assert!(ns.exec(&["ip", "addr", "add", addr, "dev", dev]), "{addr}");
+            assert!(ns.exec(&["ip", "link", "set", dev, "up"]));
+        }
+    }
+
+    /// Sets each of `settings` (`key=value`) inside the namespace.
+    pub fn sysctls(&self, settings: &[&str]) {
+        for s in settings {
+            assert!(self.exec(&["sysctl", "-qw", s]), "{s}");
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         for l in &self.links {

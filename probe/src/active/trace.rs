@@ -913,15 +913,13 @@ mod tests {
         // a veth pair from `a` (address `.x`) to `b` (`.y`), both /30
         let link = |a: &Netns, b: &Netns, tag: &str, x: u8, y: u8| {
             let (ai, bi) = (format!("{tag}a{pid}"), format!("{tag}b{pid}"));
-            assert!(a.exec(&[
-                "ip", "link", "add", &ai, "type", "veth", "peer", "name", &bi
-            ]));
-            assert!(a.exec(&["ip", "link", "set", &bi, "netns", &b.name]));
-            for (ns, dev, host) in [(a, &ai, x), (b, &bi, y)] {
-                let addr = format!("{net}.{host}/30");
-                assert!(ns.exec(&["ip", "addr", "add", &addr, "dev", dev]));
-                assert!(ns.exec(&["ip", "link", "set", dev, "up"]));
-            }
+            a.link(
+                b,
+                &ai,
+                &format!("{net}.{x}/30"),
+                &bi,
+                &format!("{net}.{y}/30"),
+            );
         };
         link(&s, &r1, "es1", 1, 2);
         link(&s, &r2, "es2", 5, 6);
@@ -934,27 +932,25 @@ mod tests {
         assert!(s.exec(&[
             "ip", "route", "add", &dst, "nexthop", "via", &via1, "nexthop", "via", &via2
         ]));
-        assert!(s.exec(&["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"]));
+        s.sysctls(&["net.ipv4.fib_multipath_hash_policy=1"]);
         for (r, to_s, to_d) in [
             (&r1, format!("{net}.1"), format!("{net}.10")),
             (&r2, format!("{net}.5"), format!("{net}.14")),
         ] {
             assert!(r.exec(&["ip", "route", "add", &src, "via", &to_s]));
             assert!(r.exec(&["ip", "route", "add", &dst, "via", &to_d]));
-            assert!(r.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+            r.sysctls(&["net.ipv4.ip_forward=1"]);
         }
         assert!(d.exec(&["ip", "route", "add", "default", "via", &format!("{net}.9")]));
         // no ICMP rate limits: neither per destination nor the namespace's (a burst of 50,
         // then 1,000 a second), which 60 probes of hop 2 in a row would spend
         for ns in [&s, &r1, &r2, &d] {
-            for sysctl in [
+            ns.sysctls(&[
                 "net.ipv4.icmp_ratelimit=0",
                 "net.ipv4.icmp_msgs_burst=10000",
                 "net.ipv4.icmp_msgs_per_sec=100000",
                 "net.ipv4.conf.all.rp_filter=0",
-            ] {
-                assert!(ns.exec(&["sysctl", "-qw", sysctl]), "{sysctl}");
-            }
+            ]);
         }
         s.run_child_test(
             "active::trace::tests::equal_cost_paths_child",
@@ -1043,28 +1039,13 @@ mod tests {
         );
         // the router's far side: a veth pair inside R, one end moved into B
         let (rb, br) = (format!("{tag}rb{pid}"), format!("{tag}br{pid}"));
-        assert!(r.exec(&[
-            "ip", "link", "add", &rb, "type", "veth", "peer", "name", &br
-        ]));
-        assert!(r.exec(&["ip", "link", "set", &br, "netns", &b.name]));
-        assert!(r.exec(&[
-            "ip",
-            "addr",
-            "add",
+        r.link(
+            &b,
+            &rb,
             &format!("10.93.{net}.5/30"),
-            "dev",
-            &rb
-        ]));
-        assert!(r.exec(&["ip", "link", "set", &rb, "up"]));
-        assert!(b.exec(&[
-            "ip",
-            "addr",
-            "add",
+            &br,
             &format!("10.93.{net}.6/30"),
-            "dev",
-            &br
-        ]));
-        assert!(b.exec(&["ip", "link", "set", &br, "up"]));
+        );
         for (ns, dev, addr) in [
             (None, hr.as_str(), format!("fd93:{net}:1::1/64")),
             (Some(&r), rh.as_str(), format!("fd93:{net}:1::2/64")),
@@ -1074,14 +1055,13 @@ mod tests {
             let cmd = ["ip", "-6", "addr", "add", &addr, "dev", dev, "nodad"];
             assert!(ns.map_or_else(|| run(&cmd), |n| n.exec(&cmd)), "{addr}");
         }
-        for sysctl in [
-            "net.ipv4.ip_forward=1",
-            "net.ipv6.conf.all.forwarding=1",
-            "net.ipv4.icmp_ratelimit=0",
-            "net.ipv6.icmp.ratelimit=0",
-        ] {
-            assert!(r.exec(&["sysctl", "-qw", sysctl]), "{sysctl}");
-            assert!(b.exec(&["sysctl", "-qw", sysctl]), "{sysctl}");
+        for ns in [&r, &b] {
+            ns.sysctls(&[
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
+                "net.ipv4.icmp_ratelimit=0",
+                "net.ipv6.icmp.ratelimit=0",
+            ]);
         }
         // this host reaches B through R (the routes go with the veth when the test ends);
         // B answers through R
