@@ -110,11 +110,10 @@ async fn rust_client_against_reference_component() {
     let mpcom = py.with_file_name("mpcom");
     let pki = Pki::new();
     let port = free_port();
-    let d = pki.dir().display();
+    let tls = pki.tls_section();
     std::fs::write(pki.dir().join("rustpeer_services.py"), MODULE).unwrap();
     let conf = format!(
-        "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
-         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
          [Authorizations]\necho-ip4 = guest\nwait-ip4 = guest\ntick-ip4 = guest\n\n\
          [module_rust]\nmodule = rustpeer_services\n\n\
          [component]\nworkflow = client-initiated\nlisten-port = {port}\n\

@@ -28,11 +28,10 @@ use pki::Pki;
 /// `mpcom` with the reference's ping section, a TCP connect and a traceroute section; its
 /// port.
 fn start(pki: &Pki) -> (Mpcom, u16) {
-    let d = pki.dir().display();
+    let tls = pki.tls_section();
     let port = free_port();
     let conf = format!(
-        "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
-         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
          [Authorizations]\nping = guest\ntcpconnect = guest\ntraceroute = guest\n\n\
          [module_ping]\nmodule = mplane.components.ping\nip4addr = 127.0.0.1\nip6addr = ::1\n\n\
          [module_tcp]\nmodule = tcpconnect\nip4addr = 127.0.0.1\n\n\

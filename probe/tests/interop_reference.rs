@@ -96,10 +96,9 @@ fn parse(text: &str) -> Message {
 fn reference_client_against_mpcom() {
     let pki = Pki::new();
     let port = free_port();
-    let d = pki.dir().display();
+    let tls = pki.tls_section();
     let conf = format!(
-        "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
-         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
          [Authorizations]\ninterop-rows-ip4 = guest\ninterop-slow-ip4 = guest\n\
          interop-fail-ip4 = guest\n\n\
          [module_interop]\nmodule = interop_services\nip4addr = 127.0.0.1\n\n\

@@ -114,11 +114,10 @@ async fn metrics_over_mtls_while_a_passive_job_runs() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("tap.pcap");
     capture(&pcap);
-    let d = pki.dir().display();
+    let tls = pki.tls_section();
     let port = free_port();
     let conf = format!(
-        "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
-         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest,monitoring\n\
+        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest,monitoring\n\
          org.mplane.SSB.Supervisors.Supervisor-1 = guest\n\n\
          [Authorizations]\nflows = guest\n\n\
          [module_tap]\nmodule = passive\nsource = pcap:{}\ninterface = tap0\nrepeat = on\n\n\

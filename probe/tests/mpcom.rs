@@ -20,10 +20,9 @@ use mplane::value::Value;
 use pki::Pki;
 
 fn config(pki: &Pki) -> String {
-    let d = pki.dir().display();
+    let tls = pki.tls_section();
     format!(
-        "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
-         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
+        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
          org.mplane.SSB.Supervisors.Supervisor-1 = admin\n\n\
          [Authorizations]\ninterop-rows-ip4 = guest,admin\ninterop-slow-ip4 = guest,admin\n\
          interop-fail-ip4 = guest,admin\n\n\
@@ -247,10 +246,9 @@ fn check_reports_what_would_run() {
     assert!(out.contains("/metrics: roles admin"), "{out}");
     assert!(!out.contains("warning"), "{out}");
 
-    let d = pki.dir().display();
+    let tls = pki.tls_section();
     let text = format!(
-        "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\
-         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
+        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
          [Authorizations]\nflows = guest\nwhois = guest\nping = guest\ntraceroute = guest\n\
          [module_tap]\nmodule = passive\nsource = pcap-live:eth9\nexport_dir = /proc/mpcom/export\n\
          [module_ping]\nmodule = ping\nip4addr = 192.0.2.77\n\

@@ -145,11 +145,10 @@ async fn flow_job(
     traffic: impl FnOnce() + Send + 'static,
 ) -> (Statement, Message) {
     let pki = Pki::new();
-    let d = pki.dir().display();
+    let tls = pki.tls_section();
     let port = free_port();
     let conf = format!(
-        "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
-         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
          [Authorizations]\nflows = guest\n\n\
          [module_passive]\nmodule = passive\nsource = {source}\ninterface = tap\n\n\
          [component]\nworkflow = client-initiated\nlisten-port = {port}\n\

@@ -155,6 +155,15 @@ impl Pki {
         self.dir.path()
     }
 
+    /// The `[TLS]` section of a component configuration (`mpcom`, the reference's `mpcom`)
+    /// with the component's certificate and key and the CA, and a blank line after it.
+    pub fn tls_section(&self) -> String {
+        let d = self.dir().display();
+        format!(
+            "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n"
+        )
+    }
+
     /// A file of the PKI.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

@@ -121,11 +121,10 @@ pub fn capture(path: &Path) {
 }
 
 pub fn start(pki: &Pki, pcap: &Path, export: &Path, repeat: bool) -> (Mpcom, u16) {
-    let d = pki.dir().display();
+    let tls = pki.tls_section();
     let port = free_port();
     let conf = format!(
-        "[TLS]\ncert = {d}/component.crt\nkey = {d}/component.key\nca-chain = {d}/ca.crt\n\n\
-         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
          [Authorizations]\nflows = guest\ntstat = guest\ninterface = guest\n\n\
          [module_passive]\nmodule = passive\nsource = pcap:{}\ninterface = tap0\n\
          system_id = probe-test\ninline_rows = 1\nexport_dir = {}\nidle_timeout = 30\nrepeat = {}\n\n\
