@@ -958,14 +958,18 @@ mod tests {
         );
     }
 
+    /// The addresses a parent test passed to its child test in `var`, separated by spaces.
+    fn addresses_from_env(var: &str) -> Vec<IpAddr> {
+        let text = std::env::var(var).unwrap();
+        text.split(' ').map(|s| s.parse().unwrap()).collect()
+    }
+
+    /// Run by [`udp_paris_stays_on_one_of_two_equal_cost_paths`] inside S: classic UDP and
+    /// UDP Paris traces to D over the two paths.
     #[test]
     #[ignore = "child process of udp_paris_stays_on_one_of_two_equal_cost_paths"]
     fn equal_cost_paths_child() {
-        let a: Vec<IpAddr> = std::env::var("MPLANE_TRACE_ECMP")
-            .unwrap()
-            .split(' ')
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let a = addresses_from_env("MPLANE_TRACE_ECMP");
         let (src, dst, routers) = (a[0], a[1], [Some(a[2]), Some(a[3])]);
         // the answers of hop 1 and of hop 2, over `runs` traces (each checked on its own)
         let run = |method, runs: u16| {
@@ -1322,11 +1326,7 @@ mod tests {
     #[test]
     #[ignore = "child process of a_routed_path_hop_by_hop"]
     fn unprivileged_child() {
-        let a: Vec<IpAddr> = std::env::var("MPLANE_TRACE_BACK")
-            .unwrap()
-            .split(' ')
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let a = addresses_from_env("MPLANE_TRACE_BACK");
         for [me, router, dst] in [[a[0], a[1], a[2]], [a[3], a[4], a[5]]] {
             let opts = TraceOptions {
                 method: TraceMethod::Icmp,
