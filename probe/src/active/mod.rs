@@ -2,6 +2,7 @@
 
 pub mod connect;
 pub mod ping;
+mod quote;
 mod sys;
 #[cfg(test)]
 pub(crate) mod testns;

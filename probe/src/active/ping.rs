@@ -139,7 +139,7 @@ impl Pinger {
             if left.is_zero() {
                 return Ok(None);
             }
-            let ready = sys::wait(&self.sock, left.min(STOP_CHECK));
+            let [ready] = sys::wait([&self.sock], left.min(STOP_CHECK));
             if !ready.data && !ready.errors {
                 if stop() {
                     return Ok(None);
@@ -282,7 +282,7 @@ pub(crate) fn is_echo_reply(
 }
 
 /// The Internet checksum of `data` (RFC 1071).
-fn checksum(data: &[u8]) -> u16 {
+pub(crate) fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = data
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))

@@ -84,25 +84,25 @@ pub struct Ready {
     pub errors: bool,
 }
 
-/// Waits up to `timeout` until `sock` has data to read or an error queued; what is ready
-/// (nothing when the time ran out or a signal came).
-pub fn wait(sock: &Socket, timeout: Duration) -> Ready {
-    let mut fd = libc::pollfd {
-        fd: sock.as_raw_fd(),
+/// Waits up to `timeout` until one of `socks` has data to read or an error queued; what is
+/// ready on each (nothing when the time ran out or a signal came).
+pub fn wait<const N: usize>(socks: [&Socket; N], timeout: Duration) -> [Ready; N] {
+    let mut fds = socks.map(|s| libc::pollfd {
+        fd: s.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
-    };
+    });
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd for an open socket, its count 1; poll(2) writes only its
-    // `revents`.
-    let n = unsafe { libc::poll(&mut fd, 1, ms) };
-    if n <= 0 {
-        return Ready::default();
-    }
-    Ready {
-        data: fd.revents & libc::POLLIN != 0,
-        errors: fd.revents & libc::POLLERR != 0,
-    }
+    // SAFETY: `fds` is an array of N valid pollfds for open sockets and its length is passed
+    // with it; poll(2) writes only their `revents`.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), N as libc::nfds_t, ms) };
+    fds.map(|fd| match n {
+        1.. => Ready {
+            data: fd.revents & libc::POLLIN != 0,
+            errors: fd.revents & libc::POLLERR != 0,
+        },
+        _ => Ready::default(),
+    })
 }
 
 /// Reads one message from `sock` without waiting (see [`wait`]): `Ok(None)` when there is

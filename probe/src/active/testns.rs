@@ -46,8 +46,15 @@ impl Netns {
     /// Runs test `name` of this test binary (an `#[ignore]`d child test) inside the
     /// namespace, with `env` set, and fails unless it passed.
     pub fn run_child_test(&self, name: &str, env: &[(&str, String)]) {
+        self.run_child_test_under(&[], name, env);
+    }
+
+    /// As [`Self::run_child_test`], the test binary run by the command `wrapper` (e.g.
+    /// `setpriv` to drop a capability).
+    pub fn run_child_test_under(&self, wrapper: &[&str], name: &str, env: &[(&str, String)]) {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.name])
+            .args(wrapper)
             .arg(std::env::current_exe().unwrap())
             .args(["--exact", name, "--ignored", "--nocapture"])
             .envs(env.iter().map(|(k, v)| (k, v)))

@@ -16,10 +16,13 @@
 //!   port per probe the probes of one trace take different paths, and a trace through load
 //!   balancers mixes routers of parallel paths into false links; with one port they take one
 //!   path, the one a connection to that port would take. A probe is then named by the number
-//!   in the first 8 bytes of its payload, which the kernel hands back with the error if the
-//!   router quoted them (RFC 1812 routers quote as much as fits in 576 bytes; a router that
-//!   quotes only the 8 bytes of RFC 792 cannot be told apart and is counted in
-//!   [`Trace::unattributed`]). A datagram back from the service on `port` answers the probe
+//!   in the first 8 bytes of its payload, which routers following RFC 1812 quote (as much of
+//!   the datagram as fits in 576 bytes). Where `CAP_NET_RAW` allows a raw ICMP socket, the
+//!   errors are read whole from it, and a probe whose router quoted only the 8 bytes RFC 792
+//!   asks for (its UDP header) is named by its UDP checksum, which its number makes
+//!   distinct; without the privilege, errors come from the socket's error queue, which hands
+//!   back only the payload, and such a router's errors are counted in
+//!   [`Trace::unattributed`]. A datagram back from the service on `port` answers the probe
 //!   whose number it echoes, else a probe of the highest hop limit still unanswered.
 //! * **ICMP** echo requests (`traceroute -I`), from the same kind of socket as ping (an
 //!   unprivileged one where `net.ipv4.ping_group_range` allows it, else a raw one): the
@@ -52,6 +55,7 @@ use std::time::{Duration, Instant, SystemTime};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::ping::{self, PingError, STOP_CHECK};
+use super::quote;
 use super::round_trip;
 use super::sys::{self, ORIGIN_ICMP, ORIGIN_ICMP6, Queue};
 
@@ -76,8 +80,8 @@ pub enum TraceMethod {
     Udp,
     /// UDP datagrams all to one port (Paris traceroute): every probe of a trace is one flow,
     /// so that a per-flow load balancer sends them all one way; a probe is named by the
-    /// number in its payload, which a router quoting only the 8 bytes RFC 792 asks for does
-    /// not send back ([`Trace::unattributed`]).
+    /// number in its payload or, read from a raw ICMP socket where `CAP_NET_RAW` allows one,
+    /// by its UDP checksum (see the module's description).
     UdpParis,
     /// ICMP echo requests (answered by echo replies).
     Icmp,
@@ -226,8 +230,9 @@ pub struct Trace {
     pub probes: Vec<Probe>,
     /// Why the trace ended.
     pub end: End,
-    /// ICMP errors that could not be tied to a probe: with [`TraceMethod::UdpParis`], the
-    /// router quoted too little of the probe to name it. Their hops may show as silent.
+    /// ICMP errors about this trace's flow that could not be tied to a probe: with
+    /// [`TraceMethod::UdpParis`] without `CAP_NET_RAW`, the router quoted too little of the
+    /// probe to name it. Their hops may show as silent.
     pub unattributed: usize,
 }
 
@@ -238,6 +243,8 @@ enum Prober {
         port: u16,
         /// One port for all probes (Paris traceroute).
         paris: bool,
+        /// UDP Paris with `CAP_NET_RAW`: the errors, read whole.
+        raw: Option<RawErrors>,
     },
     Icmp {
         sock: Socket,
@@ -273,6 +280,44 @@ fn number_of(payload: &[u8]) -> Option<u64> {
 /// The index of probe number `n`, if it is one of the `sent` probes.
 fn probe_index(n: u64, sent: usize) -> Option<usize> {
     usize::try_from(n).ok().filter(|&i| i < sent)
+}
+
+/// UDP Paris's ICMP errors read whole from a raw ICMP socket (where `CAP_NET_RAW` allows
+/// one), instead of from the UDP socket's error queue: the quoted UDP header names a probe by
+/// its checksum, also when a router quoted none of its payload.
+struct RawErrors {
+    sock: Socket,
+    /// The probes' source address and port (the UDP socket is connected, so they are known
+    /// before the first probe).
+    local: SocketAddr,
+    /// Each probe's UDP checksum, in sending order.
+    checksums: Vec<u16>,
+}
+
+impl RawErrors {
+    /// The raw ICMP socket for the errors of `udp` (connected); `None` without the privilege.
+    fn open(udp: &Socket, v4: bool) -> Option<RawErrors> {
+        let (domain, protocol) = if v4 {
+            (Domain::IPV4, Protocol::ICMPV4)
+        } else {
+            (Domain::IPV6, Protocol::ICMPV6)
+        };
+        let sock = Socket::new(domain, Type::RAW, Some(protocol)).ok()?;
+        let _ = sys::set_timestamps(&sock);
+        Some(RawErrors {
+            sock,
+            local: udp.local_addr().ok()?.as_socket()?,
+            checksums: Vec::new(),
+        })
+    }
+}
+
+/// The probe (of those whose checksums are `checksums`) that error `q`, read raw, quotes:
+/// by the number in the quoted payload, if the router quoted it; else by checksum (which a
+/// virtual device may have left partial, the same for all probes: the number goes first).
+fn raw_probe(q: &quote::QuotedUdp<'_>, checksums: &[u16]) -> Option<usize> {
+    let by_number = number_of(q.payload).and_then(|n| probe_index(n, checksums.len()));
+    by_number.or_else(|| checksums.iter().position(|&c| c == q.checksum))
 }
 
 /// A probe's index in a trace from its sequence number or destination port.
@@ -317,13 +362,29 @@ pub fn trace(
                 addr: source,
                 source: e,
             })?;
-            sys::set_recverr(&sock, !v4).map_err(TraceError::Socket)?;
+            // UDP Paris: one destination port, so the socket is connected (which fixes the
+            // source address and port its errors quote); with a raw ICMP socket, the errors
+            // are read from there only
+            let raw = if paris {
+                let to = SocketAddr::new(destination, opts.port);
+                sock.connect(&to.into()).map_err(|e| TraceError::Send {
+                    addr: destination,
+                    source: e,
+                })?;
+                RawErrors::open(&sock, v4)
+            } else {
+                None
+            };
+            if raw.is_none() {
+                sys::set_recverr(&sock, !v4).map_err(TraceError::Socket)?;
+            }
             // without them, round-trip times come from the monotonic clock alone
             let _ = sys::set_timestamps(&sock);
             Prober::Udp {
                 sock: sock.into(),
                 port: opts.port,
                 paris,
+                raw,
             }
         }
         TraceMethod::Icmp => {
@@ -454,12 +515,25 @@ impl Tracer {
                 .min()
                 .unwrap_or(now);
             let left = first.saturating_duration_since(now).min(STOP_CHECK);
-            let ready = sys::wait(&self.prober.socket(), left);
+            let (ready, raw_ready) = match &self.prober {
+                Prober::Udp {
+                    sock,
+                    raw: Some(raw),
+                    ..
+                } => {
+                    let [ready, raw] = sys::wait([&SockRef::from(sock), &raw.sock], left);
+                    (ready, raw.data)
+                }
+                prober => (sys::wait([&prober.socket()], left)[0], false),
+            };
             if ready.errors {
                 while self.read_error() {}
             }
             if ready.data {
                 while self.read_data() {}
+            }
+            if raw_ready {
+                while self.read_raw_error() {}
             }
         }
     }
@@ -476,6 +550,9 @@ impl Tracer {
         let keep = self.probes.partition_point(|p| p.ttl < ttl);
         self.probes.truncate(keep);
         self.sent_at.truncate(keep);
+        if let Prober::Udp { raw: Some(raw), .. } = &mut self.prober {
+            raw.checksums.truncate(keep);
+        }
     }
 
     /// `true` if a hop before `ttl` got an answer that ends the trace (the destination, or
@@ -543,8 +620,14 @@ impl Tracer {
         };
         let sent = SystemTime::now();
         let at = Instant::now();
-        match &self.prober {
-            Prober::Udp { sock, port, paris } => {
+        match &mut self.prober {
+            Prober::Udp {
+                sock,
+                port,
+                paris,
+                raw,
+            } => {
+                let (sock, port, paris) = (&*sock, *port, *paris);
                 if self.v4 {
                     sock.set_ttl(u32::from(ttl)).map_err(send_err)?;
                 } else {
@@ -553,9 +636,14 @@ impl Tracer {
                         .map_err(send_err)?;
                 }
                 let payload = udp_payload(i);
-                let to = SocketAddr::new(dst, if *paris { *port } else { port + i as u16 });
+                let to = SocketAddr::new(dst, if paris { port } else { port + i as u16 });
                 retry_pending(|| sock.send_to(&payload, to), || sock.take_error())
                     .map_err(send_err)?;
+                if let Some(raw) = raw {
+                    let local = (raw.local.ip(), raw.local.port());
+                    let sum = quote::udp_checksum(local, (dst, port), &payload);
+                    raw.checksums.push(sum);
+                }
             }
             Prober::Icmp {
                 sock,
@@ -669,7 +757,13 @@ impl Tracer {
         let sock = self.prober.socket();
         let q = match sys::recv(&sock, Queue::Errors, &mut self.buf, &mut self.control) {
             Ok(Some(q)) => q,
-            Ok(None) | Err(_) => return false,
+            Ok(None) | Err(_) => {
+                // an error pending on the socket without an error queue (UDP Paris reading
+                // errors raw: a connected socket keeps a port unreachable pending) keeps it
+                // ready; it is in the raw socket's copy
+                let _ = sock.take_error();
+                return false;
+            }
         };
         let read_at = Instant::now();
         let control = &self.control[..q.control_len];
@@ -718,6 +812,46 @@ impl Tracer {
         if let Some(i) = index {
             let answer = classify(self.v4, e.icmp_type, e.icmp_code, from == self.dst);
             self.answer(i, from, answer, received, read_at);
+        }
+        true
+    }
+}
+
+impl Tracer {
+    /// Reads one message of UDP Paris's raw ICMP socket and records the answer it is for a
+    /// probe of this trace; `false` when there is none to read.
+    fn read_raw_error(&mut self) -> bool {
+        let Prober::Udp {
+            port,
+            raw: Some(raw),
+            ..
+        } = &self.prober
+        else {
+            return false;
+        };
+        let Ok(Some(got)) = sys::recv(&raw.sock, Queue::Data, &mut self.buf, &mut self.control)
+        else {
+            return false;
+        };
+        let read_at = Instant::now();
+        let received = sys::timestamp(&self.control[..got.control_len]);
+        let sender = got.address.map(|a| a.ip());
+        let Some(q) = quote::quoted_udp(&self.buf[..got.data_len], self.v4, sender) else {
+            // another ICMP message of this host
+            return true;
+        };
+        let ours = q.destination == self.dst
+            && q.destination_port == *port
+            && q.source_port == raw.local.port();
+        if !ours {
+            return true;
+        }
+        match raw_probe(&q, &raw.checksums) {
+            Some(i) => {
+                let answer = classify(self.v4, q.icmp_type, q.code, q.from == self.dst);
+                self.answer(i, q.from, answer, received, read_at);
+            }
+            None => self.unattributed += 1,
         }
         true
     }
@@ -861,6 +995,49 @@ mod tests {
         }
     }
 
+    /// Errors read raw name their probe by the quoted payload's number, or, when a router
+    /// quoted only the UDP header (RFC 792's 8 bytes), by the checksum in it.
+    #[test]
+    fn raw_errors_name_their_probe() {
+        let (me, dst): (IpAddr, IpAddr) = (
+            "192.0.2.1".parse().unwrap(),
+            "198.51.100.7".parse().unwrap(),
+        );
+        let checksums: Vec<u16> = (0..6)
+            .map(|i| quote::udp_checksum((me, 40000), (dst, 33434), &udp_payload(i)))
+            .collect();
+        let quoted = |payload, checksum| quote::QuotedUdp {
+            from: "203.0.113.9".parse().unwrap(),
+            icmp_type: 11,
+            code: 0,
+            destination: dst,
+            source_port: 40000,
+            destination_port: 33434,
+            checksum,
+            payload,
+        };
+        let number = udp_payload(4);
+        // the whole probe quoted
+        assert_eq!(
+            raw_probe(&quoted(&number, checksums[4]), &checksums),
+            Some(4)
+        );
+        // a checksum left partial by a virtual device: the number names it
+        assert_eq!(raw_probe(&quoted(&number, 0x1234), &checksums), Some(4));
+        // only the UDP header quoted: the checksum names it
+        assert_eq!(raw_probe(&quoted(&[], checksums[2]), &checksums), Some(2));
+        assert_eq!(
+            raw_probe(&quoted(&number[..7], checksums[5]), &checksums),
+            Some(5)
+        );
+        // neither: no probe of this trace
+        assert_eq!(raw_probe(&quoted(&[], 0x1234), &checksums), None);
+        assert_eq!(
+            raw_probe(&quoted(&udp_payload(9), 0x1234), &checksums),
+            None
+        );
+    }
+
     /// A service on the probed port answers UDP Paris probes with datagrams: each answers a
     /// probe, and the trace has reached its destination.
     #[test]
@@ -952,10 +1129,12 @@ mod tests {
                 "net.ipv4.conf.all.rp_filter=0",
             ]);
         }
-        s.run_child_test(
-            "active::trace::tests::equal_cost_paths_child",
-            &[("MPLANE_TRACE_ECMP", format!("{src} {dst} {via1} {via2}"))],
-        );
+        let child = "active::trace::tests::equal_cost_paths_child";
+        let env = [("MPLANE_TRACE_ECMP", format!("{src} {dst} {via1} {via2}"))];
+        // as root, UDP Paris reads its errors from a raw ICMP socket ...
+        s.run_child_test(child, &env);
+        // ... and without CAP_NET_RAW from the UDP socket's error queue
+        s.run_child_test_under(&["setpriv", "--bounding-set", "-net_raw"], child, &env);
     }
 
     /// The addresses a parent test passed to its child test in `var`, separated by spaces.
