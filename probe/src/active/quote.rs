@@ -134,77 +134,36 @@ fn v6_octets(a: IpAddr) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mplane_capture::builder::Builder;
 
-    /// A UDP datagram's header, checksum filled in, from `src` to `dst`.
-    fn udp_header(src: (IpAddr, u16), dst: (IpAddr, u16), payload: &[u8]) -> [u8; 8] {
-        let mut h = [0u8; 8];
-        h[0..2].copy_from_slice(&src.1.to_be_bytes());
-        h[2..4].copy_from_slice(&dst.1.to_be_bytes());
-        h[4..6].copy_from_slice(&(8 + payload.len() as u16).to_be_bytes());
-        h[6..8].copy_from_slice(&udp_checksum(src, dst, payload).to_be_bytes());
-        h
+    const ME: [u8; 4] = [192, 0, 2, 1];
+    const DST: [u8; 4] = [198, 51, 100, 7];
+    const ROUTER: [u8; 4] = [203, 0, 113, 9];
+
+    fn v6(a: &str) -> [u8; 16] {
+        v6_octets(a.parse().unwrap())
     }
 
-    #[test]
-    fn a_udp_checksum_verifies() {
-        // a datagram carrying its checksum sums, with its pseudo-header, to zero
-        for (s, d) in [
-            ("192.0.2.1", "198.51.100.7"),
-            ("2001:db8::1", "2001:db8:1::7"),
-        ] {
-            let (s, d): (IpAddr, IpAddr) = (s.parse().unwrap(), d.parse().unwrap());
-            for payload in [&[0u8; 32][..], b"odd", &[]] {
-                let h = udp_header((s, 40000), (d, 33434), payload);
-                let mut whole = Vec::new();
-                match (s, d) {
-                    (IpAddr::V4(s), IpAddr::V4(d)) => {
-                        whole.extend_from_slice(&s.octets());
-                        whole.extend_from_slice(&d.octets());
-                        whole.extend_from_slice(&[0, UDP]);
-                        whole.extend_from_slice(&h[4..6]);
-                    }
-                    _ => {
-                        whole.extend_from_slice(&v6_octets(s));
-                        whole.extend_from_slice(&v6_octets(d));
-                        whole.extend_from_slice(&[0, 0, h[4], h[5], 0, 0, 0, UDP]);
-                    }
-                }
-                whole.extend_from_slice(&h);
-                whole.extend_from_slice(payload);
-                assert_eq!(super::super::ping::checksum(&whole), 0, "{s} {payload:?}");
-            }
-        }
-        // probes that differ in their number differ in their checksum
-        let (s, d): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let sums: std::collections::HashSet<u16> = (0..2550u64)
-            .map(|i| {
-                let mut p = [0u8; 32];
-                p[..8].copy_from_slice(&i.to_le_bytes());
-                udp_checksum((s, 1), (d, 2), &p)
-            })
-            .collect();
-        assert_eq!(sums.len(), 2550);
+    /// Probe `i`'s payload, as the tracer numbers it.
+    fn payload(i: u64) -> [u8; 32] {
+        let mut p = [0u8; 32];
+        p[..8].copy_from_slice(&i.to_le_bytes());
+        p
     }
 
     /// The checksums agree with those of the packet builder the capture tests use (an
-    /// implementation of its own, over whole IPv4 and IPv6 packets).
+    /// implementation of its own, over whole IPv4 and IPv6 packets), and the probes' numbers
+    /// make them distinct.
     #[test]
     fn checksums_agree_with_the_packet_builder() {
-        use mplane_capture::builder::Builder;
-        let (s4, d4) = ([192, 0, 2, 1], [198, 51, 100, 7]);
-        let (s6, d6) = (
-            v6_octets("2001:db8::1".parse().unwrap()),
-            v6_octets("2001:db8:1::7".parse().unwrap()),
-        );
+        let (s6, d6) = (v6("2001:db8::1"), v6("2001:db8:1::7"));
         for i in [0u64, 1, 2, 255, 256, 2549] {
-            let mut payload = [0u8; 32];
-            payload[..8].copy_from_slice(&i.to_le_bytes());
             for (packet, udp_at, src, dst) in [
                 (
-                    Builder::raw().ipv4(s4, d4),
+                    Builder::raw().ipv4(ME, DST),
                     20,
-                    IpAddr::from(s4),
-                    IpAddr::from(d4),
+                    IpAddr::from(ME),
+                    IpAddr::from(DST),
                 ),
                 (
                     Builder::raw().ipv6(s6, d6),
@@ -213,84 +172,95 @@ mod tests {
                     IpAddr::from(d6),
                 ),
             ] {
-                let built = packet.udp(40000, 33434).payload(&payload).build();
+                let built = packet.udp(40000, 33434).payload(&payload(i)).build();
                 let want = u16::from_be_bytes([built[udp_at + 6], built[udp_at + 7]]);
-                let ours = udp_checksum((src, 40000), (dst, 33434), &payload);
+                let ours = udp_checksum((src, 40000), (dst, 33434), &payload(i));
                 assert_eq!(ours, want, "{src} probe {i}");
             }
         }
+        let (s, d) = (IpAddr::from(ME), IpAddr::from(DST));
+        let sums: std::collections::HashSet<u16> = (0..2550)
+            .map(|i| udp_checksum((s, 1), (d, 2), &payload(i)))
+            .collect();
+        assert_eq!(sums.len(), 2550);
     }
 
     #[test]
     fn errors_quoting_only_the_udp_header() {
-        let (me, dst, router): (IpAddr, IpAddr, IpAddr) = (
-            "192.0.2.1".parse().unwrap(),
-            "198.51.100.7".parse().unwrap(),
-            "203.0.113.9".parse().unwrap(),
-        );
-        let udp = udp_header((me, 40000), (dst, 33434), &[7; 32]);
-        // IPv4: the error's IP header, ICMP time exceeded, the probe's IP header (TTL 1) and
-        // its 8 bytes of UDP header, nothing more
-        let mut quoted_ip = [0u8; 20];
-        quoted_ip[0] = 0x45;
-        quoted_ip[8] = 1;
-        quoted_ip[9] = UDP;
-        quoted_ip[12..16].copy_from_slice(&[192, 0, 2, 1]);
-        quoted_ip[16..20].copy_from_slice(&[198, 51, 100, 7]);
-        let mut outer = [0u8; 20];
-        outer[0] = 0x45;
-        outer[9] = 1;
-        outer[12..16].copy_from_slice(&[203, 0, 113, 9]);
-        let icmp = [11, 0, 0, 0, 0, 0, 0, 0];
-        let packet = [&outer[..], &icmp, &quoted_ip, &udp].concat();
+        // IPv4: ICMP time exceeded from a router, quoting the probe's IP header and its 8
+        // bytes of UDP header, nothing more
+        let probe = Builder::raw()
+            .ipv4(ME, DST)
+            .udp(40000, 33434)
+            .payload(&payload(3))
+            .build();
+        let header_only = &probe[..20 + 8];
+        let error = |quote: &[u8]| {
+            Builder::raw()
+                .ipv4(ROUTER, ME)
+                .icmp(11, 0, 0, 0)
+                .payload(quote)
+                .build()
+        };
+        let packet = error(header_only);
         let q = quoted_udp(&packet, true, None).unwrap();
         assert_eq!(
             q,
             QuotedUdp {
-                from: router,
+                from: IpAddr::from(ROUTER),
                 icmp_type: 11,
                 code: 0,
-                destination: dst,
+                destination: IpAddr::from(DST),
                 source_port: 40000,
                 destination_port: 33434,
-                checksum: u16::from_be_bytes([udp[6], udp[7]]),
+                checksum: u16::from_be_bytes([probe[26], probe[27]]),
                 payload: &[],
             }
         );
-        // a router that quotes more: the payload too
-        let longer = [&packet[..], &[7; 32]].concat();
-        assert_eq!(quoted_udp(&longer, true, None).unwrap().payload, [7; 32]);
         // cut anywhere before the UDP header's end: nothing
         for cut in 0..packet.len() {
             assert_eq!(quoted_udp(&packet[..cut], true, None), None, "{cut}");
         }
+        // a router that quotes more: the payload too
+        let whole = error(&probe);
+        assert_eq!(quoted_udp(&whole, true, None).unwrap().payload, payload(3));
         // not an error, or not about UDP
-        let echo = [&outer[..], &[0, 0, 0, 0, 0, 0, 0, 0], &quoted_ip, &udp].concat();
+        let echo = Builder::raw()
+            .ipv4(ROUTER, ME)
+            .icmp(0, 0, 0, 0)
+            .payload(header_only)
+            .build();
         assert_eq!(quoted_udp(&echo, true, None), None);
-        let mut tcp = packet.clone();
-        tcp[20 + 8 + 9] = 6;
-        assert_eq!(quoted_udp(&tcp, true, None), None);
+        let tcp = Builder::raw()
+            .ipv4(ME, DST)
+            .tcp(40000, 33434, 1, 0, 0x02)
+            .build();
+        assert_eq!(quoted_udp(&error(&tcp[..28]), true, None), None);
 
         // IPv6: the ICMPv6 header (the sender from the socket address), port unreachable
-        let (me6, dst6, r6): (IpAddr, IpAddr, IpAddr) = (
-            "2001:db8::1".parse().unwrap(),
-            "2001:db8:1::7".parse().unwrap(),
-            "2001:db8:2::9".parse().unwrap(),
-        );
-        let udp6 = udp_header((me6, 40000), (dst6, 33434), &[7; 32]);
-        let mut ip6 = [0u8; 40];
-        ip6[0] = 0x60;
-        ip6[6] = UDP;
-        ip6[8..24].copy_from_slice(&v6_octets(me6));
-        ip6[24..40].copy_from_slice(&v6_octets(dst6));
-        let packet6 = [&[1, 4, 0, 0, 0, 0, 0, 0][..], &ip6, &udp6].concat();
-        let q = quoted_udp(&packet6, false, Some(r6)).unwrap();
-        assert_eq!((q.from, q.icmp_type, q.code), (r6, 1, 4));
-        assert_eq!((q.destination, q.destination_port), (dst6, 33434));
-        assert_eq!(q.checksum, u16::from_be_bytes([udp6[6], udp6[7]]));
-        assert_eq!(quoted_udp(&packet6, false, None), None);
+        let (me6, dst6, r6) = (v6("2001:db8::1"), v6("2001:db8:1::7"), v6("2001:db8:2::9"));
+        let probe6 = Builder::raw()
+            .ipv6(me6, dst6)
+            .udp(40000, 33434)
+            .payload(&payload(3))
+            .build();
+        let error6 = Builder::raw()
+            .ipv6(r6, me6)
+            .icmpv6(1, 4, 0, 0)
+            .payload(&probe6[..48])
+            .build();
+        // a raw ICMPv6 socket reads from the ICMPv6 header on
+        let icmp6 = &error6[40..];
+        let q = quoted_udp(icmp6, false, Some(IpAddr::from(r6))).unwrap();
+        assert_eq!((q.from, q.icmp_type, q.code), (IpAddr::from(r6), 1, 4));
         assert_eq!(
-            quoted_udp(&packet6[..packet6.len() - 1], false, Some(r6)),
+            (q.destination, q.destination_port),
+            (IpAddr::from(dst6), 33434)
+        );
+        assert_eq!(q.checksum, u16::from_be_bytes([probe6[46], probe6[47]]));
+        assert_eq!(quoted_udp(icmp6, false, None), None);
+        assert_eq!(
+            quoted_udp(&icmp6[..icmp6.len() - 1], false, Some(IpAddr::from(r6))),
             None
         );
     }
