@@ -815,9 +815,7 @@ impl Tracer {
         }
         true
     }
-}
 
-impl Tracer {
     /// Reads one message of UDP Paris's raw ICMP socket and records the answer it is for a
     /// probe of this trace; `false` when there is none to read.
     fn read_raw_error(&mut self) -> bool {
