@@ -9,10 +9,11 @@
 //! used its own registry under the core's URI); this is the one the mPlane specification's
 //! example sketches: `hops.ip` is the probe's hop limit, `intermediate.*` the host that
 //! answered (the destination itself at the last hop), `delay.twoway.icmp.us` the time to its
-//! answer, and a probe without an answer has neither. `hops.ip.max` is the probe's registry's.
-//! The capability takes `when = now ... future`: a specification for `now` traces once, to
+//! answer, and a probe without an answer has neither. `hops.ip.max` is the probe's registry's,
+//! as is the result's metadata `traceroute.errors.unattributed`: ICMP errors the trace could
+//! not tie to a probe ([`crate::active::trace::Trace::unattributed`]). The capability takes `when = now ... future`: a specification for `now` traces once, to
 //! the end; one with a duration (`now + 20s`) stops the trace when it runs out. How probes
-//! are sent (UDP or ICMP, probes per hop, wait, first port, silent hops that end a trace) is
+//! are sent (UDP, UDP Paris or ICMP, probes per hop, wait, first port, silent hops that end a trace) is
 //! the module's configuration ([`crate::active::trace`]).
 
 use std::net::IpAddr;
@@ -43,6 +44,8 @@ pub struct TraceService {
     cap: Statement,
     source: IpAddr,
     opts: TraceOptions,
+    /// For the result's metadata.
+    regs: Registries,
 }
 
 impl TraceService {
@@ -63,7 +66,12 @@ impl TraceService {
             ],
             regs,
         )?;
-        Ok(TraceService { cap, source, opts })
+        Ok(TraceService {
+            cap,
+            source,
+            opts,
+            regs: regs.clone(),
+        })
     }
 }
 
@@ -95,6 +103,9 @@ impl Service for TraceService {
         let t = trace::trace(self.source, dst, &opts, &stop).map_err(|e| e.to_string())?;
         let mut res = spec.result_for();
         res.set_when(When::range(TimeValue::At(start), TimeValue::At(now())));
+        let unattributed = Value::Natural(t.unattributed as u64);
+        res.add_metadata("traceroute.errors.unattributed", &unattributed, &self.regs)
+            .map_err(|e| e.to_string())?;
         for p in &t.probes {
             res.push_row(&[
                 Some(time_of(p.sent)),
@@ -243,6 +254,8 @@ mod tests {
         let res = s.run(&spec, ctx).unwrap();
         let text = mplane::model::Message::Statement(res.clone()).unparse();
         assert_eq!(res.rows().len(), 3, "{text}");
+        let unattributed = res.metadata.as_ref().unwrap()["traceroute.errors.unattributed"].clone();
+        assert_eq!(unattributed.value(), Some(Value::Natural(0)), "{text}");
         for i in 0..3 {
             let r = res.rows().row(i);
             assert_eq!(r.cell(1).as_str(), Some("1"), "{text}");
