@@ -301,8 +301,16 @@ fn pipeline_delivers_everything_once_for_1_2_3_workers() {
     let ng = dir.path().join("w.pcapng");
     write_pcap(&pcap, &frames);
     write_pcapng(&ng, &frames);
+    // compressed, as `tcpdump -z` leaves them: decoded as they are read
+    let pcap_gz = dir.path().join("w.pcap.gz");
+    let ng_zst = dir.path().join("w.pcapng.zst");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &std::fs::read(&pcap).unwrap()).unwrap();
+    std::fs::write(&pcap_gz, gz.finish().unwrap()).unwrap();
+    let zst = zstd::encode_all(&std::fs::read(&ng).unwrap()[..], 3).unwrap();
+    std::fs::write(&ng_zst, zst).unwrap();
     let mut reference_watermarks = None;
-    for path in [&pcap, &ng] {
+    for path in [&pcap, &ng, &pcap_gz, &ng_zst] {
         for n in 1..=3 {
             for batch in [1, 7, 64] {
                 for copy in [false, true] {

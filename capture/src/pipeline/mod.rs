@@ -800,12 +800,16 @@ impl Pipeline {
 
     /// Replays a pcap/pcapng file zero-copy through `workers` (one per configured worker;
     /// `workers[0]` runs on the caller's thread). Never drops: the reader waits for workers.
+    /// A compressed capture, decoded as it is read, goes the way of [`Self::run_source`]
+    /// (frames copied out of its stream buffer, one reader).
     pub fn run_file<W: Worker>(
         &self,
         mut file: PcapFile,
         workers: &mut [W],
     ) -> Result<RunReport, PipelineError> {
-        let map = Arc::clone(file.mapping());
+        let Some(map) = file.mapping().cloned() else {
+            return self.run_source(file, workers);
+        };
         if self.cfg.workers > 1
             && let Some(classic) = file.classic()
         {

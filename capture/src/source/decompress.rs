@@ -1,12 +1,15 @@
-//! Captures archived compressed — `tcpdump -z gzip`, `gzip`, `zstd` — are read as they are:
-//! the file is decompressed once into an unnamed temporary file (in `$TMPDIR`, removed when
-//! the reader is done) and mapped from there like any capture. A stream cut short (a capture
-//! compressed while it was still being written) or damaged keeps everything before the
-//! damage, which the reader then reports as [`SourceError::Decompression`].
+//! Captures archived compressed — `tcpdump -z gzip`, `gzip`, `zstd` — are read as they are,
+//! as a stream: the decoder's output passes through a buffer that holds the record being read
+//! and what was decoded after it (about a MiB), so a capture of any size needs no scratch
+//! space. A stream cut short (a capture compressed while it was still being written) or
+//! damaged keeps everything before the damage, which the reader then reports as
+//! [`SourceError::Decompression`].
 
 use std::fs::File;
-use std::io::{BufReader, ErrorKind, Read, Write};
-use std::path::Path;
+use std::io::{BufReader, ErrorKind, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::SourceError;
 
@@ -62,15 +65,6 @@ impl Damage {
     }
 }
 
-/// A decompressed capture: the temporary file, and the damage if the stream had any.
-#[derive(Debug)]
-pub struct Decompressed {
-    /// Unnamed; gone when the last handle or mapping of it is.
-    pub file: File,
-    /// Set when the stream ended early or was corrupt.
-    pub damage: Option<Damage>,
-}
-
 /// The format of the file at `path` if it is compressed (reads its first bytes).
 pub fn sniff(path: &Path) -> Result<Option<Codec>, SourceError> {
     let open_err = |source| SourceError::Open {
@@ -94,48 +88,137 @@ pub fn sniff(path: &Path) -> Result<Option<Codec>, SourceError> {
     Ok(Codec::sniff(&head[..n]))
 }
 
-/// Decompresses `path` into an unnamed temporary file in `std::env::temp_dir()`.
-pub fn decompress(path: &Path, codec: Codec) -> Result<Decompressed, SourceError> {
-    let open_err = |source| SourceError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    let input = BufReader::with_capacity(1 << 20, File::open(path).map_err(open_err)?);
-    let mut reader: Box<dyn Read> = match codec {
-        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        Codec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(open_err)?),
-    };
-    let tmp_dir = std::env::temp_dir();
-    let scratch = |source: std::io::Error| SourceError::Scratch {
-        dir: tmp_dir.clone(),
-        source,
-    };
-    let mut file = tempfile::tempfile().map_err(scratch)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut after = 0u64;
-    let mut damage = None;
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                file.write_all(&buf[..n]).map_err(scratch)?;
-                after += n as u64;
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            // a decoder's own error (corrupt data, a stream cut short) carries no OS error
-            // code; one that does is the disk failing to read
-            Err(e) if e.raw_os_error().is_none() => {
-                damage = Some(Damage {
-                    codec,
-                    after,
-                    reason: e.to_string(),
-                });
-                break;
-            }
-            Err(e) => return Err(open_err(e)),
-        }
+/// Bytes read from the decoder at a time.
+const READ_CHUNK: usize = 256 << 10;
+
+/// Counts the compressed bytes the decoder has taken, for progress reports.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
-    Ok(Decompressed { file, damage })
+}
+
+/// A compressed capture decoded as it is read: bytes `base..base + buf.len()` of the capture
+/// are in `buf`.
+pub(crate) struct Stream {
+    path: PathBuf,
+    codec: Codec,
+    reader: Box<dyn Read + Send>,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) base: u64,
+    eof: bool,
+    pub(crate) damage: Option<Damage>,
+    read: Arc<AtomicU64>,
+    size: u64,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("path", &self.path)
+            .field("codec", &self.codec)
+            .field("base", &self.base)
+            .field("buffered", &self.buf.len())
+            .field("eof", &self.eof)
+            .field("damage", &self.damage)
+            .finish()
+    }
+}
+
+impl Stream {
+    /// Opens `path`, compressed with `codec`, for decoding.
+    pub(crate) fn open(path: &Path, codec: Codec) -> Result<Stream, SourceError> {
+        let open_err = |source| SourceError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let size = file.metadata().map_err(open_err)?.len();
+        let read = Arc::new(AtomicU64::new(0));
+        let input = BufReader::with_capacity(
+            1 << 20,
+            Counting {
+                inner: file,
+                count: Arc::clone(&read),
+            },
+        );
+        let reader: Box<dyn Read + Send> = match codec {
+            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+            Codec::Zstd => {
+                Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(open_err)?)
+            }
+        };
+        Ok(Stream {
+            path: path.to_path_buf(),
+            codec,
+            reader,
+            buf: Vec::with_capacity(2 * READ_CHUNK),
+            base: 0,
+            eof: false,
+            damage: None,
+            read,
+            size,
+        })
+    }
+
+    /// Decodes until `buf` holds at least `len` bytes or the stream ends (cleanly, or at
+    /// damage, which is then recorded).
+    pub(crate) fn fill(&mut self, len: usize) -> Result<(), SourceError> {
+        while self.buf.len() < len && !self.eof {
+            let at = self.buf.len();
+            // at most 16 MiB more at a time, however far `len` is
+            self.buf
+                .resize(at + (len - at).clamp(READ_CHUNK, 16 << 20), 0);
+            let r = self.reader.read(&mut self.buf[at..]);
+            self.buf.truncate(at + r.as_ref().map_or(0, |&n| n));
+            match r {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // a decoder's own error (corrupt data, a stream cut short) carries no OS
+                // error code; one that does is the disk failing to read
+                Err(e) if e.raw_os_error().is_none() => {
+                    self.damage = Some(Damage {
+                        codec: self.codec,
+                        after: self.base + at as u64,
+                        reason: e.to_string(),
+                    });
+                    self.eof = true;
+                }
+                Err(source) => {
+                    return Err(SourceError::Read {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `true` once the stream has ended (cleanly or at damage): `buf` holds all that is left.
+    pub(crate) fn ended(&self) -> bool {
+        self.eof
+    }
+
+    /// Forgets the first `n` buffered bytes (read and no longer referenced).
+    pub(crate) fn consume(&mut self, n: usize) {
+        let n = n.min(self.buf.len());
+        self.buf.drain(..n);
+        self.base += n as u64;
+    }
+
+    /// The compressed bytes decoded so far, and the compressed file's size.
+    pub(crate) fn progress(&self) -> (Arc<AtomicU64>, u64) {
+        (Arc::clone(&self.read), self.size)
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +226,7 @@ mod tests {
     use super::*;
 
     fn roundtrip(codec: Codec, data: &[u8], cut: usize) -> (Vec<u8>, Option<Damage>) {
+        use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c");
         let packed = match codec {
@@ -156,12 +240,27 @@ mod tests {
         };
         std::fs::write(&path, &packed[..packed.len() - cut]).unwrap();
         assert_eq!(sniff(&path).unwrap(), Some(codec));
-        let mut d = decompress(&path, codec).unwrap();
+        let mut s = Stream::open(&path, codec).unwrap();
+        // read in uneven steps, forgetting what was read, as the capture reader does
         let mut out = Vec::new();
-        use std::io::{Seek, SeekFrom};
-        d.file.seek(SeekFrom::Start(0)).unwrap();
-        d.file.read_to_end(&mut out).unwrap();
-        (out, d.damage)
+        let mut step = 1000;
+        while !s.eof {
+            s.fill(step).unwrap();
+            let n = s.buf.len().min(step);
+            assert_eq!(s.base, out.len() as u64);
+            out.extend_from_slice(&s.buf[..n]);
+            s.consume(n);
+            step = step * 3 % 100_003 + 1;
+        }
+        out.extend_from_slice(&s.buf);
+        let (read, size) = s.progress();
+        assert_eq!(size, packed.len() as u64 - cut as u64);
+        assert_eq!(
+            read.load(Ordering::Relaxed),
+            size,
+            "every compressed byte counted"
+        );
+        (out, s.damage)
     }
 
     #[test]

@@ -173,16 +173,13 @@ pub enum SourceError {
         /// The decoder's words.
         reason: String,
     },
-    /// A compressed capture could not be decompressed into the temporary directory.
-    #[error(
-        "cannot decompress into {}: {source} (set TMPDIR to a directory with room for the \
-         whole capture)",
-        dir.display()
-    )]
-    Scratch {
-        /// The temporary directory.
-        dir: PathBuf,
-        /// The OS error (e.g. no space left).
+    /// A compressed capture's file could not be read (an I/O error of the disk, not damage
+    /// to the stream).
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
     /// The file ends inside a header or a packet (e.g. the capture was killed mid-write).

@@ -1,11 +1,12 @@
-//! pcap and pcapng files over a memory mapping.
+//! pcap and pcapng files over a memory mapping, or decoded as a stream when compressed.
 //!
 //! Formats: classic pcap (<https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcap/>) with the
 //! microsecond (`0xa1b2c3d4`) and nanosecond (`0xa1b23c4d`) magic in either byte order, and
 //! pcapng (<https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcapng/>): section header blocks
 //! (byte order per section), interface description blocks (link type, snaplen, `if_tsresol`,
 //! `if_tsoffset`), enhanced, simple and obsolete packet blocks; other blocks are skipped.
-//! Either may be compressed with gzip or zstd ([`super::decompress`]).
+//! Either may be compressed with gzip or zstd ([`super::decompress`]): such a file is decoded as
+//! it is read, through a buffer, instead of being mapped.
 //!
 //! Every length is checked before use; a file that ends inside a record gives
 //! [`SourceError::Truncated`], an impossible length [`SourceError::Corrupt`], both with the byte
@@ -14,7 +15,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::decompress::{self, Damage};
+use std::sync::atomic::AtomicU64;
+
+use super::decompress::{self, Damage, Stream};
 use super::mmap::MappedFile;
 use super::{PacketRef, PacketSource, SourceError};
 use crate::packet::LinkType;
@@ -24,6 +27,11 @@ use crate::packet::LinkType;
 pub const MAX_CAPLEN: u32 = 1 << 20;
 /// Default size of the window kept mapped behind the reader before it is released.
 pub const DEFAULT_WINDOW: usize = 64 << 20;
+/// Longest pcapng block accepted (a packet block holds at most [`MAX_CAPLEN`] bytes of packet;
+/// other blocks, e.g. name resolution or decryption secrets, stay far below this).
+pub const MAX_BLOCK: usize = 64 << 20;
+/// A compressed capture's buffer forgets what was read once that is this long.
+const STREAM_KEEP: usize = 1 << 20;
 
 /// A packet record: where its bytes are in the mapping and its metadata.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -267,10 +275,28 @@ fn read_ahead(b: &[u8], pos: usize, touched: usize) -> usize {
     t
 }
 
-/// A pcap or pcapng file read through a memory mapping.
+/// Where a capture's bytes are.
+#[derive(Debug)]
+enum Backing {
+    /// The whole file, mapped.
+    Mapped(Arc<MappedFile>),
+    /// A compressed file, decoded as it is read; offsets are into its buffer.
+    Stream(Box<Stream>),
+}
+
+/// The bytes `pos` and record offsets index: the mapping, or the stream's buffer.
+#[inline(always)]
+fn bytes_of(b: &Backing) -> &[u8] {
+    match b {
+        Backing::Mapped(m) => m.bytes(),
+        Backing::Stream(s) => &s.buf,
+    }
+}
+
+/// A pcap or pcapng file read through a memory mapping (or, compressed, through a decoder).
 #[derive(Debug)]
 pub struct PcapFile {
-    file: Arc<MappedFile>,
+    file: Backing,
     pos: usize,
     format: Format,
     released: usize,
@@ -278,8 +304,6 @@ pub struct PcapFile {
     records: u64,
     /// Everything before this offset has been touched by the read-ahead (see `read_ahead`).
     touched: usize,
-    /// A compressed capture's damaged stream.
-    damage: Option<Damage>,
 }
 
 #[inline(always)]
@@ -342,9 +366,10 @@ impl PcapFile {
     /// Like [`Self::open`]; `populate` pre-faults the whole mapping (MAP_POPULATE), which trades
     /// start-up time for fewer page faults while reading.
     ///
-    /// A gzip or zstd compressed capture is decompressed first into an unnamed temporary file
-    /// ([`super::decompress`]); if its stream is damaged, what came before it is read and
-    /// [`Self::damage`] says where the rest was lost.
+    /// A gzip or zstd compressed capture is decoded as it is read ([`super::decompress`]),
+    /// with no scratch file; if its stream is damaged, what came before it is read, then the
+    /// reader reports [`SourceError::Decompression`] and [`Self::damage`] says where the rest
+    /// was lost.
     pub fn open_with(path: &Path, populate: bool) -> Result<PcapFile, SourceError> {
         let open_err = |source| SourceError::Open {
             path: path.to_path_buf(),
@@ -356,19 +381,31 @@ impl PcapFile {
                 Self::from_mapping(Arc::new(file))
             }
             Some(codec) => {
-                let d = decompress::decompress(path, codec)?;
-                let file = MappedFile::from_file(&d.file, populate).map_err(open_err)?;
-                let mut pf = Self::from_mapping(Arc::new(file))?;
-                pf.damage = d.damage;
-                Ok(pf)
+                let mut stream = Stream::open(path, codec)?;
+                // the classic file header, or a section header block's first 12 bytes
+                stream.fill(24)?;
+                let (format, pos) = header(&stream.buf).map_err(|e| stream_error(&stream, e))?;
+                Ok(Self::with(Backing::Stream(Box::new(stream)), format, pos))
             }
         }
     }
 
-    /// Where a compressed capture's stream was damaged (everything before it is read; report
-    /// it with [`Damage::error`] once the packets are).
+    /// Where a compressed capture's stream was damaged, once the reader has come to it
+    /// (everything before it is read).
     pub fn damage(&self) -> Option<&Damage> {
-        self.damage.as_ref()
+        match &self.file {
+            Backing::Stream(s) => s.damage.as_ref(),
+            Backing::Mapped(_) => None,
+        }
+    }
+
+    /// For a compressed capture: the compressed bytes decoded so far (updated as the reader
+    /// goes, readable from any thread) and the compressed file's size.
+    pub fn compressed_progress(&self) -> Option<(Arc<AtomicU64>, u64)> {
+        match &self.file {
+            Backing::Stream(s) => Some(s.progress()),
+            Backing::Mapped(_) => None,
+        }
     }
 
     /// Reads a capture held in memory (tests, fuzzing).
@@ -378,35 +415,12 @@ impl PcapFile {
 
     /// Reads the file header of an already mapped file.
     pub fn from_mapping(file: Arc<MappedFile>) -> Result<PcapFile, SourceError> {
-        let b = file.bytes();
-        let magic = rd32(b, 0, true).ok_or_else(|| truncated(0, "file header"))?;
-        let (format, pos) = match magic {
-            0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => {
-                let le = matches!(magic, 0xa1b2_c3d4 | 0xa1b2_3c4d);
-                let nanos = matches!(magic, 0xa1b2_3c4d | 0x4d3c_b2a1);
-                let network = rd32(b, 20, le).ok_or_else(|| truncated(0, "pcap file header"))?;
-                let snaplen = rd32(b, 16, le).unwrap_or(0);
-                (
-                    Format::Pcap(Classic {
-                        le,
-                        frac_mul: if nanos { 1 } else { 1000 },
-                        // the upper bits carry the FCS length (draft-ietf-opsawg-pcap §4)
-                        link: LinkType((network & 0xffff) as u16),
-                        snaplen,
-                    }),
-                    24,
-                )
-            }
-            0x0A0D_0D0A => (
-                Format::Pcapng {
-                    le: true,
-                    ifaces: Vec::new(),
-                },
-                0,
-            ),
-            _ => return Err(compressed(b).unwrap_or(SourceError::BadMagic { magic })),
-        };
-        Ok(PcapFile {
+        let (format, pos) = header(file.bytes())?;
+        Ok(Self::with(Backing::Mapped(file), format, pos))
+    }
+
+    fn with(file: Backing, format: Format, pos: usize) -> PcapFile {
+        PcapFile {
             file,
             pos,
             format,
@@ -414,10 +428,43 @@ impl PcapFile {
             window: DEFAULT_WINDOW,
             records: 0,
             touched: 0,
-            damage: None,
-        })
+        }
     }
+}
 
+/// Reads the file header at the start of `b`: the format, and where the first record is.
+fn header(b: &[u8]) -> Result<(Format, usize), SourceError> {
+    let magic = rd32(b, 0, true).ok_or_else(|| truncated(0, "file header"))?;
+    let (format, pos) = match magic {
+        0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 => {
+            let le = matches!(magic, 0xa1b2_c3d4 | 0xa1b2_3c4d);
+            let nanos = matches!(magic, 0xa1b2_3c4d | 0x4d3c_b2a1);
+            let network = rd32(b, 20, le).ok_or_else(|| truncated(0, "pcap file header"))?;
+            let snaplen = rd32(b, 16, le).unwrap_or(0);
+            (
+                Format::Pcap(Classic {
+                    le,
+                    frac_mul: if nanos { 1 } else { 1000 },
+                    // the upper bits carry the FCS length (draft-ietf-opsawg-pcap §4)
+                    link: LinkType((network & 0xffff) as u16),
+                    snaplen,
+                }),
+                24,
+            )
+        }
+        0x0A0D_0D0A => (
+            Format::Pcapng {
+                le: true,
+                ifaces: Vec::new(),
+            },
+            0,
+        ),
+        _ => return Err(compressed(b).unwrap_or(SourceError::BadMagic { magic })),
+    };
+    Ok((format, pos))
+}
+
+impl PcapFile {
     /// Sets how much consumed data stays mapped behind the reader before it is released
     /// (minimum 1 MiB). Workers of the pipeline read behind the reader; releasing early is
     /// still correct (pages re-fault from the page cache) but slower.
@@ -425,9 +472,13 @@ impl PcapFile {
         self.window = bytes.max(1 << 20);
     }
 
-    /// The shared mapping (the pipeline hands it to workers, which read records through it).
-    pub fn mapping(&self) -> &Arc<MappedFile> {
-        &self.file
+    /// The shared mapping (the pipeline hands it to workers, which read records through it);
+    /// `None` for a compressed capture, whose records are copied out of its stream buffer.
+    pub fn mapping(&self) -> Option<&Arc<MappedFile>> {
+        match &self.file {
+            Backing::Mapped(m) => Some(m),
+            Backing::Stream(_) => None,
+        }
     }
 
     /// The link type of a classic pcap file, or of the first pcapng interface seen so far.
@@ -456,12 +507,7 @@ impl PcapFile {
     /// The bytes of a record returned by [`Self::next_record`].
     #[inline(always)]
     pub fn data(&self, r: &Record) -> &[u8] {
-        record_bytes(self.file.bytes(), r)
-    }
-
-    #[inline(always)]
-    fn read_ahead(&mut self) {
-        self.touched = read_ahead(self.file.bytes(), self.pos, self.touched);
+        record_bytes(bytes_of(&self.file), r)
     }
 
     /// The parameters of a classic pcap file (`None` for pcapng), for parallel chunk walks.
@@ -472,34 +518,85 @@ impl PcapFile {
         }
     }
 
-    #[inline(always)]
-    fn maybe_release(&mut self) {
-        if self.pos - self.released >= 2 * self.window {
-            let upto = self.pos - self.window;
-            self.file.release(self.released, upto);
-            self.file.will_need(self.pos, self.pos + self.window);
-            self.released = upto;
-        }
-    }
-
-    /// Advances to the next packet record, `Ok(None)` at a clean end of file.
+    /// Advances to the next packet record, `Ok(None)` at a clean end of file. A compressed
+    /// capture whose stream is damaged ends with [`SourceError::Decompression`] instead,
+    /// after every record before the damage.
+    ///
+    /// The bytes of the record returned before (see [`Self::data`]) are valid until this is
+    /// called again.
     #[inline]
     pub fn next_record(&mut self) -> Result<Option<Record>, SourceError> {
-        let r = match self.format {
-            Format::Pcap(c) => self.next_pcap(c)?,
-            Format::Pcapng { .. } => self.next_pcapng()?,
+        let Backing::Mapped(m) = &self.file else {
+            return self.next_streamed();
         };
+        let m = Arc::clone(m);
+        let r = self.next_parsed()?;
         if r.is_some() {
             self.records += 1;
-            self.read_ahead();
-            self.maybe_release();
+            self.touched = read_ahead(m.bytes(), self.pos, self.touched);
+            if self.pos - self.released >= 2 * self.window {
+                let upto = self.pos - self.window;
+                m.release(self.released, upto);
+                m.will_need(self.pos, self.pos + self.window);
+                self.released = upto;
+            }
         }
         Ok(r)
     }
 
+    /// The next record parsed from the bytes at hand.
+    #[inline(always)]
+    fn next_parsed(&mut self) -> Result<Option<Record>, SourceError> {
+        match self.format {
+            Format::Pcap(c) => self.next_pcap(c),
+            Format::Pcapng { .. } => self.next_pcapng(),
+        }
+    }
+
+    /// [`Self::next_record`] of a compressed capture: the buffer first forgets what was read
+    /// (once that is [`STREAM_KEEP`] bytes), then is filled until it holds the whole next
+    /// record, which is parsed as in a mapped file.
+    fn next_streamed(&mut self) -> Result<Option<Record>, SourceError> {
+        if self.pos >= STREAM_KEEP
+            && let Backing::Stream(s) = &mut self.file
+        {
+            s.consume(self.pos);
+            self.pos = 0;
+        }
+        loop {
+            let Backing::Stream(s) = &mut self.file else {
+                return Ok(None);
+            };
+            let need = self.pos + record_len(&s.buf, self.pos, &self.format);
+            if s.buf.len() < need && !s.ended() {
+                s.fill(need)?;
+                continue;
+            }
+            let r = self.next_parsed();
+            let Backing::Stream(s) = &mut self.file else {
+                return r;
+            };
+            return match r {
+                Ok(Some(r)) => {
+                    self.records += 1;
+                    Ok(Some(r))
+                }
+                Ok(None) => s.damage.as_ref().map_or(Ok(None), |d| Err(d.error())),
+                // a pcapng block after the ones read (which the parser skips) is not all
+                // here yet: decode more (the loop asks for the rest of it)
+                Err(SourceError::Truncated { .. }) if !s.ended() => {
+                    let more = s.buf.len() + 1;
+                    s.fill(more)?;
+                    continue;
+                }
+                Err(e) => Err(stream_error(s, e)),
+            };
+        }
+    }
+
     #[inline(always)]
     fn next_pcap(&mut self, c: Classic) -> Result<Option<Record>, SourceError> {
-        match classic_record(self.file.bytes(), self.pos, &c)? {
+        match classic_record(bytes_of(&self.file), self.pos, &c)? {
             Some((r, next)) => {
                 self.pos = next;
                 Ok(Some(r))
@@ -510,7 +607,7 @@ impl PcapFile {
 
     fn next_pcapng(&mut self) -> Result<Option<Record>, SourceError> {
         loop {
-            let b = self.file.bytes();
+            let b = bytes_of(&self.file);
             let pos = self.pos;
             if pos >= b.len() {
                 return Ok(None);
@@ -535,6 +632,9 @@ impl PcapFile {
                 rd32(b, pos + 4, le_now).ok_or_else(|| truncated(pos, "block header"))? as usize;
             if blen < 12 || !blen.is_multiple_of(4) {
                 return Err(corrupt(pos, "bad block length"));
+            }
+            if blen > MAX_BLOCK {
+                return Err(corrupt(pos, "block longer than 64 MiB"));
             }
             let Some(block) = b.get(pos..pos + blen) else {
                 return Err(truncated(pos, "block"));
@@ -653,6 +753,47 @@ impl PcapFile {
     }
 }
 
+/// How many bytes from `pos` the next record needs, as far as the bytes at hand tell: the
+/// header, then the whole record once the header is there (capped by the limits the parser
+/// enforces, so a wild length asks for no more than the parser will refuse).
+fn record_len(b: &[u8], pos: usize, format: &Format) -> usize {
+    match format {
+        Format::Pcap(c) => match rd32(b, pos + 8, c.le) {
+            Some(caplen) => 16 + caplen.min(MAX_CAPLEN) as usize,
+            None => 16,
+        },
+        Format::Pcapng { le, .. } => {
+            // a section header block says its own byte order
+            let le = match (rd32(b, pos, *le), rd32(b, pos + 8, true)) {
+                (Some(0x0A0D_0D0A), Some(0x1A2B_3C4D)) => true,
+                (Some(0x0A0D_0D0A), Some(0x4D3C_2B1A)) => false,
+                (Some(_), Some(_)) => *le,
+                _ => return 12,
+            };
+            rd32(b, pos + 4, le).map_or(12, |n| (n as usize).clamp(12, MAX_BLOCK))
+        }
+    }
+}
+
+/// An error of a compressed capture's parser: caused by the stream's damage when there is
+/// one, else with its offset moved from the buffer to the capture.
+fn stream_error(s: &Stream, e: SourceError) -> SourceError {
+    if let Some(d) = &s.damage {
+        return d.error();
+    }
+    match e {
+        SourceError::Truncated { what, offset } => SourceError::Truncated {
+            what,
+            offset: offset + s.base,
+        },
+        SourceError::Corrupt { offset, reason } => SourceError::Corrupt {
+            offset: offset + s.base,
+            reason,
+        },
+        e => e,
+    }
+}
+
 /// The bytes of `r` in `file` (empty if the record does not fit, which `next_record` rules out).
 #[inline(always)]
 pub fn record_bytes<'a>(file: &'a [u8], r: &Record) -> &'a [u8] {
@@ -665,7 +806,7 @@ impl PacketSource for PcapFile {
     fn next_packet(&mut self) -> Result<Option<PacketRef<'_>>, SourceError> {
         match self.next_record()? {
             Some(r) => Ok(Some(PacketRef {
-                data: record_bytes(self.file.bytes(), &r),
+                data: record_bytes(bytes_of(&self.file), &r),
                 ts_ns: r.ts_ns,
                 orig_len: r.orig_len,
                 link: r.link,
@@ -841,5 +982,180 @@ mod tests {
         assert!(matches!(read_all(&path), Err(SourceError::Corrupt { .. })));
         std::fs::write(&path, &ng[..ng.len() - 2]).unwrap();
         assert!(read_all(&path).is_err());
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Reads everything; the error that ended the read, if any, comes with what was read.
+    fn read_until_error(path: &Path) -> (Got, Option<SourceError>) {
+        let mut f = match PcapFile::open(path) {
+            Ok(f) => f,
+            Err(e) => return (Vec::new(), Some(e)),
+        };
+        let mut out = Vec::new();
+        loop {
+            match f.next_packet() {
+                Ok(Some(p)) => out.push((p.data.to_vec(), p.ts_ns, p.orig_len, p.link)),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
+    /// A capture of a few MiB whose frames (60 bytes to 64 KiB) cross every buffer boundary
+    /// of the stream: pcap, and pcapng with interface and other blocks between the packets.
+    fn big_captures() -> [Vec<u8>; 2] {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let frames: Vec<Vec<u8>> = (0..900u32)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let len = if i % 97 == 0 {
+                    65_000
+                } else {
+                    x as usize % 1400
+                };
+                Builder::ethernet()
+                    .ipv4([10, 0, 0, 1], [10, 0, (i % 7) as u8, 2])
+                    .udp(1000 + (i % 50) as u16, 53)
+                    .payload(&vec![(i % 251) as u8; len])
+                    .build()
+            })
+            .collect();
+        let mut pcap =
+            PcapWriter::new(Vec::new(), LinkType::ETHERNET, 262_144, true, false).unwrap();
+        let mut ng = PcapngWriter::new(Vec::new()).unwrap();
+        let e = ng.interface(LinkType::ETHERNET, 0, Some(9)).unwrap();
+        for (i, f) in frames.iter().enumerate() {
+            let ts = 1_700_000_000_000_000_000 + i as u64 * 1_000_123;
+            pcap.write(ts, f, f.len() as u32).unwrap();
+            ng.packet(e, ts, f, f.len() as u32).unwrap();
+            if i % 100 == 50 {
+                ng.raw_block(4, &vec![0; 3000]).unwrap(); // skipped
+            }
+        }
+        [pcap.into_inner(), ng.into_inner()]
+    }
+
+    #[test]
+    fn compressed_captures_stream_like_mapped_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        for (k, raw) in big_captures().iter().enumerate() {
+            let plain = dir.path().join(format!("{k}.cap"));
+            std::fs::write(&plain, raw).unwrap();
+            let want = read_all(&plain).unwrap();
+            assert_eq!(want.len(), 900);
+            for (codec, packed) in [
+                (decompress::Codec::Gzip, gzip(raw)),
+                (
+                    decompress::Codec::Zstd,
+                    zstd::encode_all(&raw[..], 1).unwrap(),
+                ),
+            ] {
+                let path = dir.path().join(format!("{k}.{}", codec.name()));
+                std::fs::write(&path, &packed).unwrap();
+                let mut f = PcapFile::open(&path).unwrap();
+                assert!(f.mapping().is_none(), "{codec:?}: streamed, not mapped");
+                let (read, size) = f.compressed_progress().unwrap();
+                assert_eq!(size, packed.len() as u64);
+                let mut got = Vec::new();
+                while let Some(p) = f.next_packet().unwrap() {
+                    got.push((p.data.to_vec(), p.ts_ns, p.orig_len, p.link));
+                }
+                assert!(
+                    got == want,
+                    "{codec:?}, capture {k}: not the mapped file's packets"
+                );
+                assert_eq!(read.load(std::sync::atomic::Ordering::Relaxed), size);
+                assert!(f.damage().is_none());
+                // the buffer holds about a MiB, not the capture
+                let Backing::Stream(s) = &f.file else {
+                    unreachable!()
+                };
+                assert!(s.buf.capacity() < 4 << 20, "{}", s.buf.capacity());
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_compressed_captures_keep_what_came_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let [raw, _] = big_captures();
+        let plain = dir.path().join("p.pcap");
+        std::fs::write(&plain, &raw).unwrap();
+        let want = read_all(&plain).unwrap();
+        // cut short: a prefix of the packets, then the decoder's error with the capture bytes
+        // it gave
+        for (codec, packed) in [
+            (decompress::Codec::Gzip, gzip(&raw)),
+            (
+                decompress::Codec::Zstd,
+                zstd::encode_all(&raw[..], 1).unwrap(),
+            ),
+        ] {
+            let path = dir.path().join(format!("cut.{}", codec.name()));
+            std::fs::write(&path, &packed[..packed.len() / 2]).unwrap();
+            let (got, err) = read_until_error(&path);
+            assert!(
+                !got.is_empty() && got.len() < want.len(),
+                "{codec:?}: {}",
+                got.len()
+            );
+            assert!(
+                got[..] == want[..got.len()],
+                "{codec:?}: the packets before the cut"
+            );
+            let Some(SourceError::Decompression { format, after, .. }) = err else {
+                panic!("{codec:?}: {err:?}")
+            };
+            assert_eq!(format, codec.name());
+            let read: usize = 24 + got.iter().map(|g| 16 + g.0.len()).sum::<usize>();
+            assert!(
+                after as usize >= read && (after as usize) < raw.len(),
+                "{after}"
+            );
+            // an empty stream names the damage too
+            std::fs::write(&path, &packed[..6]).unwrap();
+            let (got, err) = read_until_error(&path);
+            assert!(got.is_empty());
+            assert!(
+                matches!(err, Some(SourceError::Decompression { .. })),
+                "{err:?}"
+            );
+        }
+        // a corrupt record inside an intact stream is named at its offset in the capture, as
+        // in the uncompressed file
+        let mut bad = raw.clone();
+        let at = 24 + want[..500].iter().map(|g| 16 + g.0.len()).sum::<usize>();
+        bad[at + 8..at + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&plain, &bad).unwrap();
+        let (mapped, e1) = read_until_error(&plain);
+        let gz = dir.path().join("bad.pcap.gz");
+        std::fs::write(&gz, gzip(&bad)).unwrap();
+        let (streamed, e2) = read_until_error(&gz);
+        assert_eq!((mapped.len(), streamed.len()), (500, 500));
+        let (
+            Some(SourceError::Corrupt { offset: o1, .. }),
+            Some(SourceError::Corrupt { offset: o2, .. }),
+        ) = (e1, e2)
+        else {
+            panic!("not corrupt")
+        };
+        assert_eq!((o1, o2), (at as u64, at as u64));
+        // and a capture cut inside a record, then compressed whole, is truncated there
+        let cut = &raw[..at + 100];
+        std::fs::write(&gz, gzip(cut)).unwrap();
+        let (streamed, e) = read_until_error(&gz);
+        assert_eq!(streamed.len(), 500);
+        assert!(
+            matches!(e, Some(SourceError::Truncated { offset, .. }) if offset == at as u64),
+            "{e:?}"
+        );
     }
 }

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use mplane_capture::counters::{Counters, CountersSnapshot};
@@ -194,9 +194,10 @@ pub fn replay(
     })?;
     // keep the mapped part of the file small: the meters need only the current batches
     file.set_window(REPLAY_WINDOW);
-    let damage = file.damage().cloned();
-    // the capture's length as read (decompressed, for a compressed file)
-    let file_len = file.mapping().bytes().len() as u64;
+    let extent = match (file.compressed_progress(), file.mapping()) {
+        (Some((read, size)), _) => Extent::Compressed { read, size },
+        (None, m) => Extent::Mapped(m.map_or(0, |m| m.bytes().len() as u64)),
+    };
     let reg = registry::probe_registry()?;
     let schema = Arc::new(
         ExportSchema::from_registry(&reg, FILE_COLUMNS)?.with_required(FlowColumns::is_required),
@@ -267,11 +268,11 @@ pub fn replay(
     let counters = pipeline.counters().clone();
     let result = std::thread::scope(|s| {
         if let Some(cb) = progress {
-            let (done, counters, meters) = (&done, &counters, &meters);
+            let (done, counters, meters, extent) = (&done, &counters, &meters, &extent);
             s.spawn(move || {
                 while !done.load(Relaxed) {
                     std::thread::sleep(Duration::from_millis(200));
-                    cb(&progress_of(counters, meters, file_len, started));
+                    cb(&progress_of(counters, meters, extent, started));
                 }
             });
         }
@@ -284,8 +285,6 @@ pub fn replay(
         Err(PipelineError::Source(e)) => Some(e),
         Err(e) => return Err(ReplayError::Pipeline(e.to_string())),
     };
-    // a compressed capture's damaged stream is the cause of whatever ended the file early
-    let source_error = damage.map(|d| d.error()).or(source_error);
     let (mut records, mut first, mut last) = (0u64, u64::MAX, 0u64);
     let (mut ipfix_records, mut ipfix_errors) = (0u64, Vec::new());
     for w in &ws {
@@ -307,7 +306,7 @@ pub fn replay(
     drop(ws);
     let report = export.finish()?;
     if let Some(cb) = progress {
-        cb(&progress_of(&counters, &meters, file_len, started));
+        cb(&progress_of(&counters, &meters, &extent, started));
     }
     let sum = |f: fn(&MeterCounters) -> u64| meters.iter().map(|m| f(m)).sum::<u64>();
     Ok(ReplaySummary {
@@ -335,21 +334,37 @@ pub fn replay(
     })
 }
 
+/// What a replay's progress is measured against.
+enum Extent {
+    /// A mapped capture of this many bytes, against the bytes of the packets read.
+    Mapped(u64),
+    /// A compressed capture, against the compressed bytes decoded so far.
+    Compressed {
+        /// Decoded so far (updated by the reader).
+        read: Arc<AtomicU64>,
+        /// The compressed file's size.
+        size: u64,
+    },
+}
+
 fn progress_of(
     c: &Counters,
     meters: &[Arc<MeterCounters>],
-    file_len: u64,
+    extent: &Extent,
     started: Instant,
 ) -> Progress {
     let s = c.snapshot();
-    // record headers are 16 bytes (pcap) or about 32 (pcapng EPB); the bar only needs a
-    // monotone estimate
-    let read = s.bytes + 16 * s.packets;
+    let (done, of) = match extent {
+        // record headers are 16 bytes (pcap) or about 32 (pcapng EPB); the bar only needs a
+        // monotone estimate
+        Extent::Mapped(len) => (s.bytes + 16 * s.packets, *len),
+        Extent::Compressed { read, size } => (read.load(Relaxed), *size),
+    };
     Progress {
-        fraction: if file_len == 0 {
+        fraction: if of == 0 {
             1.0
         } else {
-            (read as f64 / file_len as f64).min(1.0)
+            (done as f64 / of as f64).min(1.0)
         },
         packets: s.packets,
         records: meters.iter().map(|m| m.records.load(Relaxed)).sum(),

@@ -235,13 +235,6 @@ fn replay(a: &ReplayArgs) -> Result<()> {
             p.elapsed
         );
     };
-    if bar && let Ok(Some(codec)) = mplane_capture::source::decompress::sniff(&a.file) {
-        eprint!(
-            "decompressing ({}) into {} ...",
-            codec.name(),
-            std::env::temp_dir().display()
-        );
-    }
     let s = replay::replay(&cfg, bar.then_some(&draw as &(dyn Fn(&Progress) + Sync)))?;
     if bar {
         eprintln!();
