@@ -484,6 +484,47 @@ proptest! {
         }
     }
 
+    /// A damaged capture reads the same compressed as plain: the same packets, then the same
+    /// end (a clean one, or the same error at the same offset of the capture).
+    #[test]
+    fn compressed_captures_read_like_plain_ones(
+        ng in any::<bool>(), at in any::<usize>(), val in any::<u8>(), cut in any::<usize>(), flip in any::<bool>()
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("p");
+        if ng {
+            write_pcapng(&plain, &workload());
+        } else {
+            write_pcap(&plain, &workload());
+        }
+        let mut bytes = std::fs::read(&plain).unwrap();
+        if flip {
+            let i = at % bytes.len();
+            bytes[i] = val;
+        }
+        bytes.truncate(cut % (bytes.len() + 1));
+        std::fs::write(&plain, &bytes).unwrap();
+        let packed = dir.path().join("p.zst");
+        std::fs::write(&packed, zstd::encode_all(&bytes[..], 1).unwrap()).unwrap();
+        let read = |path: &Path| {
+            let mut got = Vec::new();
+            let end = match PcapFile::open(path) {
+                Err(e) => Some(e.to_string()),
+                Ok(mut f) => loop {
+                    match f.next_packet() {
+                        Ok(Some(p)) => got.push((p.data.to_vec(), p.ts_ns, p.orig_len, p.link)),
+                        Ok(None) => break None,
+                        Err(e) => break Some(e.to_string()),
+                    }
+                },
+            };
+            (got, end)
+        };
+        let (a, b) = (read(&plain), read(&packed));
+        prop_assert_eq!(a.1, b.1);
+        prop_assert!(a.0 == b.0, "different packets");
+    }
+
     #[test]
     fn flow_hash_is_symmetric(
         a in any::<[u8; 4]>(), b in any::<[u8; 4]>(), a6 in any::<[u8; 16]>(), b6 in any::<[u8; 16]>(),

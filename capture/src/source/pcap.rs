@@ -1011,7 +1011,7 @@ mod tests {
     /// of the stream: pcap, and pcapng with interface and other blocks between the packets.
     fn big_captures() -> [Vec<u8>; 2] {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let frames: Vec<Vec<u8>> = (0..900u32)
+        let frames: Vec<Vec<u8>> = (0..2000u32)
             .map(|i| {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -1050,7 +1050,7 @@ mod tests {
             let plain = dir.path().join(format!("{k}.cap"));
             std::fs::write(&plain, raw).unwrap();
             let want = read_all(&plain).unwrap();
-            assert_eq!(want.len(), 900);
+            assert_eq!(want.len(), 2000);
             for (codec, packed) in [
                 (decompress::Codec::Gzip, gzip(raw)),
                 (
@@ -1130,16 +1130,26 @@ mod tests {
             );
         }
         // a corrupt record inside an intact stream is named at its offset in the capture, as
-        // in the uncompressed file
+        // in the uncompressed file: one past 2 MiB, after the buffer forgot what was before
+        let offsets: Vec<usize> = want
+            .iter()
+            .scan(24, |at, g| {
+                let o = *at;
+                *at += 16 + g.0.len();
+                Some(o)
+            })
+            .collect();
+        let k = offsets.partition_point(|&o| o < 2 << 20);
+        assert!(k < want.len(), "the capture is longer than 2 MiB");
+        let at = offsets[k];
         let mut bad = raw.clone();
-        let at = 24 + want[..500].iter().map(|g| 16 + g.0.len()).sum::<usize>();
         bad[at + 8..at + 12].copy_from_slice(&u32::MAX.to_le_bytes());
         std::fs::write(&plain, &bad).unwrap();
         let (mapped, e1) = read_until_error(&plain);
         let gz = dir.path().join("bad.pcap.gz");
         std::fs::write(&gz, gzip(&bad)).unwrap();
         let (streamed, e2) = read_until_error(&gz);
-        assert_eq!((mapped.len(), streamed.len()), (500, 500));
+        assert_eq!((mapped.len(), streamed.len()), (k, k));
         let (
             Some(SourceError::Corrupt { offset: o1, .. }),
             Some(SourceError::Corrupt { offset: o2, .. }),
@@ -1152,7 +1162,7 @@ mod tests {
         let cut = &raw[..at + 100];
         std::fs::write(&gz, gzip(cut)).unwrap();
         let (streamed, e) = read_until_error(&gz);
-        assert_eq!(streamed.len(), 500);
+        assert_eq!(streamed.len(), k);
         assert!(
             matches!(e, Some(SourceError::Truncated { offset, .. }) if offset == at as u64),
             "{e:?}"
