@@ -369,13 +369,18 @@ fn replay_reports_damaged_files() {
     // one line, each cause said once
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
-    // a directory, a device and a compressed capture are named for what they are
+    // a directory and a capture compressed in a format not read are named for what they are;
+    // a device is read as a stream, and an empty one has not even a file header
     let o = run(dir.path(), &dir.path().join("o3"));
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("is a directory"));
     let o = run(std::path::Path::new("/dev/null"), &dir.path().join("o4"));
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("truncated") && err.contains("file header"),
+        "{err}"
+    );
     let xz = dir.path().join("trace.pcap.xz");
     std::fs::write(&xz, [0xfd, b'7', b'z', b'X', b'Z', 0, 0, 4]).unwrap();
     let o = run(&xz, &dir.path().join("o5"));
@@ -433,6 +438,29 @@ fn replay_reports_damaged_files() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
+    // from a pipe on standard input (`-`), plain and compressed: read as it comes
+    for bytes in [std::fs::read(&good).unwrap(), zipped.stdout.clone()] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mpcom"))
+            .arg("replay")
+            .arg("-")
+            .arg("--out")
+            .arg(dir.path().join("o8"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &bytes));
+        let o = child.wait_with_output().unwrap();
+        feeder.join().unwrap().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("10 flows, 10 records"),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
     // compressed while still being written: what was compressed is metered and kept, and
     // the exit says where the stream ended
     std::fs::write(&gz, &zipped.stdout[..zipped.stdout.len() * 2 / 3]).unwrap();

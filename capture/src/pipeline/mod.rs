@@ -800,8 +800,8 @@ impl Pipeline {
 
     /// Replays a pcap/pcapng file zero-copy through `workers` (one per configured worker;
     /// `workers[0]` runs on the caller's thread). Never drops: the reader waits for workers.
-    /// A compressed capture, decoded as it is read, goes the way of [`Self::run_source`]
-    /// (frames copied out of its stream buffer, one reader).
+    /// A capture read as a stream (compressed, or a pipe) goes the way of
+    /// [`Self::run_source`] (frames copied out of its buffer, one reader).
     pub fn run_file<W: Worker>(
         &self,
         mut file: PcapFile,

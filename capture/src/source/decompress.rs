@@ -1,12 +1,13 @@
-//! Captures archived compressed — `tcpdump -z gzip`, `gzip`, `zstd` — are read as they are,
-//! as a stream: the decoder's output passes through a buffer that holds the record being read
-//! and what was decoded after it (about a MiB), so a capture of any size needs no scratch
-//! space. A stream cut short (a capture compressed while it was still being written) or
-//! damaged keeps everything before the damage, which the reader then reports as
-//! [`SourceError::Decompression`].
+//! Captures that cannot be mapped are read as streams: files archived compressed —
+//! `tcpdump -z gzip`, `gzip`, `zstd` — and pipes, FIFOs and standard input (`-`), compressed
+//! or not (the format is sniffed from the first bytes). The (decoded) bytes pass through a
+//! buffer that holds the record being read and what was read after it (about a MiB), so a
+//! capture of any size needs no scratch space. A compressed stream cut short (a capture
+//! compressed while it was still being written) or damaged keeps everything before the
+//! damage, which the reader then reports as [`SourceError::Decompression`].
 
 use std::fs::File;
-use std::io::{BufReader, ErrorKind, Read};
+use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,11 +106,11 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// A compressed capture decoded as it is read: bytes `base..base + buf.len()` of the capture
-/// are in `buf`.
+/// A capture read as a stream (decoded, when compressed): bytes `base..base + buf.len()` of the
+/// capture are in `buf`.
 pub(crate) struct Stream {
     path: PathBuf,
-    codec: Codec,
+    codec: Option<Codec>,
     reader: Box<dyn Read + Send>,
     pub(crate) buf: Vec<u8>,
     pub(crate) base: u64,
@@ -133,25 +134,41 @@ impl std::fmt::Debug for Stream {
 }
 
 impl Stream {
-    /// Opens `path`, compressed with `codec`, for decoding.
-    pub(crate) fn open(path: &Path, codec: Codec) -> Result<Stream, SourceError> {
+    /// Opens `path` (`-`: standard input) as a stream, decoded if its first bytes show gzip
+    /// or zstd.
+    pub(crate) fn open(path: &Path) -> Result<Stream, SourceError> {
         let open_err = |source| SourceError::Open {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(open_err)?;
-        let size = file.metadata().map_err(open_err)?.len();
+        let (raw, size): (Box<dyn Read + Send>, u64) = if path == Path::new("-") {
+            (Box::new(std::io::stdin()), 0)
+        } else {
+            let file = File::open(path).map_err(open_err)?;
+            let meta = file.metadata().map_err(open_err)?;
+            // a pipe or device has no size to measure progress against
+            (Box::new(file), if meta.is_file() { meta.len() } else { 0 })
+        };
         let read = Arc::new(AtomicU64::new(0));
-        let input = BufReader::with_capacity(
+        let mut input = BufReader::with_capacity(
             1 << 20,
             Counting {
-                inner: file,
+                inner: raw,
                 count: Arc::clone(&read),
             },
         );
+        // the first bytes, left in the buffer for whoever reads on
+        let codec = loop {
+            match input.fill_buf() {
+                Ok(head) => break Codec::sniff(head),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(open_err(e)),
+            }
+        };
         let reader: Box<dyn Read + Send> = match codec {
-            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-            Codec::Zstd => {
+            None => Box::new(input),
+            Some(Codec::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(input)),
+            Some(Codec::Zstd) => {
                 Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(open_err)?)
             }
         };
@@ -183,10 +200,13 @@ impl Stream {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // a decoder's own error (corrupt data, a stream cut short) carries no OS
-                // error code; one that does is the disk failing to read
-                Err(e) if e.raw_os_error().is_none() => {
+                // error code; one that does is the disk or pipe failing to read
+                Err(e)
+                    if let Some(codec) = self.codec
+                        && e.raw_os_error().is_none() =>
+                {
                     self.damage = Some(Damage {
-                        codec: self.codec,
+                        codec,
                         after: self.base + at as u64,
                         reason: e.to_string(),
                     });
@@ -215,7 +235,8 @@ impl Stream {
         self.base += n as u64;
     }
 
-    /// The compressed bytes decoded so far, and the compressed file's size.
+    /// The bytes taken from the file or pipe so far (compressed bytes, for a compressed
+    /// capture), and the file's size (0 for a pipe or device: unknown).
     pub(crate) fn progress(&self) -> (Arc<AtomicU64>, u64) {
         (Arc::clone(&self.read), self.size)
     }
@@ -240,7 +261,8 @@ mod tests {
         };
         std::fs::write(&path, &packed[..packed.len() - cut]).unwrap();
         assert_eq!(sniff(&path).unwrap(), Some(codec));
-        let mut s = Stream::open(&path, codec).unwrap();
+        let mut s = Stream::open(&path).unwrap();
+        assert_eq!(s.codec, Some(codec));
         // read in uneven steps, forgetting what was read, as the capture reader does
         let mut out = Vec::new();
         let mut step = 1000;

@@ -1,12 +1,13 @@
-//! pcap and pcapng files over a memory mapping, or decoded as a stream when compressed.
+//! pcap and pcapng files over a memory mapping, or read as a stream when compressed or not a
+//! regular file (a pipe, standard input).
 //!
 //! Formats: classic pcap (<https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcap/>) with the
 //! microsecond (`0xa1b2c3d4`) and nanosecond (`0xa1b23c4d`) magic in either byte order, and
 //! pcapng (<https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcapng/>): section header blocks
 //! (byte order per section), interface description blocks (link type, snaplen, `if_tsresol`,
 //! `if_tsoffset`), enhanced, simple and obsolete packet blocks; other blocks are skipped.
-//! Either may be compressed with gzip or zstd ([`super::decompress`]): such a file is decoded as
-//! it is read, through a buffer, instead of being mapped.
+//! Either may be compressed with gzip or zstd ([`super::decompress`]): such a file, like a pipe,
+//! is read (and decoded) as it comes, through a buffer, instead of being mapped.
 //!
 //! Every length is checked before use; a file that ends inside a record gives
 //! [`SourceError::Truncated`], an impossible length [`SourceError::Corrupt`], both with the byte
@@ -280,7 +281,8 @@ fn read_ahead(b: &[u8], pos: usize, touched: usize) -> usize {
 enum Backing {
     /// The whole file, mapped.
     Mapped(Arc<MappedFile>),
-    /// A compressed file, decoded as it is read; offsets are into its buffer.
+    /// A compressed file, a pipe or a device, read (and decoded) as it comes; offsets are into
+    /// its buffer.
     Stream(Box<Stream>),
 }
 
@@ -293,7 +295,8 @@ fn bytes_of(b: &Backing) -> &[u8] {
     }
 }
 
-/// A pcap or pcapng file read through a memory mapping (or, compressed, through a decoder).
+/// A pcap or pcapng file read through a memory mapping (or, compressed or from a pipe, as a
+/// stream).
 #[derive(Debug)]
 pub struct PcapFile {
     file: Backing,
@@ -366,28 +369,34 @@ impl PcapFile {
     /// Like [`Self::open`]; `populate` pre-faults the whole mapping (MAP_POPULATE), which trades
     /// start-up time for fewer page faults while reading.
     ///
-    /// A gzip or zstd compressed capture is decoded as it is read ([`super::decompress`]),
-    /// with no scratch file; if its stream is damaged, what came before it is read, then the
-    /// reader reports [`SourceError::Decompression`] and [`Self::damage`] says where the rest
-    /// was lost.
+    /// A gzip or zstd compressed capture, and a pipe, FIFO, device or `-` (standard input),
+    /// compressed or not, is read as a stream ([`super::decompress`]), with no scratch file;
+    /// if a compressed stream is damaged, what came before it is read, then the reader reports
+    /// [`SourceError::Decompression`] and [`Self::damage`] says where the rest was lost.
     pub fn open_with(path: &Path, populate: bool) -> Result<PcapFile, SourceError> {
         let open_err = |source| SourceError::Open {
             path: path.to_path_buf(),
             source,
         };
-        match decompress::sniff(path)? {
-            None => {
-                let file = MappedFile::open(path, populate).map_err(open_err)?;
-                Self::from_mapping(Arc::new(file))
-            }
-            Some(codec) => {
-                let mut stream = Stream::open(path, codec)?;
-                // the classic file header, or a section header block's first 12 bytes
-                stream.fill(24)?;
-                let (format, pos) = header(&stream.buf).map_err(|e| stream_error(&stream, e))?;
-                Ok(Self::with(Backing::Stream(Box::new(stream)), format, pos))
-            }
+        if path == Path::new("-") {
+            return Self::streamed(path);
         }
+        let meta = std::fs::metadata(path).map_err(open_err)?;
+        if (meta.is_file() && decompress::sniff(path)?.is_none()) || meta.is_dir() {
+            // a directory gets the mapping's error
+            let file = MappedFile::open(path, populate).map_err(open_err)?;
+            return Self::from_mapping(Arc::new(file));
+        }
+        Self::streamed(path)
+    }
+
+    /// Opens a capture that is read as a stream: compressed, or a pipe or device.
+    fn streamed(path: &Path) -> Result<PcapFile, SourceError> {
+        let mut stream = Stream::open(path)?;
+        // the classic file header, or a section header block's first 12 bytes
+        stream.fill(24)?;
+        let (format, pos) = header(&stream.buf).map_err(|e| stream_error(&stream, e))?;
+        Ok(Self::with(Backing::Stream(Box::new(stream)), format, pos))
     }
 
     /// Where a compressed capture's stream was damaged, once the reader has come to it
@@ -399,9 +408,10 @@ impl PcapFile {
         }
     }
 
-    /// For a compressed capture: the compressed bytes decoded so far (updated as the reader
-    /// goes, readable from any thread) and the compressed file's size.
-    pub fn compressed_progress(&self) -> Option<(Arc<AtomicU64>, u64)> {
+    /// For a capture read as a stream: the bytes taken from the file or pipe so far
+    /// (compressed bytes, for a compressed file; updated as the reader goes, readable from any
+    /// thread) and the file's size (0 when unknown: a pipe or device).
+    pub fn stream_progress(&self) -> Option<(Arc<AtomicU64>, u64)> {
         match &self.file {
             Backing::Stream(s) => Some(s.progress()),
             Backing::Mapped(_) => None,
@@ -473,7 +483,7 @@ impl PcapFile {
     }
 
     /// The shared mapping (the pipeline hands it to workers, which read records through it);
-    /// `None` for a compressed capture, whose records are copied out of its stream buffer.
+    /// `None` for a capture read as a stream, whose records are copied out of its buffer.
     pub fn mapping(&self) -> Option<&Arc<MappedFile>> {
         match &self.file {
             Backing::Mapped(m) => Some(m),
@@ -775,8 +785,8 @@ fn record_len(b: &[u8], pos: usize, format: &Format) -> usize {
     }
 }
 
-/// An error of a compressed capture's parser: caused by the stream's damage when there is
-/// one, else with its offset moved from the buffer to the capture.
+/// An error of a streamed capture's parser: caused by the stream's damage when there is one,
+/// else with its offset moved from the buffer to the capture.
 fn stream_error(s: &Stream, e: SourceError) -> SourceError {
     if let Some(d) = &s.damage {
         return d.error();
@@ -1062,7 +1072,7 @@ mod tests {
                 std::fs::write(&path, &packed).unwrap();
                 let mut f = PcapFile::open(&path).unwrap();
                 assert!(f.mapping().is_none(), "{codec:?}: streamed, not mapped");
-                let (read, size) = f.compressed_progress().unwrap();
+                let (read, size) = f.stream_progress().unwrap();
                 assert_eq!(size, packed.len() as u64);
                 let mut got = Vec::new();
                 while let Some(p) = f.next_packet().unwrap() {
@@ -1167,5 +1177,39 @@ mod tests {
             matches!(e, Some(SourceError::Truncated { offset, .. }) if offset == at as u64),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn pipes_are_read_as_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let [raw, ng] = big_captures();
+        let plain = dir.path().join("p.pcap");
+        std::fs::write(&plain, &raw).unwrap();
+        let want = read_all(&plain).unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // plain, and gzip compressed (sniffed from the pipe's first bytes); pcapng too
+        for bytes in [raw.clone(), gzip(&raw), ng] {
+            let (path, data) = (fifo.clone(), bytes.clone());
+            let writer = std::thread::spawn(move || std::fs::write(path, data));
+            let mut f = PcapFile::open(&fifo).unwrap();
+            assert!(f.mapping().is_none());
+            let mut got = Vec::new();
+            while let Some(p) = f.next_packet().unwrap() {
+                got.push((p.data.to_vec(), p.ts_ns, p.orig_len, p.link));
+            }
+            writer.join().unwrap().unwrap();
+            assert_eq!(got.len(), want.len());
+            assert!(got.iter().zip(&want).all(|(g, w)| g.0 == w.0 && g.1 == w.1));
+            let (read, size) = f.stream_progress().unwrap();
+            assert_eq!(
+                (read.load(std::sync::atomic::Ordering::Relaxed), size),
+                (bytes.len() as u64, 0)
+            );
+        }
     }
 }

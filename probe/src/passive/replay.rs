@@ -90,8 +90,8 @@ impl ReplayConfig {
 /// Progress of a running replay.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Progress {
-    /// Fraction of the file read, 0..=1.
-    pub fraction: f64,
+    /// Fraction of the file read, 0..=1; `None` for a pipe (its end is not known).
+    pub fraction: Option<f64>,
     /// Packets so far.
     pub packets: u64,
     /// Flow records so far.
@@ -194,8 +194,8 @@ pub fn replay(
     })?;
     // keep the mapped part of the file small: the meters need only the current batches
     file.set_window(REPLAY_WINDOW);
-    let extent = match (file.compressed_progress(), file.mapping()) {
-        (Some((read, size)), _) => Extent::Compressed { read, size },
+    let extent = match (file.stream_progress(), file.mapping()) {
+        (Some((read, size)), _) => Extent::Stream { read, size },
         (None, m) => Extent::Mapped(m.map_or(0, |m| m.bytes().len() as u64)),
     };
     let reg = registry::probe_registry()?;
@@ -338,11 +338,12 @@ pub fn replay(
 enum Extent {
     /// A mapped capture of this many bytes, against the bytes of the packets read.
     Mapped(u64),
-    /// A compressed capture, against the compressed bytes decoded so far.
-    Compressed {
-        /// Decoded so far (updated by the reader).
+    /// A capture read as a stream, against the bytes taken from its file (compressed bytes,
+    /// for a compressed capture).
+    Stream {
+        /// Taken so far (updated by the reader).
         read: Arc<AtomicU64>,
-        /// The compressed file's size.
+        /// The file's size; 0 for a pipe, whose end is not known.
         size: u64,
     },
 }
@@ -358,13 +359,13 @@ fn progress_of(
         // record headers are 16 bytes (pcap) or about 32 (pcapng EPB); the bar only needs a
         // monotone estimate
         Extent::Mapped(len) => (s.bytes + 16 * s.packets, *len),
-        Extent::Compressed { read, size } => (read.load(Relaxed), *size),
+        Extent::Stream { read, size } => (read.load(Relaxed), *size),
     };
     Progress {
-        fraction: if of == 0 {
-            1.0
-        } else {
-            (done as f64 / of as f64).min(1.0)
+        fraction: match extent {
+            Extent::Stream { size: 0, .. } => None,
+            _ if of == 0 => Some(1.0),
+            _ => Some((done as f64 / of as f64).min(1.0)),
         },
         packets: s.packets,
         records: meters.iter().map(|m| m.records.load(Relaxed)).sum(),

@@ -75,7 +75,8 @@ struct DemoArgs {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// The capture file (pcap or pcapng).
+    /// The capture file (pcap or pcapng; gzip or zstd compressed, a pipe, or `-` for standard
+    /// input, are read as streams).
     file: PathBuf,
     /// Directory for the Parquet files (created if missing).
     #[arg(long)]
@@ -224,15 +225,19 @@ fn replay(a: &ReplayArgs) -> Result<()> {
     let bar = !a.quiet && std::io::stderr().is_terminal();
     let draw = |p: &Progress| {
         let width = 30;
-        let done = (p.fraction * width as f64).round() as usize;
+        // a pipe's end is not known: the counts alone
+        let bar = p.fraction.map_or_else(String::new, |f| {
+            let done = ((f * width as f64).round() as usize).min(width);
+            format!(
+                "[{}{}] {:5.1}%  ",
+                "#".repeat(done),
+                "-".repeat(width - done),
+                f * 100.0
+            )
+        });
         eprint!(
-            "\r[{}{}] {:5.1}%  {} packets  {} flow records  {:.1} s ",
-            "#".repeat(done.min(width)),
-            "-".repeat(width - done.min(width)),
-            p.fraction * 100.0,
-            p.packets,
-            p.records,
-            p.elapsed
+            "\r{bar}{} packets  {} flow records  {:.1} s ",
+            p.packets, p.records, p.elapsed
         );
     };
     let s = replay::replay(&cfg, bar.then_some(&draw as &(dyn Fn(&Progress) + Sync)))?;
