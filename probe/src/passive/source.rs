@@ -18,7 +18,8 @@ fn wall_ns() -> u64 {
 /// A capture file replayed in real time: each frame is delivered when as much time has passed
 /// since the start of the replay as separated it from the file's first frame, stamped with
 /// that wall-clock time. With `repeat`, the file starts over after its last frame (one second
-/// later), so a long-running job keeps seeing traffic. Behaves as a live source.
+/// later), so a long-running job keeps seeing traffic (a pipe is read once). Behaves as a live
+/// source.
 #[derive(Debug)]
 pub struct PacedFile {
     path: PathBuf,
@@ -72,7 +73,11 @@ impl PacedFile {
                 }
                 self.pending = Some(r);
             }
-            None if self.repeat && self.frames > 0 => {
+            // a pipe cannot start over (and opening it again would wait for a writer)
+            None if self.repeat
+                && self.frames > 0
+                && std::fs::metadata(&self.path).is_ok_and(|m| m.is_file()) =>
+            {
                 // start over one second after the last frame
                 let end = (i128::from(self.last_ts) + self.shift).max(0) as u64;
                 self.file = PcapFile::open(&self.path)?;
