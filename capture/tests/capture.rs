@@ -646,6 +646,75 @@ fn parallel_walk_over_many_chunks_matches_sequential() {
     }
 }
 
+/// Sets the pipeline's stop flag once it has seen `after` packets.
+struct StopAfter {
+    rec: Recorder,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    after: usize,
+}
+
+impl Worker for StopAfter {
+    fn packet(&mut self, pkt: &PacketRef<'_>, d: &Dissection) {
+        self.rec.packet(pkt, d);
+        if self.rec.seen.len() == self.after {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn watermark(&mut self, ts_ns: u64) {
+        self.rec.watermark(ts_ns);
+    }
+    fn finish(&mut self) {
+        self.rec.finish();
+    }
+}
+
+#[test]
+fn a_stopped_file_run_ends_early_and_finishes_every_worker() {
+    let frames = big_workload(40);
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("big.pcap");
+    let ng = dir.path().join("big.pcapng");
+    write_pcap(&pcap, &frames);
+    write_pcapng(&ng, &frames);
+    let gz = dir.path().join("big.pcap.gz");
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut e, &std::fs::read(&pcap).unwrap()).unwrap();
+    std::fs::write(&gz, e.finish().unwrap()).unwrap();
+    // the mapped walk (1 worker), the parallel walk, the single reader of pcapng, a stream
+    for (path, n) in [(&pcap, 1), (&pcap, 2), (&ng, 2), (&gz, 1), (&gz, 2)] {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let p = Pipeline::new(PipelineConfig {
+            workers: n,
+            batch: 64,
+            ..PipelineConfig::default()
+        })
+        .with_stop(stop.clone());
+        let mut ws: Vec<StopAfter> = (0..n)
+            .map(|_| StopAfter {
+                rec: Recorder::default(),
+                stop: stop.clone(),
+                after: 1000,
+            })
+            .collect();
+        let rep = p.run_file(PcapFile::open(path).unwrap(), &mut ws);
+        let what = format!("{} with {n} worker(s)", path.display());
+        assert!(rep.is_ok(), "{what}: {rep:?}");
+        let mut all = BTreeSet::new();
+        for w in &ws {
+            assert!(w.rec.finished, "{what}: a worker did not finish");
+            for (t, _, _) in &w.rec.seen {
+                assert!(all.insert(*t), "{what}: packet {t} twice");
+            }
+        }
+        assert!(
+            all.len() >= 1000 && all.len() < frames.len() / 2,
+            "{what}: {} of {} packets delivered",
+            all.len(),
+            frames.len()
+        );
+    }
+}
+
 #[test]
 fn embedded_pcap_payloads_never_silently_corrupt() {
     // Payloads that are themselves pcap records fool the chain check; the cross-check against

@@ -336,6 +336,83 @@ fn systemd_unit_and_user_verify() {
 /// cut short keeps the records of everything before the cut, says where, and exits non-zero;
 /// an intact capture is summarised.
 #[test]
+fn replay_stops_cleanly_on_sigint() {
+    use mplane_capture::builder::{Builder, PcapWriter};
+    use mplane_capture::packet::LinkType;
+    // 40,000 packets of 2,000 flows, fed through a pipe in two parts
+    let mut w = PcapWriter::new(Vec::new(), LinkType::ETHERNET, 65535, false, false).unwrap();
+    for i in 0..40_000u64 {
+        let f = Builder::ethernet()
+            .ipv4(
+                [10, 0, 0, 1],
+                [10, 1, (i % 2000 / 250) as u8, (i % 250) as u8],
+            )
+            .udp(5000, 53)
+            .payload(&[0; 60])
+            .build();
+        w.write(
+            1_700_000_000_000_000_000 + i * 1_000_000,
+            &f,
+            f.len() as u32,
+        )
+        .unwrap();
+    }
+    let bytes = w.into_inner();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mpcom"))
+        .arg("replay")
+        .arg("-")
+        .arg("--out")
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // the first half is taken in (the pipe holds 64 KiB): mpcom is reading, its handlers set
+    std::io::Write::write_all(&mut stdin, &bytes[..bytes.len() / 2]).unwrap();
+    let kill = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // more packets wake the reader, which then stops at its next batch
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = std::io::Write::write_all(&mut stdin, &bytes[bytes.len() / 2..bytes.len() * 3 / 4]);
+    // (should the reader have taken all of it before the flag was up, the end of the input
+    // ends the replay, still as interrupted)
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(130), "{out}\n{err}");
+    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    // the records of what was read are written, in a committed file
+    let records: u64 = out
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("flows"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|r| r.strip_suffix(" records"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(records > 0 && records <= 2000, "{out}");
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].extension().is_some_and(|e| e == "parquet"),
+        "{files:?}"
+    );
+    assert!(out.contains("wrote"), "{out}");
+}
+
+#[test]
 fn replay_reports_damaged_files() {
     use mplane_capture::builder::{Builder, PcapWriter};
     use mplane_capture::packet::LinkType;

@@ -468,7 +468,7 @@ impl Feeder<'_> {
             sh.counters.source.store(&self.framer.stats());
             self.last_stats = Instant::now();
         }
-        if self.live && !self.eof && sh.stop.load(Ordering::Relaxed) {
+        if !self.eof && sh.stop.load(Ordering::Relaxed) {
             sh.counters.source.store(&self.framer.stats());
             self.end(sh);
         }
@@ -782,10 +782,20 @@ impl Pipeline {
         }
     }
 
-    /// The flag that ends a run over a live source (set it from any thread; the pipeline drains
-    /// every ring, calls [`Worker::finish`] and returns). Files end by themselves.
+    /// The flag that ends a run (set it from any thread): a live source runs until it is set,
+    /// then the pipeline drains every ring, calls [`Worker::finish`] and returns; a file ends
+    /// by itself, or early when it is set (an interrupted replay: the packets already read
+    /// are delivered, or, in the parallel walk of a classic pcap file, those of the batches
+    /// each thread already took, then every worker finishes).
     pub fn stop_handle(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.stop)
+    }
+
+    /// Uses `stop` as the flag of [`Self::stop_handle`] (e.g. one a signal handler sets
+    /// before the pipeline exists).
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = stop;
+        self
     }
 
     /// The counters (shareable; read them any time, e.g. from a stats thread).
@@ -913,7 +923,7 @@ impl Pipeline {
         let result = loop {
             raw.recs.clear();
             raw.buf.clear();
-            if live && self.stop.load(Ordering::Relaxed) {
+            if self.stop.load(Ordering::Relaxed) {
                 break Ok(());
             }
             let res = framer.fill(&mut raw, self.cfg.batch);
@@ -1131,6 +1141,8 @@ struct ParShared<'m> {
     classic: Classic,
     counters: &'m Counters,
     abort: AtomicBool,
+    /// The pipeline's stop flag: every thread ends where it is.
+    stop: &'m AtomicBool,
     /// Where chunk `c`'s verified walk ended (first header of the next chunk), `u64::MAX`
     /// until known.
     ends: Vec<AtomicU64>,
@@ -1368,7 +1380,11 @@ fn thread_loop_parallel<W: Worker>(t: usize, sh: &ParShared<'_>, ends: Ends, wor
             }
             progress = true;
         }
-        if cc >= sh.nchunks || stopped || sh.abort.load(Ordering::Relaxed) {
+        if cc >= sh.nchunks
+            || stopped
+            || sh.abort.load(Ordering::Relaxed)
+            || sh.stop.load(Ordering::Relaxed)
+        {
             break;
         }
         if progress {
@@ -1407,6 +1423,7 @@ impl Pipeline {
             classic,
             counters: &self.counters,
             abort: AtomicBool::new(false),
+            stop: &self.stop,
             ends: (0..nchunks).map(|_| AtomicU64::new(u64::MAX)).collect(),
             error: std::sync::Mutex::new(None),
         };

@@ -54,6 +54,10 @@ pub struct ReplayConfig {
     pub ipfix: Option<IpfixTarget>,
     /// IPFIX as RFC 5103 biflows (else two uniflows per flow).
     pub ipfix_biflow: bool,
+    /// Set from any thread (e.g. on SIGINT) to stop reading: the flows open then end with
+    /// reason `shutdown`, their records are written, and the summary says it was
+    /// [`ReplaySummary::interrupted`].
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl ReplayConfig {
@@ -83,6 +87,7 @@ impl ReplayConfig {
             zstd_level: 1,
             ipfix: None,
             ipfix_biflow: true,
+            stop: None,
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct ReplaySummary {
     pub ipfix_records: u64,
     /// The capture file's damage, if any: everything before it was written.
     pub source_error: Option<SourceError>,
+    /// [`ReplayConfig::stop`] ended the replay before the end of the capture.
+    pub interrupted: bool,
     /// Wall time.
     pub elapsed: Duration,
     /// CPU time of the export thread (Parquet encoding and writing), when known: with
@@ -203,11 +210,14 @@ pub fn replay(
         ExportSchema::from_registry(&reg, FILE_COLUMNS)?.with_required(FlowColumns::is_required),
     );
     let workers = cfg.workers.max(1);
-    let pipeline = Pipeline::new(PipelineConfig {
+    let mut pipeline = Pipeline::new(PipelineConfig {
         workers,
         pin: cfg.pin,
         ..PipelineConfig::default()
     });
+    if let Some(stop) = &cfg.stop {
+        pipeline = pipeline.with_stop(Arc::clone(stop));
+    }
 
     let meters: Vec<Arc<MeterCounters>> = (0..workers)
         .map(|_| Arc::new(MeterCounters::default()))
@@ -327,6 +337,7 @@ pub fn replay(
         ipfix_records,
         files: report.files,
         source_error,
+        interrupted: cfg.stop.as_ref().is_some_and(|s| s.load(Relaxed)),
         elapsed: started.elapsed(),
         export_cpu: report.cpu,
         table_bytes_per_flow,

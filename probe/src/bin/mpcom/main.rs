@@ -151,9 +151,76 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mpcom: {}", chain(&e));
-            ExitCode::FAILURE
+            // a signal's conventional status, 128 + its number
+            match e.downcast_ref::<Interrupted>() {
+                Some(i) => ExitCode::from(128 + i.signal as u8),
+                None => ExitCode::FAILURE,
+            }
         }
     }
+}
+
+/// A replay that a signal ended before the end of its capture.
+#[derive(Debug)]
+struct Interrupted {
+    signal: i32,
+    records: u64,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = if self.signal == libc::SIGTERM {
+            "SIGTERM"
+        } else {
+            "SIGINT"
+        };
+        write!(
+            f,
+            "interrupted by {name} (the {} records of the packets read before it were written)",
+            self.records
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Sets `stop` on SIGINT or SIGTERM, and records which in `got`; a second one exits at once.
+/// The handlers are in place when this returns.
+fn stop_on_signals(
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    got: Arc<std::sync::atomic::AtomicI32>,
+) -> Result<()> {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (mut int, mut term) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                loop {
+                    let sig = tokio::select! {
+                        _ = int.recv() => libc::SIGINT,
+                        _ = term.recv() => libc::SIGTERM,
+                    };
+                    if stop.swap(true, SeqCst) {
+                        std::process::exit(128 + sig);
+                    }
+                    got.store(sig, SeqCst);
+                    eprintln!(
+                        "\nmpcom: interrupted: writing the records of what was read (again to quit at once)"
+                    );
+                }
+            })
+        })?;
+    Ok(())
 }
 
 /// The error and its causes on one line, each cause once: the library errors already quote
@@ -197,6 +264,10 @@ fn replay(a: &ReplayArgs) -> Result<()> {
         Ok((v * 1e9) as u64)
     };
     let mut cfg = ReplayConfig::new(&a.file, &a.out);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signal = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    stop_on_signals(Arc::clone(&stop), Arc::clone(&signal))?;
+    cfg.stop = Some(stop);
     cfg.workers = a.workers.max(1);
     cfg.pin = a.pin;
     cfg.prefix = a.prefix.clone();
@@ -304,6 +375,13 @@ fn replay(a: &ReplayArgs) -> Result<()> {
             a.file.display(),
             s.records
         );
+    }
+    if s.interrupted {
+        let e = Interrupted {
+            signal: signal.load(std::sync::atomic::Ordering::SeqCst),
+            records: s.records,
+        };
+        return Err(anyhow::Error::new(e).context(a.file.display().to_string()));
     }
     if !s.export_errors.is_empty() {
         anyhow::bail!("{} export error(s)", s.export_errors.len());
