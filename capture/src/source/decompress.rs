@@ -106,13 +106,15 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// A capture read as a stream (decoded, when compressed): bytes `base..base + buf.len()` of the
-/// capture are in `buf`.
+/// A capture read as a stream (decoded, when compressed): bytes `base..base + len` of the
+/// capture are `space[..len]` ([`Self::bytes`]).
 pub(crate) struct Stream {
     path: PathBuf,
     codec: Option<Codec>,
     reader: Box<dyn Read + Send>,
-    pub(crate) buf: Vec<u8>,
+    /// Zeroed once as it grows, then read into and reused (never zeroed per read).
+    space: Vec<u8>,
+    len: usize,
     pub(crate) base: u64,
     eof: bool,
     pub(crate) damage: Option<Damage>,
@@ -126,7 +128,7 @@ impl std::fmt::Debug for Stream {
             .field("path", &self.path)
             .field("codec", &self.codec)
             .field("base", &self.base)
-            .field("buffered", &self.buf.len())
+            .field("buffered", &self.len)
             .field("eof", &self.eof)
             .field("damage", &self.damage)
             .finish()
@@ -148,6 +150,20 @@ impl Stream {
             let meta = file.metadata().map_err(open_err)?;
             // a pipe or device has no size to measure progress against
             (Box::new(file), if meta.is_file() { meta.len() } else { 0 })
+        };
+        Self::from_reader(path, raw, size)
+    }
+
+    /// Reads `raw` (named `path` in errors; `size` bytes long, 0 if unknown) as a stream,
+    /// decoded if its first bytes show gzip or zstd.
+    pub(crate) fn from_reader(
+        path: &Path,
+        raw: Box<dyn Read + Send>,
+        size: u64,
+    ) -> Result<Stream, SourceError> {
+        let open_err = |source| SourceError::Open {
+            path: path.to_path_buf(),
+            source,
         };
         let read = Arc::new(AtomicU64::new(0));
         let mut input = BufReader::with_capacity(
@@ -176,7 +192,8 @@ impl Stream {
             path: path.to_path_buf(),
             codec,
             reader,
-            buf: Vec::with_capacity(2 * READ_CHUNK),
+            space: Vec::new(),
+            len: 0,
             base: 0,
             eof: false,
             damage: None,
@@ -185,19 +202,27 @@ impl Stream {
         })
     }
 
-    /// Decodes until `buf` holds at least `len` bytes or the stream ends (cleanly, or at
-    /// damage, which is then recorded).
+    /// The bytes at hand.
+    #[inline(always)]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.space[..self.len]
+    }
+
+    /// Decodes until [`Self::bytes`] holds at least `len` bytes or the stream ends (cleanly,
+    /// or at damage, which is then recorded). Each read fills the free space, at least
+    /// [`READ_CHUNK`].
     pub(crate) fn fill(&mut self, len: usize) -> Result<(), SourceError> {
-        while self.buf.len() < len && !self.eof {
-            let at = self.buf.len();
-            // at most 16 MiB more at a time, however far `len` is
-            self.buf
-                .resize(at + (len - at).clamp(READ_CHUNK, 16 << 20), 0);
-            let r = self.reader.read(&mut self.buf[at..]);
-            self.buf.truncate(at + r.as_ref().map_or(0, |&n| n));
+        while self.len < len && !self.eof {
+            let at = self.len;
+            // room for the rest of `len` (at most 16 MiB more at a time), or a chunk
+            let want = at + (len - at).clamp(READ_CHUNK, 16 << 20);
+            if self.space.len() < want {
+                self.space.resize(want, 0);
+            }
+            let r = self.reader.read(&mut self.space[at..]);
             match r {
                 Ok(0) => self.eof = true,
-                Ok(_) => {}
+                Ok(n) => self.len += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 // a decoder's own error (corrupt data, a stream cut short) carries no OS
                 // error code; one that does is the disk or pipe failing to read
@@ -223,15 +248,23 @@ impl Stream {
         Ok(())
     }
 
-    /// `true` once the stream has ended (cleanly or at damage): `buf` holds all that is left.
+    /// Bytes of buffer space held.
+    #[cfg(test)]
+    pub(crate) fn space_len(&self) -> usize {
+        self.space.len()
+    }
+
+    /// `true` once the stream has ended (cleanly or at damage): [`Self::bytes`] is all that is
+    /// left.
     pub(crate) fn ended(&self) -> bool {
         self.eof
     }
 
     /// Forgets the first `n` buffered bytes (read and no longer referenced).
     pub(crate) fn consume(&mut self, n: usize) {
-        let n = n.min(self.buf.len());
-        self.buf.drain(..n);
+        let n = n.min(self.len);
+        self.space.copy_within(n..self.len, 0);
+        self.len -= n;
         self.base += n as u64;
     }
 
@@ -268,13 +301,13 @@ mod tests {
         let mut step = 1000;
         while !s.eof {
             s.fill(step).unwrap();
-            let n = s.buf.len().min(step);
+            let n = s.bytes().len().min(step);
             assert_eq!(s.base, out.len() as u64);
-            out.extend_from_slice(&s.buf[..n]);
+            out.extend_from_slice(&s.bytes()[..n]);
             s.consume(n);
             step = step * 3 % 100_003 + 1;
         }
-        out.extend_from_slice(&s.buf);
+        out.extend_from_slice(s.bytes());
         let (read, size) = s.progress();
         assert_eq!(size, packed.len() as u64 - cut as u64);
         assert_eq!(

@@ -291,7 +291,7 @@ enum Backing {
 fn bytes_of(b: &Backing) -> &[u8] {
     match b {
         Backing::Mapped(m) => m.bytes(),
-        Backing::Stream(s) => &s.buf,
+        Backing::Stream(s) => s.bytes(),
     }
 }
 
@@ -392,10 +392,23 @@ impl PcapFile {
 
     /// Opens a capture that is read as a stream: compressed, or a pipe or device.
     fn streamed(path: &Path) -> Result<PcapFile, SourceError> {
-        let mut stream = Stream::open(path)?;
+        Self::from_stream(Stream::open(path)?)
+    }
+
+    /// Reads a capture from any reader as it comes (a socket, a decoder of one's own, a
+    /// test's byte source), gzip or zstd compressed or not; `name` stands for it in errors.
+    /// Its frames are copied out of the stream's buffer ([`Self::mapping`] is `None`).
+    pub fn from_reader(
+        name: &Path,
+        reader: impl std::io::Read + Send + 'static,
+    ) -> Result<PcapFile, SourceError> {
+        Self::from_stream(Stream::from_reader(name, Box::new(reader), 0)?)
+    }
+
+    fn from_stream(mut stream: Stream) -> Result<PcapFile, SourceError> {
         // the classic file header, or a section header block's first 12 bytes
         stream.fill(24)?;
-        let (format, pos) = header(&stream.buf).map_err(|e| stream_error(&stream, e))?;
+        let (format, pos) = header(stream.bytes()).map_err(|e| stream_error(&stream, e))?;
         Ok(Self::with(Backing::Stream(Box::new(stream)), format, pos))
     }
 
@@ -577,8 +590,8 @@ impl PcapFile {
             let Backing::Stream(s) = &mut self.file else {
                 return Ok(None);
             };
-            let need = self.pos + record_len(&s.buf, self.pos, &self.format);
-            if s.buf.len() < need && !s.ended() {
+            let need = self.pos + record_len(s.bytes(), self.pos, &self.format);
+            if s.bytes().len() < need && !s.ended() {
                 s.fill(need)?;
                 continue;
             }
@@ -591,14 +604,15 @@ impl PcapFile {
                     self.records += 1;
                     Ok(Some(r))
                 }
-                Ok(None) => s.damage.as_ref().map_or(Ok(None), |d| Err(d.error())),
-                // a pcapng block after the ones read (which the parser skips) is not all
-                // here yet: decode more (the loop asks for the rest of it)
-                Err(SourceError::Truncated { .. }) if !s.ended() => {
-                    let more = s.buf.len() + 1;
+                // the parser went through the non-packet pcapng blocks at hand to the end of
+                // the buffer, or to a block not all here yet: read more (the loop asks for the
+                // rest of that block)
+                Ok(None) | Err(SourceError::Truncated { .. }) if !s.ended() => {
+                    let more = s.bytes().len() + 1;
                     s.fill(more)?;
                     continue;
                 }
+                Ok(None) => s.damage.as_ref().map_or(Ok(None), |d| Err(d.error())),
                 Err(e) => Err(stream_error(s, e)),
             };
         }
@@ -1088,7 +1102,7 @@ mod tests {
                 let Backing::Stream(s) = &f.file else {
                     unreachable!()
                 };
-                assert!(s.buf.capacity() < 4 << 20, "{}", s.buf.capacity());
+                assert!(s.space_len() < 4 << 20, "{}", s.space_len());
             }
         }
     }
@@ -1210,6 +1224,49 @@ mod tests {
                 (read.load(std::sync::atomic::Ordering::Relaxed), size),
                 (bytes.len() as u64, 0)
             );
+        }
+    }
+
+    /// Gives at most `step` bytes per read, as a pipe may.
+    struct Trickle(Vec<u8>, usize, usize);
+
+    impl std::io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let Trickle(data, at, step) = self;
+            let n = (*step).min(buf.len()).min(data.len() - *at);
+            buf[..n].copy_from_slice(&data[*at..*at + n]);
+            *at += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_trickling_stream_reads_like_the_mapped_bytes() {
+        let read = |f: Result<PcapFile, SourceError>| {
+            let mut f = f?;
+            let mut n = 0;
+            while f.next_packet()?.is_some() {
+                n += 1;
+            }
+            Ok::<_, SourceError>(n)
+        };
+        // found by fuzzing: a section and an interface block, then one byte of a block
+        // header; read a byte at a time, the stream used to end cleanly after the interface
+        // block, at the end of its buffer
+        let cut: &[u8] = &[
+            10, 13, 13, 10, 28, 0, 0, 0, 77, 60, 43, 26, 1, 0, 0, 0, 255, 255, 255, 255, 255, 255,
+            255, 255, 28, 0, 0, 0, 1, 0, 0, 0, 32, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 1, 0, 19,
+            0, 0, 0, 0, 0, 0, 0, 32, 0, 0, 0, 2,
+        ];
+        let [raw, ng] = big_captures();
+        for bytes in [cut.to_vec(), raw, ng] {
+            let mapped = read(PcapFile::from_bytes(bytes.clone())).map_err(|e| e.to_string());
+            for step in [1, 7, 4096] {
+                let t = Trickle(bytes.clone(), 0, step);
+                let streamed =
+                    read(PcapFile::from_reader(Path::new("t"), t)).map_err(|e| e.to_string());
+                assert_eq!(mapped, streamed, "step {step}");
+            }
         }
     }
 }
