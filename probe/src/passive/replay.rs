@@ -61,13 +61,18 @@ pub struct ReplayConfig {
 }
 
 impl ReplayConfig {
-    /// Defaults for `input` → `out`.
+    /// Defaults for `input` → `out` (`observer.interface` is the input's file name, `stdin`
+    /// for `-`).
     pub fn new(input: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
         let input = input.into();
-        let interface = input
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let interface = if input == Path::new("-") {
+            "stdin".to_string()
+        } else {
+            input
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
         ReplayConfig {
             input,
             out: out.into(),
@@ -408,5 +413,17 @@ pub fn check_out_dir(path: &Path) -> Result<(), String> {
     match std::fs::metadata(path) {
         Ok(m) if !m.is_dir() => Err(format!("{}: not a directory", path.display())),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interface_is_named_after_the_input() {
+        let name = |input: &str| ReplayConfig::new(input, "out").context.interface;
+        assert_eq!(name("/captures/tap1-0001.pcap.gz"), "tap1-0001.pcap.gz");
+        assert_eq!(name("-"), "stdin");
     }
 }
