@@ -3,6 +3,7 @@
 pub mod connect;
 pub mod ping;
 mod quote;
+mod syn;
 mod sys;
 #[cfg(test)]
 pub(crate) mod testns;

@@ -1,18 +1,18 @@
-//! The UDP datagram an ICMP error quotes, as a raw ICMP socket reads it, and the UDP
-//! checksum that names a datagram within it.
+//! The UDP datagram or TCP segment an ICMP error quotes, as a raw ICMP socket reads it, and
+//! the checksums of the pseudo-header that name a probe within it.
 //!
 //! Every ICMP error quotes the IP header of the packet it is about and at least 8 bytes
-//! after it (RFC 792): a UDP datagram's whole header, ports and checksum included. A raw
-//! ICMP socket reads the error whole (IPv4: from its IP header; IPv6: from its ICMPv6
-//! header, the sender in the socket address), so probes that differ only in their payload,
-//! and so in their checksum, are told apart even by a router that quotes nothing of the
-//! payload.
+//! after it (RFC 792): a UDP datagram's whole header, ports and checksum included, or a TCP
+//! segment's ports and sequence number. A raw ICMP socket reads the error whole (IPv4: from
+//! its IP header; IPv6: from its ICMPv6 header, the sender in the socket address), so probes
+//! that differ only in their payload (and so in their checksum) or in their sequence number
+//! are told apart even by a router that quotes nothing more.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// What an ICMP error says about a UDP datagram it quotes.
+/// What an ICMP error says about a UDP datagram or TCP segment it quotes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct QuotedUdp<'a> {
+pub(crate) struct Quoted<'a> {
     /// The error's sender.
     pub from: IpAddr,
     /// ICMP (or ICMPv6) type.
@@ -25,11 +25,14 @@ pub(crate) struct QuotedUdp<'a> {
     pub source_port: u16,
     /// Its destination port.
     pub destination_port: u16,
-    /// Its UDP checksum as the router received it. A datagram sent through a virtual
+    /// UDP: its checksum as the router received it. A datagram sent through a virtual
     /// device (veth, loopback) whose checksum the kernel leaves to a device that never
     /// computes it carries the pseudo-header's partial sum instead, the same for every probe.
     pub checksum: u16,
-    /// What the error quotes of its payload (often all of it, possibly nothing).
+    /// TCP: its sequence number.
+    pub sequence: u32,
+    /// What the error quotes after the first 8 bytes of the header (UDP: the payload, often
+    /// all of it; possibly nothing).
     pub payload: &'a [u8],
 }
 
@@ -38,12 +41,20 @@ const ERRORS_V4: [u8; 2] = [3, 11];
 /// ICMPv6 types that do: destination unreachable, time exceeded.
 const ERRORS_V6: [u8; 2] = [1, 3];
 /// IP protocol number of UDP.
-const UDP: u8 = 17;
+pub(crate) const UDP: u8 = 17;
+/// IP protocol number of TCP.
+pub(crate) const TCP: u8 = 6;
 
-/// The UDP datagram quoted by the ICMP error `packet`, as a raw ICMP socket read it
-/// (`sender`: the socket address it gave, which is the only place an ICMPv6 error's sender
-/// is); `None` for any other ICMP message, or one too short or not about UDP.
-pub(crate) fn quoted_udp(packet: &[u8], v4: bool, sender: Option<IpAddr>) -> Option<QuotedUdp<'_>> {
+/// The UDP datagram or TCP segment (IP `protocol`) quoted by the ICMP error `packet`, as a
+/// raw ICMP socket read it (`sender`: the socket address it gave, which is the only place an
+/// ICMPv6 error's sender is); `None` for any other ICMP message, or one too short or not
+/// about `protocol`.
+pub(crate) fn quoted(
+    packet: &[u8],
+    v4: bool,
+    sender: Option<IpAddr>,
+    protocol: u8,
+) -> Option<Quoted<'_>> {
     let (from, icmp) = if v4 {
         let ihl = usize::from(packet.first()? & 0x0f) * 4;
         if ihl < 20 {
@@ -57,7 +68,8 @@ pub(crate) fn quoted_udp(packet: &[u8], v4: bool, sender: Option<IpAddr>) -> Opt
     let (icmp_type, code) = (*icmp.first()?, *icmp.get(1)?);
     let inner = icmp.get(8..)?;
     let (destination, udp) = if v4 {
-        if !ERRORS_V4.contains(&icmp_type) || inner.first()? >> 4 != 4 || *inner.get(9)? != UDP {
+        if !ERRORS_V4.contains(&icmp_type) || inner.first()? >> 4 != 4 || *inner.get(9)? != protocol
+        {
             return None;
         }
         let ihl = usize::from(inner[0] & 0x0f) * 4;
@@ -67,16 +79,17 @@ pub(crate) fn quoted_udp(packet: &[u8], v4: bool, sender: Option<IpAddr>) -> Opt
         let dst: [u8; 4] = inner.get(16..20)?.try_into().ok()?;
         (IpAddr::V4(Ipv4Addr::from(dst)), inner.get(ihl..)?)
     } else {
-        // a probe carries no extension header: UDP follows the fixed header
-        if !ERRORS_V6.contains(&icmp_type) || inner.first()? >> 4 != 6 || *inner.get(6)? != UDP {
+        // a probe carries no extension header: UDP or TCP follows the fixed header
+        if !ERRORS_V6.contains(&icmp_type) || inner.first()? >> 4 != 6 || *inner.get(6)? != protocol
+        {
             return None;
         }
         let dst: [u8; 16] = inner.get(24..40)?.try_into().ok()?;
         (IpAddr::V6(Ipv6Addr::from(dst)), inner.get(40..)?)
     };
-    let (udp, payload) = (udp.get(..8)?, &udp[8..]);
-    let word = |at: usize| u16::from_be_bytes([udp[at], udp[at + 1]]);
-    Some(QuotedUdp {
+    let (head, payload) = (udp.get(..8)?, &udp[8..]);
+    let word = |at: usize| u16::from_be_bytes([head[at], head[at + 1]]);
+    Some(Quoted {
         from,
         icmp_type,
         code,
@@ -84,6 +97,7 @@ pub(crate) fn quoted_udp(packet: &[u8], v4: bool, sender: Option<IpAddr>) -> Opt
         source_port: word(0),
         destination_port: word(2),
         checksum: word(6),
+        sequence: u32::from(word(4)) << 16 | u32::from(word(6)),
         payload,
     })
 }
@@ -97,30 +111,44 @@ pub(crate) fn udp_checksum(
     payload: &[u8],
 ) -> u16 {
     let len = 8 + payload.len();
+    let mut udp = Vec::with_capacity(len);
+    udp.extend_from_slice(&source.1.to_be_bytes());
+    udp.extend_from_slice(&destination.1.to_be_bytes());
+    udp.extend_from_slice(&(len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    match transport_checksum(UDP, source.0, destination.0, &udp) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
+/// The Internet checksum of `segment` (its checksum field zero) of IP `protocol` from
+/// `source` to `destination`, over the pseudo-header of RFC 793 / RFC 768 or RFC 8200.
+pub(crate) fn transport_checksum(
+    protocol: u8,
+    source: IpAddr,
+    destination: IpAddr,
+    segment: &[u8],
+) -> u16 {
+    let len = segment.len();
     let mut b = Vec::with_capacity(40 + len);
-    match (source.0, destination.0) {
+    match (source, destination) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             b.extend_from_slice(&s.octets());
             b.extend_from_slice(&d.octets());
-            b.extend_from_slice(&[0, UDP]);
+            b.extend_from_slice(&[0, protocol]);
             b.extend_from_slice(&(len as u16).to_be_bytes());
         }
         (s, d) => {
             b.extend_from_slice(&v6_octets(s));
             b.extend_from_slice(&v6_octets(d));
             b.extend_from_slice(&(len as u32).to_be_bytes());
-            b.extend_from_slice(&[0, 0, 0, UDP]);
+            b.extend_from_slice(&[0, 0, 0, protocol]);
         }
     }
-    b.extend_from_slice(&source.1.to_be_bytes());
-    b.extend_from_slice(&destination.1.to_be_bytes());
-    b.extend_from_slice(&(len as u16).to_be_bytes());
-    b.extend_from_slice(&[0, 0]);
-    b.extend_from_slice(payload);
-    match super::ping::checksum(&b) {
-        0 => 0xffff,
-        c => c,
-    }
+    b.extend_from_slice(segment);
+    super::ping::checksum(&b)
 }
 
 /// An address's IPv6 form (IPv4 ones mapped; a datagram's two addresses are of one version).
@@ -203,10 +231,10 @@ mod tests {
                 .build()
         };
         let packet = error(header_only);
-        let q = quoted_udp(&packet, true, None).unwrap();
+        let q = quoted(&packet, true, None, UDP).unwrap();
         assert_eq!(
             q,
-            QuotedUdp {
+            Quoted {
                 from: IpAddr::from(ROUTER),
                 icmp_type: 11,
                 code: 0,
@@ -214,28 +242,29 @@ mod tests {
                 source_port: 40000,
                 destination_port: 33434,
                 checksum: u16::from_be_bytes([probe[26], probe[27]]),
+                sequence: u32::from_be_bytes([probe[24], probe[25], probe[26], probe[27]]),
                 payload: &[],
             }
         );
         // cut anywhere before the UDP header's end: nothing
         for cut in 0..packet.len() {
-            assert_eq!(quoted_udp(&packet[..cut], true, None), None, "{cut}");
+            assert_eq!(quoted(&packet[..cut], true, None, UDP), None, "{cut}");
         }
         // a router that quotes more: the payload too
         let whole = error(&probe);
-        assert_eq!(quoted_udp(&whole, true, None).unwrap().payload, payload(3));
+        assert_eq!(quoted(&whole, true, None, UDP).unwrap().payload, payload(3));
         // not an error, or not about UDP
         let echo = Builder::raw()
             .ipv4(ROUTER, ME)
             .icmp(0, 0, 0, 0)
             .payload(header_only)
             .build();
-        assert_eq!(quoted_udp(&echo, true, None), None);
+        assert_eq!(quoted(&echo, true, None, UDP), None);
         let tcp = Builder::raw()
             .ipv4(ME, DST)
             .tcp(40000, 33434, 1, 0, 0x02)
             .build();
-        assert_eq!(quoted_udp(&error(&tcp[..28]), true, None), None);
+        assert_eq!(quoted(&error(&tcp[..28]), true, None, UDP), None);
 
         // IPv6: the ICMPv6 header (the sender from the socket address), port unreachable
         let (me6, dst6, r6) = (v6("2001:db8::1"), v6("2001:db8:1::7"), v6("2001:db8:2::9"));
@@ -251,16 +280,21 @@ mod tests {
             .build();
         // a raw ICMPv6 socket reads from the ICMPv6 header on
         let icmp6 = &error6[40..];
-        let q = quoted_udp(icmp6, false, Some(IpAddr::from(r6))).unwrap();
+        let q = quoted(icmp6, false, Some(IpAddr::from(r6)), UDP).unwrap();
         assert_eq!((q.from, q.icmp_type, q.code), (IpAddr::from(r6), 1, 4));
         assert_eq!(
             (q.destination, q.destination_port),
             (IpAddr::from(dst6), 33434)
         );
         assert_eq!(q.checksum, u16::from_be_bytes([probe6[46], probe6[47]]));
-        assert_eq!(quoted_udp(icmp6, false, None), None);
+        assert_eq!(quoted(icmp6, false, None, UDP), None);
         assert_eq!(
-            quoted_udp(&icmp6[..icmp6.len() - 1], false, Some(IpAddr::from(r6))),
+            quoted(
+                &icmp6[..icmp6.len() - 1],
+                false,
+                Some(IpAddr::from(r6)),
+                UDP
+            ),
             None
         );
     }

@@ -3,7 +3,7 @@
 //!
 //! Probes leave with a hop limit (IPv4 TTL, IPv6 hop limit) of 1, 2, 3, …; the router where
 //! a probe's limit runs out answers with an ICMP *time exceeded*, the destination with what
-//! the probe's method draws from it. Three methods, all without privileges:
+//! the probe's method draws from it. Three methods without privileges, and one with:
 //!
 //! * **UDP** (the default, like `traceroute` and `tracepath`): datagrams from one socket and
 //!   port to the destination's ports `port`, `port + 1`, … (one per probe); the destination
@@ -31,6 +31,13 @@
 //!   same checksum (ping's requests keep it constant), so the first four bytes of the ICMP
 //!   header, what a load balancer hashes in place of ports, stay the same: one flow, as in
 //!   Paris traceroute.
+//! * **TCP** SYNs (`traceroute -T`) to `port` from one source port (one flow), sent from a raw
+//!   TCP socket (`CAP_NET_RAW`; without it, [`TraceError::Raw`]): probe *i* has the trace's
+//!   base sequence number plus *i*, which a router's error quotes within RFC 792's 8 bytes
+//!   (read from a raw ICMP socket) and the destination acknowledges in its SYN-ACK (an open
+//!   port) or RST (a closed one), both *reached*. A socket filter keeps the raw TCP socket to
+//!   the probes' ports; a bound socket that never listens holds the source port, so the
+//!   kernel resets the destination's half-open connections.
 //!
 //! Each hop gets `attempts` probes back to back, and the hops of up to [`SIMULTANEOUS`]
 //! probes are in flight at once (five hops of three), as Linux `traceroute` does. A probe is
@@ -57,6 +64,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use super::ping::{self, PingError, STOP_CHECK};
 use super::quote;
 use super::round_trip;
+use super::syn;
 use super::sys::{self, ORIGIN_ICMP, ORIGIN_ICMP6, Queue};
 
 /// Once a hop answered a probe, how many times its slowest answer so far the hop's other
@@ -85,6 +93,9 @@ pub enum TraceMethod {
     UdpParis,
     /// ICMP echo requests (answered by echo replies).
     Icmp,
+    /// TCP SYNs to `port`, all of one flow (answered by SYN-ACK or RST); needs
+    /// `CAP_NET_RAW`.
+    Tcp,
 }
 
 /// How a trace is run.
@@ -99,7 +110,8 @@ pub struct TraceOptions {
     /// How long to wait for a hop's answers after its last probe.
     pub wait: Duration,
     /// UDP: the destination port of the first probe (probe *i* goes to `port + i`); UDP
-    /// Paris: the destination port of every probe.
+    /// Paris and TCP: the destination port of every probe (for TCP, a service's port such as
+    /// 80 or 443, which firewalls let through).
     pub port: u16,
     /// Hops in a row without any answer that end the trace.
     pub gap_limit: u8,
@@ -141,6 +153,9 @@ pub enum TraceError {
     /// A UDP socket could not be opened or set up.
     #[error("cannot set up a UDP socket for traceroute: {0}")]
     Socket(std::io::Error),
+    /// The raw sockets of the TCP method could not be opened or set up.
+    #[error("cannot set up the raw sockets of TCP traceroute (they need CAP_NET_RAW): {0}")]
+    Raw(std::io::Error),
     /// The source address is not one of this host's.
     #[error("cannot send from {addr}: {source}")]
     Bind {
@@ -252,14 +267,101 @@ enum Prober {
         ident: u16,
         token: [u8; 8],
     },
+    Tcp(TcpProber),
+}
+
+/// The sockets of the TCP method: SYNs sent and answers read on a raw TCP socket (filtered
+/// to the probes' flow), ICMP errors read whole on a raw ICMP one.
+struct TcpProber {
+    sock: Socket,
+    icmp: Socket,
+    /// The probes' source address and port.
+    local: SocketAddr,
+    port: u16,
+    /// Probe *i* has sequence number `seq0 + i`.
+    seq0: u32,
+    /// A TCP socket bound to the source port, so that no connection of this host takes it
+    /// meanwhile; never listening, so the kernel answers a SYN-ACK with a RST.
+    _reserved: Socket,
+}
+
+impl TcpProber {
+    fn open(source: IpAddr, destination: IpAddr, port: u16) -> Result<TcpProber, TraceError> {
+        let v4 = destination.is_ipv4();
+        let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
+        // the source address the route to the destination takes, unless given: it is in
+        // the checksum
+        let source = if source.is_unspecified() {
+            let probe = UdpSocket::bind(SocketAddr::new(source, 0))
+                .and_then(|u| u.connect((destination, port)).map(|()| u))
+                .and_then(|u| u.local_addr())
+                .map_err(|e| TraceError::Send {
+                    addr: destination,
+                    source: e,
+                })?;
+            probe.ip()
+        } else {
+            source
+        };
+        let reserved =
+            Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(TraceError::Raw)?;
+        reserved
+            .bind(&SocketAddr::new(source, 0).into())
+            .map_err(|e| TraceError::Bind {
+                addr: source,
+                source: e,
+            })?;
+        let local = reserved
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| TraceError::Raw(std::io::Error::other("no local port")))?;
+        let sock = Socket::new(domain, Type::RAW, Some(Protocol::TCP)).map_err(TraceError::Raw)?;
+        sock.bind(&SocketAddr::new(source, 0).into())
+            .map_err(TraceError::Raw)?;
+        sock.attach_filter(&syn::port_filter(v4, port, local.port()))
+            .map_err(TraceError::Raw)?;
+        sock.set_nonblocking(true).map_err(TraceError::Raw)?;
+        let icmp = if v4 {
+            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
+        } else {
+            Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+        }
+        .map_err(TraceError::Raw)?;
+        icmp.set_nonblocking(true).map_err(TraceError::Raw)?;
+        let _ = sys::set_timestamps(&sock);
+        let _ = sys::set_timestamps(&icmp);
+        // a sequence number of this trace's own, so that a stale answer (an earlier trace's
+        // from the same port) is not taken for one
+        let nanos = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let seq0 = nanos.wrapping_mul(0x9e37_79b9) ^ u32::from(local.port()) << 16;
+        Ok(TcpProber {
+            sock,
+            icmp,
+            local,
+            port,
+            seq0,
+            _reserved: reserved,
+        })
+    }
+
+    /// The probe a sequence number acknowledged (`ack - 1`) or quoted names.
+    fn index(&self, sequence: u32, sent: usize) -> Option<usize> {
+        usize::try_from(sequence.wrapping_sub(self.seq0))
+            .ok()
+            .filter(|&i| i < sent)
+    }
 }
 
 impl Prober {
-    /// The socket of either method.
+    /// The socket answers come on (for TCP, the raw TCP socket).
     fn socket(&self) -> SockRef<'_> {
         match self {
             Prober::Udp { sock, .. } => SockRef::from(sock),
             Prober::Icmp { sock, .. } => SockRef::from(sock),
+            Prober::Tcp(t) => SockRef::from(&t.sock),
         }
     }
 }
@@ -315,7 +417,7 @@ impl RawErrors {
 /// The probe (of those whose checksums are `checksums`) that error `q`, read raw, quotes:
 /// by the number in the quoted payload, if the router quoted it; else by checksum (which a
 /// virtual device may have left partial, the same for all probes: the number goes first).
-fn raw_probe(q: &quote::QuotedUdp<'_>, checksums: &[u16]) -> Option<usize> {
+fn raw_probe(q: &quote::Quoted<'_>, checksums: &[u16]) -> Option<usize> {
     let by_number = number_of(q.payload).and_then(|n| probe_index(n, checksums.len()));
     by_number.or_else(|| checksums.iter().position(|&c| c == q.checksum))
 }
@@ -387,6 +489,7 @@ pub fn trace(
                 raw,
             }
         }
+        TraceMethod::Tcp => Prober::Tcp(TcpProber::open(source, destination, opts.port)?),
         TraceMethod::Icmp => {
             let (sock, raw) = ping::open(source, destination)?;
             sys::set_recverr(&sock, !v4).map_err(|e| TraceError::Icmp(PingError::Socket(e)))?;
@@ -403,7 +506,7 @@ pub fn trace(
     let seq0 = match &prober {
         // echo requests are numbered from a value of the token, not from 0
         Prober::Icmp { token, .. } => u16::from_le_bytes([token[2], token[3]]),
-        Prober::Udp { .. } => 0,
+        Prober::Udp { .. } | Prober::Tcp(_) => 0,
     };
     Tracer {
         prober,
@@ -523,6 +626,10 @@ impl Tracer {
                 } => {
                     let [ready, raw] = sys::wait([&SockRef::from(sock), &raw.sock], left);
                     (ready, raw.data)
+                }
+                Prober::Tcp(t) => {
+                    let [ready, icmp] = sys::wait([&t.sock, &t.icmp], left);
+                    (ready, icmp.data)
                 }
                 prober => (sys::wait([&prober.socket()], left)[0], false),
             };
@@ -660,6 +767,21 @@ impl Tracer {
                 let msg = ping::echo_request(self.v4, *raw, *ident, seq, *token);
                 retry_pending(|| sock.send(&msg), || sock.take_error()).map_err(send_err)?;
             }
+            Prober::Tcp(t) => {
+                if self.v4 {
+                    t.sock.set_ttl_v4(u32::from(ttl)).map_err(send_err)?;
+                } else {
+                    t.sock
+                        .set_unicast_hops_v6(u32::from(ttl))
+                        .map_err(send_err)?;
+                }
+                let seq = t.seq0.wrapping_add(i as u32);
+                let local = (t.local.ip(), t.local.port());
+                let syn = syn::syn_segment(local, (dst, t.port), seq);
+                let to = SocketAddr::new(dst, 0).into();
+                retry_pending(|| t.sock.send_to(&syn, &to), || t.sock.take_error())
+                    .map_err(send_err)?;
+            }
         }
         self.probes.push(Probe {
             ttl,
@@ -733,6 +855,18 @@ impl Tracer {
                     open.min_by_key(|(i, p)| (std::cmp::Reverse(p.ttl), *i))
                         .map(|(i, _)| i)
                 }),
+            // the destination's SYN-ACK or RST, acknowledging a probe's sequence number
+            Prober::Tcp(t) => {
+                let from = got.address.map(|a| a.ip());
+                syn::segment(data, self.v4, from)
+                    .filter(|s| {
+                        s.from == self.dst
+                            && s.source_port == t.port
+                            && s.destination_port == t.local.port()
+                            && s.answers_a_syn()
+                    })
+                    .and_then(|s| t.index(s.ack.wrapping_sub(1), sent))
+            }
             // a connected ICMP socket reads only what the destination sends
             Prober::Icmp {
                 raw, ident, token, ..
@@ -795,6 +929,8 @@ impl Tracer {
                     }
                 }
             }
+            // read whole from the raw ICMP socket instead
+            Prober::Tcp(_) => None,
             Prober::Icmp { ident, raw, .. } => {
                 // the quoted request: type, code, checksum, identifier, sequence number
                 let quoted = &self.buf[..q.data_len];
@@ -816,9 +952,31 @@ impl Tracer {
         true
     }
 
-    /// Reads one message of UDP Paris's raw ICMP socket and records the answer it is for a
-    /// probe of this trace; `false` when there is none to read.
+    /// Reads one message of the raw ICMP socket (UDP Paris, TCP) and records the answer it
+    /// is for a probe of this trace; `false` when there is none to read.
     fn read_raw_error(&mut self) -> bool {
+        if let Prober::Tcp(t) = &self.prober {
+            let Ok(Some(got)) = sys::recv(&t.icmp, Queue::Data, &mut self.buf, &mut self.control)
+            else {
+                return false;
+            };
+            let read_at = Instant::now();
+            let received = sys::timestamp(&self.control[..got.control_len]);
+            let sender = got.address.map(|a| a.ip());
+            let packet = &self.buf[..got.data_len];
+            let index = quote::quoted(packet, self.v4, sender, quote::TCP)
+                .filter(|q| {
+                    q.destination == self.dst
+                        && q.destination_port == t.port
+                        && q.source_port == t.local.port()
+                })
+                .and_then(|q| Some((t.index(q.sequence, self.probes.len())?, q)));
+            if let Some((i, q)) = index {
+                let answer = classify(self.v4, q.icmp_type, q.code, q.from == self.dst);
+                self.answer(i, q.from, answer, received, read_at);
+            }
+            return true;
+        }
         let Prober::Udp {
             port,
             raw: Some(raw),
@@ -834,7 +992,7 @@ impl Tracer {
         let read_at = Instant::now();
         let received = sys::timestamp(&self.control[..got.control_len]);
         let sender = got.address.map(|a| a.ip());
-        let Some(q) = quote::quoted_udp(&self.buf[..got.data_len], self.v4, sender) else {
+        let Some(q) = quote::quoted(&self.buf[..got.data_len], self.v4, sender, quote::UDP) else {
             // another ICMP message of this host
             return true;
         };
@@ -964,15 +1122,25 @@ mod tests {
                 eprintln!("skipping ICMP: no ICMP socket here: {e}");
                 None
             }
+            Err(TraceError::Raw(e)) => {
+                eprintln!("skipping TCP: no raw socket here: {e}");
+                None
+            }
             other => Some(other.unwrap()),
         }
     }
 
-    /// Loopback is one hop away, by either method and IP version (ICMP needs an ICMP
-    /// socket; skipped without one).
+    /// Loopback is one hop away, by every method and IP version (ICMP needs an ICMP
+    /// socket, TCP raw sockets; skipped without them). TCP's closed port answers RST.
     #[test]
     fn loopback_is_reached_at_the_first_hop() {
-        for method in [TraceMethod::Udp, TraceMethod::UdpParis, TraceMethod::Icmp] {
+        let methods = [
+            TraceMethod::Udp,
+            TraceMethod::UdpParis,
+            TraceMethod::Icmp,
+            TraceMethod::Tcp,
+        ];
+        for method in methods {
             for lo in ["127.0.0.1", "::1"] {
                 let lo: IpAddr = lo.parse().unwrap();
                 let opts = TraceOptions {
@@ -993,6 +1161,34 @@ mod tests {
         }
     }
 
+    /// A listening port answers TCP probes with SYN-ACKs (the kernel then resets the
+    /// half-open connections: the probes' port has no socket that listens).
+    #[test]
+    fn tcp_reaches_a_listening_port() {
+        for lo in ["127.0.0.1", "::1"] {
+            let lo: IpAddr = lo.parse().unwrap();
+            let listener = std::net::TcpListener::bind((lo, 0)).unwrap();
+            let opts = TraceOptions {
+                method: TraceMethod::Tcp,
+                port: listener.local_addr().unwrap().port(),
+                ..TraceOptions::default()
+            };
+            let Some(t) = trace_unless_no_icmp(lo, lo, &opts) else {
+                return;
+            };
+            assert_eq!(t.end, End::Reached, "{lo}: {t:?}");
+            assert!(
+                t.probes
+                    .iter()
+                    .all(|p| p.reply.map(|r| (r.from, r.answer)) == Some((lo, Answer::Reached))),
+                "{t:?}"
+            );
+            // nothing was accepted: no connection completed
+            listener.set_nonblocking(true).unwrap();
+            assert!(listener.accept().is_err());
+        }
+    }
+
     /// Errors read raw name their probe by the quoted payload's number, or, when a router
     /// quoted only the UDP header (RFC 792's 8 bytes), by the checksum in it.
     #[test]
@@ -1004,7 +1200,7 @@ mod tests {
         let checksums: Vec<u16> = (0..6)
             .map(|i| quote::udp_checksum((me, 40000), (dst, 33434), &udp_payload(i)))
             .collect();
-        let quoted = |payload, checksum| quote::QuotedUdp {
+        let quoted = |payload, checksum| quote::Quoted {
             from: "203.0.113.9".parse().unwrap(),
             icmp_type: 11,
             code: 0,
@@ -1012,6 +1208,7 @@ mod tests {
             source_port: 40000,
             destination_port: 33434,
             checksum,
+            sequence: 0,
             payload,
         };
         let number = udp_payload(4);
@@ -1176,7 +1373,7 @@ mod tests {
                     ),
                     "{method:?}: {t:?}"
                 );
-                if method == TraceMethod::UdpParis {
+                if matches!(method, TraceMethod::UdpParis | TraceMethod::Tcp) {
                     assert!(
                         one.iter().all(|r| *r == one[0]),
                         "one flow, one path: {t:?}"
@@ -1194,6 +1391,21 @@ mod tests {
             "classic UDP probes took one path only: {classic:?}"
         );
         run(TraceMethod::UdpParis, 3);
+        // TCP SYNs are one flow too; they need raw sockets, and without CAP_NET_RAW the
+        // trace is a clear error, nothing sent
+        if Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)).is_ok() {
+            run(TraceMethod::Tcp, 3);
+        } else {
+            let opts = TraceOptions {
+                method: TraceMethod::Tcp,
+                ..TraceOptions::default()
+            };
+            let e = trace(src, dst, &opts, &|| false).unwrap_err();
+            assert!(
+                matches!(e, TraceError::Raw(_)) && e.to_string().contains("CAP_NET_RAW"),
+                "{e}"
+            );
+        }
     }
 
     /// The namespaces of a routed path: this host – `R` (a router) – `B` (the destination),
@@ -1334,10 +1546,22 @@ mod tests {
         let Some(p) = path("mptr") else { return };
         let (t0, mut traces) = (Instant::now(), 0u32);
         for [me, router, _, dst] in [p.v4, p.v6] {
-            for method in [TraceMethod::Udp, TraceMethod::UdpParis, TraceMethod::Icmp] {
+            let methods = [
+                TraceMethod::Udp,
+                TraceMethod::UdpParis,
+                TraceMethod::Icmp,
+                TraceMethod::Tcp,
+            ];
+            for method in methods {
                 let opts = TraceOptions {
                     method,
                     wait: Duration::from_millis(500),
+                    // TCP: a closed port of the destination answers RST
+                    port: if method == TraceMethod::Tcp {
+                        80
+                    } else {
+                        33434
+                    },
                     ..TraceOptions::default()
                 };
                 let Some(t) = trace_unless_no_icmp(me, dst, &opts) else {

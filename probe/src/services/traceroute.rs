@@ -13,8 +13,8 @@
 //! as is the result's metadata `traceroute.errors.unattributed`: ICMP errors the trace could
 //! not tie to a probe ([`crate::active::trace::Trace::unattributed`]). The capability takes `when = now ... future`: a specification for `now` traces once, to
 //! the end; one with a duration (`now + 20s`) stops the trace when it runs out. How probes
-//! are sent (UDP, UDP Paris or ICMP, probes per hop, wait, first port, silent hops that end a trace) is
-//! the module's configuration ([`crate::active::trace`]).
+//! are sent (UDP, UDP Paris, ICMP or TCP, probes per hop, wait, port, silent hops that end a
+//! trace) is the module's configuration ([`crate::active::trace`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -122,15 +122,33 @@ impl Service for TraceService {
 
 /// The services of a `[module_*]` section with `module = traceroute`: `ip4addr` and/or
 /// `ip6addr` (the addresses probes are sent from, one capability each), and optionally
-/// `method` (`udp`, the default, `udp-paris` or `icmp`), `attempts` (probes per hop, 1–10, default 3),
-/// `wait` (seconds to wait for a hop's answers, default 3), `port` (UDP: the first
-/// destination port, default 33434) and `gaplimit` (silent hops in a row that end a trace,
-/// default 5).
+/// `method` (`udp`, the default, `udp-paris`, `icmp` or `tcp`), `attempts` (probes per hop,
+/// 1–10, default 3), `wait` (seconds to wait for a hop's answers, default 3), `port` (UDP: the
+/// first destination port, default 33434, at most 62986; UDP Paris: the port of every probe,
+/// default 33434; TCP: the port of every probe, default 80) and `gaplimit` (silent hops in a
+/// row that end a trace, default 5).
 pub fn from_kwargs(
     module: &ModuleConfig,
     regs: &Registries,
 ) -> Result<Vec<Arc<dyn Service>>, ServiceError> {
+    let (sources, opts) = options(module)?;
+    sources
+        .into_iter()
+        .map(|source| {
+            TraceService::new(source, opts, regs)
+                .map(|s| Arc::new(s) as Arc<dyn Service>)
+                .map_err(|e| ServiceError::Model {
+                    section: module.section.clone(),
+                    source: e,
+                })
+        })
+        .collect()
+}
+
+/// The source addresses and the trace options of a module's arguments.
+fn options(module: &ModuleConfig) -> Result<(Vec<IpAddr>, TraceOptions), ServiceError> {
     let mut opts = TraceOptions::default();
+    let mut port: Option<(u16, String)> = None;
     let bad = |key: &str, value: &str, reason: &str| {
         ServiceError::bad_argument(module, key, value, reason)
     };
@@ -141,6 +159,7 @@ pub fn from_kwargs(
                     ("udp", TraceMethod::Udp),
                     ("udp-paris", TraceMethod::UdpParis),
                     ("icmp", TraceMethod::Icmp),
+                    ("tcp", TraceMethod::Tcp),
                 ];
                 opts.method = one_of(&value.to_ascii_lowercase(), &methods)
                     .map_err(|r| bad(key, value, &r))?
@@ -161,11 +180,12 @@ pub fn from_kwargs(
                     .ok_or_else(|| bad(key, value, "expected seconds from 0.01 to 60"))?
             }
             "port" => {
-                opts.port = value
+                let p = value
                     .parse()
                     .ok()
-                    .filter(|&p: &u16| usize::from(p) + 255 * 10 <= 65536 && p > 0)
-                    .ok_or_else(|| bad(key, value, "expected a UDP port from 1 to 62986"))?
+                    .filter(|&p: &u16| p > 0)
+                    .ok_or_else(|| bad(key, value, "expected a port from 1 to 65535"))?;
+                port = Some((p, value.to_string()));
             }
             "gaplimit" => {
                 opts.gap_limit = value
@@ -178,17 +198,21 @@ pub fn from_kwargs(
         }
         Ok(true)
     })?;
-    sources
-        .into_iter()
-        .map(|source| {
-            TraceService::new(source, opts, regs)
-                .map(|s| Arc::new(s) as Arc<dyn Service>)
-                .map_err(|e| ServiceError::Model {
-                    section: module.section.clone(),
-                    source: e,
-                })
-        })
-        .collect()
+    match (port, opts.method) {
+        // classic UDP: one port per probe, up to 255 hops of 10 probes above the first
+        (Some((p, value)), TraceMethod::Udp) if usize::from(p) + 255 * 10 > 65536 => {
+            return Err(bad(
+                "port",
+                &value,
+                "expected a first UDP port from 1 to 62986 (one port per probe above it)",
+            ));
+        }
+        (Some((p, _)), _) => opts.port = p,
+        // a port firewalls let through
+        (None, TraceMethod::Tcp) => opts.port = 80,
+        (None, _) => {}
+    }
+    Ok((sources, opts))
 }
 
 #[cfg(test)]
@@ -220,11 +244,28 @@ mod tests {
             .map(|s| s.capability().label.clone().unwrap())
             .collect();
         assert_eq!(labels, ["traceroute-ip4", "traceroute-ip6"]);
+        // the port: per method, and TCP's default
+        let port = |kw: &[(&str, &str)]| {
+            let mut kw = kw.to_vec();
+            kw.push(("ip4addr", "127.0.0.1"));
+            options(&module(&kw)).map(|(_, o)| (o.method, o.port))
+        };
+        assert_eq!(port(&[]).unwrap(), (TraceMethod::Udp, 33434));
+        assert_eq!(port(&[("method", "tcp")]).unwrap(), (TraceMethod::Tcp, 80));
+        assert_eq!(
+            port(&[("port", "65000"), ("method", "tcp")]).unwrap(),
+            (TraceMethod::Tcp, 65000)
+        );
+        assert_eq!(
+            port(&[("method", "udp-paris"), ("port", "65000")]).unwrap(),
+            (TraceMethod::UdpParis, 65000)
+        );
         for (kw, says) in [
-            (vec![("method", "tcp")], "udp, udp-paris or icmp"),
+            (vec![("method", "sctp")], "udp, udp-paris, icmp or tcp"),
             (vec![("attempts", "0")], "1 to 10"),
             (vec![("wait", "soon")], "seconds"),
             (vec![("port", "65000")], "62986"),
+            (vec![("port", "0")], "1 to 65535"),
             (vec![("gaplimit", "0")], "silent"),
             (vec![("count", "3")], "known: ip4addr"),
         ] {
