@@ -335,20 +335,16 @@ fn systemd_unit_and_user_verify() {
 /// `mpcom replay`: a file that is not a capture is a clear error and writes nothing; a capture
 /// cut short keeps the records of everything before the cut, says where, and exits non-zero;
 /// an intact capture is summarised.
-#[test]
-fn replay_stops_cleanly_on_sigint() {
+/// A pcap of `n` UDP packets 1 ms apart from 10.0.0.1 to `dst(i)`, `payload` bytes each.
+fn udp_capture(n: u64, payload: usize, dst: impl Fn(u64) -> [u8; 4]) -> Vec<u8> {
     use mplane_capture::builder::{Builder, PcapWriter};
     use mplane_capture::packet::LinkType;
-    // 40,000 packets of 2,000 flows, fed through a pipe in two parts
     let mut w = PcapWriter::new(Vec::new(), LinkType::ETHERNET, 65535, false, false).unwrap();
-    for i in 0..40_000u64 {
+    for i in 0..n {
         let f = Builder::ethernet()
-            .ipv4(
-                [10, 0, 0, 1],
-                [10, 1, (i % 2000 / 250) as u8, (i % 250) as u8],
-            )
+            .ipv4([10, 0, 0, 1], dst(i))
             .udp(5000, 53)
-            .payload(&[0; 60])
+            .payload(&vec![0; payload])
             .build();
         w.write(
             1_700_000_000_000_000_000 + i * 1_000_000,
@@ -357,7 +353,15 @@ fn replay_stops_cleanly_on_sigint() {
         )
         .unwrap();
     }
-    let bytes = w.into_inner();
+    w.into_inner()
+}
+
+#[test]
+fn replay_stops_cleanly_on_sigint() {
+    // 40,000 packets of 2,000 flows, fed through a pipe in two parts
+    let bytes = udp_capture(40_000, 60, |i| {
+        [10, 1, (i % 2000 / 250) as u8, (i % 250) as u8]
+    });
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mpcom"))
         .arg("replay")
@@ -414,8 +418,6 @@ fn replay_stops_cleanly_on_sigint() {
 
 #[test]
 fn replay_reports_damaged_files() {
-    use mplane_capture::builder::{Builder, PcapWriter};
-    use mplane_capture::packet::LinkType;
     let dir = tempfile::tempdir().unwrap();
     let run = |file: &std::path::Path, out: &std::path::Path| {
         Command::new(env!("CARGO_BIN_EXE_mpcom"))
@@ -469,28 +471,7 @@ fn replay_reports_damaged_files() {
     }
 
     let good = dir.path().join("good.pcap");
-    let mut w = PcapWriter::new(
-        std::fs::File::create(&good).unwrap(),
-        LinkType::ETHERNET,
-        65535,
-        false,
-        false,
-    )
-    .unwrap();
-    for i in 0..100u64 {
-        let f = Builder::ethernet()
-            .ipv4([10, 0, 0, 1], [10, 0, (i % 10) as u8, 2])
-            .udp(5000, 53)
-            .payload(&[0; 40])
-            .build();
-        w.write(
-            1_700_000_000_000_000_000 + i * 1_000_000,
-            &f,
-            f.len() as u32,
-        )
-        .unwrap();
-    }
-    drop(w);
+    std::fs::write(&good, udp_capture(100, 40, |i| [10, 0, (i % 10) as u8, 2])).unwrap();
     let o = run(&good, &dir.path().join("o3"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);

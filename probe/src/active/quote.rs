@@ -55,16 +55,7 @@ pub(crate) fn quoted(
     sender: Option<IpAddr>,
     protocol: u8,
 ) -> Option<Quoted<'_>> {
-    let (from, icmp) = if v4 {
-        let ihl = usize::from(packet.first()? & 0x0f) * 4;
-        if ihl < 20 {
-            return None;
-        }
-        let src: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
-        (IpAddr::V4(Ipv4Addr::from(src)), packet.get(ihl..)?)
-    } else {
-        (sender?, packet)
-    };
+    let (from, icmp) = sender_and_payload(packet, v4, sender)?;
     let (icmp_type, code) = (*icmp.first()?, *icmp.get(1)?);
     let inner = icmp.get(8..)?;
     let (destination, udp) = if v4 {
@@ -100,6 +91,26 @@ pub(crate) fn quoted(
         sequence: u32::from(word(4)) << 16 | u32::from(word(6)),
         payload,
     })
+}
+
+/// The sender of what a raw socket read, and what follows the IP header: IPv4 raw sockets
+/// read from the IP header, IPv6 ones from the header after it, the sender being only in the
+/// socket address (`sender`). `None` if too short.
+pub(crate) fn sender_and_payload(
+    packet: &[u8],
+    v4: bool,
+    sender: Option<IpAddr>,
+) -> Option<(IpAddr, &[u8])> {
+    if v4 {
+        let ihl = usize::from(packet.first()? & 0x0f) * 4;
+        if ihl < 20 {
+            return None;
+        }
+        let src: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+        Some((IpAddr::V4(Ipv4Addr::from(src)), packet.get(ihl..)?))
+    } else {
+        Some((sender?, packet))
+    }
 }
 
 /// The checksum the kernel gives a UDP datagram with `payload` from `source` to

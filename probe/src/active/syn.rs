@@ -3,11 +3,11 @@
 //! acknowledging the probe's sequence number), and the socket filter that keeps a raw TCP
 //! socket to the probes' flow.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use socket2::SockFilter;
 
-use super::quote::{TCP, transport_checksum};
+use super::quote::{TCP, sender_and_payload, transport_checksum};
 
 /// TCP flags.
 pub(crate) const SYN: u8 = 0x02;
@@ -68,16 +68,7 @@ impl Segment {
 /// The segment a raw TCP socket read (IPv4: from the IP header; IPv6: from the TCP header,
 /// the sender in the socket address); `None` if it is too short.
 pub(crate) fn segment(packet: &[u8], v4: bool, sender: Option<IpAddr>) -> Option<Segment> {
-    let (from, tcp) = if v4 {
-        let ihl = usize::from(packet.first()? & 0x0f) * 4;
-        if ihl < 20 {
-            return None;
-        }
-        let src: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
-        (IpAddr::V4(Ipv4Addr::from(src)), packet.get(ihl..)?)
-    } else {
-        (sender?, packet)
-    };
+    let (from, tcp) = sender_and_payload(packet, v4, sender)?;
     let h = tcp.get(..14)?;
     Some(Segment {
         from,

@@ -956,15 +956,11 @@ impl Tracer {
     /// is for a probe of this trace; `false` when there is none to read.
     fn read_raw_error(&mut self) -> bool {
         if let Prober::Tcp(t) = &self.prober {
-            let Ok(Some(got)) = sys::recv(&t.icmp, Queue::Data, &mut self.buf, &mut self.control)
-            else {
+            let Some(r) = read_raw(&t.icmp, &mut self.buf, &mut self.control) else {
                 return false;
             };
-            let read_at = Instant::now();
-            let received = sys::timestamp(&self.control[..got.control_len]);
-            let sender = got.address.map(|a| a.ip());
-            let packet = &self.buf[..got.data_len];
-            let index = quote::quoted(packet, self.v4, sender, quote::TCP)
+            let packet = &self.buf[..r.len];
+            let index = quote::quoted(packet, self.v4, r.sender, quote::TCP)
                 .filter(|q| {
                     q.destination == self.dst
                         && q.destination_port == t.port
@@ -973,7 +969,7 @@ impl Tracer {
                 .and_then(|q| Some((t.index(q.sequence, self.probes.len())?, q)));
             if let Some((i, q)) = index {
                 let answer = classify(self.v4, q.icmp_type, q.code, q.from == self.dst);
-                self.answer(i, q.from, answer, received, read_at);
+                self.answer(i, q.from, answer, r.received, r.read_at);
             }
             return true;
         }
@@ -985,14 +981,11 @@ impl Tracer {
         else {
             return false;
         };
-        let Ok(Some(got)) = sys::recv(&raw.sock, Queue::Data, &mut self.buf, &mut self.control)
-        else {
+        let Some(r) = read_raw(&raw.sock, &mut self.buf, &mut self.control) else {
             return false;
         };
-        let read_at = Instant::now();
-        let received = sys::timestamp(&self.control[..got.control_len]);
-        let sender = got.address.map(|a| a.ip());
-        let Some(q) = quote::quoted(&self.buf[..got.data_len], self.v4, sender, quote::UDP) else {
+        let (received, read_at) = (r.received, r.read_at);
+        let Some(q) = quote::quoted(&self.buf[..r.len], self.v4, r.sender, quote::UDP) else {
             // another ICMP message of this host
             return true;
         };
@@ -1011,6 +1004,29 @@ impl Tracer {
         }
         true
     }
+}
+
+/// A message read from a raw socket into a buffer.
+struct RawRead {
+    /// Its bytes in the buffer.
+    len: usize,
+    /// The socket address's host (an IPv6 raw socket's only record of the sender).
+    sender: Option<IpAddr>,
+    /// The kernel's receive time, if it said.
+    received: Option<SystemTime>,
+    /// When it was read.
+    read_at: Instant,
+}
+
+/// Reads one message of raw socket `sock` into `buf` (`None` when there is none).
+fn read_raw(sock: &Socket, buf: &mut [u8], control: &mut [u8]) -> Option<RawRead> {
+    let got = sys::recv(sock, Queue::Data, buf, control).ok()??;
+    Some(RawRead {
+        len: got.data_len,
+        sender: got.address.map(|a| a.ip()),
+        received: sys::timestamp(&control[..got.control_len]),
+        read_at: Instant::now(),
+    })
 }
 
 /// Runs `send`, first clearing the socket's pending error with `take_error`: an ICMP error
