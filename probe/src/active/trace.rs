@@ -98,6 +98,16 @@ pub enum TraceMethod {
     Tcp,
 }
 
+impl TraceMethod {
+    /// Every method.
+    pub const ALL: [TraceMethod; 4] = [
+        TraceMethod::Udp,
+        TraceMethod::UdpParis,
+        TraceMethod::Icmp,
+        TraceMethod::Tcp,
+    ];
+}
+
 /// How a trace is run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceOptions {
@@ -1150,13 +1160,7 @@ mod tests {
     /// socket, TCP raw sockets; skipped without them). TCP's closed port answers RST.
     #[test]
     fn loopback_is_reached_at_the_first_hop() {
-        let methods = [
-            TraceMethod::Udp,
-            TraceMethod::UdpParis,
-            TraceMethod::Icmp,
-            TraceMethod::Tcp,
-        ];
-        for method in methods {
+        for method in TraceMethod::ALL {
             for lo in ["127.0.0.1", "::1"] {
                 let lo: IpAddr = lo.parse().unwrap();
                 let opts = TraceOptions {
@@ -1562,13 +1566,7 @@ mod tests {
         let Some(p) = path("mptr") else { return };
         let (t0, mut traces) = (Instant::now(), 0u32);
         for [me, router, _, dst] in [p.v4, p.v6] {
-            let methods = [
-                TraceMethod::Udp,
-                TraceMethod::UdpParis,
-                TraceMethod::Icmp,
-                TraceMethod::Tcp,
-            ];
-            for method in methods {
+            for method in TraceMethod::ALL {
                 let opts = TraceOptions {
                     method,
                     wait: Duration::from_millis(500),
