@@ -31,7 +31,7 @@ pub const DEFAULT_WINDOW: usize = 64 << 20;
 /// Longest pcapng block accepted (a packet block holds at most [`MAX_CAPLEN`] bytes of packet;
 /// other blocks, e.g. name resolution or decryption secrets, stay far below this).
 pub const MAX_BLOCK: usize = 64 << 20;
-/// A compressed capture's buffer forgets what was read once that is this long.
+/// A streamed capture's buffer forgets what was read once that is this long.
 const STREAM_KEEP: usize = 1 << 20;
 
 /// A packet record: where its bytes are in the mapping and its metadata.
@@ -549,19 +549,20 @@ impl PcapFile {
     /// called again.
     #[inline]
     pub fn next_record(&mut self) -> Result<Option<Record>, SourceError> {
-        let Backing::Mapped(m) = &self.file else {
+        if matches!(self.file, Backing::Stream(_)) {
             return self.next_streamed();
-        };
-        let m = Arc::clone(m);
+        }
         let r = self.next_parsed()?;
         if r.is_some() {
             self.records += 1;
-            self.touched = read_ahead(m.bytes(), self.pos, self.touched);
-            if self.pos - self.released >= 2 * self.window {
-                let upto = self.pos - self.window;
-                m.release(self.released, upto);
-                m.will_need(self.pos, self.pos + self.window);
-                self.released = upto;
+            if let Backing::Mapped(m) = &self.file {
+                self.touched = read_ahead(m.bytes(), self.pos, self.touched);
+                if self.pos - self.released >= 2 * self.window {
+                    let upto = self.pos - self.window;
+                    m.release(self.released, upto);
+                    m.will_need(self.pos, self.pos + self.window);
+                    self.released = upto;
+                }
             }
         }
         Ok(r)
@@ -576,7 +577,7 @@ impl PcapFile {
         }
     }
 
-    /// [`Self::next_record`] of a compressed capture: the buffer first forgets what was read
+    /// [`Self::next_record`] of a streamed capture: the buffer first forgets what was read
     /// (once that is [`STREAM_KEEP`] bytes), then is filled until it holds the whole next
     /// record, which is parsed as in a mapped file.
     fn next_streamed(&mut self) -> Result<Option<Record>, SourceError> {
