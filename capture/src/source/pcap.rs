@@ -552,7 +552,10 @@ impl PcapFile {
         if matches!(self.file, Backing::Stream(_)) {
             return self.next_streamed();
         }
-        let r = self.next_parsed()?;
+        let r = match self.format {
+            Format::Pcap(c) => self.next_pcap(c)?,
+            Format::Pcapng { .. } => self.next_pcapng()?,
+        };
         if r.is_some() {
             self.records += 1;
             if let Backing::Mapped(m) = &self.file {
@@ -569,7 +572,6 @@ impl PcapFile {
     }
 
     /// The next record parsed from the bytes at hand.
-    #[inline(always)]
     fn next_parsed(&mut self) -> Result<Option<Record>, SourceError> {
         match self.format {
             Format::Pcap(c) => self.next_pcap(c),
@@ -580,6 +582,7 @@ impl PcapFile {
     /// [`Self::next_record`] of a streamed capture: the buffer first forgets what was read
     /// (once that is [`STREAM_KEEP`] bytes), then is filled until it holds the whole next
     /// record, which is parsed as in a mapped file.
+    #[inline(never)]
     fn next_streamed(&mut self) -> Result<Option<Record>, SourceError> {
         if self.pos >= STREAM_KEEP
             && let Backing::Stream(s) = &mut self.file
