@@ -359,9 +359,7 @@ impl TcpProber {
 
     /// The probe a sequence number acknowledged (`ack - 1`) or quoted names.
     fn index(&self, sequence: u32, sent: usize) -> Option<usize> {
-        usize::try_from(sequence.wrapping_sub(self.seq0))
-            .ok()
-            .filter(|&i| i < sent)
+        probe_index(u64::from(sequence.wrapping_sub(self.seq0)), sent)
     }
 }
 
@@ -434,8 +432,7 @@ fn raw_probe(q: &quote::Quoted<'_>, checksums: &[u16]) -> Option<usize> {
 
 /// A probe's index in a trace from its sequence number or destination port.
 fn index_of(value: u16, base: u16, sent: usize) -> Option<usize> {
-    let i = usize::from(value.wrapping_sub(base));
-    (i < sent).then_some(i)
+    probe_index(u64::from(value.wrapping_sub(base)), sent)
 }
 
 /// Traces the path from `source` (an address of this host; unspecified = the kernel picks)
