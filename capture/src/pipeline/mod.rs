@@ -811,13 +811,15 @@ impl Pipeline {
     /// Replays a pcap/pcapng file zero-copy through `workers` (one per configured worker;
     /// `workers[0]` runs on the caller's thread). Never drops: the reader waits for workers.
     /// A capture read as a stream (compressed, or a pipe) goes the way of
-    /// [`Self::run_source`] (frames copied out of its buffer, one reader).
+    /// [`Self::run_source`] (frames copied out of its buffer, one reader), and ends at the stop
+    /// flag even while it waits on an idle pipe.
     pub fn run_file<W: Worker>(
         &self,
         mut file: PcapFile,
         workers: &mut [W],
     ) -> Result<RunReport, PipelineError> {
         let Some(map) = file.mapping().cloned() else {
+            file.stop_on(Arc::clone(&self.stop));
             return self.run_source(file, workers);
         };
         if self.cfg.workers > 1

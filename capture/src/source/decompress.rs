@@ -1,16 +1,19 @@
 //! Captures that cannot be mapped are read as streams: files archived compressed —
 //! `tcpdump -z gzip`, `gzip`, `zstd` — and pipes, FIFOs and standard input (`-`), compressed
-//! or not (the format is sniffed from the first bytes). The (decoded) bytes pass through a
-//! buffer that holds the record being read and what was read after it (about a MiB), so a
-//! capture of any size needs no scratch space. A compressed stream cut short (a capture
-//! compressed while it was still being written) or damaged keeps everything before the
-//! damage, which the reader then reports as [`SourceError::Decompression`].
+//! or not (the format is sniffed from the first bytes). A thread of the stream's own reads and
+//! decodes ahead of the reader into a few blocks of a MiB that it reuses, so a capture of any
+//! size needs no scratch space, and decoding runs on another core than the capture pipeline's
+//! reader. A compressed stream cut short (a capture compressed while it was still being
+//! written) or damaged keeps everything before the damage, which the reader then reports as
+//! [`SourceError::Decompression`].
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::time::{Duration, Instant};
 
 use super::SourceError;
 
@@ -89,8 +92,22 @@ pub fn sniff(path: &Path) -> Result<Option<Codec>, SourceError> {
     Ok(Codec::sniff(&head[..n]))
 }
 
-/// Bytes read from the decoder at a time.
-const READ_CHUNK: usize = 256 << 10;
+/// Capture bytes the decoding thread puts into one block.
+const BLOCK: usize = 1 << 20;
+/// Room before a block's bytes for the unread end of the block before it (the start of a
+/// record that spans the two), copied there when the reader moves on. A longer remainder (a
+/// record or pcapng block larger than this) joins the two blocks instead.
+const HEAD: usize = 256 << 10;
+/// Filled blocks queued between the decoding thread and the reader.
+const QUEUED: usize = 3;
+/// A pipe's bytes are passed on once a block holds this many (a pipe's capacity: a fast writer
+/// fills it between two reads)...
+const EAGER_BYTES: usize = 64 << 10;
+/// ... or once they have waited this long (a slow writer, e.g. `tcpdump -U -w -`, writing each
+/// packet as it comes).
+const EAGER_WAIT: Duration = Duration::from_millis(20);
+/// How often a reader waiting for bytes looks at its stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Counts the compressed bytes the decoder has taken, for progress reports.
 struct Counting<R> {
@@ -106,18 +123,94 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// What the decoding thread hands the reader.
+enum Fill {
+    /// A block whose bytes `HEAD..HEAD + len` follow those of the block before.
+    Block(Vec<u8>, usize),
+    /// The end of the stream: clean, or at damage.
+    End(Option<Damage>),
+    /// The file or pipe failed to read.
+    Failed(std::io::Error),
+}
+
+/// The decoding thread: reads (and decodes) `reader` into blocks and queues them for the
+/// reader, reusing the blocks it gives back. `eager` (pipes) queues a block once it holds
+/// [`EAGER_BYTES`] or its first bytes came [`EAGER_WAIT`] ago, instead of filling it first. Ends at the end of the stream, or when the reader is
+/// gone.
+fn decode(
+    mut reader: Box<dyn Read + Send>,
+    codec: Option<Codec>,
+    eager: bool,
+    full: SyncSender<Fill>,
+    free: Receiver<Vec<u8>>,
+) {
+    let mut total = 0u64;
+    loop {
+        let mut block = free.try_recv().unwrap_or_else(|_| vec![0; HEAD + BLOCK]);
+        let mut len = 0;
+        let mut first = None;
+        let end = loop {
+            if len == BLOCK {
+                break None;
+            }
+            match reader.read(&mut block[HEAD + len..HEAD + BLOCK]) {
+                Ok(0) => break Some(Fill::End(None)),
+                Ok(n) => {
+                    len += n;
+                    let now = Instant::now();
+                    let since = *first.get_or_insert(now);
+                    if eager && (len >= EAGER_BYTES || now - since >= EAGER_WAIT) {
+                        break None;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // a decoder's own error (corrupt data, a stream cut short) carries no OS
+                // error code; one that does is the disk or pipe failing to read
+                Err(e)
+                    if let Some(codec) = codec
+                        && e.raw_os_error().is_none() =>
+                {
+                    break Some(Fill::End(Some(Damage {
+                        codec,
+                        after: total + len as u64,
+                        reason: e.to_string(),
+                    })));
+                }
+                Err(e) => break Some(Fill::Failed(e)),
+            }
+        };
+        total += len as u64;
+        if len > 0 && full.send(Fill::Block(block, len)).is_err() {
+            return;
+        }
+        if let Some(end) = end {
+            let _ = full.send(end);
+            return;
+        }
+    }
+}
+
 /// A capture read as a stream (decoded, when compressed): bytes `base..base + len` of the
-/// capture are `space[..len]` ([`Self::bytes`]).
+/// capture are [`Self::bytes`].
+///
+/// A thread of its own reads and decodes the file or pipe a block ahead of the reader, so
+/// decoding overlaps with what the reader does with the bytes. Dropping the stream ends that
+/// thread at its next block (a thread waiting on an idle pipe ends when the pipe next delivers
+/// or closes).
 pub(crate) struct Stream {
     path: PathBuf,
     codec: Option<Codec>,
-    reader: Box<dyn Read + Send>,
-    /// Zeroed once as it grows, then read into and reused (never zeroed per read).
-    space: Vec<u8>,
-    len: usize,
+    full: Receiver<Fill>,
+    free: Sender<Vec<u8>>,
+    /// The block (or, for a record longer than [`HEAD`], joined blocks) being read.
+    cur: Vec<u8>,
+    start: usize,
+    end: usize,
     pub(crate) base: u64,
     eof: bool,
+    stopped: bool,
     pub(crate) damage: Option<Damage>,
+    stop: Option<Arc<AtomicBool>>,
     read: Arc<AtomicU64>,
     size: u64,
 }
@@ -128,8 +221,9 @@ impl std::fmt::Debug for Stream {
             .field("path", &self.path)
             .field("codec", &self.codec)
             .field("base", &self.base)
-            .field("buffered", &self.len)
+            .field("buffered", &(self.end - self.start))
             .field("eof", &self.eof)
+            .field("stopped", &self.stopped)
             .field("damage", &self.damage)
             .finish()
     }
@@ -154,8 +248,9 @@ impl Stream {
         Self::from_reader(path, raw, size)
     }
 
-    /// Reads `raw` (named `path` in errors; `size` bytes long, 0 if unknown) as a stream,
-    /// decoded if its first bytes show gzip or zstd.
+    /// Reads `raw` (named `path` in errors; `size` bytes long, 0 if unknown: a pipe, whose
+    /// bytes are then passed on as they come) as a stream, decoded if its first bytes show
+    /// gzip or zstd.
     pub(crate) fn from_reader(
         path: &Path,
         raw: Box<dyn Read + Send>,
@@ -188,56 +283,99 @@ impl Stream {
                 Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(open_err)?)
             }
         };
+        let (full_tx, full) = mpsc::sync_channel(QUEUED);
+        let (free, free_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("capture-decode".into())
+            .spawn(move || decode(reader, codec, size == 0, full_tx, free_rx))
+            .map_err(open_err)?;
         Ok(Stream {
             path: path.to_path_buf(),
             codec,
-            reader,
-            space: Vec::new(),
-            len: 0,
+            full,
+            free,
+            cur: Vec::new(),
+            start: 0,
+            end: 0,
             base: 0,
             eof: false,
+            stopped: false,
             damage: None,
+            stop: None,
             read,
             size,
         })
     }
 
+    /// Stops waiting for bytes once `stop` is set (looked at every 100 ms while waiting): the
+    /// stream then ends where it is ([`Self::stopped`]).
+    pub(crate) fn stop_on(&mut self, stop: Arc<AtomicBool>) {
+        self.stop = Some(stop);
+    }
+
     /// The bytes at hand.
     #[inline(always)]
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.space[..self.len]
+        &self.cur[self.start..self.end]
     }
 
-    /// Decodes until [`Self::bytes`] holds at least `len` bytes or the stream ends (cleanly,
-    /// or at damage, which is then recorded). Each read fills the free space, at least
-    /// [`READ_CHUNK`].
-    pub(crate) fn fill(&mut self, len: usize) -> Result<(), SourceError> {
-        while self.len < len && !self.eof {
-            let at = self.len;
-            // room for the rest of `len` (at most 16 MiB more at a time), or a chunk
-            let want = at + (len - at).clamp(READ_CHUNK, 16 << 20);
-            if self.space.len() < want {
-                self.space.resize(want, 0);
+    /// The decoding thread's next message, or `None` once the stop flag is set.
+    fn next_fill(&mut self) -> Option<Fill> {
+        let gone = || {
+            Fill::Failed(std::io::Error::other(
+                "the capture's decoding thread ended unexpectedly",
+            ))
+        };
+        let Some(stop) = &self.stop else {
+            return Some(self.full.recv().unwrap_or_else(|_| gone()));
+        };
+        loop {
+            match self.full.recv_timeout(STOP_POLL) {
+                Ok(f) => return Some(f),
+                Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => return None,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Some(gone()),
             }
-            let r = self.reader.read(&mut self.space[at..]);
-            match r {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.len += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // a decoder's own error (corrupt data, a stream cut short) carries no OS
-                // error code; one that does is the disk or pipe failing to read
-                Err(e)
-                    if let Some(codec) = self.codec
-                        && e.raw_os_error().is_none() =>
-                {
-                    self.damage = Some(Damage {
-                        codec,
-                        after: self.base + at as u64,
-                        reason: e.to_string(),
-                    });
+        }
+    }
+
+    /// Waits until [`Self::bytes`] holds at least `len` bytes or the stream ends (cleanly, at
+    /// damage, which is then recorded, or by the stop flag).
+    pub(crate) fn fill(&mut self, len: usize) -> Result<(), SourceError> {
+        while self.end - self.start < len && !self.eof {
+            let Some(fill) = self.next_fill() else {
+                self.stopped = true;
+                self.eof = true;
+                break;
+            };
+            match fill {
+                Fill::Block(mut block, n) => {
+                    let rest = self.end - self.start;
+                    let spent = if rest <= HEAD {
+                        block[HEAD - rest..HEAD].copy_from_slice(self.bytes());
+                        let spent = std::mem::replace(&mut self.cur, block);
+                        self.start = HEAD - rest;
+                        self.end = HEAD + n;
+                        spent
+                    } else {
+                        self.cur.copy_within(self.start..self.end, 0);
+                        self.cur.truncate(rest);
+                        self.cur.extend_from_slice(&block[HEAD..HEAD + n]);
+                        self.start = 0;
+                        self.end = rest + n;
+                        block
+                    };
+                    // joined blocks are dropped, blocks go back (unless the thread is done)
+                    if spent.len() == HEAD + BLOCK {
+                        let _ = self.free.send(spent);
+                    }
+                }
+                Fill::End(damage) => {
+                    self.damage = damage;
                     self.eof = true;
                 }
-                Err(source) => {
+                Fill::Failed(source) => {
+                    self.eof = true;
                     return Err(SourceError::Read {
                         path: self.path.clone(),
                         source,
@@ -248,23 +386,29 @@ impl Stream {
         Ok(())
     }
 
-    /// Bytes of buffer space held.
+    /// Bytes of buffer space the reader holds (the decoding thread holds a few blocks more).
     #[cfg(test)]
     pub(crate) fn space_len(&self) -> usize {
-        self.space.len()
+        self.cur.len()
     }
 
-    /// `true` once the stream has ended (cleanly or at damage): [`Self::bytes`] is all that is
-    /// left.
+    /// `true` once the stream has ended (cleanly, at damage, or by the stop flag):
+    /// [`Self::bytes`] is all that is left.
     pub(crate) fn ended(&self) -> bool {
         self.eof
     }
 
-    /// Forgets the first `n` buffered bytes (read and no longer referenced).
+    /// `true` if the stream ended because the stop flag was set (what is left may end inside
+    /// a record).
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Forgets the first `n` bytes at hand (read and no longer referenced).
+    #[inline]
     pub(crate) fn consume(&mut self, n: usize) {
-        let n = n.min(self.len);
-        self.space.copy_within(n..self.len, 0);
-        self.len -= n;
+        let n = n.min(self.end - self.start);
+        self.start += n;
         self.base += n as u64;
     }
 

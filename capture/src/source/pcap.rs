@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use super::decompress::{self, Damage, Stream};
 use super::mmap::MappedFile;
@@ -31,8 +31,6 @@ pub const DEFAULT_WINDOW: usize = 64 << 20;
 /// Longest pcapng block accepted (a packet block holds at most [`MAX_CAPLEN`] bytes of packet;
 /// other blocks, e.g. name resolution or decryption secrets, stay far below this).
 pub const MAX_BLOCK: usize = 64 << 20;
-/// A streamed capture's buffer forgets what was read once that is this long.
-const STREAM_KEEP: usize = 1 << 20;
 
 /// A packet record: where its bytes are in the mapping and its metadata.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -412,6 +410,16 @@ impl PcapFile {
         Ok(Self::with(Backing::Stream(Box::new(stream)), format, pos))
     }
 
+    /// Ends a capture read as a stream once `stop` is set, even while it waits for bytes
+    /// (an idle pipe): it is looked at every 100 ms while waiting, and the capture then ends
+    /// cleanly where it is. A mapped file ignores it (the pipeline's own stop flag ends a
+    /// run; [`crate::pipeline::Pipeline::run_file`] passes that flag here).
+    pub fn stop_on(&mut self, stop: Arc<AtomicBool>) {
+        if let Backing::Stream(s) = &mut self.file {
+            s.stop_on(stop);
+        }
+    }
+
     /// Where a compressed capture's stream was damaged, once the reader has come to it
     /// (everything before it is read).
     pub fn damage(&self) -> Option<&Damage> {
@@ -579,14 +587,12 @@ impl PcapFile {
         }
     }
 
-    /// [`Self::next_record`] of a streamed capture: the buffer first forgets what was read
-    /// (once that is [`STREAM_KEEP`] bytes), then is filled until it holds the whole next
-    /// record, which is parsed as in a mapped file.
+    /// [`Self::next_record`] of a streamed capture: the stream first forgets what was read,
+    /// then is filled until it holds the whole next record, which is parsed as in a mapped
+    /// file. A stream stopped by its stop flag ends cleanly, even inside a record.
     #[inline(never)]
     fn next_streamed(&mut self) -> Result<Option<Record>, SourceError> {
-        if self.pos >= STREAM_KEEP
-            && let Backing::Stream(s) = &mut self.file
-        {
+        if let Backing::Stream(s) = &mut self.file {
             s.consume(self.pos);
             self.pos = 0;
         }
@@ -598,6 +604,9 @@ impl PcapFile {
             if s.bytes().len() < need && !s.ended() {
                 s.fill(need)?;
                 continue;
+            }
+            if s.stopped() {
+                return Ok(None);
             }
             let r = self.next_parsed();
             let Backing::Stream(s) = &mut self.file else {
@@ -1049,11 +1058,16 @@ mod tests {
                 } else {
                     x as usize % 1400
                 };
-                Builder::ethernet()
+                let mut f = Builder::ethernet()
                     .ipv4([10, 0, 0, 1], [10, 0, (i % 7) as u8, 2])
                     .udp(1000 + (i % 50) as u16, 53)
                     .payload(&vec![(i % 251) as u8; len])
-                    .build()
+                    .build();
+                if i % 700 == 350 {
+                    // records longer than a stream block's head room (joined blocks)
+                    f.resize(700_000 + i as usize, (i % 13) as u8);
+                }
+                f
             })
             .collect();
         let mut pcap =
@@ -1229,6 +1243,56 @@ mod tests {
                 (bytes.len() as u64, 0)
             );
         }
+    }
+
+    #[test]
+    fn the_stop_flag_ends_a_stream_waiting_on_an_idle_pipe() {
+        let [raw, _] = big_captures();
+        let want = {
+            let mut f =
+                PcapFile::from_reader(Path::new("all"), std::io::Cursor::new(raw.clone())).unwrap();
+            let mut n = 0;
+            while f.next_packet().unwrap().is_some() {
+                n += 1;
+            }
+            n
+        };
+        // the writer sends the first 100 kB, ending inside a record, and then nothing: the
+        // pipe stays open
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let head = raw[..100_000].to_vec();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            tx.write_all(&head).unwrap();
+            let _ = wait.recv();
+        });
+        let mut f = PcapFile::from_reader(Path::new("pipe"), rx).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        f.stop_on(Arc::clone(&stop));
+        let setter = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
+        };
+        let t0 = std::time::Instant::now();
+        let mut got = 0;
+        // every whole record the pipe delivered, then a clean end (not a truncated record)
+        while f.next_packet().unwrap().is_some() {
+            got += 1;
+        }
+        let waited = t0.elapsed();
+        setter.join().unwrap();
+        assert!(got > 0 && got < want, "{got} of {want}");
+        assert!(
+            waited >= std::time::Duration::from_millis(250)
+                && waited < std::time::Duration::from_secs(5),
+            "{waited:?}"
+        );
+        done.send(()).unwrap();
+        writer.join().unwrap();
     }
 
     /// Gives at most `step` bytes per read, as a pipe may.
