@@ -557,3 +557,120 @@ fn replay_reports_damaged_files() {
         "no temporary file left: {files:?}"
     );
 }
+
+#[test]
+fn replay_reads_the_files_of_a_rotated_capture_as_one() {
+    // 300 flows of 20 packets each, spread over the whole capture; cut into three files as a
+    // rotating `tcpdump -C` would (each a pcap of its own, the last gzip compressed)
+    let whole = udp_capture(6000, 60, |i| {
+        [10, 2, (i % 300 / 250) as u8, (i % 300 % 250) as u8]
+    });
+    let (head, records) = whole.split_at(24);
+    let per = records.len() / 3;
+    assert_eq!(per % (16 + 102), 0, "records of equal length");
+    let dir = tempfile::tempdir().unwrap();
+    let whole_path = dir.path().join("whole.pcap");
+    std::fs::write(&whole_path, &whole).unwrap();
+    let mut parts = Vec::new();
+    for (k, name) in ["rot.pcap", "rot.pcap1", "rot.pcap2.gz"].iter().enumerate() {
+        let path = dir.path().join(name);
+        let bytes = [head, &records[k * per..(k + 1) * per]].concat();
+        std::fs::write(&path, &bytes).unwrap();
+        if name.ends_with(".gz") {
+            let z = Command::new("gzip").arg("-c").arg(&path).output().unwrap();
+            assert!(z.status.success());
+            std::fs::write(&path, &z.stdout).unwrap();
+        }
+        parts.push(path);
+    }
+    let replay = |files: &[&std::path::Path], out: &str, workers: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mpcom"))
+            .arg("replay")
+            .args(files)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .arg("--workers")
+            .arg(workers)
+            .output()
+            .unwrap()
+    };
+    let summary = |o: &std::process::Output| {
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // packets, capture span and flows: the same whichever way the capture was read
+        out.lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                l.starts_with("packets") || l.starts_with("capture") || l.starts_with("flows")
+            })
+            // (not the rate)
+            .map(|l| l.split("), ").next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let one = summary(&replay(&[&whole_path], "one", "1"));
+    assert!(
+        one.iter().any(|l| l.contains("300 flows, 300 records")),
+        "{one:?}"
+    );
+    // given in name order (the gzip file last, any order will do), one and two workers
+    for (files, workers) in [
+        ([&parts[2], &parts[0], &parts[1]], "1"),
+        ([&parts[1], &parts[2], &parts[0]], "2"),
+    ] {
+        let files: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+        let o = replay(&files, &format!("set{workers}"), workers);
+        let set = summary(&o);
+        // a flow that spans files is one flow, one record
+        assert_eq!(set, one);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.starts_with("3 files ("), "{out}");
+    }
+    // the files' footers name the capture's files
+    let meta = std::fs::read_dir(dir.path().join("set1"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .next()
+        .unwrap();
+    assert!(
+        meta.windows(b"rot.pcap".len()).any(|w| w == b"rot.pcap"),
+        "the footer names the files"
+    );
+
+    // a set whose last file was cut mid-packet (the capture killed): the records of what came
+    // before it are written, and the error names the file
+    let cut = dir.path().join("rot.pcap3");
+    let more = udp_capture(6010, 60, |i| {
+        [10, 2, (i % 300 / 250) as u8, (i % 300 % 250) as u8]
+    });
+    let tail = &more[24 + 6000 * 118..];
+    std::fs::write(&cut, [head, &tail[..tail.len() - 7]].concat()).unwrap();
+    let o = replay(&[&parts[0], &cut, &parts[1], &parts[2]], "cut", "1");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("rot.pcap3") && err.contains("truncated") && err.contains("records"),
+        "{err}"
+    );
+    assert_eq!(err.matches("rot.pcap3").count(), 1, "{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("300 flows, 300 records"), "{out}");
+
+    // a pipe cannot be one of several files; a file given twice is refused
+    for (files, says) in [
+        (
+            vec![parts[0].as_path(), std::path::Path::new("-")],
+            "not a regular file",
+        ),
+        (vec![parts[0].as_path(), parts[0].as_path()], "given twice"),
+    ] {
+        let o = replay(&files, "bad", "1");
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{err}");
+        assert!(!dir.path().join("bad").exists(), "nothing written");
+    }
+}

@@ -9,6 +9,8 @@
 //!   read-only memory mapping whose consumed part is released behind the reader. It also hands
 //!   out [`pcap::Record`] descriptors (offsets into the shared mapping), which the pipeline ships
 //!   to workers without copying.
+//! - [`fileset::FileSet`]: several capture files (a rotating capture's, or one per port of a
+//!   tap) read as one, ordered and merged by packet time.
 //! - `live::LiveSource` (feature `live`): libpcap on one or more interfaces, copied into the
 //!   pipeline's batches; kernel drops from `pcap_stats`. Several interfaces are merged into one
 //!   stream in timestamp order with a bounded reorder window (`merge`, see the bound there and
@@ -22,6 +24,7 @@
 
 pub mod decompress;
 pub mod dedup;
+pub mod fileset;
 #[cfg(feature = "live")]
 pub mod live;
 #[cfg(feature = "live")]
@@ -181,6 +184,20 @@ pub enum SourceError {
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// An error of one file of a [`fileset::FileSet`], naming it.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// Its error.
+        source: Box<SourceError>,
+    },
+    /// A file cannot be read as part of a set of files.
+    #[error("{reason}")]
+    NotInSet {
+        /// Why.
+        reason: &'static str,
     },
     /// The file ends inside a header or a packet (e.g. the capture was killed mid-write).
     #[error("truncated capture file: {what} cut at byte offset {offset}")]

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use mplane_capture::counters::{Counters, CountersSnapshot};
 use mplane_capture::pipeline::{Pipeline, PipelineConfig, PipelineError};
 use mplane_capture::source::SourceError;
+use mplane_capture::source::fileset::FileSet;
 use mplane_capture::source::pcap::PcapFile;
 use mplane_export::{
     CommittedFile, ExportError, ExportSchema, ExportThread, FileMetadata, Partitioning, SinkConfig,
@@ -30,8 +31,10 @@ use crate::registry;
 /// What to replay and how.
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
-    /// The capture file.
-    pub input: PathBuf,
+    /// The capture file, or the files of one capture (a rotating capture's files, or one per
+    /// port of a tap), read as one in the order of their packets' times
+    /// ([`mplane_capture::source::fileset`]).
+    pub inputs: Vec<PathBuf>,
     /// Output directory (created if missing).
     pub out: PathBuf,
     /// File name prefix.
@@ -64,17 +67,15 @@ impl ReplayConfig {
     /// Defaults for `input` → `out` (`observer.interface` is the input's file name, `stdin`
     /// for `-`).
     pub fn new(input: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
-        let input = input.into();
-        let interface = if input == Path::new("-") {
-            "stdin".to_string()
-        } else {
-            input
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        };
+        Self::of_files(vec![input.into()], out)
+    }
+
+    /// Defaults for the files of one capture → `out` (`observer.interface` is what their
+    /// names share, e.g. `trace.pcap` for `trace.pcap`, `trace.pcap1`, ...).
+    pub fn of_files(inputs: Vec<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        let interface = interface_of(&inputs);
         ReplayConfig {
-            input,
+            inputs,
             out: out.into(),
             prefix: "flows".into(),
             workers: 1,
@@ -94,6 +95,48 @@ impl ReplayConfig {
             ipfix_biflow: true,
             stop: None,
         }
+    }
+}
+
+/// The `observer.interface` of a replay of `inputs`: the file name (`stdin` for `-`), or what
+/// the names of several files start with, without a trailing separator or part of a number
+/// (`tap-a.pcap` and `tap-b.pcap` give `tap`, `x-08.pcap` and `x-10.pcap` give `x`); the
+/// first file's name if they share nothing.
+fn interface_of(inputs: &[PathBuf]) -> String {
+    let names: Vec<String> = inputs
+        .iter()
+        .map(|p| {
+            if p == Path::new("-") {
+                "stdin".to_string()
+            } else {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            }
+        })
+        .collect();
+    let Some((first, rest)) = names.split_first() else {
+        return String::new();
+    };
+    let mut common = first.as_str();
+    for n in rest {
+        let same = common
+            .char_indices()
+            .zip(n.chars())
+            .find(|((_, a), b)| a != b)
+            .map_or(common.len().min(n.len()), |((i, _), _)| i);
+        common = &common[..same];
+    }
+    // not inside a number: `x-00`, `x-01` share `x-`, not `x-0`
+    let digit = |c: char| c.is_ascii_digit();
+    if common.ends_with(digit) && names.iter().any(|n| n[common.len()..].starts_with(digit)) {
+        common = common.trim_end_matches(digit);
+    }
+    let common = common.trim_end_matches(['-', '_', '.', ' ']);
+    if common.is_empty() {
+        first.clone()
+    } else {
+        common.to_string()
     }
 }
 
@@ -200,16 +243,8 @@ pub fn replay(
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
-    let mut file = PcapFile::open(&cfg.input).map_err(|source| ReplayError::Input {
-        path: cfg.input.clone(),
-        source,
-    })?;
-    // keep the mapped part of the file small: the meters need only the current batches
-    file.set_window(REPLAY_WINDOW);
-    let extent = match (file.stream_progress(), file.mapping()) {
-        (Some((read, size)), _) => Extent::Stream { read, size },
-        (None, m) => Extent::Mapped(m.map_or(0, |m| m.bytes().len() as u64)),
-    };
+    let input = Input::open(&cfg.inputs, cfg.stop.as_ref())?;
+    let extent = input.extent();
     let reg = registry::probe_registry()?;
     let schema = Arc::new(
         ExportSchema::from_registry(&reg, FILE_COLUMNS)?.with_required(FlowColumns::is_required),
@@ -234,10 +269,7 @@ pub fn replay(
     sink_cfg.writer.row_group_rows = REPLAY_ROW_GROUP;
     sink_cfg.metadata = FileMetadata {
         identity: cfg.identity.clone(),
-        extra: vec![(
-            "mplane.source".into(),
-            format!("pcap:{}", cfg.input.display()),
-        )],
+        extra: vec![("mplane.source".into(), source_text(&cfg.inputs))],
         ..FileMetadata::default()
     };
     if let Some(p) = &cfg.hive {
@@ -291,7 +323,10 @@ pub fn replay(
                 }
             });
         }
-        let r = pipeline.run_file(file, &mut ws);
+        let r = match input {
+            Input::File(file) => pipeline.run_file(file, &mut ws),
+            Input::Set(set) => pipeline.run_source(set, &mut ws),
+        };
         done.store(true, Relaxed);
         r
     });
@@ -348,6 +383,84 @@ pub fn replay(
         table_bytes_per_flow,
         app_bytes,
     })
+}
+
+/// What a replay reads: one capture file (mapped, zero copy), or a set of them.
+enum Input {
+    File(PcapFile),
+    Set(FileSet),
+}
+
+impl Input {
+    /// Opens `inputs` (an error names the file), the stop flag set on streams.
+    fn open(inputs: &[PathBuf], stop: Option<&Arc<AtomicBool>>) -> Result<Input, ReplayError> {
+        let input = match inputs {
+            [one] => {
+                let mut file = PcapFile::open(one).map_err(|source| ReplayError::Input {
+                    path: one.clone(),
+                    source,
+                })?;
+                // keep the mapped part of the file small: the meters need only the current
+                // batches (the pipeline passes its stop flag on to a stream itself)
+                file.set_window(REPLAY_WINDOW);
+                Input::File(file)
+            }
+            _ => {
+                let mut set = FileSet::open(inputs).map_err(|e| match e {
+                    SourceError::InFile { path, source } => ReplayError::Input {
+                        path,
+                        source: *source,
+                    },
+                    SourceError::Open { ref path, .. } => ReplayError::Input {
+                        path: path.clone(),
+                        source: e,
+                    },
+                    e => ReplayError::Pipeline(e.to_string()),
+                })?;
+                set.set_window(REPLAY_WINDOW);
+                if let Some(s) = stop {
+                    set.stop_on(Arc::clone(s));
+                }
+                Input::Set(set)
+            }
+        };
+        Ok(input)
+    }
+
+    fn extent(&self) -> Extent {
+        match self {
+            Input::File(file) => match (file.stream_progress(), file.mapping()) {
+                (Some((read, size)), _) => Extent::Stream { read, size },
+                (None, m) => Extent::Mapped(m.map_or(0, |m| m.bytes().len() as u64)),
+            },
+            Input::Set(set) => {
+                let (read, size) = set.progress();
+                Extent::Stream { read, size }
+            }
+        }
+    }
+}
+
+/// The `mplane.source` footer entry of a replay of `inputs`: `pcap:FILE[,FILE...]`, the
+/// first and last of a long list with their count.
+fn source_text(inputs: &[PathBuf]) -> String {
+    const LISTED: usize = 16;
+    let list = |ps: &[PathBuf]| {
+        ps.iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if inputs.len() <= LISTED {
+        format!("pcap:{}", list(inputs))
+    } else {
+        format!(
+            "pcap:{},...,{} ({} files)",
+            inputs[0].display(),
+            inputs[inputs.len() - 1].display(),
+            inputs.len()
+        )
+    }
 }
 
 /// What a replay's progress is measured against.
@@ -425,5 +538,32 @@ mod tests {
         let name = |input: &str| ReplayConfig::new(input, "out").context.interface;
         assert_eq!(name("/captures/tap1-0001.pcap.gz"), "tap1-0001.pcap.gz");
         assert_eq!(name("-"), "stdin");
+        let names = |inputs: &[&str]| {
+            ReplayConfig::of_files(inputs.iter().map(PathBuf::from).collect(), "out")
+                .context
+                .interface
+        };
+        assert_eq!(
+            names(&["/c/trace.pcap", "/c/trace.pcap1", "/c/trace.pcap10"]),
+            "trace.pcap"
+        );
+        assert_eq!(names(&["tap-a.pcap", "tap-b.pcap"]), "tap");
+        assert_eq!(names(&["x-00.pcap.gz", "x-01.pcap.gz"]), "x");
+        assert_eq!(names(&["x-08.pcap", "x-10.pcap"]), "x");
+        assert_eq!(names(&["tap1-a.pcap", "tap1-b.pcap"]), "tap1");
+        assert_eq!(names(&["east.pcap", "west.pcap"]), "east.pcap");
+        assert_eq!(names(&["é1.pcap", "é2.pcap"]), "é");
+    }
+
+    #[test]
+    fn the_footer_names_the_inputs() {
+        let ps = |n: usize| {
+            (0..n)
+                .map(|i| PathBuf::from(format!("t{i}")))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(source_text(&ps(1)), "pcap:t0");
+        assert_eq!(source_text(&ps(3)), "pcap:t0,t1,t2");
+        assert_eq!(source_text(&ps(40)), "pcap:t0,...,t39 (40 files)");
     }
 }

@@ -76,8 +76,10 @@ struct DemoArgs {
 #[derive(clap::Args)]
 struct ReplayArgs {
     /// The capture file (pcap or pcapng; gzip or zstd compressed, a pipe, or `-` for standard
-    /// input, are read as streams).
-    file: PathBuf,
+    /// input, are read as streams), or the files of one capture (a rotating capture's, or one
+    /// per port of a tap), read as one in the order of their packets' times.
+    #[arg(required = true, num_args = 1.., value_name = "FILE")]
+    files: Vec<PathBuf>,
     /// Directory for the Parquet files (created if missing).
     #[arg(long)]
     out: PathBuf,
@@ -263,7 +265,16 @@ fn replay(a: &ReplayArgs) -> Result<()> {
         }
         Ok((v * 1e9) as u64)
     };
-    let mut cfg = ReplayConfig::new(&a.file, &a.out);
+    let mut cfg = ReplayConfig::of_files(a.files.clone(), &a.out);
+    let shown = match a.files.as_slice() {
+        [one] => one.display().to_string(),
+        many => format!(
+            "{} files ({} ... {})",
+            many.len(),
+            many[0].display(),
+            many[many.len() - 1].display()
+        ),
+    };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let signal = Arc::new(std::sync::atomic::AtomicI32::new(0));
     stop_on_signals(Arc::clone(&stop), Arc::clone(&signal))?;
@@ -317,7 +328,7 @@ fn replay(a: &ReplayArgs) -> Result<()> {
     }
     let c = &s.counters;
     let secs = s.elapsed.as_secs_f64();
-    println!("{}", a.file.display());
+    println!("{shown}");
     println!(
         "  packets      {} ({} bytes), {:.2} Mpkt/s over {:.2} s with {} worker(s)",
         c.packets,
@@ -370,9 +381,13 @@ fn replay(a: &ReplayArgs) -> Result<()> {
         eprintln!("mpcom: export: {e}");
     }
     if let Some(e) = &s.source_error {
+        // the error of a file of several names it
+        let at = match a.files.as_slice() {
+            [one] => format!("{}: ", one.display()),
+            _ => String::new(),
+        };
         anyhow::bail!(
-            "{}: {e} (the {} records of the packets before it were written)",
-            a.file.display(),
+            "{at}{e} (the {} records of the packets before it were written)",
             s.records
         );
     }
@@ -381,7 +396,7 @@ fn replay(a: &ReplayArgs) -> Result<()> {
             signal: signal.load(std::sync::atomic::Ordering::SeqCst),
             records: s.records,
         };
-        return Err(anyhow::Error::new(e).context(a.file.display().to_string()));
+        return Err(anyhow::Error::new(e).context(shown));
     }
     if !s.export_errors.is_empty() {
         anyhow::bail!("{} export error(s)", s.export_errors.len());
