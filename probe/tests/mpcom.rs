@@ -674,3 +674,57 @@ fn replay_reads_the_files_of_a_rotated_capture_as_one() {
         assert!(!dir.path().join("bad").exists(), "nothing written");
     }
 }
+
+#[test]
+fn replay_writes_the_flows_a_filter_selects() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("ten.pcap");
+    // ten flows 10.0.0.1 -> 10.0.K.2, UDP 5000 -> 53
+    std::fs::write(&pcap, udp_capture(100, 40, |i| [10, 0, (i % 10) as u8, 2])).unwrap();
+    let run = |filter: &str, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mpcom"))
+            .arg("replay")
+            .arg(&pcap)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .arg("--filter")
+            .arg(filter)
+            .output()
+            .unwrap()
+    };
+    let o = run("dst net 10.0.3.0/24 or host 10.0.5.2", "some");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains(
+            "10 flows, 2 records (8 more not selected by \"dst net 10.0.3.0/24 or host 10.0.5.2\")"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("(2 rows, "), "{out}");
+    let file = std::fs::read_dir(dir.path().join("some"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let bytes = std::fs::read(file).unwrap();
+    assert!(
+        bytes.windows(13).any(|w| w == b"mplane.filter"),
+        "the footer names the filter"
+    );
+    // src is the initiator: no flow starts at 10.0.0.2; `udp` selects them all
+    let o = run("src host 10.0.3.2", "none");
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 records (10 more"));
+    let o = run("udp dst port 53", "all");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("10 records (0 more"));
+    // a filter that does not parse: a clear error, nothing written
+    let o = run("tcp port", "bad");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("flow filter") && err.contains("token"),
+        "{err}"
+    );
+    assert!(!dir.path().join("bad").exists());
+}

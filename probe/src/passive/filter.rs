@@ -16,6 +16,7 @@
 use std::net::IpAddr;
 
 use super::columns::in_prefix;
+use super::meter::RecordSink;
 use super::record::FlowRecord;
 
 /// A syntax error.
@@ -304,6 +305,14 @@ impl FlowFilter {
         })
     }
 
+    /// The filter that selects every flow.
+    pub fn all() -> FlowFilter {
+        FlowFilter {
+            root: Node::All,
+            text: "all".into(),
+        }
+    }
+
     /// The filter's text.
     pub fn text(&self) -> &str {
         &self.text
@@ -317,6 +326,50 @@ impl FlowFilter {
     /// Whether `r` passes.
     pub fn matches(&self, r: &FlowRecord) -> bool {
         eval(&self.root, r)
+    }
+}
+
+/// A sink that passes on the records a filter selects and counts the others (`mpcom replay
+/// --filter`).
+#[derive(Debug)]
+pub struct Filtered<S> {
+    filter: FlowFilter,
+    /// The sink the selected records go to.
+    pub inner: S,
+    /// Records the filter did not select.
+    pub rejected: u64,
+}
+
+impl<S> Filtered<S> {
+    /// `inner`, fed the records `filter` selects.
+    pub fn new(filter: FlowFilter, inner: S) -> Self {
+        Filtered {
+            filter,
+            inner,
+            rejected: 0,
+        }
+    }
+}
+
+impl<S: RecordSink> RecordSink for Filtered<S> {
+    fn record(&mut self, rec: &FlowRecord, name: &[u8]) {
+        if self.filter.matches(rec) {
+            self.inner.record(rec, name);
+        } else {
+            self.rejected += 1;
+        }
+    }
+    fn flush(&mut self, w: u64) {
+        self.inner.flush(w);
+    }
+    fn cut_done(&mut self, c: u64) {
+        self.inner.cut_done(c);
+    }
+    fn iface(&mut self, until: u64, stats: super::iface::IfaceStats) {
+        self.inner.iface(until, stats);
+    }
+    fn finish(&mut self) {
+        self.inner.finish();
     }
 }
 

@@ -24,6 +24,7 @@ use mplane_export::{
 
 use super::columns::{ColumnContext, FILE_COLUMNS, FlowColumns};
 use super::export::{Delivery, ParquetRecords, ParquetRecordsError};
+use super::filter::{Filtered, FlowFilter};
 use super::ipfix::{Either, IpfixRecords, IpfixTarget, Losses, NoSink, Tee};
 use super::meter::{FlowMeter, MeterConfig, MeterCounters};
 use crate::registry;
@@ -57,6 +58,9 @@ pub struct ReplayConfig {
     pub ipfix: Option<IpfixTarget>,
     /// IPFIX as RFC 5103 biflows (else two uniflows per flow).
     pub ipfix_biflow: bool,
+    /// Only the records of the flows this selects are written (and sent); every flow is
+    /// still metered.
+    pub filter: Option<FlowFilter>,
     /// Set from any thread (e.g. on SIGINT) to stop reading: the flows open then end with
     /// reason `shutdown`, their records are written, and the summary says it was
     /// [`ReplaySummary::interrupted`].
@@ -93,6 +97,7 @@ impl ReplayConfig {
             zstd_level: 1,
             ipfix: None,
             ipfix_biflow: true,
+            filter: None,
             stop: None,
         }
     }
@@ -162,6 +167,8 @@ pub struct ReplaySummary {
     pub flows: u64,
     /// Records written (rows).
     pub records: u64,
+    /// Records [`ReplayConfig::filter`] did not select (not written).
+    pub filtered_out: u64,
     /// Flows evicted from a full table.
     pub evicted: u64,
     /// Packets not tracked (table full).
@@ -269,7 +276,13 @@ pub fn replay(
     sink_cfg.writer.row_group_rows = REPLAY_ROW_GROUP;
     sink_cfg.metadata = FileMetadata {
         identity: cfg.identity.clone(),
-        extra: vec![("mplane.source".into(), source_text(&cfg.inputs))],
+        extra: std::iter::once(("mplane.source".into(), source_text(&cfg.inputs)))
+            .chain(
+                cfg.filter
+                    .as_ref()
+                    .map(|f| ("mplane.filter".into(), f.text().to_string())),
+            )
+            .collect(),
         ..FileMetadata::default()
     };
     if let Some(p) = &cfg.hive {
@@ -304,8 +317,13 @@ pub fn replay(
             }
             None => Either::B(NoSink),
         };
+        let filter = cfg.filter.clone().unwrap_or_else(FlowFilter::all);
         ws.push(
-            FlowMeter::new(cfg.meter.clone(), Tee(parquet, ipfix)).with_counters(shared.clone()),
+            FlowMeter::new(
+                cfg.meter.clone(),
+                Filtered::new(filter, Tee(parquet, ipfix)),
+            )
+            .with_counters(shared.clone()),
         );
     }
     let table_bytes_per_flow = ws[0].table_bytes_per_flow();
@@ -337,8 +355,10 @@ pub fn replay(
     };
     let (mut records, mut first, mut last) = (0u64, u64::MAX, 0u64);
     let (mut ipfix_records, mut ipfix_errors) = (0u64, Vec::new());
+    let mut filtered_out = 0;
     for w in &ws {
-        let Tee(s, x) = w.sink();
+        filtered_out += w.sink().rejected;
+        let Tee(s, x) = &w.sink().inner;
         records += s.records;
         first = first.min(s.first_ns);
         last = last.max(s.last_ns);
@@ -363,6 +383,7 @@ pub fn replay(
         counters: counters.snapshot(),
         flows: sum(|m| m.flows.load(Relaxed)),
         records,
+        filtered_out,
         evicted: sum(|m| m.evicted.load(Relaxed)),
         untracked: sum(|m| m.untracked.load(Relaxed)),
         app_names: sum(|m| m.app_names.load(Relaxed)),

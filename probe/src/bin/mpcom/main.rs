@@ -110,6 +110,11 @@ struct ReplayArgs {
     /// Do not decrypt QUIC Initial packets for their server name.
     #[arg(long)]
     no_quic_sni: bool,
+    /// Write only the records of the flows this selects, in pcap-filter syntax on flows
+    /// (`src` is the initiator, `dst` the responder), e.g. "tcp port 443 and net 10.0.0.0/8"
+    /// (every flow is still metered).
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
     /// Value of the `observer_interface` column (default: the file name).
     #[arg(long)]
     interface: Option<String>,
@@ -297,6 +302,9 @@ fn replay(a: &ReplayArgs) -> Result<()> {
     if let Some(i) = &a.interface {
         cfg.context.interface = i.clone();
     }
+    if let Some(f) = &a.filter {
+        cfg.filter = Some(mplane_probe::passive::filter::FlowFilter::parse(f)?);
+    }
     cfg.identity = Some(format!("mpcom replay {}", env!("CARGO_PKG_VERSION")));
     if let Some(u) = &a.ipfix {
         cfg.ipfix =
@@ -345,8 +353,16 @@ fn replay(a: &ReplayArgs) -> Result<()> {
             (last - first) as f64 / 1e9
         );
     }
+    let filtered = match &cfg.filter {
+        Some(f) => format!(
+            " ({} more not selected by \"{}\")",
+            s.filtered_out,
+            f.text()
+        ),
+        None => String::new(),
+    };
     println!(
-        "  flows        {} flows, {} records, {} application names",
+        "  flows        {} flows, {} records{filtered}, {} application names",
         s.flows, s.records, s.app_names
     );
     println!(
