@@ -115,7 +115,8 @@ struct ReplayArgs {
     /// (every flow is still metered).
     #[arg(long, value_name = "EXPR")]
     filter: Option<String>,
-    /// Value of the `observer_interface` column (default: the file name).
+    /// Value of the `observer_interface` column (default: the file name; for several files,
+    /// what their names share).
     #[arg(long)]
     interface: Option<String>,
     /// Hive-style partitions probe=NAME/date=…/hour=…/ under --out.
