@@ -83,9 +83,9 @@ struct ReplayArgs {
     /// Directory for the Parquet files (created if missing).
     #[arg(long)]
     out: PathBuf,
-    /// Pipeline workers (threads). A mapped capture file is read by all of them; a compressed
-    /// file, a pipe or several files have one reader and a decoding thread, so on two cores
-    /// one worker is the fastest for them.
+    /// Pipeline workers (threads). A capture file is read by all of them; a compressed file,
+    /// a pipe or several files are read by one thread (and decoded by another), so on two
+    /// cores one worker is the fastest for them.
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Pin the workers to CPUs.
