@@ -811,15 +811,13 @@ impl Pipeline {
     /// Replays a pcap/pcapng file zero-copy through `workers` (one per configured worker;
     /// `workers[0]` runs on the caller's thread). Never drops: the reader waits for workers.
     /// A capture read as a stream (compressed, or a pipe) goes the way of
-    /// [`Self::run_source`] (frames copied out of its buffer, one reader), and ends at the stop
-    /// flag even while it waits on an idle pipe.
+    /// [`Self::run_source`] (frames copied out of its buffer, one reader).
     pub fn run_file<W: Worker>(
         &self,
         mut file: PcapFile,
         workers: &mut [W],
     ) -> Result<RunReport, PipelineError> {
         let Some(map) = file.mapping().cloned() else {
-            file.stop_on(Arc::clone(&self.stop));
             return self.run_source(file, workers);
         };
         if self.cfg.workers > 1
@@ -837,12 +835,14 @@ impl Pipeline {
 
     /// Runs any [`PacketSource`] (frames are copied into batches) through `workers`. A live
     /// source runs until [`Self::stop_handle`] is set; frames arriving while the workers' rings
-    /// are full are dropped and counted (`ring_full_drops`).
+    /// are full are dropped and counted (`ring_full_drops`). The source gets the stop flag
+    /// ([`PacketSource::stop_on`]), so one that waits on an idle pipe ends too.
     pub fn run_source<S: PacketSource, W: Worker>(
         &self,
-        source: S,
+        mut source: S,
         workers: &mut [W],
     ) -> Result<RunReport, PipelineError> {
+        source.stop_on(Arc::clone(&self.stop));
         let mut f = CopyFramer(source);
         self.run(&mut f, None, workers)
     }

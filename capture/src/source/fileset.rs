@@ -166,14 +166,6 @@ impl FileSet {
         self.window = Some(bytes);
     }
 
-    /// Ends the file being read as a stream once `stop` is set ([`PcapFile::stop_on`]).
-    pub fn stop_on(&mut self, stop: Arc<AtomicBool>) {
-        for o in &mut self.open {
-            o.file.stop_on(Arc::clone(&stop));
-        }
-        self.stop = Some(stop);
-    }
-
     /// The paths of the files open now (being merged).
     pub fn open_files(&self) -> impl Iterator<Item = &Path> {
         self.open.iter().map(|o| o.path.as_path())
@@ -237,6 +229,15 @@ impl FileSet {
 }
 
 impl PacketSource for FileSet {
+    /// The files read as streams (compressed) end once `stop` is set, those open now and
+    /// those opened later.
+    fn stop_on(&mut self, stop: Arc<AtomicBool>) {
+        for o in &mut self.open {
+            o.file.stop_on(Arc::clone(&stop));
+        }
+        self.stop = Some(stop);
+    }
+
     fn next_packet(&mut self) -> Result<Option<PacketRef<'_>>, SourceError> {
         if let Some(i) = self.delivered.take() {
             self.advance(i)?;

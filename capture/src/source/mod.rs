@@ -70,6 +70,10 @@ pub trait PacketSource {
     }
     /// Live sources: block up to `timeout` until a frame may be available (files: no-op).
     fn wait_readable(&mut self, _timeout: std::time::Duration) {}
+    /// Ends the source once `stop` is set even while it blocks waiting for bytes (a capture
+    /// read as a stream from an idle pipe). The pipeline hands its stop flag here before it
+    /// runs the source. Sources that never block for long ignore it (the default).
+    fn stop_on(&mut self, _stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {}
 }
 
 /// Where the bytes of the pipeline's record descriptors live when they are not copied: a

@@ -410,16 +410,6 @@ impl PcapFile {
         Ok(Self::with(Backing::Stream(Box::new(stream)), format, pos))
     }
 
-    /// Ends a capture read as a stream once `stop` is set, even while it waits for bytes
-    /// (an idle pipe): it is looked at every 100 ms while waiting, and the capture then ends
-    /// cleanly where it is. A mapped file ignores it (the pipeline's own stop flag ends a
-    /// run; [`crate::pipeline::Pipeline::run_file`] passes that flag here).
-    pub fn stop_on(&mut self, stop: Arc<AtomicBool>) {
-        if let Backing::Stream(s) = &mut self.file {
-            s.stop_on(stop);
-        }
-    }
-
     /// Where a compressed capture's stream was damaged, once the reader has come to it
     /// (everything before it is read).
     pub fn damage(&self) -> Option<&Damage> {
@@ -839,6 +829,15 @@ pub fn record_bytes<'a>(file: &'a [u8], r: &Record) -> &'a [u8] {
 }
 
 impl PacketSource for PcapFile {
+    /// A capture read as a stream looks at `stop` every 100 ms while it waits for bytes, and
+    /// then ends cleanly where it is. A mapped file never waits (the pipeline's own stop flag
+    /// ends its run).
+    fn stop_on(&mut self, stop: Arc<AtomicBool>) {
+        if let Backing::Stream(s) = &mut self.file {
+            s.stop_on(stop);
+        }
+    }
+
     #[inline]
     fn next_packet(&mut self) -> Result<Option<PacketRef<'_>>, SourceError> {
         match self.next_record()? {

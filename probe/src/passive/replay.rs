@@ -250,7 +250,7 @@ pub fn replay(
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
-    let input = Input::open(&cfg.inputs, cfg.stop.as_ref())?;
+    let input = Input::open(&cfg.inputs)?;
     let extent = input.extent();
     let reg = registry::probe_registry()?;
     let schema = Arc::new(
@@ -413,8 +413,8 @@ enum Input {
 }
 
 impl Input {
-    /// Opens `inputs` (an error names the file), the stop flag set on streams.
-    fn open(inputs: &[PathBuf], stop: Option<&Arc<AtomicBool>>) -> Result<Input, ReplayError> {
+    /// Opens `inputs` (an error names the file).
+    fn open(inputs: &[PathBuf]) -> Result<Input, ReplayError> {
         let input = match inputs {
             [one] => {
                 let mut file = PcapFile::open(one).map_err(|source| ReplayError::Input {
@@ -422,7 +422,7 @@ impl Input {
                     source,
                 })?;
                 // keep the mapped part of the file small: the meters need only the current
-                // batches (the pipeline passes its stop flag on to a stream itself)
+                // batches
                 file.set_window(REPLAY_WINDOW);
                 Input::File(file)
             }
@@ -439,9 +439,6 @@ impl Input {
                     e => ReplayError::Pipeline(e.to_string()),
                 })?;
                 set.set_window(REPLAY_WINDOW);
-                if let Some(s) = stop {
-                    set.stop_on(Arc::clone(s));
-                }
                 Input::Set(set)
             }
         };

@@ -3,6 +3,8 @@
 //! ([`PacedFile`]: demonstrations and tests of the live path without hardware).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mplane_capture::hygiene::Offloads;
@@ -33,6 +35,8 @@ pub struct PacedFile {
     done: bool,
     /// Frames delivered.
     pub frames: u64,
+    /// The pipeline's stop flag, for the file opened again on `repeat` too.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl PacedFile {
@@ -48,6 +52,7 @@ impl PacedFile {
             pending: None,
             done: false,
             frames: 0,
+            stop: None,
         })
     }
 
@@ -81,6 +86,9 @@ impl PacedFile {
                 // start over one second after the last frame
                 let end = (i128::from(self.last_ts) + self.shift).max(0) as u64;
                 self.file = PcapFile::open(&self.path)?;
+                if let Some(stop) = &self.stop {
+                    self.file.stop_on(Arc::clone(stop));
+                }
                 if let Some(r) = self.file.next_record()? {
                     self.shift = i128::from(end + 1_000_000_000) - i128::from(r.ts_ns);
                     self.pending = Some(r);
@@ -115,6 +123,11 @@ impl PacketSource for PacedFile {
 
     fn is_live(&self) -> bool {
         true
+    }
+
+    fn stop_on(&mut self, stop: Arc<AtomicBool>) {
+        self.file.stop_on(Arc::clone(&stop));
+        self.stop = Some(stop);
     }
 
     fn wait_readable(&mut self, timeout: Duration) {
@@ -311,6 +324,14 @@ impl PacketSource for AnySource {
             AnySource::Live(s) => s.wait_readable(timeout),
             #[cfg(feature = "xdp")]
             AnySource::Xdp(s) => s.wait_readable(timeout),
+        }
+    }
+    fn stop_on(&mut self, stop: Arc<AtomicBool>) {
+        match self {
+            AnySource::Paced(s) => s.stop_on(stop),
+            AnySource::Live(s) => s.stop_on(stop),
+            #[cfg(feature = "xdp")]
+            AnySource::Xdp(s) => s.stop_on(stop),
         }
     }
 }
