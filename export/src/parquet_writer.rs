@@ -115,6 +115,15 @@ pub struct WriterOptions {
     /// where it covers the options (else, or when `false`, with arrow-rs's
     /// `ArrowWriter`). Default `true`.
     pub column_encoder: bool,
+    /// Encode `real` columns as `BYTE_STREAM_SPLIT` instead of `PLAIN`: the
+    /// values' first bytes, then their second bytes, and so on. ZSTD then
+    /// codes the sign and exponent bytes well and stores the mantissa noise
+    /// nearly as it is, which costs far less than searching the interleaved
+    /// bytes for matches: on flow records 18 % fewer instructions on the
+    /// whole export path, for files 25 % larger (an exact value that repeats
+    /// is no longer one match; bench/README.md, Export). pyarrow, DuckDB,
+    /// polars and Spark read it; some older readers do not. Default `false`.
+    pub split_reals: bool,
 }
 
 impl Default for WriterOptions {
@@ -131,6 +140,7 @@ impl Default for WriterOptions {
             write_batch_size: 8192,
             skip_incompressible: true,
             column_encoder: true,
+            split_reals: false,
         }
     }
 }
@@ -180,6 +190,7 @@ impl WriterOptions {
                             _ => false,
                         },
                         delta: self.delta_integers,
+                        split: self.split_reals,
                         statistics: match self.statistics {
                             Statistics::TimeOnly => c.prim == Primitive::Time,
                             Statistics::NonText => !text(c.prim),
@@ -274,6 +285,9 @@ impl WriterOptions {
             if !on && self.delta_integers && matches!(c.prim, Primitive::Natural | Primitive::Time)
             {
                 p = p.set_column_encoding(path.clone(), Encoding::DELTA_BINARY_PACKED);
+            }
+            if !on && self.split_reals && c.prim == Primitive::Real {
+                p = p.set_column_encoding(path.clone(), Encoding::BYTE_STREAM_SPLIT);
             }
             p = p.set_column_dictionary_enabled(path, on);
         }

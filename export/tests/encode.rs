@@ -14,6 +14,7 @@ use mplane_export::arrow_array::{
     TimestampNanosecondArray, UInt64Array,
 };
 use mplane_export::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use mplane_export::parquet::basic::Encoding;
 use mplane_export::parquet::file::reader::{FileReader, SerializedFileReader};
 use mplane_export::parquet::file::statistics::Statistics;
 use mplane_export::{
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 
 #[path = "support/readers.rs"]
 mod readers;
-use readers::py;
+use readers::{py, try_polars};
 
 /// Deterministic test data (a seeded `fastrand` generator).
 type Rng = fastrand::Rng;
@@ -263,6 +264,12 @@ fn random_files_read_back_equal_with_arrow_rs() {
             zstd_level: 0,
             ..WriterOptions::default()
         },
+        WriterOptions {
+            row_group_rows: 500,
+            data_page_rows: 13,
+            split_reals: true,
+            ..WriterOptions::default()
+        },
     ];
     for (k, opts) in configs.into_iter().enumerate() {
         let mut rng = Rng::with_seed(0x9e37_79b9_7f4a_7c15 + k as u64);
@@ -459,8 +466,32 @@ fn py_float(v: f64) -> String {
     }
 }
 
+/// Every value of the real column as polars reads it (Python's repr), or why polars is missing.
+const POLARS_REALS: &str = r#"
+import json, sys
+try:
+    import polars as pl
+except Exception as e:
+    print(json.dumps({"skipped": str(e)}))
+    sys.exit(0)
+df = pl.read_parquet(sys.argv[1])
+print(json.dumps({"reals": [None if v is None else repr(v) for v in df["location_latitude"].to_list()]}))
+"#;
+
 #[test]
 fn odd_pages_and_overflowing_dictionaries_read_in_pyarrow_and_duckdb() {
+    odd_pages_read_in_pyarrow_and_duckdb(false);
+}
+
+#[test]
+fn reals_split_into_byte_streams_read_in_pyarrow_duckdb_and_polars() {
+    odd_pages_read_in_pyarrow_and_duckdb(true);
+}
+
+/// Pages and row groups cut at odd places, nulls in every pattern, dictionaries that
+/// overflow: every value read back by pyarrow, aggregates and pruned filters by DuckDB, and
+/// with `split_reals` (`BYTE_STREAM_SPLIT`) every real by polars too.
+fn odd_pages_read_in_pyarrow_and_duckdb(split_reals: bool) {
     let schema = schema();
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::with_seed(42);
@@ -479,9 +510,18 @@ fn odd_pages_and_overflowing_dictionaries_read_in_pyarrow_and_duckdb() {
     let opts = WriterOptions {
         row_group_rows: 400,
         data_page_rows: 29,
+        split_reals,
         ..WriterOptions::default()
     };
     let p = write(dir.path(), &schema, opts, &batches);
+    let r = SerializedFileReader::new(fs::File::open(&p).unwrap()).unwrap();
+    let real = r.metadata().row_group(0).column(3);
+    assert_eq!(
+        real.encodings().any(|e| e == Encoding::BYTE_STREAM_SPLIT),
+        split_reals,
+        "{:?}",
+        real.encodings().collect::<Vec<_>>()
+    );
     let all = concat(schema.arrow(), &batches);
     let n = all.num_rows();
 
@@ -590,6 +630,20 @@ fn odd_pages_and_overflowing_dictionaries_read_in_pyarrow_and_duckdb() {
         count_u(&packets, &|v| v == 4).to_string(),
     ]);
     assert_eq!(got, want, "{wheres:?}");
+
+    if split_reals {
+        try_polars();
+        let pl = py(POLARS_REALS, &[p.to_str().unwrap()]);
+        if let Some(why) = pl.get("skipped") {
+            eprintln!("polars not available, skipping polars checks: {why}");
+        } else {
+            let want: Vec<Value> = lat
+                .iter()
+                .map(|v| v.map_or(Value::Null, |v| py_float(v).into()))
+                .collect();
+            assert_eq!(pl["reals"], Value::Array(want));
+        }
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! cargo build --release -p mplane-bench --bin flow_parquet
 //! target/release/flow_parquet /dev/shm/flows.pcap [--repeat 5] [--zstd 1] [--columns all|tstat]
 //!     [--row-group ROWS] [--all-nullable] [--plain] [--arrow-writer] [--compress-all]
-//!     [--keep DIR] [--interleave]
+//!     [--keep DIR] [--interleave] [--split-reals]
 //! ```
 //!
 //! Reports, per run, records/s of the build (worker side), of the write (export thread's
@@ -55,6 +55,7 @@ fn main() -> Result<()> {
     let mut skip_incompressible = true;
     let mut keep: Option<std::path::PathBuf> = None;
     let mut interleave = false;
+    let mut split_reals = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--repeat" => repeat = args.next().context("--repeat N")?.parse()?,
@@ -66,6 +67,7 @@ fn main() -> Result<()> {
             "--arrow-writer" => arrow_writer = true,
             "--compress-all" => skip_incompressible = false,
             "--interleave" => interleave = true,
+            "--split-reals" => split_reals = true,
             "--keep" => keep = Some(args.next().context("--keep DIR")?.into()),
             f => file = Some(f.to_string()),
         }
@@ -110,6 +112,7 @@ fn main() -> Result<()> {
         cfg.writer.delta_integers = !plain;
         cfg.writer.column_encoder = !arrow_writer;
         cfg.writer.skip_incompressible = skip_incompressible;
+        cfg.writer.split_reals = split_reals;
         cfg.time_column = Some("start".into());
         let mut sink = Sink::open(cfg, schema.clone())?;
         let mut batches = Vec::new();

@@ -7,7 +7,8 @@
 //!
 //! * definition levels come from the validity bitmap itself (a bitmap byte is one bit-packed
 //!   group of eight levels; runs of all-valid or all-null bytes become RLE runs);
-//! * `natural` and `time` values as `DELTA_BINARY_PACKED` (or `PLAIN`), `real` as `PLAIN`,
+//! * `natural` and `time` values as `DELTA_BINARY_PACKED` (or `PLAIN`), `real` as `PLAIN` (or
+//!   `BYTE_STREAM_SPLIT`, [`crate::WriterOptions::split_reals`]),
 //!   `boolean` bit-packed, text through a dictionary (`RLE_DICTIONARY`, falling back to `PLAIN`
 //!   for a chunk whose dictionary outgrows [`DICTIONARY_LIMIT`]);
 //! * one ZSTD context for every page of the file; an integer or time column chunk whose first
@@ -81,6 +82,7 @@ struct ColumnPlan {
     kind: Kind,
     dictionary: bool,
     delta: bool,
+    split: bool,
     statistics: bool,
 }
 
@@ -102,6 +104,8 @@ pub(crate) struct ColumnChoice {
     pub dictionary: bool,
     /// `DELTA_BINARY_PACKED` for integers and times (else `PLAIN`).
     pub delta: bool,
+    /// `BYTE_STREAM_SPLIT` for reals (else `PLAIN`).
+    pub split: bool,
     /// Chunk statistics (not for text columns).
     pub statistics: bool,
 }
@@ -139,6 +143,7 @@ impl Plan {
                 kind,
                 dictionary: c.dictionary,
                 delta: c.delta,
+                split: c.split,
                 statistics: c.statistics,
             });
         }
@@ -317,16 +322,20 @@ impl ChunkEncoder {
                 for a in arrays {
                     gather(a.as_primitive::<Float64Type>(), &mut self.floats, |v| v);
                 }
+                let enc = if plan.split {
+                    Encoding::BYTE_STREAM_SPLIT
+                } else {
+                    Encoding::PLAIN
+                };
                 self.at_number_level(|this| {
-                    this.data_pages(
-                        &mut chunk,
-                        &plan,
-                        rows,
-                        Encoding::PLAIN,
-                        |this, from, to, body| {
-                            plain(&this.floats[from..to], f64::to_le_bytes, body)
-                        },
-                    )
+                    this.data_pages(&mut chunk, &plan, rows, enc, |this, from, to, body| {
+                        let v = &this.floats[from..to];
+                        if plan.split {
+                            byte_stream_split(v, body);
+                        } else {
+                            plain(v, f64::to_le_bytes, body);
+                        }
+                    })
                 })?;
                 plan.statistics
                     .then(|| float_statistics(&self.floats, nulls))
@@ -689,6 +698,35 @@ fn plain<T: Copy, const N: usize>(values: &[T], bytes: fn(T) -> [u8; N], out: &m
     out.reserve(values.len() * N);
     for &v in values {
         out.extend_from_slice(&bytes(v));
+    }
+}
+
+/// `BYTE_STREAM_SPLIT` reals: byte 0 of every value, then byte 1 of every value, … byte 7.
+fn byte_stream_split(values: &[f64], out: &mut Vec<u8>) {
+    let n = values.len();
+    let at = out.len();
+    out.resize(at + 8 * n, 0);
+    // eight values at a time: each of their bytes lands in a different stream, and a block
+    // of eight values fills one 8-byte word of every stream
+    let mut blocks = values.chunks_exact(8);
+    let mut i = 0;
+    for block in &mut blocks {
+        let mut word = [[0u8; 8]; 8];
+        for (j, v) in block.iter().enumerate() {
+            for (k, b) in v.to_le_bytes().into_iter().enumerate() {
+                word[k][j] = b;
+            }
+        }
+        for (k, w) in word.iter().enumerate() {
+            out[at + k * n + i..at + k * n + i + 8].copy_from_slice(w);
+        }
+        i += 8;
+    }
+    for v in blocks.remainder() {
+        for (k, b) in v.to_le_bytes().into_iter().enumerate() {
+            out[at + k * n + i] = b;
+        }
+        i += 1;
     }
 }
 

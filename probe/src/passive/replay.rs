@@ -54,6 +54,10 @@ pub struct ReplayConfig {
     pub identity: Option<String>,
     /// ZSTD level (default 1; 3 is about 1 % smaller and a quarter slower).
     pub zstd_level: i32,
+    /// Real columns (RTTs, times to first payload) as `BYTE_STREAM_SPLIT`: ~18 % less
+    /// export CPU for ~25 % larger files
+    /// ([`WriterOptions::split_reals`](mplane_export::WriterOptions::split_reals)).
+    pub split_reals: bool,
     /// Also send the records to this IPFIX collector.
     pub ipfix: Option<IpfixTarget>,
     /// IPFIX as RFC 5103 biflows (else two uniflows per flow).
@@ -95,6 +99,7 @@ impl ReplayConfig {
             hive: None,
             identity: None,
             zstd_level: 1,
+            split_reals: false,
             ipfix: None,
             ipfix_biflow: true,
             filter: None,
@@ -272,6 +277,7 @@ pub fn replay(
     let mut sink_cfg = SinkConfig::new(&cfg.out, cfg.prefix.clone());
     sink_cfg.time_column = Some("start".into());
     sink_cfg.writer.zstd_level = cfg.zstd_level;
+    sink_cfg.writer.split_reals = cfg.split_reals;
     // row groups of 16 Ki rows: the writer buffers a row group of ~93 columns in memory
     sink_cfg.writer.row_group_rows = REPLAY_ROW_GROUP;
     sink_cfg.metadata = FileMetadata {

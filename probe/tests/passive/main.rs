@@ -256,3 +256,53 @@ fn handshake_rtts_equal_those_of_the_packet_times() {
     }
     assert!(checked > 500, "{checked} complete handshakes");
 }
+
+#[test]
+fn replay_with_split_reals_writes_the_same_records() {
+    use mplane_export::arrow_array::{Array, RecordBatch};
+    use mplane_export::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use mplane_export::parquet::basic::Encoding;
+    use mplane_export::parquet::file::reader::{FileReader, SerializedFileReader};
+    use mplane_probe::passive::replay::{ReplayConfig, replay};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut tables: Vec<Vec<RecordBatch>> = Vec::new();
+    for split in [false, true] {
+        let mut cfg = ReplayConfig::new(fixture(), dir.path().join(split.to_string()));
+        cfg.split_reals = split;
+        let s = replay(&cfg, None).unwrap();
+        assert_eq!(s.files.len(), 1);
+        let path = &s.files[0].path;
+        // every real column (and only those) in byte streams when asked
+        let r = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+        let schema = r.metadata().file_metadata().schema_descr_ptr();
+        let mut reals = 0;
+        for (i, c) in r.metadata().row_group(0).columns().iter().enumerate() {
+            let is_real =
+                schema.column(i).physical_type() == mplane_export::parquet::basic::Type::DOUBLE;
+            let split_here = c.encodings().any(|e| e == Encoding::BYTE_STREAM_SPLIT);
+            assert_eq!(split_here, split && is_real, "column {}", c.column_path());
+            reals += usize::from(is_real);
+        }
+        assert!(reals >= 10, "{reals} real columns");
+        let f = std::fs::File::open(path).unwrap();
+        let batches = ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        tables.push(batches);
+    }
+    let (plain, split) = (&tables[0], &tables[1]);
+    assert_eq!(plain.len(), split.len());
+    let mut rtts = 0;
+    for (a, b) in plain.iter().zip(split) {
+        assert_eq!(a, b, "same rows, same values");
+        rtts += a.column_by_name("rtt_handshake_source_ms").unwrap().len()
+            - a.column_by_name("rtt_handshake_source_ms")
+                .unwrap()
+                .null_count();
+    }
+    assert!(rtts > 100, "{rtts} handshake RTTs to compare");
+}

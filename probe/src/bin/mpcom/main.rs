@@ -130,6 +130,10 @@ struct ReplayArgs {
     /// ZSTD level of the files (3 is about 1 % smaller and a quarter slower).
     #[arg(long, default_value_t = 1)]
     zstd: i32,
+    /// Real columns as BYTE_STREAM_SPLIT: about a sixth less CPU to write, a quarter larger
+    /// files (pyarrow, DuckDB, polars and Spark read them; some older readers do not).
+    #[arg(long)]
+    split_reals: bool,
     /// Also send the flow records to an IPFIX collector: ipfix://HOST:PORT (UDP) or
     /// ipfix+tcp://HOST:PORT.
     #[arg(long, value_name = "URL")]
@@ -292,6 +296,7 @@ fn replay(a: &ReplayArgs) -> Result<()> {
     cfg.prefix = a.prefix.clone();
     cfg.hive = a.hive.clone();
     cfg.zstd_level = a.zstd;
+    cfg.split_reals = a.split_reals;
     cfg.meter.idle_timeout_ns = secs(a.idle_timeout, "idle-timeout")?;
     cfg.meter.active_timeout_ns = secs(a.active_timeout, "active-timeout")?;
     cfg.meter.max_flows = a.max_flows.max(1);
