@@ -132,7 +132,8 @@ impl Url {
         u
     }
 
-    fn authority(&self) -> String {
+    /// `host:port` (an IPv6 host in brackets).
+    pub fn authority(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
