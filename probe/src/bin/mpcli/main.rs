@@ -105,7 +105,7 @@ struct RunArgs {
     /// Parameter values, NAME=VALUE (e.g. destination.ip4=192.0.2.1).
     params: Vec<String>,
     /// Temporal scope of the specification (e.g. 'now + 30s / 1s', '2026-12-07 10:00:00 ...
-    /// 2026-12-07 11:00:00'); default `now`.
+    /// 2026-12-07 11:00:00').
     #[arg(long, default_value = "now")]
     when: String,
     /// Label of the specification (default: the capability's).
@@ -141,11 +141,20 @@ struct WaitArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
     /// Seconds between redemptions while a receipt is pending.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = seconds)]
     poll: f64,
     /// Stop waiting after this many seconds (the job goes on): print the receipt, exit 3.
-    #[arg(long)]
+    #[arg(long, value_parser = seconds)]
     timeout: Option<f64>,
+}
+
+/// A number of seconds: finite, from 0.05 to a day.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.05..=86_400.0).contains(&v) => Ok(v),
+        Ok(_) => Err("seconds from 0.05 to 86400".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// How a command ended, as the exit status says it.
@@ -513,10 +522,10 @@ impl Session {
         wait: bool,
         sigint: &mut Signal,
     ) -> Result<Outcome> {
-        let poll = Duration::from_secs_f64(opts.poll.clamp(0.05, 3600.0));
+        let poll = Duration::from_secs_f64(opts.poll);
         let deadline = opts
             .timeout
-            .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+            .map(|s| Instant::now() + Duration::from_secs_f64(s));
         let mut interrupted = false;
         loop {
             let receipt = match reply {
