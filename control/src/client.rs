@@ -66,7 +66,13 @@ pub enum ClientError {
     /// The reply body is not UTF-8.
     #[error("reply body is not UTF-8")]
     Utf8,
+    /// The reply body is larger than [`MAX_REPLY`].
+    #[error("reply body larger than {MAX_REPLY} bytes")]
+    TooLarge,
 }
+
+/// Largest reply body read (256 MiB): a peer cannot make the client hold more.
+pub const MAX_REPLY: usize = 256 << 20;
 
 /// A parsed `http(s)://host[:port]/path` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +216,27 @@ impl Client {
         }
     }
 
+    /// The identity of the server at `url`, from a TLS handshake and nothing more (as the
+    /// reference component learns its listener's identity before it registers); over plain
+    /// HTTP, the unauthenticated identity once a TCP connection is made.
+    pub async fn peer_identity(&self, url: &Url) -> Result<Identity, ClientError> {
+        let tcp = TcpStream::connect((url.host.as_str(), url.port))
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: url.authority(),
+                source,
+            })?;
+        if !url.tls {
+            return Ok(Identity::unauthenticated());
+        }
+        let conn = self
+            .connector
+            .as_ref()
+            .ok_or_else(|| ClientError::NoTls(url.authority()))?;
+        let (_stream, peer) = conn.connect_stream(&url.host, tcp).await?;
+        Ok(peer)
+    }
+
     /// Sends one mPlane message to `url` and parses the mPlane reply.
     pub async fn send(&self, url: &Url, msg: &Message) -> Result<Message, ClientError> {
         let r = self
@@ -346,7 +373,18 @@ where
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let reply_headers = resp.headers().clone();
-    let body = resp.into_body().collect().await?.to_bytes();
+    let body = match http_body_util::Limited::new(resp.into_body(), MAX_REPLY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Err(match e.downcast::<hyper::Error>() {
+                Ok(h) => ClientError::Http(*h),
+                Err(_) => ClientError::TooLarge,
+            });
+        }
+    };
     drop(sender);
     driver.abort();
     Ok(HttpReply {

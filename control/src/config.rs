@@ -645,6 +645,9 @@ pub struct ComponentConfig {
     pub specification_path: Option<String>,
     /// `result_path`, with a leading `/` (mandatory for component-initiated).
     pub result_path: Option<String>,
+    /// `poll_interval` (an extension of this implementation; component-initiated): seconds
+    /// between two fetches of `specification_path` (default 5, the reference's fixed delay).
+    pub poll_interval: Option<std::time::Duration>,
     /// `metrics_roles` (an extension of this implementation): the `[Roles]` roles that may
     /// read `GET /metrics`, comma-separated, or `*` for every accepted peer; absent: the
     /// metrics are not served.
@@ -721,6 +724,7 @@ const KNOWN_KEYS: [(&str, &[&str]); 3] = [
             "specification_path",
             "result_path",
             "metrics_roles",
+            "poll_interval",
         ],
     ),
     (
@@ -1017,6 +1021,15 @@ impl Config {
         {
             return Err(v.invalid(&s, "is not a host name"));
         }
+        let poll_interval = match v.get("poll_interval")? {
+            None => None,
+            Some(s) => match s.value.trim().parse::<f64>() {
+                Ok(secs) if (0.1..=3600.0).contains(&secs) => {
+                    Some(std::time::Duration::from_secs_f64(secs))
+                }
+                _ => return Err(v.invalid(&s, "is not a number of seconds from 0.1 to 3600")),
+            },
+        };
         let metrics_roles = match v.get("metrics_roles")? {
             None => None,
             Some(s) => Some(
@@ -1037,6 +1050,7 @@ impl Config {
             registration_path: optional_or_required("registration_path")?.map(with_slash),
             specification_path: optional_or_required("specification_path")?.map(with_slash),
             result_path: optional_or_required("result_path")?.map(with_slash),
+            poll_interval,
         })
     }
 

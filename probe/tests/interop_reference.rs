@@ -175,3 +175,148 @@ fn reference_client_against_mpcom() {
         assert_ne!(m.token(), env.token.as_deref());
     }
 }
+
+/// The reference's listener (`HttpListenerClient`, as `mpsup` runs it on its own IOLoop)
+/// driven from Python: wait for our registration, queue rows (an immediate start, whose
+/// result the reference component loses), fail, slow then its interrupt, and a repeated
+/// specification; print what arrived for each.
+const LISTENER: &str = r#"
+import sys, json, time, threading, configparser
+import tornado.ioloop
+import mplane.model, mplane.client, mplane.tls
+mplane.model.initialize_registry()
+args = json.loads(sys.stdin.read())
+pki, port = args["pki"], args["port"]
+cfg = configparser.ConfigParser()
+cfg.optionxform = str
+cfg["TLS"] = {"ca-chain": pki + "/ca.crt", "cert": pki + "/client.crt", "key": pki + "/client.key"}
+cfg["client"] = {"workflow": "component-initiated", "listen-port": str(port),
+                 "listen-spec-link": "https://127.0.0.1:%d/register/result" % port,
+                 "registration-path": "register/capability",
+                 "specification-path": "show/specification",
+                 "result-path": "register/result"}
+tls = mplane.tls.TlsState(cfg)
+io = tornado.ioloop.IOLoop.current()
+client = mplane.client.HttpListenerClient(cfg, tls, io_loop=io)
+out = {}
+
+def wait_for(token, done, limit=20.0):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            rep = client.result_for(token)
+            if done(rep):
+                return rep
+        except KeyError:
+            pass
+        time.sleep(0.2)
+    return None
+
+def final(rep):
+    return not isinstance(rep, mplane.model.Receipt)
+
+def text(rep):
+    return None if rep is None else mplane.model.unparse_json(rep)
+
+def drive():
+    try:
+        deadline = time.time() + 30
+        while len(client.capability_labels()) < 3 and time.time() < deadline:
+            time.sleep(0.1)
+        out["caps"] = sorted(client.capability_labels())
+        spec = client.invoke_capability("interop-rows-ip4", "now + 1s / 1s",
+                                        {"destination.ip4": "127.0.0.2", "packets.ip": "4"})
+        out["rows"] = text(wait_for(spec.get_token(), final))
+        out["rows_token"] = spec.get_token()
+        spec = client.invoke_capability("interop-fail-ip4", "now", {"destination.ip4": "127.0.0.2"})
+        out["fail"] = text(wait_for(spec.get_token(), final))
+        spec = client.invoke_capability("interop-slow-ip4", "now + 60s / 1s", {"destination.ip4": "127.0.0.2"})
+        out["slow_first"] = type(wait_for(spec.get_token(), lambda r: True)).__name__
+        client.interrupt_capability(spec.get_token())
+        out["slow"] = text(wait_for(spec.get_token(), final))
+        spec = client.invoke_capability("interop-rows-ip4", "repeat now + 3s / 1s { now + 1s / 1s }",
+                                        {"destination.ip4": "127.0.0.2", "packets.ip": "2"})
+        out["repeat"] = text(wait_for(spec.get_token(),
+            lambda r: isinstance(r, mplane.model.Envelope) and len(list(r.messages())) >= 2))
+        out["repeat_token"] = spec.get_token()
+    except Exception as e:
+        out["error"] = repr(e)
+    print(json.dumps(out), flush=True)
+    io.add_callback(io.stop)
+
+threading.Thread(target=drive, daemon=True).start()
+io.start()
+"#;
+
+#[test]
+fn mpcom_component_initiated_with_the_reference_listener() {
+    let pki = Pki::new();
+    let port = free_port();
+    let tls = pki.tls_section();
+    // the listener holds the client certificate: its identity's role is guest
+    let conf = format!(
+        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+         [Authorizations]\ninterop-rows-ip4 = guest\ninterop-slow-ip4 = guest\n\
+         interop-fail-ip4 = guest\n\n\
+         [module_interop]\nmodule = interop_services\nip4addr = 127.0.0.1\n\n\
+         [component]\nworkflow = component-initiated\nclient_host = 127.0.0.1\n\
+         client_port = {port}\nregistration_path = register/capability\n\
+         specification_path = show/specification\nresult_path = register/result\n\
+         poll_interval = 0.5\n"
+    );
+    let path = pki.dir().join("component.conf");
+    std::fs::write(&path, conf).unwrap();
+    // mpcom first: it retries until the listener is up
+    let mut mpcom = std::process::Command::new(env!("CARGO_BIN_EXE_mpcom"))
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let input = serde_json::json!({"pki": pki.dir(), "port": port});
+    let out = peer::run_script(LISTENER, &input.to_string());
+    let _ = mpcom.kill();
+    let _ = mpcom.wait();
+    // the listener prints what it receives; the driver's JSON is the last line
+    let last = out.lines().last().unwrap_or_default();
+    let out: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(out.get("error").is_none(), "{out}");
+    assert_eq!(
+        out["caps"],
+        serde_json::json!(["interop-fail-ip4", "interop-rows-ip4", "interop-slow-ip4"])
+    );
+
+    // an immediate start: the result arrives (the reference component loses it)
+    let Message::Statement(rows) = parse(out["rows"].as_str().unwrap_or_else(|| panic!("{out}")))
+    else {
+        panic!("{}", out["rows"])
+    };
+    assert_eq!(rows.kind.key(), "result");
+    assert_eq!(rows.token.as_deref(), out["rows_token"].as_str());
+    assert_eq!(rows.rows().len(), 4);
+
+    let Message::Exception(e) = parse(out["fail"].as_str().unwrap()) else {
+        panic!("{}", out["fail"])
+    };
+    assert_eq!(e.message, "interop-fail: deliberate failure");
+
+    assert_eq!(out["slow_first"], "Receipt");
+    let Message::Statement(slow) = parse(out["slow"].as_str().unwrap()) else {
+        panic!("{}", out["slow"])
+    };
+    assert_eq!(slow.kind.key(), "result");
+    assert_eq!(slow.rows().len(), 1);
+
+    // each completed repetition sends the envelope again (the reference never reports one)
+    let Message::Envelope(env) = parse(out["repeat"].as_str().unwrap_or_else(|| panic!("{out}")))
+    else {
+        panic!("{}", out["repeat"])
+    };
+    assert_eq!(env.token.as_deref(), out["repeat_token"].as_str());
+    assert!(env.contents.len() >= 2, "{}", out["repeat"]);
+    for m in &env.contents {
+        assert_eq!(m.kind_name(), "result");
+    }
+}

@@ -56,6 +56,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub mod files;
+pub mod initiator;
 pub mod metrics;
 
 use self::metrics::{MetricsOptions, OpenConnection, ServerStats};
@@ -80,6 +81,10 @@ pub enum ComponentError {
     /// Other socket error.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+    /// The component-initiated workflow cannot go on (e.g. no capability is authorised for
+    /// the listener's identity).
+    #[error("component-initiated: {0}")]
+    Initiated(String),
 }
 
 /// Settings of the HTTPS server.
@@ -153,16 +158,20 @@ impl State {
     }
 }
 
-/// A bound, not yet serving component.
+/// A component, bound (or, for the component-initiated workflow alone, without a listening
+/// socket), not yet serving.
 pub struct Component {
     state: Arc<State>,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Component {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Component")
-            .field("addr", &self.listener.local_addr().ok())
+            .field(
+                "addr",
+                &self.listener.as_ref().and_then(|l| l.local_addr().ok()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -210,8 +219,16 @@ impl Component {
                     addr: opts.addr,
                     source,
                 })?;
+        let mut c = Component::without_listener(opts, scheduler);
+        c.listener = Some(listener);
+        Ok(c)
+    }
+
+    /// A component that listens nowhere: for the component-initiated workflow alone
+    /// ([`serve_initiated`](Self::serve_initiated)), where it connects out to its listener.
+    pub fn without_listener(opts: ComponentOptions, scheduler: Scheduler) -> Component {
         let (done, _) = watch::channel(0);
-        Ok(Component {
+        Component {
             state: Arc::new(State {
                 scheduler: Mutex::new(scheduler),
                 wake: Notify::new(),
@@ -219,25 +236,64 @@ impl Component {
                 opts,
                 stats: ServerStats::default(),
             }),
-            listener,
-        })
+            listener: None,
+        }
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> Result<SocketAddr, ComponentError> {
-        Ok(self.listener.local_addr()?)
+        match &self.listener {
+            Some(l) => Ok(l.local_addr()?),
+            None => Err(ComponentError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "this component listens nowhere",
+            ))),
+        }
     }
 
     /// Serves until `cancel` fires, then shuts down gracefully: stops
     /// accepting, interrupts running jobs, lets open connections finish.
     pub async fn serve(self, cancel: CancellationToken) -> Result<(), ComponentError> {
+        self.run(None, cancel).await
+    }
+
+    /// Runs the component-initiated workflow ([`initiator`]) with `init`, and serves the
+    /// bound socket (if any) beside it on the same scheduler, until `cancel` fires or the
+    /// workflow cannot go on.
+    pub async fn serve_initiated(
+        self,
+        init: initiator::InitiatorOptions,
+        cancel: CancellationToken,
+    ) -> Result<(), ComponentError> {
+        self.run(Some(init), cancel).await
+    }
+
+    async fn run(
+        self,
+        init: Option<initiator::InitiatorOptions>,
+        outer: CancellationToken,
+    ) -> Result<(), ComponentError> {
         let Component { state, listener } = self;
+        // a fatal error of the initiator stops everything, as `outer` does
+        let cancel = outer.child_token();
         let mut tasks: JoinSet<()> = JoinSet::new();
         tasks.spawn(drive(state.clone(), cancel.clone()));
+        let initiated = init.map(|init| {
+            let (state, cancel) = (state.clone(), cancel.clone());
+            tokio::spawn(async move {
+                let r = initiator::run(state, init, cancel.clone()).await;
+                cancel.cancel();
+                r
+            })
+        });
+        let accept = async |l: &Option<TcpListener>| match l {
+            Some(l) => l.accept().await,
+            None => std::future::pending().await,
+        };
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                accepted = listener.accept() => match accepted {
+                accepted = accept(&listener) => match accepted {
                     Ok((tcp, peer)) if tasks.len() > state.opts.max_connections => {
                         tracing::warn!("{peer}: too many connections, closing");
                         state.stats.refused_over_limit.fetch_add(1, Relaxed);
@@ -267,7 +323,13 @@ impl Component {
                 tracing::error!("task panicked: {e}");
             }
         }
-        Ok(())
+        match initiated {
+            Some(h) => match h.await {
+                Ok(r) => r,
+                Err(e) => Err(ComponentError::Initiated(format!("task failed: {e}"))),
+            },
+            None => Ok(()),
+        }
     }
 }
 

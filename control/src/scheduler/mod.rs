@@ -167,6 +167,8 @@ struct Job {
     envelope_when: Option<When>,
     finished_at: Option<Timestamp>,
     replied_once: bool,
+    /// Runs completed so far (results and exceptions).
+    completed: u64,
 }
 
 impl Job {
@@ -312,6 +314,13 @@ impl Scheduler {
         self.jobs.get(token).map(|j| j.repeated)
     }
 
+    /// How many runs of a job have completed (`None` if unknown): a runtime that pushes
+    /// results (the component-initiated workflow) sends a repeated job's envelope again
+    /// when this grows.
+    pub fn completed_runs(&self, token: &str) -> Option<u64> {
+        self.jobs.get(token).map(|j| j.completed)
+    }
+
     /// Handles one message from `identity` and returns the reply (DIGEST §7a).
     /// A new specification is answered with its receipt; the runtime may then
     /// wait for [`is_finished`](Self::is_finished) and [`redeem`](Self::redeem).
@@ -380,6 +389,7 @@ impl Scheduler {
             envelope_when: None,
             finished_at: None,
             replied_once: false,
+            completed: 0,
         };
         if job.repeated {
             job.envelope_when = Some(repeat_scope(&spec, now));
@@ -576,6 +586,7 @@ impl Scheduler {
             .find(|r| r.id == id)
             .and_then(|r| r.token.clone());
         job.running.retain(|r| r.id != id);
+        job.completed += 1;
         let msg: Message = match outcome {
             Ok(mut r) => {
                 r.kind = StatementKind::Result;

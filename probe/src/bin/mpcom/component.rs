@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use mplane::azn::{Azn, AznMode, AznWarning};
+use mplane::component::initiator::InitiatorOptions;
 use mplane::component::metrics::{MetricsAccess, MetricsOptions};
 use mplane::component::{Component, ComponentOptions};
 use mplane::config::{Config, Workflow};
@@ -20,6 +21,11 @@ use mplane::tls::ReloadableServerConfig;
 /// A configuration read and built, not yet listening.
 struct Prepared {
     opts: ComponentOptions,
+    /// `workflow = component-initiated`: the listener it connects to.
+    initiated: Option<InitiatorOptions>,
+    /// Whether it also listens (always for client-initiated; for component-initiated when
+    /// `listen-port` is given: downloads, registries, metrics and client-initiated requests).
+    listens: bool,
     sched: Scheduler,
     tls: Option<Arc<ReloadableServerConfig>>,
     /// What an operator should look at (unknown keys, authorisation rules that match
@@ -38,13 +44,6 @@ fn prepare(path: &Path) -> Result<Prepared> {
         .component
         .as_ref()
         .with_context(|| format!("{}: missing section [component]", path.display()))?;
-    if comp.workflow != Workflow::ClientInitiated {
-        anyhow::bail!(
-            "{}: [component] workflow = {}: only client-initiated is implemented",
-            path.display(),
-            comp.workflow.as_str()
-        );
-    }
     let mut warnings: Vec<String> = cfg.warnings().iter().map(|w| w.to_string()).collect();
     let mut notes = Vec::new();
     let mut regs = Registries::new();
@@ -158,6 +157,40 @@ fn prepare(path: &Path) -> Result<Prepared> {
         )),
         None => None,
     };
+    let initiated = match comp.workflow {
+        Workflow::ClientInitiated => None,
+        Workflow::ComponentInitiated => {
+            let host = comp.client_host.clone().unwrap_or_default();
+            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+            let host_part = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.clone()
+            };
+            let url = format!("{scheme}://{host_part}:{}/", comp.client_port);
+            let listener = mplane::client::Url::parse(&url)
+                .with_context(|| format!("{}: [component] client_host {host:?}", path.display()))?;
+            let connector = match &cfg.tls {
+                Some(files) => Some(
+                    mplane::tls::Connector::new(files)
+                        .with_context(|| format!("{}: [TLS]", path.display()))?,
+                ),
+                None => None,
+            };
+            let mut init = InitiatorOptions::new(listener, connector);
+            let path_of = |p: &Option<String>, default: &str| {
+                p.clone().unwrap_or_else(|| default.to_string())
+            };
+            init.registration_path = path_of(&comp.registration_path, &init.registration_path);
+            init.specification_path = path_of(&comp.specification_path, &init.specification_path);
+            init.result_path = path_of(&comp.result_path, &init.result_path);
+            if let Some(p) = comp.poll_interval {
+                init.poll = p;
+            }
+            Some(init)
+        }
+    };
+    let listens = initiated.is_none() || cfg.ini().get("component", "listen-port")?.is_some();
     let addr = SocketAddr::from(([0, 0, 0, 0], comp.listen_port));
     let mut opts = ComponentOptions::new(addr, tls.clone());
     opts.registries = Arc::new(regs);
@@ -172,6 +205,8 @@ fn prepare(path: &Path) -> Result<Prepared> {
         .map(|k| PathBuf::from(k.value.trim()));
     Ok(Prepared {
         opts,
+        initiated,
+        listens,
         sched,
         tls,
         warnings,
@@ -280,6 +315,8 @@ pub fn run(path: &Path) -> Result<()> {
         .init();
     let Prepared {
         opts,
+        initiated,
+        listens,
         sched,
         tls,
         warnings,
@@ -297,17 +334,32 @@ pub fn run(path: &Path) -> Result<()> {
         .build()
         .context("tokio runtime")?;
     let result = rt.block_on(async move {
-        let component = Component::bind(opts, sched).await?;
-        let bound = component.local_addr()?;
-        tracing::info!(
-            "listening on {bound} ({})",
-            if tls.is_some() { "https" } else { "http" }
-        );
-        // the port actually bound, for scripts using listen-port = 0
-        println!("listening {bound}");
+        let component = if listens {
+            let component = Component::bind(opts, sched).await?;
+            let bound = component.local_addr()?;
+            tracing::info!(
+                "listening on {bound} ({})",
+                if tls.is_some() { "https" } else { "http" }
+            );
+            // the port actually bound, for scripts using listen-port = 0
+            println!("listening {bound}");
+            component
+        } else {
+            Component::without_listener(opts, sched)
+        };
         let cancel = tokio_util::sync::CancellationToken::new();
         let signals = tokio::spawn(signals(cancel.clone(), tls));
-        component.serve(cancel.clone()).await?;
+        match initiated {
+            Some(init) => {
+                tracing::info!(
+                    "component-initiated: registering with {}",
+                    init.listener.authority()
+                );
+                println!("initiating {}", init.listener.authority());
+                component.serve_initiated(init, cancel.clone()).await?
+            }
+            None => component.serve(cancel.clone()).await?,
+        }
         cancel.cancel();
         let _ = signals.await;
         tracing::info!("stopped");
@@ -325,16 +377,34 @@ pub fn run(path: &Path) -> Result<()> {
 pub fn check(path: &Path, strict: bool) -> Result<()> {
     let p = prepare(path)?;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}: listens on {} ({})",
-        path.display(),
-        p.opts.addr,
-        match &p.tls {
-            Some(_) => "https, client certificates required",
-            None => "plain http, no authentication",
-        }
-    );
+    let security = match &p.tls {
+        Some(_) => "https, client certificates required",
+        None => "plain http, no authentication",
+    };
+    if let Some(init) = &p.initiated {
+        let _ = writeln!(
+            out,
+            "{}: component-initiated: registers with {} ({}; paths {}, {}, {})",
+            path.display(),
+            init.listener.authority(),
+            if p.tls.is_some() {
+                "https"
+            } else {
+                "plain http"
+            },
+            init.registration_path,
+            init.specification_path,
+            init.result_path
+        );
+    }
+    if p.listens {
+        let _ = writeln!(
+            out,
+            "{}: listens on {} ({security})",
+            path.display(),
+            p.opts.addr
+        );
+    }
     for (section, kind, labels) in &p.modules {
         let _ = writeln!(
             out,

@@ -1,0 +1,413 @@
+//! # Component-initiated workflow
+//!
+//! The component connects out to its client or supervisor (the *listener*, an HTTPS server)
+//! instead of waiting for it, as the reference `mpcom` does with `workflow =
+//! component-initiated` (DIGEST §7b): for a probe behind NAT or a firewall that only lets
+//! connections out.
+//!
+//! 1. A TLS handshake with the listener tells its identity (nothing else is sent).
+//! 2. `POST registration_path` with an envelope of the capabilities that identity may use.
+//!    The reply (the reference's is `{"<label>":{"registered":"ok"},...}`, not an mPlane
+//!    message) is checked label by label and logged.
+//! 3. Every [`InitiatorOptions::poll`]: `GET specification_path`, an envelope of what the
+//!    listener queued for us. Specifications and interrupts go to the scheduler as if that
+//!    identity had posted them, and the immediate reply (receipt, exception) is posted back.
+//! 4. When a job ends, its result (or exception) is posted; each completed run of a repeated
+//!    specification posts the envelope of its results so far. Replies go to the path of the
+//!    specification's `link` (the listener sets its `listen-spec-link` there), else to
+//!    `result_path`, always on the listener's host: a `link` cannot send results elsewhere.
+//!
+//! Unlike the reference, every request has a timeout (the reference hangs on a listener
+//! that accepts TCP and never answers); a listener that goes away is retried every
+//! [`InitiatorOptions::retry`] and registered with again when it is back (the reference
+//! exits), results that could not be delivered wait in a bounded outbox
+//! ([`InitiatorOptions::outbox`]) and go first once it is; the reference's pseudo-capability
+//! `callback` (quirk Q10) is not sent; results of immediate starts are never lost (the
+//! reference's race, §7b).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Method;
+use tokio_util::sync::CancellationToken;
+
+use super::{ComponentError, State, now};
+use crate::client::{Client, ClientError, HttpReply, Url};
+use crate::model::{self, Envelope, MEDIA_TYPE, Message, StatementKind};
+use crate::tls::{Connector, Identity};
+
+/// Settings of the component-initiated workflow (the `[component]` keys `client_host`,
+/// `client_port`, `registration_path`, `specification_path`, `result_path`).
+#[derive(Debug, Clone)]
+pub struct InitiatorOptions {
+    /// The listener: `https://client_host:client_port/` (`http://` without `[TLS]`).
+    pub listener: Url,
+    /// Our certificate for the listener (`None` for plain HTTP).
+    pub connector: Option<Connector>,
+    /// Where capabilities are registered (`/register/capability` in the reference's
+    /// examples).
+    pub registration_path: String,
+    /// Where queued specifications are fetched (`/show/specification`).
+    pub specification_path: String,
+    /// Where replies go when a specification has no usable `link` (`/register/result`).
+    pub result_path: String,
+    /// Time between two fetches of the specification path (default 5 s, as the reference).
+    pub poll: Duration,
+    /// Time before trying again after the listener failed (default 5 s).
+    pub retry: Duration,
+    /// Longest a request (connection, handshake, reply) may take (default 10 s).
+    pub timeout: Duration,
+    /// Most replies held while the listener cannot take them (default 10,000); the oldest
+    /// are dropped, and counted in the log, beyond it.
+    pub outbox: usize,
+}
+
+impl InitiatorOptions {
+    /// Defaults for `listener` with the reference's example paths.
+    pub fn new(listener: Url, connector: Option<Connector>) -> InitiatorOptions {
+        InitiatorOptions {
+            listener,
+            connector,
+            registration_path: "/register/capability".into(),
+            specification_path: "/show/specification".into(),
+            result_path: "/register/result".into(),
+            poll: Duration::from_secs(5),
+            retry: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            outbox: 10_000,
+        }
+    }
+}
+
+/// Why a session with the listener ended.
+enum Ended {
+    /// The component is stopping.
+    Cancelled,
+    /// The listener failed; try again later.
+    Retry(String),
+}
+
+/// A job whose replies we push: where they go, and how many of its runs were reported.
+struct Tracked {
+    path: String,
+    reported: u64,
+}
+
+/// The workflow's state across sessions (reconnections).
+struct Initiator {
+    state: Arc<State>,
+    opts: InitiatorOptions,
+    client: Client,
+    /// Replies not yet delivered: (path on the listener, message).
+    outbox: VecDeque<(String, Message)>,
+    /// Jobs whose results are still to be pushed, by token.
+    tracked: BTreeMap<String, Tracked>,
+    dropped: u64,
+}
+
+/// Runs the workflow until `cancel` fires; an error only for what retrying cannot mend (no
+/// capability authorised for the listener).
+pub(super) async fn run(
+    state: Arc<State>,
+    opts: InitiatorOptions,
+    cancel: CancellationToken,
+) -> Result<(), ComponentError> {
+    let client = Client::new(opts.connector.clone(), state.opts.registries.clone());
+    let mut me = Initiator {
+        state,
+        opts,
+        client,
+        outbox: VecDeque::new(),
+        tracked: BTreeMap::new(),
+        dropped: 0,
+    };
+    loop {
+        match me.session(&cancel).await? {
+            Ended::Cancelled => return Ok(()),
+            Ended::Retry(why) => {
+                tracing::warn!(
+                    "listener {}: {why}; trying again in {:?}",
+                    me.opts.listener.authority(),
+                    me.opts.retry
+                );
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(me.opts.retry) => {}
+                }
+            }
+        }
+    }
+}
+
+impl Initiator {
+    /// One connection's worth of the workflow: learn the listener's identity, register,
+    /// then deliver and poll until the listener fails or `cancel` fires.
+    async fn session(&mut self, cancel: &CancellationToken) -> Result<Ended, ComponentError> {
+        let listener = self.opts.listener.clone();
+        let identity = tokio::select! {
+            _ = cancel.cancelled() => return Ok(Ended::Cancelled),
+            r = tokio::time::timeout(self.opts.timeout, self.client.peer_identity(&listener)) => {
+                match r {
+                    Ok(Ok(id)) => id,
+                    Ok(Err(e)) => return Ok(Ended::Retry(e.to_string())),
+                    Err(_) => return Ok(Ended::Retry("no TLS handshake in time".into())),
+                }
+            }
+        };
+        if let Err(why) = self.register(&identity, cancel).await? {
+            return Ok(Ended::Retry(why));
+        }
+        let mut done = self.state.done.subscribe();
+        let mut next_poll = tokio::time::Instant::now();
+        loop {
+            self.collect();
+            if let Err(why) = self.deliver(cancel).await {
+                return Ok(why);
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(Ended::Cancelled),
+                r = done.changed() => if r.is_err() { return Ok(Ended::Cancelled) },
+                _ = tokio::time::sleep_until(next_poll) => {
+                    next_poll = tokio::time::Instant::now() + self.opts.poll;
+                    match self.fetch(&identity, cancel).await {
+                        Ok(()) => {}
+                        Err(ended) => return Ok(ended),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One request to the listener, bounded by the timeout and `cancel`.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        cancel: &CancellationToken,
+    ) -> Result<HttpReply, Ended> {
+        let url = self.opts.listener.with_path(path);
+        let req = self
+            .client
+            .request(method, &url, body.map(|b| (MEDIA_TYPE, b)));
+        tokio::select! {
+            _ = cancel.cancelled() => Err(Ended::Cancelled),
+            r = tokio::time::timeout(self.opts.timeout, req) => match r {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(e)) => Err(Ended::Retry(format!("{path}: {e}"))),
+                Err(_) => Err(Ended::Retry(format!("{path}: no reply in {:?}", self.opts.timeout))),
+            },
+        }
+    }
+
+    /// Registers the capabilities `identity` may use. `Ok(Err(why))`: try again later;
+    /// `Err`: none is authorised, which only a new configuration mends.
+    async fn register(
+        &mut self,
+        identity: &Identity,
+        cancel: &CancellationToken,
+    ) -> Result<Result<(), String>, ComponentError> {
+        let caps: Vec<Message> = self
+            .state
+            .sched()
+            .capabilities_for(identity)
+            .map(|c| Message::Statement(c.clone()))
+            .collect();
+        if caps.is_empty() {
+            return Err(ComponentError::Initiated(format!(
+                "no capability is authorised for the listener's identity {identity} \
+                 ([Roles] and [Authorizations])"
+            )));
+        }
+        let labels: Vec<String> = caps
+            .iter()
+            .filter_map(|c| c.as_statement()?.label.clone())
+            .collect();
+        let mut env = Envelope::new();
+        env.contents = caps;
+        let path = self.opts.registration_path.clone();
+        let reply = match self
+            .request(
+                Method::POST,
+                &path,
+                Some(Message::Envelope(env).unparse()),
+                cancel,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(Ended::Cancelled) => return Ok(Ok(())),
+            Err(Ended::Retry(why)) => return Ok(Err(why)),
+        };
+        if !reply.status.is_success() {
+            return Ok(Err(format!(
+                "{path}: HTTP {} {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            )));
+        }
+        // {"<label>": {"registered": "ok"}, ...} from the reference; anything else is logged
+        let answer: serde_json::Value =
+            serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
+        for label in &labels {
+            match answer.get(label).and_then(|a| a.get("registered")) {
+                Some(v) if v == "ok" => {}
+                Some(_) => tracing::warn!(
+                    "listener {}: capability {label} not registered: {}",
+                    self.opts.listener.authority(),
+                    answer[label]
+                ),
+                None => {}
+            }
+        }
+        tracing::info!(
+            "registered {} capabilities with {} ({identity})",
+            labels.len(),
+            self.opts.listener.authority()
+        );
+        Ok(Ok(()))
+    }
+
+    /// Fetches what the listener queued and hands it to the scheduler; the immediate
+    /// replies go to the outbox.
+    async fn fetch(
+        &mut self,
+        identity: &Identity,
+        cancel: &CancellationToken,
+    ) -> Result<(), Ended> {
+        let path = self.opts.specification_path.clone();
+        let reply = self.request(Method::GET, &path, None, cancel).await?;
+        if !reply.status.is_success() {
+            return Err(Ended::Retry(format!("{path}: HTTP {}", reply.status)));
+        }
+        if reply.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let parsed = std::str::from_utf8(&reply.body)
+            .map_err(|_| ClientError::Utf8)
+            .and_then(|t| Ok(model::parse(t, &self.state.opts.registries)?));
+        let messages = match parsed {
+            Ok(Message::Envelope(e)) => e.contents,
+            Ok(m) => vec![m],
+            Err(e) => {
+                // one bad message must not stop the workflow: say so, and poll again
+                tracing::warn!("listener {}: {path}: {e}", self.opts.listener.authority());
+                return Ok(());
+            }
+        };
+        for msg in messages {
+            self.handle(msg, identity);
+        }
+        self.state.wake.notify_one();
+        Ok(())
+    }
+
+    /// One message from the listener: to the scheduler, its reply to the outbox.
+    fn handle(&mut self, msg: Message, identity: &Identity) {
+        let Message::Statement(st) = &msg else {
+            tracing::warn!(
+                "listener {}: ignored a queued {}",
+                self.opts.listener.authority(),
+                msg.kind_name()
+            );
+            return;
+        };
+        let token = st.token.clone().unwrap_or_else(|| st.default_token());
+        let path = match st.kind {
+            StatementKind::Specification => self.reply_path(st.link.as_deref()),
+            _ => self
+                .tracked
+                .get(&token)
+                .map(|t| t.path.clone())
+                .unwrap_or_else(|| self.reply_path(st.link.as_deref())),
+        };
+        let answer = {
+            let mut s = self.state.sched();
+            let answer = s.handle(&msg, identity, now());
+            if st.kind == StatementKind::Specification && s.completed_runs(&token).is_some() {
+                self.tracked.entry(token).or_insert(Tracked {
+                    path: path.clone(),
+                    reported: 0,
+                });
+            }
+            answer
+        };
+        self.push(path, answer);
+    }
+
+    /// Where replies to a statement with `link` go on the listener: the link's path, or
+    /// the result path.
+    fn reply_path(&self, link: Option<&str>) -> String {
+        link.filter(|l| !l.is_empty())
+            .and_then(|l| Url::parse(l).ok())
+            .map(|u| u.path)
+            .filter(|p| p != "/")
+            .unwrap_or_else(|| self.opts.result_path.clone())
+    }
+
+    /// Moves what finished jobs produced into the outbox: the result of a single job once,
+    /// a repeated job's envelope after each completed run.
+    fn collect(&mut self) {
+        let mut out = Vec::new();
+        {
+            let mut s = self.state.sched();
+            let t = now();
+            self.tracked.retain(|token, job| {
+                let Some(runs) = s.completed_runs(token) else {
+                    return false;
+                };
+                let repeated = s.is_repeated(token) == Some(true);
+                let finished = s.is_finished(token);
+                if finished || (repeated && runs > job.reported) {
+                    job.reported = runs;
+                    out.push((job.path.clone(), s.redeem(token, t)));
+                }
+                !finished
+            });
+        }
+        for (path, msg) in out {
+            self.push(path, msg);
+        }
+    }
+
+    fn push(&mut self, path: String, msg: Message) {
+        if self.outbox.len() >= self.opts.outbox {
+            self.outbox.pop_front();
+            self.dropped += 1;
+            tracing::warn!(
+                "listener {}: outbox full, {} replies dropped so far",
+                self.opts.listener.authority(),
+                self.dropped
+            );
+        }
+        self.outbox.push_back((path, msg));
+    }
+
+    /// Posts the outbox in order; stops at the first failure (the rest waits).
+    async fn deliver(&mut self, cancel: &CancellationToken) -> Result<(), Ended> {
+        while let Some((path, msg)) = self.outbox.front() {
+            let path = path.clone();
+            let reply = self
+                .request(Method::POST, &path, Some(msg.unparse()), cancel)
+                .await?;
+            if reply.status.is_server_error() {
+                return Err(Ended::Retry(format!("{path}: HTTP {}", reply.status)));
+            }
+            if !reply.status.is_success() {
+                // the listener refuses this message for good: do not block the others
+                tracing::warn!(
+                    "listener {}: {path}: HTTP {} for a {}",
+                    self.opts.listener.authority(),
+                    reply.status,
+                    msg.kind_name()
+                );
+            }
+            self.outbox.pop_front();
+        }
+        Ok(())
+    }
+}
