@@ -122,6 +122,7 @@ pub(super) async fn run(
         tracked: BTreeMap::new(),
         dropped: 0,
     };
+    let mut done = me.state.done.subscribe();
     loop {
         match me.session(&cancel).await? {
             Ended::Cancelled => return Ok(()),
@@ -131,9 +132,21 @@ pub(super) async fn run(
                     me.opts.listener.authority(),
                     me.opts.retry
                 );
-                tokio::select! {
-                    _ = cancel.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(me.opts.retry) => {}
+                // jobs that end meanwhile are taken from the scheduler (which forgets
+                // finished jobs after a while) into the outbox
+                let retry = tokio::time::sleep(me.opts.retry);
+                tokio::pin!(retry);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = &mut retry => break,
+                        r = done.changed() => {
+                            if r.is_err() {
+                                return Ok(());
+                            }
+                            me.collect();
+                        }
+                    }
                 }
             }
         }

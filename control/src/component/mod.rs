@@ -1,4 +1,4 @@
-//! # HTTPS component (client-initiated workflow)
+//! # HTTPS component (client-initiated workflow; the component-initiated one in [`initiator`])
 //!
 //! Serves a [`Scheduler`] over HTTP/1.1 on TLS with mandatory client
 //! certificates (or plain HTTP when no `[TLS]` is configured, every peer then
