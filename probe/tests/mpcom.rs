@@ -279,6 +279,50 @@ fn check_reports_what_would_run() {
     std::fs::write(&conf, text.replace("component.key", "missing.key")).unwrap();
     let (ok, _, err) = check(&conf, false);
     assert!(!ok && err.contains("missing.key"), "{err}");
+
+    // component-initiated: where it registers, and that it listens nowhere unless told to
+    let initiated = format!(
+        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
+         [Authorizations]\ninterop = guest\n\
+         [module_interop]\nmodule = interop_services\nip4addr = 127.0.0.1\n\
+         [component]\nworkflow = component-initiated\nclient_host = supervisor.example\n\
+         client_port = 8891\nregistration_path = register/capability\n\
+         specification_path = show/specification\nresult_path = register/result\n\
+         poll_interval = 2\n"
+    );
+    std::fs::write(&conf, &initiated).unwrap();
+    let (ok, out, err) = check(&conf, true);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(
+            "component-initiated: registers with supervisor.example:8891 (https; paths \
+             /register/capability, /show/specification, /register/result)"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("listens on"), "{out}");
+    std::fs::write(&conf, format!("{initiated}listen-port = 0\n")).unwrap();
+    let (ok, out, err) = check(&conf, true);
+    assert!(ok && out.contains("listens on 0.0.0.0:0"), "{out}{err}");
+    // a required key missing, a poll interval out of range
+    std::fs::write(
+        &conf,
+        initiated.replace(
+            "client_host = supervisor.example
+",
+            "",
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = check(&conf, false);
+    assert!(!ok && err.contains("client_host"), "{err}");
+    std::fs::write(
+        &conf,
+        initiated.replace("poll_interval = 2", "poll_interval = 0"),
+    )
+    .unwrap();
+    let (ok, _, err) = check(&conf, false);
+    assert!(!ok && err.contains("poll_interval"), "{err}");
 }
 
 /// The unit in systemd/ passes `systemd-analyze verify` without a warning (with `ExecStart`
