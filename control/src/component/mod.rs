@@ -58,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 pub mod files;
 pub mod initiator;
 pub mod metrics;
+pub mod supervisor;
 
 use self::metrics::{MetricsOptions, OpenConnection, ServerStats};
 use crate::model::{self, Exception, MEDIA_TYPE, Message, StatementKind};
@@ -112,6 +113,11 @@ pub struct ComponentOptions {
     pub export_dir: Option<std::path::PathBuf>,
     /// `GET /metrics`: who may read it and what the modules add (not served by default).
     pub metrics: MetricsOptions,
+    /// The listener of the component-initiated workflow, whose components' capabilities
+    /// are relayed to clients ([`supervisor`]); `None`: not a supervisor.
+    pub listener: Option<supervisor::ListenerOptions>,
+    /// The `link` put on capabilities that components register here (`listen-cap-link`).
+    pub cap_link: Option<String>,
 }
 
 impl ComponentOptions {
@@ -129,6 +135,8 @@ impl ComponentOptions {
             max_connections: 1024,
             export_dir: None,
             metrics: MetricsOptions::default(),
+            listener: None,
+            cap_link: None,
         }
     }
 }
@@ -150,6 +158,8 @@ struct State {
     done: watch::Sender<u64>,
     opts: ComponentOptions,
     stats: ServerStats,
+    /// The supervisor's listener, when [`ComponentOptions::listener`] is set.
+    relay: Option<Arc<supervisor::Relay>>,
 }
 
 impl State {
@@ -163,6 +173,8 @@ impl State {
 pub struct Component {
     state: Arc<State>,
     listener: Option<TcpListener>,
+    /// A second socket serving the same routes ([`listen_also`](Self::listen_also)).
+    second: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Component {
@@ -224,10 +236,25 @@ impl Component {
         Ok(c)
     }
 
+    /// Binds a second socket serving the same routes (a supervisor's `[client]
+    /// listen-port`, where components register, beside the clients' port); its address.
+    pub async fn listen_also(&mut self, addr: SocketAddr) -> Result<SocketAddr, ComponentError> {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ComponentError::Bind { addr, source })?;
+        let bound = l.local_addr()?;
+        self.second = Some(l);
+        Ok(bound)
+    }
+
     /// A component that listens nowhere: for the component-initiated workflow alone
     /// ([`serve_initiated`](Self::serve_initiated)), where it connects out to its listener.
     pub fn without_listener(opts: ComponentOptions, scheduler: Scheduler) -> Component {
         let (done, _) = watch::channel(0);
+        let relay = opts
+            .listener
+            .clone()
+            .map(|l| Arc::new(supervisor::Relay::new(l)));
         Component {
             state: Arc::new(State {
                 scheduler: Mutex::new(scheduler),
@@ -235,8 +262,10 @@ impl Component {
                 done,
                 opts,
                 stats: ServerStats::default(),
+                relay,
             }),
             listener: None,
+            second: None,
         }
     }
 
@@ -273,7 +302,11 @@ impl Component {
         init: Option<initiator::InitiatorOptions>,
         outer: CancellationToken,
     ) -> Result<(), ComponentError> {
-        let Component { state, listener } = self;
+        let Component {
+            state,
+            listener,
+            second,
+        } = self;
         // a fatal error of the initiator stops everything, as `outer` does
         let cancel = outer.child_token();
         let mut tasks: JoinSet<()> = JoinSet::new();
@@ -293,7 +326,12 @@ impl Component {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                accepted = accept(&listener) => match accepted {
+                accepted = async {
+                    tokio::select! {
+                        a = accept(&listener) => a,
+                        a = accept(&second) => a,
+                    }
+                } => match accepted {
                     Ok((tcp, peer)) if tasks.len() > state.opts.max_connections => {
                         tracing::warn!("{peer}: too many connections, closing");
                         state.stats.refused_over_limit.fetch_add(1, Relaxed);
@@ -316,6 +354,10 @@ impl Component {
             }
         }
         drop(listener);
+        drop(second);
+        if let Some(r) = &state.relay {
+            r.wake_all();
+        }
         while let Some(res) = tasks.join_next().await {
             if let Err(e) = res
                 && e.is_panic()
@@ -447,6 +489,11 @@ where
 
 async fn route(state: &State, identity: &Identity, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    if let Some(relay) = &state.relay
+        && let Some(which) = relay.route(&path)
+    {
+        return listener_route(state, relay, which, identity, req).await;
+    }
     match (req.method(), path.as_str()) {
         (&Method::GET, "/") => index(state, identity),
         (&Method::GET, "/capability" | "/capability/") => capability_links(state, identity),
@@ -563,6 +610,100 @@ fn capability_links(state: &State, identity: &Identity) -> Response<Body> {
     reply(StatusCode::OK, "text/html; charset=UTF-8", page)
 }
 
+/// A request of a component to the supervisor's listener paths.
+async fn listener_route(
+    state: &State,
+    relay: &Arc<supervisor::Relay>,
+    which: supervisor::ListenerPath,
+    identity: &Identity,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    use supervisor::ListenerPath as P;
+    let answer = match (which, req.method()) {
+        (P::Specification, &Method::GET) => relay.fetch(identity),
+        (P::Registration | P::Result, &Method::POST) => {
+            // the reference's listener: `400 Invalid format` for any other media type
+            if req
+                .headers()
+                .get(CONTENT_TYPE)
+                .is_none_or(|v| v.as_bytes() != MEDIA_TYPE.as_bytes())
+            {
+                return text(StatusCode::BAD_REQUEST, "Invalid format");
+            }
+            let body = match read_body(state, req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            if which == P::Result {
+                relay.file(&body, &state.opts.registries)
+            } else {
+                match relay.register(&body, identity, &state.opts.registries) {
+                    Err(a) => a,
+                    Ok(r) => {
+                        let n = r.services.len();
+                        {
+                            let mut s = state.sched();
+                            s.retain_services(|c| {
+                                !c.token.as_ref().is_some_and(|t| r.replaced.contains(t))
+                            });
+                            for svc in r.services {
+                                s.add_service(svc, state.opts.cap_link.as_deref());
+                            }
+                        }
+                        tracing::info!("{identity} registered {n} capabilities");
+                        r.answer
+                    }
+                }
+            }
+        }
+        _ => return text(StatusCode::METHOD_NOT_ALLOWED, "wrong method for this path"),
+    };
+    let (status, ctype, body) = answer;
+    reply(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        ctype,
+        body,
+    )
+}
+
+/// The body of a POST as text, bounded by [`ComponentOptions::max_body`]; the error
+/// response otherwise.
+async fn read_body(state: &State, req: Request<Incoming>) -> Result<String, Response<Body>> {
+    let max = state.opts.max_body;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {max} bytes\n"),
+        ));
+    }
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return Err(text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body larger than {max} bytes\n"),
+                ));
+            }
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read body: {e}\n"),
+            ));
+        }
+    };
+    match String::from_utf8(body.to_vec()) {
+        Ok(b) => Ok(b),
+        Err(_) => Err(text(StatusCode::BAD_REQUEST, "body is not UTF-8\n")),
+    }
+}
+
 async fn post(state: &State, identity: &Identity, req: Request<Incoming>) -> Response<Body> {
     let ctype_ok = req
         .headers()
@@ -574,35 +715,11 @@ async fn post(state: &State, identity: &Identity, req: Request<Incoming>) -> Res
             format!("Content-Type must be exactly {MEDIA_TYPE}\n"),
         );
     }
-    let max = state.opts.max_body;
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {max} bytes\n"),
-        );
-    }
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body larger than {max} bytes\n"),
-                );
-            }
-            return text(StatusCode::BAD_REQUEST, format!("cannot read body: {e}\n"));
-        }
+    let body = match read_body(state, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
-    let Ok(body) = std::str::from_utf8(&body) else {
-        return text(StatusCode::BAD_REQUEST, "body is not UTF-8\n");
-    };
+    let body = body.as_str();
     let msg = match model::parse(body, &state.opts.registries) {
         Ok(m) => m,
         Err(e) => {

@@ -30,7 +30,7 @@ mod matching;
 mod read;
 mod rows;
 mod scan;
-mod token;
+pub(crate) mod token;
 
 pub use error::ModelError;
 pub use matching::{MatchError, check_fulfills, find_capability};

@@ -7,7 +7,7 @@ use md5::{Digest, Md5};
 use super::{Statement, StatementKind};
 use crate::value::Timestamp;
 
-fn md5_hex(s: &str) -> String {
+pub(crate) fn md5_hex(s: &str) -> String {
     let d = Md5::digest(s.as_bytes());
     let mut out = String::with_capacity(32);
     for b in d {

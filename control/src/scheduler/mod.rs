@@ -272,6 +272,12 @@ impl Scheduler {
         self.services.push((cap, service));
     }
 
+    /// Keeps the services whose capability `keep` accepts (a supervisor replacing what a
+    /// component registered before); jobs already running keep their service.
+    pub fn retain_services(&mut self, mut keep: impl FnMut(&Statement) -> bool) {
+        self.services.retain(|(c, _)| keep(c));
+    }
+
     /// Every capability (with token and link), in registration order.
     pub fn capabilities(&self) -> impl Iterator<Item = &Statement> {
         self.services.iter().map(|(c, _)| c)

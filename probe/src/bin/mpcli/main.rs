@@ -197,18 +197,18 @@ async fn run(cli: Cli) -> Result<Outcome> {
                     .iter()
                     .map(|c| Message::Statement(c.clone()).unparse())
                     .collect();
-                println!("[{}]", all.join(",\n"));
+                put(&format!("[{}]\n", all.join(",\n")));
             } else if caps.is_empty() {
                 eprintln!("no capabilities for this identity");
             } else {
-                print!("{}", output::summary(&caps));
+                put(&output::summary(&caps));
             }
             Ok(Outcome::Done)
         }
         Cmd::Show { capability } => {
             let caps = session.capabilities().await?;
             let cap = find(&caps, &capability)?;
-            println!("{}", Message::Statement(cap.clone()).unparse());
+            put_line(&Message::Statement(cap.clone()).unparse());
             Ok(Outcome::Done)
         }
         Cmd::Run(a) => {
@@ -227,7 +227,7 @@ async fn run(cli: Cli) -> Result<Outcome> {
             let mut sigint = interrupt_signal()?;
             let reply = session.send(&to, &Message::Statement(spec)).await?;
             if a.no_wait {
-                println!("{}", reply.unparse());
+                put_line(&reply.unparse());
                 return match &reply {
                     Message::Exception(e) => bail!("exception from the component: {}", e.message),
                     _ => Ok(Outcome::Done),
@@ -258,6 +258,25 @@ async fn run(cli: Cli) -> Result<Outcome> {
                 .await
         }
     }
+}
+
+/// Writes `text` to standard output. A reader that went away (`mpcli caps | head -3`) ends
+/// the program quietly instead of a panic.
+fn put(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("mpcli: standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// [`put`] with a line feed.
+fn put_line(text: &str) {
+    put(&format!("{text}\n"));
 }
 
 /// SIGINT (Ctrl-C) as a stream, registered now: a signal that arrives while a request is in
@@ -535,7 +554,7 @@ impl Session {
                     bail!("the component answered with a {}", reply.kind_name())
                 }
                 done => {
-                    print!("{}", output::results(&done, opts.format));
+                    put(&output::results(&done, opts.format));
                     return Ok(if interrupted {
                         Outcome::Interrupted
                     } else {
@@ -544,12 +563,12 @@ impl Session {
                 }
             };
             if !wait {
-                println!("{}", Message::Statement(receipt).unparse());
+                put_line(&Message::Statement(receipt).unparse());
                 eprintln!("not ready yet: redeem it later");
                 return Ok(Outcome::TimedOut);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                println!("{}", Message::Statement(receipt).unparse());
+                put_line(&Message::Statement(receipt).unparse());
                 eprintln!("still running after --timeout: redeem the receipt above later");
                 return Ok(Outcome::TimedOut);
             }
@@ -559,7 +578,7 @@ impl Session {
                 _ = tokio::time::sleep(poll) => false,
             };
             if stop && interrupted {
-                println!("{}", Message::Statement(receipt).unparse());
+                put_line(&Message::Statement(receipt).unparse());
                 eprintln!(
                     "interrupted again: not waiting for the partial result (the receipt above)"
                 );

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use mplane::azn::{Azn, AznMode, AznWarning};
 use mplane::component::initiator::InitiatorOptions;
 use mplane::component::metrics::{MetricsAccess, MetricsOptions};
+use mplane::component::supervisor::ListenerOptions;
 use mplane::component::{Component, ComponentOptions};
 use mplane::config::{Config, Workflow};
 use mplane::registry::Registries;
@@ -26,6 +27,9 @@ struct Prepared {
     /// Whether it also listens (always for client-initiated; for component-initiated when
     /// `listen-port` is given: downloads, registries, metrics and client-initiated requests).
     listens: bool,
+    /// A supervisor's `[client] listen-port` for its components, when it differs from the
+    /// clients' port.
+    supervisor_port: Option<u16>,
     sched: Scheduler,
     tls: Option<Arc<ReloadableServerConfig>>,
     /// What an operator should look at (unknown keys, authorisation rules that match
@@ -191,8 +195,40 @@ fn prepare(path: &Path) -> Result<Prepared> {
         }
     };
     let listens = initiated.is_none() || cfg.ini().get("component", "listen-port")?.is_some();
+    // [client] workflow = component-initiated beside a client-initiated [component]: a
+    // supervisor, as the reference's mpsup
+    let listener = match &cfg.client {
+        Some(c) if c.workflow == Workflow::ComponentInitiated => {
+            if initiated.is_some() {
+                anyhow::bail!(
+                    "{}: [client] workflow = component-initiated (a supervisor) needs \
+                     [component] workflow = client-initiated, to serve its clients",
+                    path.display()
+                );
+            }
+            let slash = |p: &str| {
+                if p.starts_with('/') {
+                    p.to_string()
+                } else {
+                    format!("/{p}")
+                }
+            };
+            let mut l = ListenerOptions::new(c.listen_spec_link.clone().unwrap_or_default());
+            l.registration_path = slash(&c.registration_path);
+            l.specification_path = slash(&c.specification_path);
+            l.result_path = slash(&c.result_path);
+            Some((l, c.listen_port))
+        }
+        _ => None,
+    };
+    let supervisor_port = listener
+        .as_ref()
+        .map(|(_, port)| *port)
+        .filter(|p| *p != comp.listen_port || *p == 0);
     let addr = SocketAddr::from(([0, 0, 0, 0], comp.listen_port));
     let mut opts = ComponentOptions::new(addr, tls.clone());
+    opts.listener = listener.map(|(l, _)| l);
+    opts.cap_link = comp.listen_cap_link.clone();
     opts.registries = Arc::new(regs);
     opts.registries_served = served;
     opts.metrics = metrics;
@@ -207,6 +243,7 @@ fn prepare(path: &Path) -> Result<Prepared> {
         opts,
         initiated,
         listens,
+        supervisor_port,
         sched,
         tls,
         warnings,
@@ -317,6 +354,7 @@ pub fn run(path: &Path) -> Result<()> {
         opts,
         initiated,
         listens,
+        supervisor_port,
         sched,
         tls,
         warnings,
@@ -335,7 +373,7 @@ pub fn run(path: &Path) -> Result<()> {
         .context("tokio runtime")?;
     let result = rt.block_on(async move {
         let component = if listens {
-            let component = Component::bind(opts, sched).await?;
+            let mut component = Component::bind(opts, sched).await?;
             let bound = component.local_addr()?;
             tracing::info!(
                 "listening on {bound} ({})",
@@ -343,6 +381,12 @@ pub fn run(path: &Path) -> Result<()> {
             );
             // the port actually bound, for scripts using listen-port = 0
             println!("listening {bound}");
+            if let Some(port) = supervisor_port {
+                let addr = component
+                    .listen_also(SocketAddr::from(([0, 0, 0, 0], port)))
+                    .await?;
+                tracing::info!("components register on {addr}");
+            }
             component
         } else {
             Component::without_listener(opts, sched)
@@ -355,7 +399,15 @@ pub fn run(path: &Path) -> Result<()> {
                     "component-initiated: registering with {}",
                     init.listener.authority()
                 );
-                println!("initiating {}", init.listener.authority());
+                // (stdout may be closed by whoever read the first line: no panic then)
+                {
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stdout(),
+                        "initiating {}",
+                        init.listener.authority()
+                    );
+                }
                 component.serve_initiated(init, cancel.clone()).await?
             }
             None => component.serve(cancel.clone()).await?,
@@ -403,6 +455,18 @@ pub fn check(path: &Path, strict: bool) -> Result<()> {
             "{}: listens on {} ({security})",
             path.display(),
             p.opts.addr
+        );
+    }
+    if let Some(l) = &p.opts.listener {
+        let _ = writeln!(
+            out,
+            "  supervisor: components register on port {} (paths {}, {}, {}; results to {})",
+            p.supervisor_port
+                .map_or_else(|| p.opts.addr.port().to_string(), |x| x.to_string()),
+            l.registration_path,
+            l.specification_path,
+            l.result_path,
+            l.spec_link
         );
     }
     for (section, kind, labels) in &p.modules {

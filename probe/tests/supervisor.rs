@@ -1,0 +1,240 @@
+//! A supervisor (`mpcom` with `[client] workflow = component-initiated`, as the reference's
+//! `mpsup`): a probe that connects out registers with it, and clients run the probe's
+//! capabilities through it: `mpcli` (ours) and the reference client, over mutual TLS on
+//! loopback. Inline results, exceptions, and an interrupt travel through the relay. Needs
+//! `openssl` and (for the reference client) a Python 3.11 able to create the peer venv.
+
+#[path = "support/mpcom_process.rs"]
+mod mpcom_process;
+#[path = "../../control/tests/support/peer.rs"]
+#[allow(clippy::incompatible_msrv)]
+mod peer;
+#[path = "../../control/tests/common/pki.rs"]
+mod pki;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mpcom_process::{Mpcom, free_port};
+use mplane::model::{self, Message};
+use mplane::registry::Registries;
+use pki::Pki;
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write(pki: &Pki, name: &str, text: &str) -> std::path::PathBuf {
+    let path = pki.dir().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The supervisor on `clients` (for clients) and `components` (where probes register).
+fn supervisor_conf(pki: &Pki, clients: u16, components: u16) -> String {
+    let d = pki.dir().display();
+    format!(
+        "[TLS]\ncert = {d}/supervisor.crt\nkey = {d}/supervisor.key\nca-chain = {d}/ca.crt\n\n\
+         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+         [Authorizations]\ninterop-rows = guest\ninterop-slow = guest\ninterop-fail = guest\n\n\
+         [component]\nworkflow = client-initiated\nlisten-port = {clients}\n\
+         listen-cap-link = https://127.0.0.1:{clients}/\n\n\
+         [client]\nworkflow = component-initiated\nlisten-port = {components}\n\
+         listen-spec-link = https://127.0.0.1:{components}/register/result\n\
+         registration-path = register/capability\nspecification-path = show/specification\n\
+         result-path = register/result\n"
+    )
+}
+
+/// The probe: the interop services, registering with the supervisor.
+fn probe_conf(pki: &Pki, components: u16) -> String {
+    let tls = pki.tls_section();
+    format!(
+        "{tls}[Roles]\norg.mplane.SSB.Supervisors.Supervisor-1 = admin\n\n\
+         [Authorizations]\ninterop = admin\n\n\
+         [module_interop]\nmodule = interop_services\nip4addr = 127.0.0.1\n\n\
+         [component]\nworkflow = component-initiated\nclient_host = 127.0.0.1\n\
+         client_port = {components}\nregistration_path = register/capability\n\
+         specification_path = show/specification\nresult_path = register/result\n\
+         poll_interval = 0.3\n"
+    )
+}
+
+fn client_conf(pki: &Pki, clients: u16) -> String {
+    let d = pki.dir().display();
+    format!(
+        "[TLS]\ncert = {d}/client.crt\nkey = {d}/client.key\nca-chain = {d}/ca.crt\n\n\
+         [client]\nworkflow = client-initiated\ndefault-url = https://127.0.0.1:{clients}/\n"
+    )
+}
+
+fn mpcli(conf: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mpcli"))
+        .arg("--config")
+        .arg(conf)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn status(o: &Output, code: i32) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{out}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+#[test]
+fn a_probe_behind_a_supervisor_answers_its_clients() {
+    let pki = Pki::new();
+    let (clients, components) = (free_port(), free_port());
+    let sup = write(
+        &pki,
+        "supervisor.conf",
+        &supervisor_conf(&pki, clients, components),
+    );
+    let (_sup, port) = Mpcom::start(&sup, Stdio::null());
+    assert_eq!(port, clients);
+    // the supervisor's own check says what it does
+    let check = Command::new(env!("CARGO_BIN_EXE_mpcom"))
+        .args(["check", "--config"])
+        .arg(&sup)
+        .output()
+        .unwrap();
+    let out = status(&check, 0);
+    assert!(
+        out.contains(&format!(
+            "supervisor: components register on port {components}"
+        )),
+        "{out}"
+    );
+    let probe = write(&pki, "probe.conf", &probe_conf(&pki, components));
+    let _probe = Killed(
+        Command::new(env!("CARGO_BIN_EXE_mpcom"))
+            .arg("--config")
+            .arg(&probe)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = write(&pki, "client.conf", &client_conf(&pki, clients));
+
+    // the probe's capabilities appear at the supervisor once it has registered
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let caps = loop {
+        let out = status(&mpcli(&client, &["caps"]), 0);
+        if out.matches("(measure)").count() == 3 {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "never registered: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // relayed under the supervisor's link
+    assert!(
+        caps.contains(&format!("link        https://127.0.0.1:{clients}/")),
+        "{caps}"
+    );
+
+    // an inline result through the relay, under the client's own token
+    let o = mpcli(
+        &client,
+        &[
+            "run",
+            "interop-rows-ip4",
+            "destination.ip4=127.0.0.2",
+            "packets.ip=2",
+            "--when",
+            "now + 1s / 1s",
+            "--format",
+            "json",
+        ],
+    );
+    let Message::Statement(r) = model::parse(status(&o, 0).trim(), &Registries::default()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(r.kind.key(), "result");
+    assert_eq!(r.rows().len(), 2);
+    assert_eq!(r.label.as_deref(), Some("interop-rows-ip4"));
+
+    // the probe's exception, relayed
+    let o = mpcli(
+        &client,
+        &["run", "interop-fail-ip4", "destination.ip4=127.0.0.2"],
+    );
+    status(&o, 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("interop-fail: deliberate failure"), "{err}");
+
+    // an interrupt travels to the probe, and its partial result back
+    let receipt = status(
+        &mpcli(
+            &client,
+            &[
+                "run",
+                "interop-slow-ip4",
+                "destination.ip4=127.0.0.2",
+                "--when",
+                "now + 60s / 1s",
+                "--no-wait",
+            ],
+        ),
+        0,
+    );
+    let file = write(&pki, "receipt.json", &receipt);
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    let out = status(
+        &mpcli(
+            &client,
+            &[
+                "interrupt",
+                file.to_str().unwrap(),
+                "--format",
+                "csv",
+                "--poll",
+                "0.2",
+            ],
+        ),
+        0,
+    );
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[1].starts_with("100,150,200,"), "{out}");
+
+    // the reference client through the same supervisor
+    let input =
+        serde_json::json!({"pki": pki.dir(), "url": format!("https://127.0.0.1:{clients}")});
+    let out = peer::run_client_script(
+        r#"
+discover()
+out = {"caps": sorted(client.capability_labels())}
+out["rows"] = run("interop-rows-ip4", "now + 1s / 1s", {"destination.ip4": "127.0.0.2", "packets.ip": "3"})
+print(json.dumps(out))
+"#,
+        &input.to_string(),
+    );
+    let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        out["caps"],
+        serde_json::json!(["interop-fail-ip4", "interop-rows-ip4", "interop-slow-ip4"])
+    );
+    let Message::Statement(r) =
+        model::parse(out["rows"].as_str().unwrap(), &Registries::default()).unwrap()
+    else {
+        panic!("{}", out["rows"])
+    };
+    assert_eq!(r.kind.key(), "result", "{}", out["rows"]);
+    assert_eq!(r.rows().len(), 3);
+}
