@@ -198,12 +198,7 @@ impl Client {
         body: Option<(&str, String)>,
         headers: &[(&str, &str)],
     ) -> Result<HttpReply, ClientError> {
-        let tcp = TcpStream::connect((url.host.as_str(), url.port))
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: url.authority(),
-                source,
-            })?;
+        let tcp = connect(url).await?;
         if url.tls {
             let conn = self
                 .connector
@@ -220,12 +215,7 @@ impl Client {
     /// reference component learns its listener's identity before it registers); over plain
     /// HTTP, the unauthenticated identity once a TCP connection is made.
     pub async fn peer_identity(&self, url: &Url) -> Result<Identity, ClientError> {
-        let tcp = TcpStream::connect((url.host.as_str(), url.port))
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: url.authority(),
-                source,
-            })?;
+        let tcp = connect(url).await?;
         if !url.tls {
             return Ok(Identity::unauthenticated());
         }
@@ -304,6 +294,16 @@ impl Client {
         let r = receipt.derive(StatementKind::Interrupt);
         self.send(url, &Message::Statement(r)).await
     }
+}
+
+/// A TCP connection to `url`'s host and port.
+async fn connect(url: &Url) -> Result<TcpStream, ClientError> {
+    TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .map_err(|source| ClientError::Connect {
+            addr: url.authority(),
+            source,
+        })
 }
 
 fn collect_capabilities(m: Message) -> Vec<Statement> {

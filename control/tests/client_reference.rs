@@ -1,7 +1,7 @@
-//! The Rust [`mplane::client::Client`] against the reference component
-//! runtime (`mpcom` of `mplane-sdk` 0.9.0) over mutual TLS on loopback, with
-//! a small service module written here. Needs `openssl` and a Python 3.11
-//! able to create the peer venv (see `support/peer.rs`).
+//! The Rust [`mplane::client::Client`] against the reference component runtime (`mpcom` of
+//! `mplane-sdk` 0.9.0) over mutual TLS on loopback, with the service module of
+//! `support/peer.rs` ([`peer::REFERENCE_SERVICES`]). Needs `openssl` and a Python 3.11 able to
+//! create the peer venv.
 
 mod common;
 
@@ -9,9 +9,8 @@ mod common;
 #[allow(clippy::incompatible_msrv)]
 mod peer;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::pki::Pki;
 use mplane::client::{Client, Url};
@@ -19,64 +18,6 @@ use mplane::model::{Message, Statement, StatementKind, WhenText};
 use mplane::registry::Registries;
 use mplane::tls::Connector;
 use mplane::value::Value;
-
-/// Three services for the reference runtime: `echo-ip4` answers at once,
-/// `wait-ip4` runs until interrupted (at most 60 s), `tick-ip4` answers at
-/// once and is periodic (for repeated specifications).
-const MODULE: &str = r#"
-import time
-from datetime import datetime, timedelta
-import mplane.model, mplane.scheduler
-
-def _cap(label, result, when="now ... future"):
-    cap = mplane.model.Capability(label=label, when=when)
-    cap.add_parameter("source.ip4", "127.0.0.1")
-    cap.add_parameter("destination.ip4")
-    cap.add_result_column(result)
-    return cap
-
-_T0 = datetime(2015, 6, 1, 12, 0, 0)
-
-class Echo(mplane.scheduler.Service):
-    def run(self, spec, check_interrupt):
-        res = mplane.model.Result(specification=spec)
-        res.set_when(mplane.model.When(a=_T0, b=_T0 + timedelta(seconds=1)), force=True)
-        res.set_result_value("delay.twoway.icmp.us", 42)
-        return res
-
-class Wait(mplane.scheduler.Service):
-    def run(self, spec, check_interrupt):
-        n = 0
-        while not check_interrupt() and n < 600:
-            time.sleep(0.1)
-            n += 1
-        res = mplane.model.Result(specification=spec)
-        res.set_when(mplane.model.When(a=_T0, b=_T0 + timedelta(seconds=1)), force=True)
-        res.set_result_value("delay.twoway.icmp.count", n)
-        return res
-
-def services():
-    return [Echo(_cap("echo-ip4", "delay.twoway.icmp.us")),
-            Wait(_cap("wait-ip4", "delay.twoway.icmp.count")),
-            Echo(_cap("tick-ip4", "delay.twoway.icmp.us", when="now ... future / 1s"))]
-"#;
-
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn find<'a>(caps: &'a [Statement], label: &str) -> &'a Statement {
     caps.iter()
@@ -106,40 +47,9 @@ fn statement(m: Message) -> Statement {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_client_against_reference_component() {
-    let py = peer::python();
-    let mpcom = py.with_file_name("mpcom");
     let pki = Pki::new();
-    let port = free_port();
-    let tls = pki.tls_section();
-    std::fs::write(pki.dir().join("rustpeer_services.py"), MODULE).unwrap();
-    let conf = format!(
-        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
-         [Authorizations]\necho-ip4 = guest\nwait-ip4 = guest\ntick-ip4 = guest\n\n\
-         [module_rust]\nmodule = rustpeer_services\n\n\
-         [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
-         listen-cap-link = https://127.0.0.1:{port}/\n"
-    );
-    let conf_path = pki.dir().join("component.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let _peer = Peer(
-        Command::new(&py)
-            .arg(&mpcom)
-            .arg("--config")
-            .arg(&conf_path)
-            .env("PYTHONPATH", pki.dir())
-            .env("PYTHONHASHSEED", "0")
-            .current_dir(pki.dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "reference mpcom did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let port = peer::free_port();
+    let _peer = peer::ReferenceComponent::start(pki.dir(), &pki.tls_section(), port);
 
     let client = Client::new(
         Some(Connector::new(&pki.files("client")).unwrap()),

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::pki::Pki;
+use common::services::{Quick, Slow, cap, setting};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -20,78 +21,13 @@ use mplane::azn::{Azn, AznMode};
 use mplane::client::Url;
 use mplane::component::initiator::InitiatorOptions;
 use mplane::component::{Component, ComponentError, ComponentOptions};
-use mplane::config::Setting;
 use mplane::model::{self, Envelope, MEDIA_TYPE, Message, Statement, StatementKind, WhenText};
 use mplane::registry::Registries;
-use mplane::scheduler::{JobContext, Outcome, Scheduler, Service};
+use mplane::scheduler::Scheduler;
 use mplane::tls::{Connector, Identity, ReloadableServerConfig};
 use mplane::value::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-fn cap(label: &str, results: &[&str], when: &str) -> Statement {
-    let results: Vec<String> = results.iter().map(|r| format!("\"{r}\"")).collect();
-    let text = format!(
-        r#"{{"capability":"measure","version":1,"label":"{label}","when":"{when}",
-        "parameters":{{"source.ip4":"127.0.0.1","destination.ip4":"*"}},
-        "results":[{}]}}"#,
-        results.join(",")
-    );
-    match model::parse(&text, &Registries::default()).unwrap() {
-        Message::Statement(s) => s,
-        m => panic!("{m:?}"),
-    }
-}
-
-/// Immediate one-row result, or failure.
-struct Quick(Statement, bool);
-impl Service for Quick {
-    fn capability(&self) -> &Statement {
-        &self.0
-    }
-    fn run(&self, spec: &Statement, _ctx: JobContext) -> Outcome {
-        if self.1 {
-            return Err("deliberate failure".into());
-        }
-        let mut r = spec.result_for();
-        r.push_row(&[Some(Value::Natural(42))])
-            .map_err(|e| e.to_string())?;
-        Ok(r)
-    }
-}
-
-/// Runs until interrupted or for the scope's duration; counts 50 ms ticks.
-struct Slow(Statement);
-impl Service for Slow {
-    fn capability(&self) -> &Statement {
-        &self.0
-    }
-    fn run(&self, spec: &Statement, ctx: JobContext) -> Outcome {
-        let start = Instant::now();
-        let limit = spec
-            .when()
-            .duration_micros(mplane::component::now())
-            .map(|us| Duration::from_micros(us.max(0) as u64))
-            .unwrap_or(Duration::from_secs(3600));
-        let mut n = 0;
-        while start.elapsed() < limit && !ctx.interrupt.is_set() {
-            std::thread::sleep(Duration::from_millis(50));
-            n += 1;
-        }
-        let mut r = spec.result_for();
-        r.push_row(&[Some(Value::Natural(n))])
-            .map_err(|e| e.to_string())?;
-        Ok(r)
-    }
-}
-
-fn setting(k: &str, v: &str) -> Setting {
-    Setting {
-        key: k.into(),
-        value: v.into(),
-        line: 1,
-    }
-}
 
 /// What the listener saw and what it hands out.
 #[derive(Default)]
@@ -250,10 +186,9 @@ fn scheduler() -> Scheduler {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The component, initiating towards 127.0.0.1:`port`, fast timers.
@@ -280,6 +215,19 @@ fn component(
         cancel,
         tokio::spawn(async move { comp.serve_initiated(init, c2).await }),
     )
+}
+
+/// Cancels the component and checks that it stops, cleanly, soon.
+async fn stop(
+    cancel: CancellationToken,
+    comp: tokio::task::JoinHandle<Result<(), ComponentError>>,
+) {
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(15), comp)
+        .await
+        .expect("stops when cancelled")
+        .unwrap()
+        .unwrap();
 }
 
 /// Waits (up to 10 s) until `f` holds for what the listener saw.
@@ -446,12 +394,7 @@ async fn registers_runs_and_reports_to_the_listener() {
             "each envelope holds the results so far"
         );
     }
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(15), comp)
-        .await
-        .expect("stops when cancelled")
-        .unwrap()
-        .unwrap();
+    stop(cancel, comp).await;
     listener.stop().await;
 }
 
@@ -484,12 +427,7 @@ async fn a_listener_that_comes_back_gets_the_registration_and_the_results_again(
         posted_for(s, &st).iter().any(|(_, k)| k == "result")
     })
     .await;
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(15), comp)
-        .await
-        .expect("stops when cancelled")
-        .unwrap()
-        .unwrap();
+    stop(cancel, comp).await;
     listener.stop().await;
 }
 

@@ -9,81 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::pki::Pki;
+use common::services::{Quick, Slow, cap, setting};
 use hyper::{Method, StatusCode};
 use mplane::azn::{Azn, AznMode};
 use mplane::client::{Client, ClientError, Url};
 use mplane::component::{Component, ComponentOptions};
-use mplane::config::Setting;
 use mplane::model::{self, MEDIA_TYPE, Message, Statement, WhenText};
 use mplane::registry::Registries;
-use mplane::scheduler::{JobContext, Outcome, Scheduler, Service};
+use mplane::scheduler::Scheduler;
 use mplane::tls::{Connector, ReloadableServerConfig};
 use mplane::value::Value;
 use tokio_util::sync::CancellationToken;
-
-fn cap(label: &str, results: &[&str]) -> Statement {
-    let results: Vec<String> = results.iter().map(|r| format!("\"{r}\"")).collect();
-    let text = format!(
-        r#"{{"capability":"measure","version":1,"label":"{label}","when":"now ... future",
-        "parameters":{{"source.ip4":"127.0.0.1","destination.ip4":"*"}},
-        "results":[{}]}}"#,
-        results.join(",")
-    );
-    match model::parse(&text, &Registries::default()).unwrap() {
-        Message::Statement(s) => s,
-        m => panic!("{m:?}"),
-    }
-}
-
-/// Immediate one-row result, or failure.
-struct Quick(Statement, bool);
-impl Service for Quick {
-    fn capability(&self) -> &Statement {
-        &self.0
-    }
-    fn run(&self, spec: &Statement, _ctx: JobContext) -> Outcome {
-        if self.1 {
-            return Err("deliberate failure".into());
-        }
-        let mut r = spec.result_for();
-        r.push_row(&[Some(Value::Natural(42))])
-            .map_err(|e| e.to_string())?;
-        Ok(r)
-    }
-}
-
-/// Runs until interrupted or for the scope's duration; counts 50 ms ticks.
-struct Slow(Statement);
-impl Service for Slow {
-    fn capability(&self) -> &Statement {
-        &self.0
-    }
-    fn run(&self, spec: &Statement, ctx: JobContext) -> Outcome {
-        let start = std::time::Instant::now();
-        let limit = spec
-            .when()
-            .duration_micros(mplane::component::now())
-            .map(|us| Duration::from_micros(us.max(0) as u64))
-            .unwrap_or(Duration::from_secs(3600));
-        let mut n = 0;
-        while start.elapsed() < limit && !ctx.interrupt.is_set() {
-            std::thread::sleep(Duration::from_millis(50));
-            n += 1;
-        }
-        let mut r = spec.result_for();
-        r.push_row(&[Some(Value::Natural(n))])
-            .map_err(|e| e.to_string())?;
-        Ok(r)
-    }
-}
-
-fn setting(k: &str, v: &str) -> Setting {
-    Setting {
-        key: k.into(),
-        value: v.into(),
-        line: 1,
-    }
-}
 
 struct Fixture {
     pki: Pki,
@@ -103,17 +39,28 @@ impl Fixture {
         let link = Some("https://127.0.0.1:1/");
         sched.add_service(
             Arc::new(Quick(
-                cap("test-quick-ip4", &["delay.twoway.icmp.us"]),
+                cap(
+                    "test-quick-ip4",
+                    &["delay.twoway.icmp.us"],
+                    "now ... future",
+                ),
                 false,
             )),
             link,
         );
         sched.add_service(
-            Arc::new(Quick(cap("test-fail-ip4", &["hops.ip"]), true)),
+            Arc::new(Quick(
+                cap("test-fail-ip4", &["hops.ip"], "now ... future"),
+                true,
+            )),
             link,
         );
         sched.add_service(
-            Arc::new(Slow(cap("test-slow-ip4", &["delay.twoway.icmp.count"]))),
+            Arc::new(Slow(cap(
+                "test-slow-ip4",
+                &["delay.twoway.icmp.count"],
+                "now ... future",
+            ))),
             link,
         );
         let tls = Arc::new(ReloadableServerConfig::load(pki.files("component")).unwrap());
@@ -486,7 +433,11 @@ async fn plain_http_without_tls() {
     let mut sched = Scheduler::new(Azn::off(), 0);
     sched.add_service(
         Arc::new(Quick(
-            cap("test-quick-ip4", &["delay.twoway.icmp.us"]),
+            cap(
+                "test-quick-ip4",
+                &["delay.twoway.icmp.us"],
+                "now ... future",
+            ),
             false,
         )),
         None,

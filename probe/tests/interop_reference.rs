@@ -3,6 +3,8 @@
 //! loopback. Needs `openssl` and a Python 3.11 able to create the peer venv
 //! (see `control/tests/support/peer.rs`; first run installs from PyPI).
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/mpcom_process.rs"]
 mod mpcom_process;
 #[path = "../../control/tests/common/pki.rs"]
@@ -14,6 +16,7 @@ mod peer;
 
 use std::process::Stdio;
 
+use cli::{client_initiated, interop_conf};
 use mpcom_process::{Mpcom, free_port};
 use mplane::model::{self, Message};
 use mplane::registry::Registries;
@@ -96,15 +99,7 @@ fn parse(text: &str) -> Message {
 fn reference_client_against_mpcom() {
     let pki = Pki::new();
     let port = free_port();
-    let tls = pki.tls_section();
-    let conf = format!(
-        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
-         [Authorizations]\ninterop-rows-ip4 = guest\ninterop-slow-ip4 = guest\n\
-         interop-fail-ip4 = guest\n\n\
-         [module_interop]\nmodule = interop_services\nip4addr = 127.0.0.1\n\n\
-         [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
-         listen-cap-link = https://127.0.0.1:{port}/\n"
-    );
+    let conf = interop_conf(&pki, &client_initiated(port));
     let path = pki.dir().join("component.conf");
     std::fs::write(&path, conf).unwrap();
     let (_mpcom, _) = Mpcom::start(&path, Stdio::null());
@@ -252,17 +247,14 @@ io.start()
 fn mpcom_component_initiated_with_the_reference_listener() {
     let pki = Pki::new();
     let port = free_port();
-    let tls = pki.tls_section();
     // the listener holds the client certificate: its identity's role is guest
-    let conf = format!(
-        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
-         [Authorizations]\ninterop-rows-ip4 = guest\ninterop-slow-ip4 = guest\n\
-         interop-fail-ip4 = guest\n\n\
-         [module_interop]\nmodule = interop_services\nip4addr = 127.0.0.1\n\n\
-         [component]\nworkflow = component-initiated\nclient_host = 127.0.0.1\n\
-         client_port = {port}\nregistration_path = register/capability\n\
-         specification_path = show/specification\nresult_path = register/result\n\
-         poll_interval = 0.5\n"
+    let conf = interop_conf(
+        &pki,
+        &format!(
+            "workflow = component-initiated\nclient_host = 127.0.0.1\nclient_port = {port}\n\
+             registration_path = register/capability\nspecification_path = show/specification\n\
+             result_path = register/result\npoll_interval = 0.5\n"
+        ),
     );
     let path = pki.dir().join("component.conf");
     std::fs::write(&path, conf).unwrap();

@@ -3,6 +3,8 @@
 //! specifications it refuses to send), and the passive services, whose extension registry it
 //! fetches from the component. Needs `openssl`.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/component.rs"]
 mod component;
 #[path = "support/mpcom_process.rs"]
@@ -10,10 +12,10 @@ mod mpcom_process;
 #[path = "../../control/tests/common/pki.rs"]
 mod pki;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cli::{client_conf, client_initiated, interop_conf, interrupt, mpcli, status, stderr};
 use mpcom_process::{Mpcom, free_port};
 use mplane::model::{self, Message, StatementKind};
 use mplane::registry::Registries;
@@ -21,60 +23,9 @@ use pki::Pki;
 
 /// `mpcom` with the interop services on `port`, its capabilities linked to itself.
 fn interop_mpcom(pki: &Pki, port: u16) -> Mpcom {
-    let tls = pki.tls_section();
-    let conf = format!(
-        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
-         [Authorizations]\ninterop-rows-ip4 = guest\ninterop-slow-ip4 = guest\n\
-         interop-fail-ip4 = guest\n\n\
-         [module_interop]\nmodule = interop_services\nip4addr = 127.0.0.1\n\n\
-         [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
-         listen-cap-link = https://127.0.0.1:{port}/\n"
-    );
     let path = pki.dir().join("component.conf");
-    std::fs::write(&path, conf).unwrap();
+    std::fs::write(&path, interop_conf(pki, &client_initiated(port))).unwrap();
     Mpcom::start(&path, Stdio::null()).0
-}
-
-/// A reference-style client configuration for `who`.
-fn client_conf(pki: &Pki, port: u16, who: &str) -> std::path::PathBuf {
-    let d = pki.dir().display();
-    let conf = format!(
-        "[TLS]\ncert = {d}/{who}.crt\nkey = {d}/{who}.key\nca-chain = {d}/ca.crt\n\n\
-         [client]\nworkflow = client-initiated\ndefault-url = https://127.0.0.1:{port}/\n\
-         capability-url = https://127.0.0.1:{port}/capability\n"
-    );
-    let path = pki.dir().join(format!("client-{who}.conf"));
-    std::fs::write(&path, conf).unwrap();
-    path
-}
-
-fn mpcli(conf: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mpcli"))
-        .arg("--config")
-        .arg(conf)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts the exit status and returns stdout.
-fn status(o: &Output, code: i32) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(o),
-        stderr(o)
-    );
-    stdout(o)
 }
 
 fn parse(text: &str) -> Message {
@@ -326,11 +277,7 @@ fn mpcli_runs_the_interop_services() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    interrupt(&child);
     let o = child.wait_with_output().unwrap();
     let csv = status(&o, 130);
     assert!(

@@ -4,6 +4,8 @@
 //! loopback. Inline results, exceptions, and an interrupt travel through the relay. Needs
 //! `openssl` and (for the reference client) a Python 3.11 able to create the peer venv.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/mpcom_process.rs"]
 mod mpcom_process;
 #[path = "../../control/tests/support/peer.rs"]
@@ -12,10 +14,10 @@ mod peer;
 #[path = "../../control/tests/common/pki.rs"]
 mod pki;
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cli::{client_conf, mpcli, status};
 use mpcom_process::{Mpcom, free_port};
 use mplane::model::{self, Message};
 use mplane::registry::Registries;
@@ -66,34 +68,6 @@ fn probe_conf(pki: &Pki, components: u16) -> String {
     )
 }
 
-fn client_conf(pki: &Pki, clients: u16) -> String {
-    let d = pki.dir().display();
-    format!(
-        "[TLS]\ncert = {d}/client.crt\nkey = {d}/client.key\nca-chain = {d}/ca.crt\n\n\
-         [client]\nworkflow = client-initiated\ndefault-url = https://127.0.0.1:{clients}/\n"
-    )
-}
-
-fn mpcli(conf: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mpcli"))
-        .arg("--config")
-        .arg(conf)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn status(o: &Output, code: i32) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout:\n{out}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
 #[test]
 fn a_probe_behind_a_supervisor_answers_its_clients() {
     let pki = Pki::new();
@@ -128,7 +102,7 @@ fn a_probe_behind_a_supervisor_answers_its_clients() {
             .spawn()
             .unwrap(),
     );
-    let client = write(&pki, "client.conf", &client_conf(&pki, clients));
+    let client = client_conf(&pki, clients, "client");
 
     // the probe's capabilities appear at the supervisor once it has registered
     let deadline = Instant::now() + Duration::from_secs(20);

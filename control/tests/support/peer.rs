@@ -162,3 +162,106 @@ pub fn run_script(script: &str, input: &str) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+/// A service module for the reference runtime, written by [`ReferenceComponent::start`]:
+/// `echo-ip4` answers at once, `wait-ip4` runs until interrupted (at most 60 s), counting
+/// tenths of a second, `tick-ip4` answers at once and is periodic (for repeated
+/// specifications).
+pub const REFERENCE_SERVICES: &str = r#"
+import time
+from datetime import datetime, timedelta
+import mplane.model, mplane.scheduler
+
+def _cap(label, result, when="now ... future"):
+    cap = mplane.model.Capability(label=label, when=when)
+    cap.add_parameter("source.ip4", "127.0.0.1")
+    cap.add_parameter("destination.ip4")
+    cap.add_result_column(result)
+    return cap
+
+_T0 = datetime(2015, 6, 1, 12, 0, 0)
+
+class Echo(mplane.scheduler.Service):
+    def run(self, spec, check_interrupt):
+        res = mplane.model.Result(specification=spec)
+        res.set_when(mplane.model.When(a=_T0, b=_T0 + timedelta(seconds=1)), force=True)
+        res.set_result_value("delay.twoway.icmp.us", 42)
+        return res
+
+class Wait(mplane.scheduler.Service):
+    def run(self, spec, check_interrupt):
+        n = 0
+        while not check_interrupt() and n < 600:
+            time.sleep(0.1)
+            n += 1
+        res = mplane.model.Result(specification=spec)
+        res.set_when(mplane.model.When(a=_T0, b=_T0 + timedelta(seconds=1)), force=True)
+        res.set_result_value("delay.twoway.icmp.count", n)
+        return res
+
+def services():
+    return [Echo(_cap("echo-ip4", "delay.twoway.icmp.us")),
+            Wait(_cap("wait-ip4", "delay.twoway.icmp.count")),
+            Echo(_cap("tick-ip4", "delay.twoway.icmp.us", when="now ... future / 1s"))]
+"#;
+
+/// A TCP port on loopback that is free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The reference `mpcom` with [`REFERENCE_SERVICES`], killed when dropped.
+pub struct ReferenceComponent(std::process::Child);
+
+impl Drop for ReferenceComponent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl ReferenceComponent {
+    /// Starts it in `dir` with `tls` (a `[TLS]` section) on `port`, the client certificate's
+    /// identity `org.mplane.SSB.Clients.Client-1` allowed every service; returns once the
+    /// port accepts connections.
+    pub fn start(dir: &Path, tls: &str, port: u16) -> ReferenceComponent {
+        let py = python();
+        std::fs::write(dir.join("refpeer_services.py"), REFERENCE_SERVICES).unwrap();
+        let conf = format!(
+            "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+             [Authorizations]\necho-ip4 = guest\nwait-ip4 = guest\ntick-ip4 = guest\n\n\
+             [module_ref]\nmodule = refpeer_services\n\n\
+             [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
+             listen-cap-link = https://127.0.0.1:{port}/\n"
+        );
+        let conf_path = dir.join("reference-component.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let peer = ReferenceComponent(
+            Command::new(&py)
+                .arg(py.with_file_name("mpcom"))
+                .arg("--config")
+                .arg(&conf_path)
+                .env("PYTHONPATH", dir)
+                .env("PYTHONHASHSEED", "0")
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reference mpcom did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        peer
+    }
+}

@@ -1,0 +1,85 @@
+//! `mpcli` as a child process of integration tests, the configurations around it, and the
+//! interop services' component configuration. (Each test crate uses its share.)
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+
+use super::pki::Pki;
+
+/// `mpcli --config conf ARGS...`, run to its end.
+pub fn mpcli(conf: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mpcli"))
+        .arg("--config")
+        .arg(conf)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Standard output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit status (showing both outputs if it differs) and returns stdout.
+pub fn status(o: &Output, code: i32) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+/// Sends SIGINT to `child` (Ctrl-C).
+pub fn interrupt(child: &Child) {
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+/// A reference-style client configuration for `who`'s certificate and the component on
+/// `port` (`client-<who>.conf` in the PKI's directory).
+pub fn client_conf(pki: &Pki, port: u16, who: &str) -> PathBuf {
+    let d = pki.dir().display();
+    let conf = format!(
+        "[TLS]\ncert = {d}/{who}.crt\nkey = {d}/{who}.key\nca-chain = {d}/ca.crt\n\n\
+         [client]\nworkflow = client-initiated\ndefault-url = https://127.0.0.1:{port}/\n\
+         capability-url = https://127.0.0.1:{port}/capability\n"
+    );
+    let path = pki.dir().join(format!("client-{who}.conf"));
+    std::fs::write(&path, conf).unwrap();
+    path
+}
+
+/// A component configuration with the interop services, the client certificate's identity
+/// allowed all three, and `component` as its `[component]` section's keys.
+pub fn interop_conf(pki: &Pki, component: &str) -> String {
+    let tls = pki.tls_section();
+    format!(
+        "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+         [Authorizations]\ninterop-rows-ip4 = guest\ninterop-slow-ip4 = guest\n\
+         interop-fail-ip4 = guest\n\n\
+         [module_interop]\nmodule = interop_services\nip4addr = 127.0.0.1\n\n\
+         [component]\n{component}"
+    )
+}
+
+/// `[component]` keys of a client-initiated component on `port`, linked to itself.
+pub fn client_initiated(port: u16) -> String {
+    format!(
+        "workflow = client-initiated\nlisten-port = {port}\n\
+         listen-cap-link = https://127.0.0.1:{port}/\n"
+    )
+}
