@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use mplane::azn::{Azn, AznMode};
 use mplane::client::Url;
 use mplane::component::initiator::InitiatorOptions;
+use mplane::component::metrics::MetricsAccess;
 use mplane::component::{Component, ComponentError, ComponentOptions};
 use mplane::model::{self, Envelope, MEDIA_TYPE, Message, Statement, StatementKind, WhenText};
 use mplane::registry::Registries;
@@ -191,18 +192,28 @@ fn free_port() -> u16 {
         .unwrap()
 }
 
-/// The component, initiating towards 127.0.0.1:`port`, fast timers.
-fn component(
-    pki: &Pki,
-    port: u16,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<Result<(), ComponentError>>,
-) {
+type Running = tokio::task::JoinHandle<Result<(), ComponentError>>;
+
+/// The component, initiating towards 127.0.0.1:`port`, fast timers; listening nowhere.
+fn component(pki: &Pki, port: u16) -> (CancellationToken, Running) {
     let comp = Component::without_listener(
         ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), None),
         scheduler(),
     );
+    initiate(comp, pki, port)
+}
+
+/// The same, also serving plain HTTP with `/metrics` for anyone; the port it serves on.
+async fn component_serving(pki: &Pki, port: u16) -> (CancellationToken, Running, u16) {
+    let mut opts = ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), None);
+    opts.metrics.access = Some(MetricsAccess::Anyone);
+    let comp = Component::bind(opts, scheduler()).await.unwrap();
+    let http = comp.local_addr().unwrap().port();
+    let (cancel, running) = initiate(comp, pki, port);
+    (cancel, running, http)
+}
+
+fn initiate(comp: Component, pki: &Pki, port: u16) -> (CancellationToken, Running) {
     let url = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
     let mut init =
         InitiatorOptions::new(url, Some(Connector::new(&pki.files("component")).unwrap()));
@@ -217,11 +228,23 @@ fn component(
     )
 }
 
+/// The component's `/metrics` lines that start with `prefix`.
+async fn metrics(http: u16, prefix: &str) -> Vec<String> {
+    let client = mplane::client::Client::new(None, Arc::new(Registries::default()));
+    let url = Url::parse(&format!("http://127.0.0.1:{http}/metrics")).unwrap();
+    let r = client
+        .request(hyper::Method::GET, &url, None)
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Cancels the component and checks that it stops, cleanly, soon.
-async fn stop(
-    cancel: CancellationToken,
-    comp: tokio::task::JoinHandle<Result<(), ComponentError>>,
-) {
+async fn stop(cancel: CancellationToken, comp: Running) {
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(15), comp)
         .await
@@ -402,8 +425,8 @@ async fn registers_runs_and_reports_to_the_listener() {
 async fn a_listener_that_comes_back_gets_the_registration_and_the_results_again() {
     let pki = Pki::new();
     let port = free_port();
-    // the component starts first: the listener is not there yet
-    let (cancel, comp) = component(&pki, port);
+    // the component starts first: the listener is not there yet (it serves its metrics)
+    let (cancel, comp, http) = component_serving(&pki, port).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let listener = Listener::start(&pki, "client", port, seen.clone()).await;
@@ -427,6 +450,30 @@ async fn a_listener_that_comes_back_gets_the_registration_and_the_results_again(
         posted_for(s, &st).iter().any(|(_, k)| k == "result")
     })
     .await;
+    // what an operator sees: two registrations, failures while the listener was away, the
+    // receipt and the result posted, nothing left waiting
+    let m = metrics(http, "mplane_initiator_").await;
+    let value = |name: &str| -> f64 {
+        m.iter()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {m:?}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("mplane_initiator_registrations_total"), 2.0, "{m:?}");
+    assert!(value("mplane_initiator_failures_total") >= 2.0, "{m:?}");
+    assert_eq!(
+        value("mplane_initiator_messages_fetched_total"),
+        1.0,
+        "{m:?}"
+    );
+    assert_eq!(value("mplane_initiator_replies_posted_total"), 2.0, "{m:?}");
+    assert_eq!(value("mplane_initiator_outbox"), 0.0, "{m:?}");
+    assert_eq!(
+        value("mplane_initiator_replies_dropped_total"),
+        0.0,
+        "{m:?}"
+    );
     stop(cancel, comp).await;
     listener.stop().await;
 }

@@ -27,11 +27,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use hyper::Method;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::InitiatorStats;
 use super::{ComponentError, State, now};
 use crate::client::{Client, ClientError, HttpReply, Url};
 use crate::model::{self, Envelope, MEDIA_TYPE, Message, StatementKind};
@@ -122,11 +124,13 @@ pub(super) async fn run(
         tracked: BTreeMap::new(),
         dropped: 0,
     };
+    me.stats().active.store(true, Relaxed);
     let mut done = me.state.done.subscribe();
     loop {
         match me.session(&cancel).await? {
             Ended::Cancelled => return Ok(()),
             Ended::Retry(why) => {
+                me.stats().failures.fetch_add(1, Relaxed);
                 tracing::warn!(
                     "listener {}: {why}; trying again in {:?}",
                     me.opts.listener.authority(),
@@ -154,6 +158,10 @@ pub(super) async fn run(
 }
 
 impl Initiator {
+    fn stats(&self) -> &InitiatorStats {
+        &self.state.stats.initiator
+    }
+
     /// One connection's worth of the workflow: learn the listener's identity, register,
     /// then deliver and poll until the listener fails or `cancel` fires.
     async fn session(&mut self, cancel: &CancellationToken) -> Result<Ended, ComponentError> {
@@ -277,6 +285,7 @@ impl Initiator {
                 None => {}
             }
         }
+        self.stats().registrations.fetch_add(1, Relaxed);
         tracing::info!(
             "registered {} capabilities with {} ({identity})",
             labels.len(),
@@ -312,6 +321,9 @@ impl Initiator {
                 return Ok(());
             }
         };
+        self.stats()
+            .fetched
+            .fetch_add(messages.len() as u64, Relaxed);
         for msg in messages {
             self.handle(msg, identity);
         }
@@ -391,6 +403,7 @@ impl Initiator {
         if self.outbox.len() >= self.opts.outbox {
             self.outbox.pop_front();
             self.dropped += 1;
+            self.stats().dropped.fetch_add(1, Relaxed);
             tracing::warn!(
                 "listener {}: outbox full, {} replies dropped so far",
                 self.opts.listener.authority(),
@@ -398,6 +411,7 @@ impl Initiator {
             );
         }
         self.outbox.push_back((path, msg));
+        self.stats().outbox.store(self.outbox.len() as u64, Relaxed);
     }
 
     /// Posts the outbox in order; stops at the first failure (the rest waits).
@@ -420,6 +434,8 @@ impl Initiator {
                 );
             }
             self.outbox.pop_front();
+            self.stats().posted.fetch_add(1, Relaxed);
+            self.stats().outbox.store(self.outbox.len() as u64, Relaxed);
         }
         Ok(())
     }

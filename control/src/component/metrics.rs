@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::azn::Azn;
@@ -81,6 +81,21 @@ pub(crate) struct ServerStats {
     pub(crate) tls_failures: AtomicU64,
     /// Responses by status code (index = code − 100).
     responses: Box<[AtomicU64]>,
+    /// The component-initiated workflow's figures (when it runs).
+    pub(crate) initiator: InitiatorStats,
+}
+
+/// What the component-initiated workflow did ([`super::initiator`]).
+#[derive(Debug, Default)]
+pub(crate) struct InitiatorStats {
+    /// Set once the workflow runs: its figures are served from then on.
+    pub(crate) active: AtomicBool,
+    pub(crate) registrations: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) fetched: AtomicU64,
+    pub(crate) posted: AtomicU64,
+    pub(crate) outbox: AtomicU64,
+    pub(crate) dropped: AtomicU64,
 }
 
 impl Default for ServerStats {
@@ -94,6 +109,7 @@ impl Default for ServerStats {
             refused_over_limit: AtomicU64::new(0),
             tls_failures: AtomicU64::new(0),
             responses: (100..600).map(|_| AtomicU64::new(0)).collect(),
+            initiator: InitiatorStats::default(),
         }
     }
 }
@@ -183,6 +199,44 @@ impl ServerStats {
             &[],
             capabilities as f64,
         );
+        let i = &self.initiator;
+        if i.active.load(Relaxed) {
+            for (name, help, v) in [
+                (
+                    "mplane_initiator_registrations_total",
+                    "Registrations of the capabilities with the listener (component-initiated).",
+                    &i.registrations,
+                ),
+                (
+                    "mplane_initiator_failures_total",
+                    "Requests to the listener that failed or timed out (each one retried).",
+                    &i.failures,
+                ),
+                (
+                    "mplane_initiator_messages_fetched_total",
+                    "Specifications and interrupts fetched from the listener.",
+                    &i.fetched,
+                ),
+                (
+                    "mplane_initiator_replies_posted_total",
+                    "Receipts, results and exceptions posted to the listener.",
+                    &i.posted,
+                ),
+                (
+                    "mplane_initiator_replies_dropped_total",
+                    "Replies dropped because the outbox was full while the listener was away.",
+                    &i.dropped,
+                ),
+            ] {
+                out.counter(name, help, &[], v.load(Relaxed));
+            }
+            out.gauge(
+                "mplane_initiator_outbox",
+                "Replies waiting for the listener.",
+                &[],
+                i.outbox.load(Relaxed) as f64,
+            );
+        }
     }
 }
 
