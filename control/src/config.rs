@@ -682,6 +682,11 @@ pub struct ClientConfig {
     /// `component-urls` (mpsup, client-initiated side): split on `,`, each trimmed
     /// (the reference does not trim).
     pub component_urls: Option<Vec<String>>,
+    /// `component_roles` (an extension of this implementation, supervisors only): the
+    /// `[Roles]` roles a component needs to register, fetch and post on the listener's paths,
+    /// comma-separated, or `*` for every accepted peer (the reference's behaviour, and the
+    /// default).
+    pub component_roles: Option<crate::component::metrics::MetricsAccess>,
 }
 
 /// The typed, validated configuration. Sections absent from the file are `None`;
@@ -741,6 +746,7 @@ const KNOWN_KEYS: [(&str, &[&str]); 3] = [
             "specification-path",
             "result-path",
             "component-urls",
+            "component_roles",
         ],
     ),
 ];
@@ -1080,6 +1086,13 @@ impl Config {
                 .filter(|u| !u.is_empty())
                 .collect()
         });
+        let component_roles = match v.get("component_roles")? {
+            None => None,
+            Some(s) => Some(
+                crate::component::metrics::MetricsAccess::parse(&s.value)
+                    .ok_or_else(|| v.invalid(&s, "names no role (give roles, or *)"))?,
+            ),
+        };
         Ok(ClientConfig {
             workflow,
             registry_uri: v.string("registry_uri")?,
@@ -1098,6 +1111,7 @@ impl Config {
                 .string("result-path")?
                 .unwrap_or_else(|| DEFAULT_RESULT_PATH.to_owned()),
             component_urls,
+            component_roles,
         })
     }
 

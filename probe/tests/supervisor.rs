@@ -43,14 +43,15 @@ fn supervisor_conf(pki: &Pki, clients: u16, components: u16) -> String {
     let d = pki.dir().display();
     format!(
         "[TLS]\ncert = {d}/supervisor.crt\nkey = {d}/supervisor.key\nca-chain = {d}/ca.crt\n\n\
-         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
+         org.mplane.SSB.Components.Component-1 = probe\n\n\
          [Authorizations]\ninterop-rows = guest\ninterop-slow = guest\ninterop-fail = guest\n\n\
          [component]\nworkflow = client-initiated\nlisten-port = {clients}\n\
          listen-cap-link = https://127.0.0.1:{clients}/\n\n\
          [client]\nworkflow = component-initiated\nlisten-port = {components}\n\
          listen-spec-link = https://127.0.0.1:{components}/register/result\n\
          registration-path = register/capability\nspecification-path = show/specification\n\
-         result-path = register/result\n"
+         result-path = register/result\ncomponent_roles = probe\n"
     )
 }
 
@@ -92,6 +93,49 @@ fn a_probe_behind_a_supervisor_answers_its_clients() {
         )),
         "{out}"
     );
+    assert!(!out.contains("warning"), "{out}");
+    // without component_roles, any certificate of the CA could register: said
+    let open = write(
+        &pki,
+        "open.conf",
+        &supervisor_conf(&pki, clients, components).replace("component_roles = probe\n", ""),
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_mpcom"))
+        .args(["check", "--config"])
+        .arg(&open)
+        .output()
+        .unwrap();
+    assert!(
+        status(&check, 0).contains("warning: ")
+            && String::from_utf8_lossy(&check.stdout).contains("component_roles is not set"),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    // a client may not register capabilities (only the role component_roles names may)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let refused = rt.block_on(async {
+        let client = mplane::client::Client::new(
+            Some(mplane::tls::Connector::new(&pki.files("client")).unwrap()),
+            std::sync::Arc::new(Registries::default()),
+        );
+        let url = mplane::client::Url::parse(&format!(
+            "https://127.0.0.1:{components}/register/capability"
+        ))
+        .unwrap();
+        let body = r#"{"envelope":"message","version":1,"contents":[]}"#;
+        client
+            .request(
+                hyper::Method::POST,
+                &url,
+                Some((mplane::model::MEDIA_TYPE, body.into())),
+            )
+            .await
+            .unwrap()
+    });
+    assert_eq!(refused.status.as_u16(), 403);
     let probe = write(&pki, "probe.conf", &probe_conf(&pki, components));
     let _probe = Killed(
         Command::new(env!("CARGO_BIN_EXE_mpcom"))

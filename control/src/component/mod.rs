@@ -619,6 +619,14 @@ async fn listener_route(
     req: Request<Incoming>,
 ) -> Response<Body> {
     use supervisor::ListenerPath as P;
+    if let Some(access) = &relay.opts.access
+        && !access.allows(identity, state.sched().azn())
+    {
+        return text(
+            StatusCode::FORBIDDEN,
+            "this identity may not register components here ([client] component_roles)",
+        );
+    }
     let answer = match (which, req.method()) {
         (P::Specification, &Method::GET) => relay.fetch(identity),
         (P::Registration | P::Result, &Method::POST) => {

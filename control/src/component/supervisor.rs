@@ -49,6 +49,9 @@ pub struct ListenerOptions {
     /// How long a relayed specification waits for the component after its scope ended (or
     /// after it was interrupted) before it fails (default 60 s).
     pub grace: Duration,
+    /// Who may use the listener's paths (`[client] component_roles`); `None`: every accepted
+    /// peer, as the reference.
+    pub access: Option<super::metrics::MetricsAccess>,
 }
 
 impl ListenerOptions {
@@ -62,6 +65,7 @@ impl ListenerOptions {
             max_queued: 10_000,
             max_unclaimed: 10_000,
             grace: Duration::from_secs(60),
+            access: None,
         }
     }
 }

@@ -101,9 +101,18 @@ fn prepare(path: &Path) -> Result<Prepared> {
         }
         metrics.sources.extend(module.metrics);
     }
+    // a supervisor's capabilities arrive when its components register: a key that matches
+    // none of its own is expected then
+    let supervising = cfg
+        .client
+        .as_ref()
+        .is_some_and(|c| c.workflow == Workflow::ComponentInitiated);
     for w in azn.lint(labels.iter().map(String::as_str)) {
         match w {
             AznWarning::KeyMatchesSeveral { .. } => notes.push(w.to_string()),
+            AznWarning::KeyMatchesNothing { .. } if supervising => notes.push(format!(
+                "{w} (yet: capabilities that components register here may match it)"
+            )),
             _ => warnings.push(w.to_string()),
         }
     }
@@ -217,6 +226,15 @@ fn prepare(path: &Path) -> Result<Prepared> {
             l.registration_path = slash(&c.registration_path);
             l.specification_path = slash(&c.specification_path);
             l.result_path = slash(&c.result_path);
+            l.access = c.component_roles.clone();
+            if l.access.is_none() {
+                warnings.push(format!(
+                    "{}: [client] component_roles is not set: any peer with a certificate of \
+                     the CA may register capabilities here and receive the specifications \
+                     clients send to them",
+                    path.display()
+                ));
+            }
             Some((l, c.listen_port))
         }
         _ => None,
