@@ -531,3 +531,42 @@ async fn a_listener_no_capability_is_authorised_for_is_an_error() {
     assert!(seen.lock().unwrap().registrations.is_empty());
     listener.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificate_files_are_read_at_the_next_connection() {
+    let pki = Pki::new();
+    let port = free_port();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let listener = Listener::start(&pki, "client", port, seen.clone()).await;
+    // the component starts with a certificate of another CA, which the listener refuses
+    let dir = tempfile::tempdir().unwrap();
+    let files = mplane::config::TlsFiles {
+        cert: dir.path().join("c.crt"),
+        key: dir.path().join("c.key"),
+        ca_chain: pki.path("ca.crt"),
+        crl: None,
+    };
+    std::fs::copy(pki.path("other.crt"), &files.cert).unwrap();
+    std::fs::copy(pki.path("other.key"), &files.key).unwrap();
+    let comp = Component::without_listener(
+        ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), None),
+        scheduler(),
+    );
+    let url = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
+    let mut init = InitiatorOptions::new(url, Some(Connector::new(&files).unwrap()));
+    init.tls_files = Some(files.clone());
+    init.poll = Duration::from_millis(100);
+    init.retry = Duration::from_millis(200);
+    init.timeout = Duration::from_millis(700);
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let running = tokio::spawn(async move { comp.serve_initiated(init, c2).await });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(seen.lock().unwrap().registrations.is_empty());
+    // the renewed files: registered at the next attempt, without a restart
+    std::fs::copy(pki.path("component.crt"), &files.cert).unwrap();
+    std::fs::copy(pki.path("component.key"), &files.key).unwrap();
+    until(&seen, "the registration", |s| !s.registrations.is_empty()).await;
+    stop(cancel, running).await;
+    listener.stop().await;
+}

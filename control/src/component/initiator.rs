@@ -47,6 +47,9 @@ pub struct InitiatorOptions {
     pub listener: Url,
     /// Our certificate for the listener (`None` for plain HTTP).
     pub connector: Option<Connector>,
+    /// The `[TLS]` files of `connector`: read again at each reconnection, so that renewed
+    /// certificates are used once the listener refuses the old ones (or is restarted).
+    pub tls_files: Option<crate::config::TlsFiles>,
     /// Where capabilities are registered (`/register/capability` in the reference's
     /// examples).
     pub registration_path: String,
@@ -71,6 +74,7 @@ impl InitiatorOptions {
         InitiatorOptions {
             listener,
             connector,
+            tls_files: None,
             registration_path: "/register/capability".into(),
             specification_path: "/show/specification".into(),
             result_path: "/register/result".into(),
@@ -131,6 +135,7 @@ pub(super) async fn run(
             Ended::Cancelled => return Ok(()),
             Ended::Retry(why) => {
                 me.stats().failures.fetch_add(1, Relaxed);
+                me.reload_tls();
                 tracing::warn!(
                     "listener {}: {why}; trying again in {:?}",
                     me.opts.listener.authority(),
@@ -160,6 +165,20 @@ pub(super) async fn run(
 impl Initiator {
     fn stats(&self) -> &InitiatorStats {
         &self.state.stats.initiator
+    }
+
+    /// Reads the TLS files again (see [`InitiatorOptions::tls_files`]); keeps the connector
+    /// it has when they do not load.
+    fn reload_tls(&mut self) {
+        let Some(files) = &self.opts.tls_files else {
+            return;
+        };
+        match Connector::new(files) {
+            Ok(c) => {
+                self.client = Client::new(Some(c), self.state.opts.registries.clone());
+            }
+            Err(e) => tracing::warn!("[TLS] files not reloaded, keeping the old ones: {e}"),
+        }
     }
 
     /// One connection's worth of the workflow: learn the listener's identity, register,

@@ -191,6 +191,7 @@ fn prepare(path: &Path) -> Result<Prepared> {
                 None => None,
             };
             let mut init = InitiatorOptions::new(listener, connector);
+            init.tls_files = cfg.tls.clone();
             let path_of = |p: &Option<String>, default: &str| {
                 p.clone().unwrap_or_else(|| default.to_string())
             };
