@@ -52,22 +52,23 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
     about = "mPlane client: list a component's capabilities, run specifications, redeem receipts"
 )]
 struct Cli {
-    /// Client configuration in the reference's INI format: [TLS] cert, key, ca-chain; [client]
-    /// default-url, capability-url, registry_preload (relative paths from the working
-    /// directory, as the reference reads them).
+    /// Client configuration in the reference's INI format: cert, key and ca-chain of its TLS
+    /// section; default-url, capability-url and registry_preload of its client section
+    /// (relative paths from the working directory, as the reference reads them).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// The component: its base URL (https://HOST:PORT/) or its capability URL; replaces the
     /// configuration's URLs.
     #[arg(long, global = true)]
     url: Option<String>,
-    /// Our certificate (PEM), instead of [TLS] cert.
+    /// Our certificate (PEM), instead of the configuration's TLS cert.
     #[arg(long, global = true)]
     cert: Option<PathBuf>,
-    /// Our private key (PEM), instead of [TLS] key.
+    /// Our private key (PEM), instead of the configuration's TLS key.
     #[arg(long, global = true)]
     key: Option<PathBuf>,
-    /// The CA bundle that signs the component's certificate, instead of [TLS] ca-chain.
+    /// The CA bundle that signs the component's certificate, instead of the configuration's TLS
+    /// ca-chain.
     #[arg(long = "ca-chain", global = true)]
     ca_chain: Option<PathBuf>,
     /// A registry file to load (as registry_preload); may be given several times.
