@@ -45,7 +45,8 @@ fn supervisor_conf(pki: &Pki, clients: u16, components: u16) -> String {
         "[TLS]\ncert = {d}/supervisor.crt\nkey = {d}/supervisor.key\nca-chain = {d}/ca.crt\n\n\
          [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
          org.mplane.SSB.Components.Component-1 = probe\n\n\
-         [Authorizations]\ninterop-rows = guest\ninterop-slow = guest\ninterop-fail = guest\n\n\
+         [Authorizations]\ninterop-rows = guest\ninterop-slow = guest\ninterop-fail = guest\n\
+         echo-ip4 = guest\nwait-ip4 = guest\n\n\
          [component]\nworkflow = client-initiated\nlisten-port = {clients}\n\
          listen-cap-link = https://127.0.0.1:{clients}/\n\n\
          [client]\nworkflow = component-initiated\nlisten-port = {components}\n\
@@ -255,4 +256,81 @@ print(json.dumps(out))
     };
     assert_eq!(r.kind.key(), "result", "{}", out["rows"]);
     assert_eq!(r.rows().len(), 3);
+}
+
+#[test]
+fn the_reference_component_behind_our_supervisor() {
+    let pki = Pki::new();
+    let (clients, components) = (free_port(), free_port());
+    let sup = write(
+        &pki,
+        "supervisor.conf",
+        &supervisor_conf(&pki, clients, components),
+    );
+    let (_sup, _) = Mpcom::start(&sup, Stdio::null());
+    // the reference mpcom connecting out, with the component certificate (role probe here)
+    let tls = pki.tls_section();
+    let _reference = peer::ReferenceComponent::spawn(
+        pki.dir(),
+        &format!(
+            "{tls}[Roles]\norg.mplane.SSB.Supervisors.Supervisor-1 = admin\n\n\
+             [Authorizations]\necho-ip4 = admin\nwait-ip4 = admin\n\n\
+             [module_ref]\nmodule = refpeer_services\n\n\
+             [component]\nworkflow = component-initiated\nclient_host = 127.0.0.1\n\
+             client_port = {components}\nregistration_path = register/capability\n\
+             specification_path = show/specification\nresult_path = register/result\n"
+        ),
+    );
+    let client = client_conf(&pki, clients, "client");
+    // its two services arrive through the supervisor (`callback`, its pseudo-capability, is
+    // authorised to nobody here)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = status(&mpcli(&client, &["caps"]), 0);
+        if out.contains("wait-ip4 (measure)") && out.contains("echo-ip4 (measure)") {
+            assert!(!out.contains("callback"), "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never registered: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // a long job run through the supervisor and interrupted from the client: the reference
+    // component's partial result comes back (its immediate-start results are lost to its own
+    // race, DIGEST §7b, so the quick service is not run here)
+    let receipt = status(
+        &mpcli(
+            &client,
+            &[
+                "run",
+                "wait-ip4",
+                "destination.ip4=127.0.0.2",
+                "--when",
+                "now + 30s",
+                "--no-wait",
+            ],
+        ),
+        0,
+    );
+    let file = write(&pki, "wait-receipt.json", &receipt);
+    std::thread::sleep(Duration::from_millis(8000));
+    let out = status(
+        &mpcli(
+            &client,
+            &[
+                "interrupt",
+                file.to_str().unwrap(),
+                "--format",
+                "csv",
+                "--poll",
+                "0.5",
+                "--timeout",
+                "60",
+            ],
+        ),
+        0,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "delay.twoway.icmp.count", "{out}");
+    let n: u64 = lines[1].parse().unwrap_or_else(|_| panic!("{out}"));
+    assert!((10..600).contains(&n), "{out}");
 }

@@ -225,22 +225,14 @@ impl Drop for ReferenceComponent {
 }
 
 impl ReferenceComponent {
-    /// Starts it in `dir` with `tls` (a `[TLS]` section) on `port`, the client certificate's
-    /// identity `org.mplane.SSB.Clients.Client-1` allowed every service; returns once the
-    /// port accepts connections.
-    pub fn start(dir: &Path, tls: &str, port: u16) -> ReferenceComponent {
+    /// Starts it in `dir` with the configuration `conf` (whose `[module_*]` may name
+    /// `refpeer_services`, written there); returns at once.
+    pub fn spawn(dir: &Path, conf: &str) -> ReferenceComponent {
         let py = python();
         std::fs::write(dir.join("refpeer_services.py"), REFERENCE_SERVICES).unwrap();
-        let conf = format!(
-            "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
-             [Authorizations]\necho-ip4 = guest\nwait-ip4 = guest\ntick-ip4 = guest\n\n\
-             [module_ref]\nmodule = refpeer_services\n\n\
-             [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
-             listen-cap-link = https://127.0.0.1:{port}/\n"
-        );
         let conf_path = dir.join("reference-component.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let peer = ReferenceComponent(
+        ReferenceComponent(
             Command::new(&py)
                 .arg(py.with_file_name("mpcom"))
                 .arg("--config")
@@ -253,7 +245,21 @@ impl ReferenceComponent {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
+        )
+    }
+
+    /// Starts it in `dir` with `tls` (a `[TLS]` section) on `port`, the client certificate's
+    /// identity `org.mplane.SSB.Clients.Client-1` allowed every service; returns once the
+    /// port accepts connections.
+    pub fn start(dir: &Path, tls: &str, port: u16) -> ReferenceComponent {
+        let conf = format!(
+            "{tls}[Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\n\
+             [Authorizations]\necho-ip4 = guest\nwait-ip4 = guest\ntick-ip4 = guest\n\n\
+             [module_ref]\nmodule = refpeer_services\n\n\
+             [component]\nworkflow = client-initiated\nlisten-port = {port}\n\
+             listen-cap-link = https://127.0.0.1:{port}/\n"
         );
+        let peer = ReferenceComponent::spawn(dir, &conf);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
