@@ -214,9 +214,19 @@ async fn component_serving(pki: &Pki, port: u16) -> (CancellationToken, Running,
 }
 
 fn initiate(comp: Component, pki: &Pki, port: u16) -> (CancellationToken, Running) {
+    initiate_with(comp, pki.files("component"), port)
+}
+
+/// Runs `comp`'s component-initiated workflow with the certificate `files` (read again at
+/// each reconnection) towards 127.0.0.1:`port`, fast timers.
+fn initiate_with(
+    comp: Component,
+    files: mplane::config::TlsFiles,
+    port: u16,
+) -> (CancellationToken, Running) {
     let url = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
-    let mut init =
-        InitiatorOptions::new(url, Some(Connector::new(&pki.files("component")).unwrap()));
+    let mut init = InitiatorOptions::new(url, Some(Connector::new(&files).unwrap()));
+    init.tls_files = Some(files);
     init.poll = Duration::from_millis(100);
     init.retry = Duration::from_millis(200);
     init.timeout = Duration::from_millis(700);
@@ -552,15 +562,7 @@ async fn renewed_certificate_files_are_read_at_the_next_connection() {
         ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), None),
         scheduler(),
     );
-    let url = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
-    let mut init = InitiatorOptions::new(url, Some(Connector::new(&files).unwrap()));
-    init.tls_files = Some(files.clone());
-    init.poll = Duration::from_millis(100);
-    init.retry = Duration::from_millis(200);
-    init.timeout = Duration::from_millis(700);
-    let cancel = CancellationToken::new();
-    let c2 = cancel.clone();
-    let running = tokio::spawn(async move { comp.serve_initiated(init, c2).await });
+    let (cancel, running) = initiate_with(comp, files.clone(), port);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(seen.lock().unwrap().registrations.is_empty());
     // the renewed files: registered at the next attempt, without a restart

@@ -16,7 +16,7 @@ mod peer;
 
 use std::process::Stdio;
 
-use cli::{client_initiated, interop_conf};
+use cli::{client_initiated, component_initiated, interop_conf};
 use mpcom_process::{Mpcom, free_port};
 use mplane::model::{self, Message};
 use mplane::registry::Registries;
@@ -250,11 +250,7 @@ fn mpcom_component_initiated_with_the_reference_listener() {
     // the listener holds the client certificate: its identity's role is guest
     let conf = interop_conf(
         &pki,
-        &format!(
-            "workflow = component-initiated\nclient_host = 127.0.0.1\nclient_port = {port}\n\
-             registration_path = register/capability\nspecification_path = show/specification\n\
-             result_path = register/result\npoll_interval = 0.5\n"
-        ),
+        &format!("{}poll_interval = 0.5\n", component_initiated(port)),
     );
     let path = pki.dir().join("component.conf");
     std::fs::write(&path, conf).unwrap();

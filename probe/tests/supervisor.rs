@@ -17,7 +17,7 @@ mod pki;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli::{client_conf, mpcli, status};
+use cli::{client_conf, component_initiated, mpcli, status, supervisor_conf};
 use mpcom_process::{Mpcom, free_port};
 use mplane::model::{self, Message};
 use mplane::registry::Registries;
@@ -38,24 +38,6 @@ fn write(pki: &Pki, name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
-/// The supervisor on `clients` (for clients) and `components` (where probes register).
-fn supervisor_conf(pki: &Pki, clients: u16, components: u16) -> String {
-    let d = pki.dir().display();
-    format!(
-        "[TLS]\ncert = {d}/supervisor.crt\nkey = {d}/supervisor.key\nca-chain = {d}/ca.crt\n\n\
-         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
-         org.mplane.SSB.Components.Component-1 = probe\n\n\
-         [Authorizations]\ninterop-rows = guest\ninterop-slow = guest\ninterop-fail = guest\n\
-         echo-ip4 = guest\nwait-ip4 = guest\n\n\
-         [component]\nworkflow = client-initiated\nlisten-port = {clients}\n\
-         listen-cap-link = https://127.0.0.1:{clients}/\n\n\
-         [client]\nworkflow = component-initiated\nlisten-port = {components}\n\
-         listen-spec-link = https://127.0.0.1:{components}/register/result\n\
-         registration-path = register/capability\nspecification-path = show/specification\n\
-         result-path = register/result\ncomponent_roles = probe\n"
-    )
-}
-
 /// The probe: the interop services, registering with the supervisor.
 fn probe_conf(pki: &Pki, components: u16) -> String {
     let tls = pki.tls_section();
@@ -63,10 +45,8 @@ fn probe_conf(pki: &Pki, components: u16) -> String {
         "{tls}[Roles]\norg.mplane.SSB.Supervisors.Supervisor-1 = admin\n\n\
          [Authorizations]\ninterop = admin\n\n\
          [module_interop]\nmodule = interop_services\nip4addr = 127.0.0.1\n\n\
-         [component]\nworkflow = component-initiated\nclient_host = 127.0.0.1\n\
-         client_port = {components}\nregistration_path = register/capability\n\
-         specification_path = show/specification\nresult_path = register/result\n\
-         poll_interval = 0.3\n"
+         [component]\n{}poll_interval = 0.3\n",
+        component_initiated(components)
     )
 }
 
@@ -276,9 +256,8 @@ fn the_reference_component_behind_our_supervisor() {
             "{tls}[Roles]\norg.mplane.SSB.Supervisors.Supervisor-1 = admin\n\n\
              [Authorizations]\necho-ip4 = admin\nwait-ip4 = admin\n\n\
              [module_ref]\nmodule = refpeer_services\n\n\
-             [component]\nworkflow = component-initiated\nclient_host = 127.0.0.1\n\
-             client_port = {components}\nregistration_path = register/capability\n\
-             specification_path = show/specification\nresult_path = register/result\n"
+             [component]\n{}",
+            component_initiated(components)
         ),
     );
     let client = client_conf(&pki, clients, "client");

@@ -83,3 +83,33 @@ pub fn client_initiated(port: u16) -> String {
          listen-cap-link = https://127.0.0.1:{port}/\n"
     )
 }
+
+/// `[component]` keys of a component-initiated component whose listener is 127.0.0.1:`port`
+/// (the reference's example paths).
+pub fn component_initiated(port: u16) -> String {
+    format!(
+        "workflow = component-initiated\nclient_host = 127.0.0.1\nclient_port = {port}\n\
+         registration_path = register/capability\nspecification_path = show/specification\n\
+         result_path = register/result\n"
+    )
+}
+
+/// A supervisor (the client certificate's identity `guest`, the component certificate's
+/// `probe`, which `component_roles` requires) with the supervisor certificate, serving
+/// clients on `clients` and its components on `components`.
+pub fn supervisor_conf(pki: &Pki, clients: u16, components: u16) -> String {
+    let d = pki.dir().display();
+    format!(
+        "[TLS]\ncert = {d}/supervisor.crt\nkey = {d}/supervisor.key\nca-chain = {d}/ca.crt\n\n\
+         [Roles]\norg.mplane.SSB.Clients.Client-1 = guest\n\
+         org.mplane.SSB.Components.Component-1 = probe\n\n\
+         [Authorizations]\ninterop-rows = guest\ninterop-slow = guest\ninterop-fail = guest\n\
+         echo-ip4 = guest\nwait-ip4 = guest\n\n\
+         [component]\n{}\n\
+         [client]\nworkflow = component-initiated\nlisten-port = {components}\n\
+         listen-spec-link = https://127.0.0.1:{components}/register/result\n\
+         registration-path = register/capability\nspecification-path = show/specification\n\
+         result-path = register/result\ncomponent_roles = probe\n",
+        client_initiated(clients)
+    )
+}
