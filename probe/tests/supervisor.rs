@@ -50,17 +50,24 @@ fn probe_conf(pki: &Pki, components: u16) -> String {
     )
 }
 
+/// A supervisor `mpcom` running: the process, its configuration file, the clients' and the
+/// components' ports.
+fn supervisor(pki: &Pki) -> (Mpcom, std::path::PathBuf, u16, u16) {
+    let (clients, components) = (free_port(), free_port());
+    let sup = write(
+        pki,
+        "supervisor.conf",
+        &supervisor_conf(pki, clients, components),
+    );
+    let (mpcom, port) = Mpcom::start(&sup, Stdio::null());
+    assert_eq!(port, clients);
+    (mpcom, sup, clients, components)
+}
+
 #[test]
 fn a_probe_behind_a_supervisor_answers_its_clients() {
     let pki = Pki::new();
-    let (clients, components) = (free_port(), free_port());
-    let sup = write(
-        &pki,
-        "supervisor.conf",
-        &supervisor_conf(&pki, clients, components),
-    );
-    let (_sup, port) = Mpcom::start(&sup, Stdio::null());
-    assert_eq!(port, clients);
+    let (_sup, sup, clients, components) = supervisor(&pki);
     // the supervisor's own check says what it does
     let check = Command::new(env!("CARGO_BIN_EXE_mpcom"))
         .args(["check", "--config"])
@@ -241,13 +248,7 @@ print(json.dumps(out))
 #[test]
 fn the_reference_component_behind_our_supervisor() {
     let pki = Pki::new();
-    let (clients, components) = (free_port(), free_port());
-    let sup = write(
-        &pki,
-        "supervisor.conf",
-        &supervisor_conf(&pki, clients, components),
-    );
-    let (_sup, _) = Mpcom::start(&sup, Stdio::null());
+    let (_sup, _, clients, components) = supervisor(&pki);
     // the reference mpcom connecting out, with the component certificate (role probe here)
     let tls = pki.tls_section();
     let _reference = peer::ReferenceComponent::spawn(
