@@ -336,6 +336,19 @@ fn mpcli_fetches_the_probe_registry_and_runs_a_flow_specification() {
     // the capabilities name the probe's registry, which mpcli loads from the component
     let out = status(&cli(&["caps"]), 0);
     assert!(out.contains("flows-ip6 (measure)"), "{out}");
+    // the component listens on IPv6 as well (its certificate names ::1)
+    let v6 = Command::new(env!("CARGO_BIN_EXE_mpcli"))
+        .args(["--url", &format!("https://[::1]:{port}/")])
+        .arg("--cert")
+        .arg(d.join("client.crt"))
+        .arg("--key")
+        .arg(d.join("client.key"))
+        .arg("--ca-chain")
+        .arg(d.join("ca.crt"))
+        .arg("caps")
+        .output()
+        .unwrap();
+    assert_eq!(status(&v6, 0), out);
     assert!(
         out.contains("registry    https://mplane-rs.invalid/registry/probe"),
         "{out}"

@@ -303,7 +303,7 @@ fn check_reports_what_would_run() {
     assert!(!out.contains("listens on"), "{out}");
     std::fs::write(&conf, format!("{initiated}listen-port = 0\n")).unwrap();
     let (ok, out, err) = check(&conf, true);
-    assert!(ok && out.contains("listens on 0.0.0.0:0"), "{out}{err}");
+    assert!(ok && out.contains("listens on [::]:0"), "{out}{err}");
     // a required key missing, a poll interval out of range
     std::fs::write(
         &conf,

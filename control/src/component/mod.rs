@@ -224,13 +224,10 @@ impl Component {
         opts: ComponentOptions,
         scheduler: Scheduler,
     ) -> Result<Component, ComponentError> {
-        let listener =
-            TcpListener::bind(opts.addr)
-                .await
-                .map_err(|source| ComponentError::Bind {
-                    addr: opts.addr,
-                    source,
-                })?;
+        let listener = listen(opts.addr).map_err(|source| ComponentError::Bind {
+            addr: opts.addr,
+            source,
+        })?;
         let mut c = Component::without_listener(opts, scheduler);
         c.listener = Some(listener);
         Ok(c)
@@ -239,9 +236,7 @@ impl Component {
     /// Binds a second socket serving the same routes (a supervisor's `[client]
     /// listen-port`, where components register, beside the clients' port); its address.
     pub async fn listen_also(&mut self, addr: SocketAddr) -> Result<SocketAddr, ComponentError> {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ComponentError::Bind { addr, source })?;
+        let l = listen(addr).map_err(|source| ComponentError::Bind { addr, source })?;
         let bound = l.local_addr()?;
         self.second = Some(l);
         Ok(bound)
@@ -373,6 +368,22 @@ impl Component {
             None => Ok(()),
         }
     }
+}
+
+/// A listening socket on `addr`; the unspecified IPv6 address (`[::]`) takes IPv4
+/// connections too (dual stack, whatever `net.ipv6.bindv6only` says), as the reference's
+/// tornado server listens on every address of both families.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        s.set_only_v6(false)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
 }
 
 /// Runs the scheduler: starts due runs, sleeps until the next deadline.
