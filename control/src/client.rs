@@ -69,6 +69,9 @@ pub enum ClientError {
     /// The reply body is larger than [`MAX_REPLY`].
     #[error("reply body larger than {MAX_REPLY} bytes")]
     TooLarge,
+    /// A download could not be written.
+    #[error("write: {0}")]
+    Write(std::io::Error),
 }
 
 /// Largest reply body read (256 MiB): a peer cannot make the client hold more.
@@ -211,6 +214,36 @@ impl Client {
         }
     }
 
+    /// Downloads `url` (GET) into `out` as it arrives, with no size limit (an export file,
+    /// unlike a reply to a message, may be any size); the bytes written. Any status but 200
+    /// is [`ClientError::Status`], and nothing is written then.
+    pub async fn download<W>(&self, url: &Url, out: &mut W) -> Result<u64, ClientError>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let tcp = connect(url).await?;
+        let ex = if url.tls {
+            let conn = self
+                .connector
+                .as_ref()
+                .ok_or_else(|| ClientError::NoTls(url.authority()))?;
+            let (stream, _) = conn.connect_stream(&url.host, tcp).await?;
+            start(stream, Method::GET, url, None, &[]).await?
+        } else {
+            start(tcp, Method::GET, url, None, &[]).await?
+        };
+        let status = ex.resp.status();
+        if status != StatusCode::OK {
+            let mut text = Vec::new();
+            let _ = copy_body(ex, &mut text).await;
+            return Err(ClientError::Status {
+                status,
+                body: String::from_utf8_lossy(&text).chars().take(1000).collect(),
+            });
+        }
+        copy_body(ex, out).await
+    }
+
     /// The identity of the server at `url`, from a TLS handshake and nothing more (as the
     /// reference component learns its listener's identity before it registers); over plain
     /// HTTP, the unauthenticated identity once a TCP connection is made.
@@ -336,14 +369,30 @@ pub fn hrefs(page: &str) -> Vec<String> {
     out
 }
 
-async fn exchange<IO>(
+/// A request sent and its response's head in: the body is read from `resp`, while the
+/// connection is driven by its own task (stopped when this is dropped).
+struct Exchange {
+    resp: hyper::Response<hyper::body::Incoming>,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    driver: Driver,
+}
+
+/// The task driving a connection, stopped when dropped.
+struct Driver(tokio::task::JoinHandle<()>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn start<IO>(
     io: IO,
-    peer: Identity,
     method: Method,
     url: &Url,
     body: Option<(&str, String)>,
     headers: &[(&str, &str)],
-) -> Result<HttpReply, ClientError>
+) -> Result<Exchange, ClientError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -366,6 +415,46 @@ where
         None => Bytes::new(),
     };
     let resp = sender.send_request(req.body(Full::new(payload))?).await?;
+    Ok(Exchange {
+        resp,
+        sender,
+        driver: Driver(driver),
+    })
+}
+
+/// Copies the body of `ex` into `out` as it arrives; the bytes written.
+async fn copy_body<W>(mut ex: Exchange, out: &mut W) -> Result<u64, ClientError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let mut n = 0u64;
+    while let Some(frame) = ex.resp.body_mut().frame().await {
+        if let Some(data) = frame?.data_ref() {
+            out.write_all(data).await.map_err(ClientError::Write)?;
+            n += data.len() as u64;
+        }
+    }
+    out.flush().await.map_err(ClientError::Write)?;
+    Ok(n)
+}
+
+async fn exchange<IO>(
+    io: IO,
+    peer: Identity,
+    method: Method,
+    url: &Url,
+    body: Option<(&str, String)>,
+    headers: &[(&str, &str)],
+) -> Result<HttpReply, ClientError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Exchange {
+        resp,
+        sender,
+        driver,
+    } = start(io, method, url, body, headers).await?;
     let status = resp.status();
     let content_type = resp
         .headers()
@@ -386,7 +475,7 @@ where
         }
     };
     drop(sender);
-    driver.abort();
+    drop(driver);
     Ok(HttpReply {
         status,
         content_type,

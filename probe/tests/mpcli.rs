@@ -320,9 +320,9 @@ fn mpcli_fetches_the_probe_registry_and_runs_a_flow_specification() {
     // no configuration file: the component and the TLS files as options
     let d = pki.dir();
     let url = format!("https://127.0.0.1:{port}/");
-    let cli = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_mpcli"))
-            .args(["--url", &url])
+    let command = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mpcli"));
+        c.args(["--url", &url])
             .arg("--cert")
             .arg(d.join("client.crt"))
             .arg("--key")
@@ -330,9 +330,11 @@ fn mpcli_fetches_the_probe_registry_and_runs_a_flow_specification() {
             .arg("--ca-chain")
             .arg(d.join("ca.crt"))
             .args(args)
-            .output()
-            .unwrap()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
     };
+    let cli = |args: &[&str]| command(args).output().unwrap();
     // the capabilities name the probe's registry, which mpcli loads from the component
     let out = status(&cli(&["caps"]), 0);
     assert!(out.contains("flows-ip6 (measure)"), "{out}");
@@ -353,6 +355,37 @@ fn mpcli_fetches_the_probe_registry_and_runs_a_flow_specification() {
         out.contains("registry    https://mplane-rs.invalid/registry/probe"),
         "{out}"
     );
+    // three specifications over the same few seconds of the capture (replayed once, at its
+    // pace): the export and an inline result with its file run beside flows-ip6
+    let dl = dir.path().join("downloads");
+    let export = command(&[
+        "run",
+        "flows-export",
+        "observer.interface=tap0",
+        "flow.filter=",
+        "export.target=parquet",
+        "--when",
+        "now + 4s",
+        "--format",
+        "csv",
+        "--download",
+        dl.to_str().unwrap(),
+    ])
+    .spawn()
+    .unwrap();
+    let dl2 = dir.path().join("inline");
+    let inline = command(&[
+        "run",
+        "flows-ip4",
+        "observer.interface=tap0",
+        "flow.filter=",
+        "--when",
+        "now + 4s",
+        "--download",
+        dl2.to_str().unwrap(),
+    ])
+    .spawn()
+    .unwrap();
     let o = cli(&[
         "run",
         "flows-ip6",
@@ -372,6 +405,38 @@ fn mpcli_fetches_the_probe_registry_and_runs_a_flow_specification() {
     assert_eq!(cell("source.ip6"), "2001:db8::1");
     assert_eq!(cell("packets.forward"), "3");
     assert_eq!(cell("packets.backward"), "1");
+
+    // an export: the files the result lists, downloaded whole, of the sizes it states
+    let csv = status(&export.wait_with_output().unwrap(), 0);
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let mut files = 0;
+    for line in lines {
+        let row: Vec<&str> = line.split(',').collect();
+        let name = row[at("export.url")].rsplit('/').next().unwrap();
+        let bytes = std::fs::read(dl.join(name)).unwrap();
+        assert_eq!(bytes.len().to_string(), row[at("export.bytes")]);
+        assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"));
+        files += 1;
+    }
+    assert!(files >= 1, "{csv}");
+    let listed = std::fs::read_dir(&dl).unwrap().count();
+    assert_eq!(
+        listed, files,
+        "nothing else (no partial file) in the directory"
+    );
+    // a result too large to be inline names its file in metadata: downloaded too
+    let o = inline.wait_with_output().unwrap();
+    status(&o, 0);
+    let got: Vec<_> = std::fs::read_dir(&dl2).unwrap().collect();
+    assert_eq!(got.len(), 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("downloaded ") && err.contains(".parquet ("),
+        "{err}"
+    );
+
     // only the three TLS options together
     let o = Command::new(env!("CARGO_BIN_EXE_mpcli"))
         .args(["--url", &url, "--cert", "x.crt", "caps"])

@@ -147,6 +147,10 @@ struct WaitArgs {
     /// Stop waiting after this many seconds (the job goes on): print the receipt, exit 3.
     #[arg(long, value_parser = seconds)]
     timeout: Option<f64>,
+    /// Download the files the result names (`export.url` rows or metadata) into this
+    /// directory, over the same mutual TLS; a file appears there only once complete.
+    #[arg(long, value_name = "DIR")]
+    download: Option<PathBuf>,
 }
 
 /// A number of seconds: finite, from 0.05 to a day.
@@ -530,6 +534,64 @@ impl Session {
         Ok(())
     }
 
+    /// Downloads every export file `reply` names into `dir`: each under a hidden temporary
+    /// name first, renamed once complete and of the size the result states.
+    async fn download(&self, reply: &Message, dir: &Path) -> Result<()> {
+        let files = output::export_files(reply);
+        if files.is_empty() {
+            eprintln!("the result names no file to download");
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        for (url, size) in files {
+            let u = Url::parse(&url).with_context(|| format!("export URL {url:?}"))?;
+            let name = u
+                .path
+                .rsplit('/')
+                .next()
+                .filter(|n| {
+                    !n.is_empty()
+                        && !n.starts_with('.')
+                        && n.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-=".contains(&b))
+                })
+                .ok_or_else(|| anyhow!("export URL {url:?} names no file"))?;
+            let dest = dir.join(name);
+            let part = dir.join(format!(".{name}.part"));
+            let result = async {
+                let mut f = tokio::fs::File::create(&part)
+                    .await
+                    .with_context(|| format!("create {}", part.display()))?;
+                let n = self
+                    .client
+                    .download(&u, &mut f)
+                    .await
+                    .with_context(|| format!("download {url}"))?;
+                f.sync_all()
+                    .await
+                    .with_context(|| format!("write {}", part.display()))?;
+                if let Some(want) = size
+                    && want != n
+                {
+                    bail!("download {url}: {n} bytes, the result says {want}");
+                }
+                tokio::fs::rename(&part, &dest)
+                    .await
+                    .with_context(|| format!("rename to {}", dest.display()))?;
+                Ok(n)
+            }
+            .await;
+            match result {
+                Ok(n) => eprintln!("downloaded {} ({n} bytes)", dest.display()),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Prints what `reply` settles: a result or envelope, or (with `wait`) the result a
     /// receipt is redeemed for; an exception is an error. Ctrl-C (`sigint`) while waiting
     /// interrupts the job and prints its partial result; a second one gives up waiting and
@@ -556,6 +618,9 @@ impl Session {
                 }
                 done => {
                     put(&output::results(&done, opts.format));
+                    if let Some(dir) = &opts.download {
+                        self.download(&done, dir).await?;
+                    }
                     return Ok(if interrupted {
                         Outcome::Interrupted
                     } else {

@@ -99,6 +99,31 @@ pub fn results(reply: &Message, format: Format) -> String {
     out
 }
 
+/// The files the results in `reply` name, with their sizes where stated: the rows of an
+/// `export.url` column (with `export.bytes`), and an `export.url` metadata entry (a result
+/// too large to be inline, exported whole).
+pub fn export_files(reply: &Message) -> Vec<(String, Option<u64>)> {
+    let mut results = Vec::new();
+    collect(reply, &mut results);
+    let mut out = Vec::new();
+    for r in results {
+        let col = |name: &str| r.columns().iter().position(|c| c.name == name);
+        if let Some(u) = col("export.url") {
+            let bytes = col("export.bytes");
+            for row in r.rows().iter() {
+                let size = bytes.and_then(|b| row.get(b)?.text().parse().ok());
+                if let Some(url) = row.get(u) {
+                    out.push((url.text().to_string(), size));
+                }
+            }
+        }
+        if let Some(e) = r.metadata("export.url") {
+            out.push((e.text().into_owned(), None));
+        }
+    }
+    out
+}
+
 /// The results in `m`, envelopes opened.
 fn collect<'a>(m: &'a Message, out: &mut Vec<&'a Statement>) {
     match m {
