@@ -82,6 +82,8 @@ struct Inner {
     registered: BTreeMap<Identity, Vec<String>>,
     /// Serial number of forwarded specifications (their labels).
     serial: u64,
+    /// When each component last fetched its queue.
+    last_fetch: BTreeMap<Identity, Instant>,
 }
 
 /// The listener's state, shared by the HTTP routes and the relay services.
@@ -211,7 +213,10 @@ impl Relay {
     /// What is queued for `identity`, as an envelope (empty when nothing is).
     pub(crate) fn fetch(&self, identity: &Identity) -> Answer {
         let mut env = Envelope::new();
-        env.contents = self.lock().queues.remove(identity).unwrap_or_default();
+        let mut inner = self.lock();
+        inner.last_fetch.insert(identity.clone(), Instant::now());
+        env.contents = inner.queues.remove(identity).unwrap_or_default();
+        drop(inner);
         (200, model::MEDIA_TYPE, Message::Envelope(env).unparse())
     }
 
@@ -247,6 +252,25 @@ impl Relay {
         }
         q.push(msg);
         true
+    }
+
+    /// Takes `token`'s message back out of `component`'s queue if the component has not
+    /// fetched since `queued` (it is gone, or stuck); true if it was still there.
+    fn withdraw_unfetched(&self, component: &Identity, token: &str, queued: Instant) -> bool {
+        let mut inner = self.lock();
+        if inner
+            .last_fetch
+            .get(component)
+            .is_some_and(|t| *t >= queued)
+        {
+            return false;
+        }
+        let Some(q) = inner.queues.get_mut(component) else {
+            return false;
+        };
+        let before = q.len();
+        q.retain(|m| m.token() != Some(token));
+        q.len() != before
     }
 
     /// Waits up to `d` for a reply to `token` other than a receipt; takes it.
@@ -325,6 +349,7 @@ impl Service for RelayService {
                 self.component
             ));
         }
+        let queued = Instant::now();
         let mut interrupted = false;
         let mut stopped_at: Option<Instant> = None;
         loop {
@@ -342,6 +367,18 @@ impl Service for RelayService {
                         m.kind_name()
                     )),
                 };
+            }
+            // a component that stopped fetching (gone, or stuck) fails the job instead of
+            // leaving it waiting for ever
+            if queued.elapsed() > self.relay.opts.grace
+                && self
+                    .relay
+                    .withdraw_unfetched(&self.component, &token, queued)
+            {
+                return Err(format!(
+                    "component {} has not fetched its specifications for {:?}: is it running?",
+                    self.component, self.relay.opts.grace
+                ));
             }
             if ctx.interrupt.is_interrupted() && !interrupted {
                 // forwarded at once: the component returns what it has
@@ -418,6 +455,61 @@ mod tests {
             panic!("accepted")
         };
         assert_eq!(bad.0, 400);
+    }
+
+    #[test]
+    fn a_component_that_stops_fetching_fails_the_relayed_job() {
+        let mut opts = ListenerOptions::new("https://127.0.0.1:1/back");
+        opts.grace = Duration::from_millis(150);
+        let relay = Arc::new(Relay::new(opts));
+        let regs = Registries::default();
+        let a = Identity::new("probe.a");
+        let r = relay
+            .register(&caps_envelope(&["ping"]), &a, &regs)
+            .unwrap();
+        let svc = r.services[0].clone();
+        let mut spec = svc.capability().specification_for();
+        spec.set_parameter_value(
+            "destination.ip4",
+            &crate::value::Value::Address("192.0.2.1".parse().unwrap()),
+        )
+        .unwrap();
+        spec.token = Some(spec.default_token());
+        let ctx = || JobContext {
+            interrupt: crate::scheduler::Interrupt::new(),
+            end: None,
+        };
+        // nobody fetches: the job fails after the grace period, and its message is withdrawn
+        let t = Instant::now();
+        let err = svc.run(&spec, ctx()).unwrap_err();
+        assert!(err.contains("has not fetched its specifications"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(relay.fetch(&a).2.contains("\"contents\": []"));
+        // a component that fetches and answers: the result under the client's token
+        let (relay2, spec2) = (relay.clone(), spec.clone());
+        let answer = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let body = relay2.fetch(&Identity::new("probe.a")).2;
+                let Ok(Message::Envelope(env)) = model::parse(&body, &Registries::default()) else {
+                    panic!("{body}")
+                };
+                if let Some(Message::Statement(fwd)) = env.contents.first() {
+                    let mut res = fwd.result_for();
+                    res.push_row(&[Some(crate::value::Value::Natural(7))])
+                        .unwrap();
+                    let text = Message::Statement(res).unparse();
+                    assert_eq!(relay2.file(&text, &Registries::default()).0, 200);
+                    return;
+                }
+                assert!(Instant::now() < deadline);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let res = svc.run(&spec2, ctx()).unwrap();
+        answer.join().unwrap();
+        assert_eq!(res.token, spec.token);
+        assert_eq!(res.rows().len(), 1);
     }
 
     #[test]
