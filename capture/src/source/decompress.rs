@@ -123,6 +123,30 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// A pipe, FIFO or standard input as the decoding thread reads it: it waits for bytes at
+/// most [`EAGER_WAIT`] at a time and then says `WouldBlock`, so that the thread passes on
+/// what it holds of an idle pipe, and sees when the [`Stream`] is dropped (`closed`) and
+/// ends, closing its end of the pipe, instead of waiting in `read` for ever. (The gzip and
+/// zstd decoders resume after `WouldBlock`.)
+struct Watched<R> {
+    inner: R,
+    fd: std::os::fd::RawFd,
+    closed: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(std::io::Error::other("the stream was closed"));
+        }
+        if super::wait::readable(self.fd, EAGER_WAIT)? {
+            self.inner.read(buf)
+        } else {
+            Err(ErrorKind::WouldBlock.into())
+        }
+    }
+}
+
 /// What the decoding thread hands the reader.
 enum Fill {
     /// A block whose bytes `HEAD..HEAD + len` follow those of the block before.
@@ -164,6 +188,12 @@ fn decode(
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // an idle pipe: what came so far goes on now
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if len > 0 {
+                        break None;
+                    }
+                }
                 // a decoder's own error (corrupt data, a stream cut short) carries no OS
                 // error code; one that does is the disk or pipe failing to read
                 Err(e)
@@ -195,8 +225,8 @@ fn decode(
 ///
 /// A thread of its own reads and decodes the file or pipe a block ahead of the reader, so
 /// decoding overlaps with what the reader does with the bytes. Dropping the stream ends that
-/// thread at its next block (a thread waiting on an idle pipe ends when the pipe next delivers
-/// or closes).
+/// thread at its next block; one waiting on an idle pipe (or FIFO, or standard input) ends
+/// within [`EAGER_WAIT`], closing its end of the pipe.
 pub(crate) struct Stream {
     path: PathBuf,
     codec: Option<Codec>,
@@ -213,6 +243,14 @@ pub(crate) struct Stream {
     stop: Option<Arc<AtomicBool>>,
     read: Arc<AtomicU64>,
     size: u64,
+    /// Set when the stream is dropped: the decoding thread of a pipe then ends.
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for Stream {
@@ -237,15 +275,31 @@ impl Stream {
             path: path.to_path_buf(),
             source,
         };
+        use std::os::fd::AsRawFd;
+        let closed = Arc::new(AtomicBool::new(false));
+        let watched = |inner: Box<dyn Read + Send>, fd| -> Box<dyn Read + Send> {
+            Box::new(Watched {
+                inner,
+                fd,
+                closed: Arc::clone(&closed),
+            })
+        };
         let (raw, size): (Box<dyn Read + Send>, u64) = if path == Path::new("-") {
-            (Box::new(std::io::stdin()), 0)
+            let fd = std::io::stdin().as_raw_fd();
+            (watched(Box::new(std::io::stdin()), fd), 0)
         } else {
             let file = File::open(path).map_err(open_err)?;
             let meta = file.metadata().map_err(open_err)?;
-            // a pipe or device has no size to measure progress against
-            (Box::new(file), if meta.is_file() { meta.len() } else { 0 })
+            if meta.is_file() {
+                (Box::new(file), meta.len())
+            } else {
+                // a pipe or device: no size to measure progress against, and bytes that may
+                // not come
+                let fd = file.as_raw_fd();
+                (watched(Box::new(file), fd), 0)
+            }
         };
-        Self::from_reader(path, raw, size)
+        Self::with_flag(path, raw, size, closed)
     }
 
     /// Reads `raw` (named `path` in errors; `size` bytes long, 0 if unknown: a pipe, whose
@@ -255,6 +309,16 @@ impl Stream {
         path: &Path,
         raw: Box<dyn Read + Send>,
         size: u64,
+    ) -> Result<Stream, SourceError> {
+        Self::with_flag(path, raw, size, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// [`Self::from_reader`], with the flag set when the stream is dropped.
+    fn with_flag(
+        path: &Path,
+        raw: Box<dyn Read + Send>,
+        size: u64,
+        closed: Arc<AtomicBool>,
     ) -> Result<Stream, SourceError> {
         let open_err = |source| SourceError::Open {
             path: path.to_path_buf(),
@@ -272,7 +336,8 @@ impl Stream {
         let codec = loop {
             match input.fill_buf() {
                 Ok(head) => break Codec::sniff(head),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // (a pipe with nothing yet: wait on)
+                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => {}
                 Err(e) => return Err(open_err(e)),
             }
         };
@@ -304,6 +369,7 @@ impl Stream {
             stop: None,
             read,
             size,
+            closed,
         })
     }
 
@@ -459,7 +525,7 @@ mod tests {
             size,
             "every compressed byte counted"
         );
-        (out, s.damage)
+        (out, s.damage.take())
     }
 
     #[test]

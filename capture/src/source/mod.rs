@@ -31,6 +31,7 @@ pub mod live;
 pub(crate) mod merge;
 pub mod mmap;
 pub mod pcap;
+mod wait;
 #[cfg(feature = "xdp")]
 pub mod xdp;
 

@@ -1294,6 +1294,104 @@ mod tests {
         writer.join().unwrap();
     }
 
+    #[test]
+    fn compressed_streams_resume_after_a_pipe_pauses() {
+        use std::io::Write;
+        let [raw, _] = big_captures();
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("p.pcap");
+        std::fs::write(&plain, &raw).unwrap();
+        let want = read_all(&plain).unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let zst = zstd::encode_all(&raw[..], 1).unwrap();
+        for packed in [gzip(&raw), zst] {
+            // the compressed bytes in pieces, with pauses longer than the reader's wait: the
+            // decoder is left mid-stream by `WouldBlock` and must pick up where it was
+            let (path, data) = (fifo.clone(), packed.clone());
+            let writer = std::thread::spawn(move || {
+                let mut w = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+                for piece in data.chunks(data.len() / 7 + 1) {
+                    w.write_all(piece).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(60));
+                }
+            });
+            let mut f = PcapFile::open(&fifo).unwrap();
+            let mut got = Vec::new();
+            while let Some(p) = f.next_packet().unwrap() {
+                got.push((p.data.to_vec(), p.ts_ns));
+            }
+            writer.join().unwrap();
+            assert_eq!(got.len(), want.len());
+            assert!(got.iter().zip(&want).all(|(g, w)| g.0 == w.0 && g.1 == w.1));
+        }
+    }
+
+    #[test]
+    fn dropping_a_stream_closes_its_idle_pipe() {
+        use std::io::Write;
+        let mut w = PcapWriter::new(Vec::new(), LinkType::ETHERNET, 65535, false, false).unwrap();
+        for f in frames() {
+            w.write(1, &f, f.len() as u32).unwrap();
+        }
+        let raw = w.into_inner();
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // a writer that sends the header and a little more, then keeps the pipe open
+        let path = fifo.clone();
+        let (sent, wait) = std::sync::mpsc::channel::<std::fs::File>();
+        let head = raw.clone();
+        std::thread::spawn(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            // non-blocking, so that a write the pipe cannot take fails instead of hanging the
+            // test (opening fails until the reader has the FIFO open)
+            let mut w = loop {
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&path)
+                {
+                    Ok(w) => break w,
+                    Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            w.write_all(&head).unwrap();
+            sent.send(w).unwrap();
+        });
+        let mut f = PcapFile::open(&fifo).unwrap();
+        assert!(f.next_packet().unwrap().is_some());
+        let mut w = wait.recv().unwrap();
+        drop(f);
+        // the decoding thread lets go of the read end within its poll interval: the writer
+        // then learns that nobody reads (before, it waited on the idle pipe for ever)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match w.write(&[0; 512]) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+                Ok(_) => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pipe still has a reader"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Gives at most `step` bytes per read, as a pipe may.
     struct Trickle(Vec<u8>, usize, usize);
 
