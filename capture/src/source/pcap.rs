@@ -1020,6 +1020,17 @@ mod tests {
         assert!(read_all(&path).is_err());
     }
 
+    /// A FIFO named `fifo` in `dir`.
+    fn make_fifo(dir: &Path) -> std::path::PathBuf {
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        fifo
+    }
+
     fn gzip(data: &[u8]) -> Vec<u8> {
         use std::io::Write;
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -1217,12 +1228,7 @@ mod tests {
         let plain = dir.path().join("p.pcap");
         std::fs::write(&plain, &raw).unwrap();
         let want = read_all(&plain).unwrap();
-        let fifo = dir.path().join("fifo");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        let fifo = make_fifo(dir.path());
         // plain, and gzip compressed (sniffed from the pipe's first bytes); pcapng too
         for bytes in [raw.clone(), gzip(&raw), ng] {
             let (path, data) = (fifo.clone(), bytes.clone());
@@ -1302,12 +1308,7 @@ mod tests {
         let plain = dir.path().join("p.pcap");
         std::fs::write(&plain, &raw).unwrap();
         let want = read_all(&plain).unwrap();
-        let fifo = dir.path().join("fifo");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        let fifo = make_fifo(dir.path());
         let zst = zstd::encode_all(&raw[..], 1).unwrap();
         for packed in [gzip(&raw), zst] {
             // the compressed bytes in pieces, with pauses longer than the reader's wait: the
@@ -1340,12 +1341,7 @@ mod tests {
         }
         let raw = w.into_inner();
         let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        let fifo = make_fifo(dir.path());
         // a writer that sends the header and a little more, then keeps the pipe open
         let path = fifo.clone();
         let (sent, wait) = std::sync::mpsc::channel::<std::fs::File>();
