@@ -17,6 +17,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use crate::model::{self, MEDIA_TYPE, Message, ModelError, Statement, StatementKind};
 use crate::registry::Registries;
@@ -201,17 +202,8 @@ impl Client {
         body: Option<(&str, String)>,
         headers: &[(&str, &str)],
     ) -> Result<HttpReply, ClientError> {
-        let tcp = connect(url).await?;
-        if url.tls {
-            let conn = self
-                .connector
-                .as_ref()
-                .ok_or_else(|| ClientError::NoTls(url.authority()))?;
-            let (stream, peer) = conn.connect_stream(&url.host, tcp).await?;
-            exchange(stream, peer, method, url, body, headers).await
-        } else {
-            exchange(tcp, Identity::unauthenticated(), method, url, body, headers).await
-        }
+        let (io, peer) = self.open(url).await?;
+        exchange(io, peer, method, url, body, headers).await
     }
 
     /// Downloads `url` (GET) into `out` as it arrives, with no size limit (an export file,
@@ -221,17 +213,8 @@ impl Client {
     where
         W: tokio::io::AsyncWrite + Unpin,
     {
-        let tcp = connect(url).await?;
-        let ex = if url.tls {
-            let conn = self
-                .connector
-                .as_ref()
-                .ok_or_else(|| ClientError::NoTls(url.authority()))?;
-            let (stream, _) = conn.connect_stream(&url.host, tcp).await?;
-            start(stream, Method::GET, url, None, &[]).await?
-        } else {
-            start(tcp, Method::GET, url, None, &[]).await?
-        };
+        let (io, _) = self.open(url).await?;
+        let ex = start(io, Method::GET, url, None, &[]).await?;
         let status = ex.resp.status();
         if status != StatusCode::OK {
             let mut text = Vec::new();
@@ -248,16 +231,22 @@ impl Client {
     /// reference component learns its listener's identity before it registers); over plain
     /// HTTP, the unauthenticated identity once a TCP connection is made.
     pub async fn peer_identity(&self, url: &Url) -> Result<Identity, ClientError> {
+        Ok(self.open(url).await?.1)
+    }
+
+    /// A connection to `url`'s server, over TLS for `https://`, and the server's identity
+    /// (unauthenticated over plain HTTP).
+    async fn open(&self, url: &Url) -> Result<(Connection, Identity), ClientError> {
         let tcp = connect(url).await?;
         if !url.tls {
-            return Ok(Identity::unauthenticated());
+            return Ok((Either::Right(tcp), Identity::unauthenticated()));
         }
         let conn = self
             .connector
             .as_ref()
             .ok_or_else(|| ClientError::NoTls(url.authority()))?;
-        let (_stream, peer) = conn.connect_stream(&url.host, tcp).await?;
-        Ok(peer)
+        let (stream, peer) = conn.connect_stream(&url.host, tcp).await?;
+        Ok((Either::Left(stream), peer))
     }
 
     /// Sends one mPlane message to `url` and parses the mPlane reply.
@@ -328,6 +317,9 @@ impl Client {
         self.send(url, &Message::Statement(r)).await
     }
 }
+
+/// A connection to a server: TLS or plain TCP.
+type Connection = Either<tokio_rustls::client::TlsStream<TcpStream>, TcpStream>;
 
 /// A TCP connection to `url`'s host and port.
 async fn connect(url: &Url) -> Result<TcpStream, ClientError> {
