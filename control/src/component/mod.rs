@@ -372,8 +372,26 @@ impl Component {
 
 /// A listening socket on `addr`; the unspecified IPv6 address (`[::]`) takes IPv4
 /// connections too (dual stack, whatever `net.ipv6.bindv6only` says), as the reference's
-/// tornado server listens on every address of both families.
+/// tornado server listens on every address of both families. On a host without IPv6, `[::]`
+/// becomes `0.0.0.0` (a port in use or not allowed stays an error).
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    match listen_on(addr) {
+        Err(e)
+            if addr.is_ipv6()
+                && addr.ip().is_unspecified()
+                && !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+                ) =>
+        {
+            tracing::info!("no IPv6 here ({e}): listening on IPv4 only");
+            listen_on(SocketAddr::from(([0, 0, 0, 0], addr.port())))
+        }
+        r => r,
+    }
+}
+
+fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {

@@ -244,8 +244,7 @@ fn prepare(path: &Path) -> Result<Prepared> {
         .as_ref()
         .map(|(_, port)| *port)
         .filter(|p| *p != comp.listen_port || *p == 0);
-    // every address of both families, as the reference (falls back to IPv4 alone on a host
-    // without IPv6, see `bind`)
+    // every address of both families, as the reference (IPv4 alone on a host without IPv6)
     let addr = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, comp.listen_port));
     let mut opts = ComponentOptions::new(addr, tls.clone());
     opts.listener = listener.map(|(l, _)| l);
@@ -362,23 +361,6 @@ fn active_module_warnings(
     out
 }
 
-/// Binds `opts.addr`; an IPv6 wildcard that the host cannot bind (IPv6 disabled) becomes
-/// the IPv4 one.
-async fn bind(
-    mut opts: ComponentOptions,
-    sched: mplane::scheduler::Scheduler,
-) -> Result<Component, mplane::component::ComponentError> {
-    let ipv6_any = opts.addr.is_ipv6() && opts.addr.ip().is_unspecified();
-    if ipv6_any && std::net::TcpListener::bind(opts.addr).is_err() {
-        let fallback = SocketAddr::from(([0, 0, 0, 0], opts.addr.port()));
-        if std::net::TcpListener::bind(fallback).is_ok() {
-            tracing::info!("no IPv6 here: listening on IPv4 only");
-            opts.addr = fallback;
-        }
-    }
-    Component::bind(opts, sched).await
-}
-
 /// Runs the component until SIGTERM or SIGINT.
 pub fn run(path: &Path) -> Result<()> {
     tracing_subscriber::fmt()
@@ -411,7 +393,7 @@ pub fn run(path: &Path) -> Result<()> {
         .context("tokio runtime")?;
     let result = rt.block_on(async move {
         let component = if listens {
-            let mut component = bind(opts, sched).await?;
+            let mut component = Component::bind(opts, sched).await?;
             let bound = component.local_addr()?;
             tracing::info!(
                 "listening on {bound} ({})",
@@ -420,14 +402,9 @@ pub fn run(path: &Path) -> Result<()> {
             // the port actually bound, for scripts using listen-port = 0
             println!("listening {bound}");
             if let Some(port) = supervisor_port {
-                let v4 = SocketAddr::from(([0, 0, 0, 0], port));
-                let addr = match component
+                let addr = component
                     .listen_also(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)))
-                    .await
-                {
-                    Ok(a) => a,
-                    Err(_) => component.listen_also(v4).await?,
-                };
+                    .await?;
                 tracing::info!("components register on {addr}");
             }
             component
