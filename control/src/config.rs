@@ -901,7 +901,7 @@ fn parse_int(text: &str) -> Option<u64> {
 }
 
 /// The reference prepends `/` to `[component]` paths that lack it.
-fn with_slash(path: String) -> String {
+pub(crate) fn with_slash(path: String) -> String {
     if path.starts_with('/') {
         path
     } else {

@@ -55,6 +55,18 @@ pub struct ListenerOptions {
 }
 
 impl ListenerOptions {
+    /// The listener a `[client]` section describes: its paths (a leading `/` added, as the
+    /// reference's listener does), `listen-spec-link`, and `component_roles`.
+    pub fn from_client(c: &crate::config::ClientConfig) -> ListenerOptions {
+        use crate::config::with_slash;
+        let mut l = ListenerOptions::new(c.listen_spec_link.clone().unwrap_or_default());
+        l.registration_path = with_slash(c.registration_path.clone());
+        l.specification_path = with_slash(c.specification_path.clone());
+        l.result_path = with_slash(c.result_path.clone());
+        l.access = c.component_roles.clone();
+        l
+    }
+
     /// Defaults with the reference's paths and `spec_link`.
     pub fn new(spec_link: impl Into<String>) -> ListenerOptions {
         ListenerOptions {

@@ -216,18 +216,7 @@ fn prepare(path: &Path) -> Result<Prepared> {
                     path.display()
                 );
             }
-            let slash = |p: &str| {
-                if p.starts_with('/') {
-                    p.to_string()
-                } else {
-                    format!("/{p}")
-                }
-            };
-            let mut l = ListenerOptions::new(c.listen_spec_link.clone().unwrap_or_default());
-            l.registration_path = slash(&c.registration_path);
-            l.specification_path = slash(&c.specification_path);
-            l.result_path = slash(&c.result_path);
-            l.access = c.component_roles.clone();
+            let l = ListenerOptions::from_client(c);
             if l.access.is_none() {
                 warnings.push(format!(
                     "{}: [client] component_roles is not set: any peer with a certificate of \
