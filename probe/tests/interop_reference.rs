@@ -95,6 +95,23 @@ fn parse(text: &str) -> Message {
     model::parse(text, &Registries::default()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// What both workflows must bring back of `interop-fail-ip4` (its exception) and of
+/// `interop-slow-ip4` (a receipt first, then one row once interrupted); the slow result.
+fn fail_and_slow(out: &serde_json::Value) -> mplane::model::Statement {
+    let Message::Exception(e) = parse(out["fail"].as_str().unwrap()) else {
+        panic!("{}", out["fail"])
+    };
+    assert_eq!(e.message, "interop-fail: deliberate failure");
+
+    assert_eq!(out["slow_first"], "Receipt");
+    let Message::Statement(slow) = parse(out["slow"].as_str().unwrap()) else {
+        panic!("{}", out["slow"])
+    };
+    assert_eq!(slow.kind.key(), "result", "{}", out["slow"]);
+    assert_eq!(slow.rows().len(), 1);
+    slow
+}
+
 #[test]
 fn reference_client_against_mpcom() {
     let pki = Pki::new();
@@ -124,17 +141,7 @@ fn reference_client_against_mpcom() {
         Some("2015-06-01 12:00:00.000000 ... 2015-06-01 12:00:03.000000")
     );
 
-    let Message::Exception(e) = parse(out["fail"].as_str().unwrap()) else {
-        panic!("{}", out["fail"])
-    };
-    assert_eq!(e.message, "interop-fail: deliberate failure");
-
-    assert_eq!(out["slow_first"], "Receipt");
-    let Message::Statement(slow) = parse(out["slow"].as_str().unwrap()) else {
-        panic!("{}", out["slow"])
-    };
-    assert_eq!(slow.kind.key(), "result", "{}", out["slow"]);
-    assert_eq!(slow.rows().len(), 1);
+    let slow = fail_and_slow(&out);
     let count = slow
         .columns()
         .iter()
@@ -285,17 +292,7 @@ fn mpcom_component_initiated_with_the_reference_listener() {
     assert_eq!(rows.token.as_deref(), out["rows_token"].as_str());
     assert_eq!(rows.rows().len(), 4);
 
-    let Message::Exception(e) = parse(out["fail"].as_str().unwrap()) else {
-        panic!("{}", out["fail"])
-    };
-    assert_eq!(e.message, "interop-fail: deliberate failure");
-
-    assert_eq!(out["slow_first"], "Receipt");
-    let Message::Statement(slow) = parse(out["slow"].as_str().unwrap()) else {
-        panic!("{}", out["slow"])
-    };
-    assert_eq!(slow.kind.key(), "result");
-    assert_eq!(slow.rows().len(), 1);
+    fail_and_slow(&out);
 
     // each completed repetition sends the envelope again (the reference never reports one)
     let Message::Envelope(env) = parse(out["repeat"].as_str().unwrap_or_else(|| panic!("{out}")))

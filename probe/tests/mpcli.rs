@@ -15,7 +15,10 @@ mod pki;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli::{client_conf, client_initiated, interop_conf, interrupt, mpcli, status, stderr};
+use cli::{
+    client_conf, client_initiated, interop_conf, interrupted_after, mpcli, saved_receipt, status,
+    stderr,
+};
 use mpcom_process::{Mpcom, free_port};
 use mplane::model::{self, Message, StatementKind};
 use mplane::registry::Registries;
@@ -189,23 +192,17 @@ fn mpcli_runs_the_interop_services() {
 
     // a receipt saved, redeemed before the job ends (exit 3, the receipt again), then
     // interrupted: the partial result
-    let receipt = status(
-        &mpcli(
-            &conf,
-            &[
-                "run",
-                "interop-slow-ip4",
-                "destination.ip4=127.0.0.2",
-                "--when",
-                "now + 60s / 1s",
-                "--no-wait",
-            ],
-        ),
-        0,
+    let file = saved_receipt(
+        &pki,
+        &conf,
+        &[
+            "interop-slow-ip4",
+            "destination.ip4=127.0.0.2",
+            "--when",
+            "now + 60s / 1s",
+        ],
+        "receipt.json",
     );
-    assert_eq!(parse(&receipt).kind_name(), "receipt");
-    let file = pki.dir().join("receipt.json");
-    std::fs::write(&file, &receipt).unwrap();
     let file = file.to_str().unwrap();
     let o = mpcli(&conf, &["redeem", file]);
     assert_eq!(parse(&status(&o, 3)).kind_name(), "receipt");
@@ -258,27 +255,19 @@ fn mpcli_runs_the_interop_services() {
     assert!(t.elapsed() < Duration::from_secs(30));
 
     // Ctrl-C while waiting: the job is interrupted and its partial result printed, exit 130
-    let child = Command::new(env!("CARGO_BIN_EXE_mpcli"))
-        .arg("--config")
-        .arg(&conf)
-        .args([
-            "run",
-            "interop-slow-ip4",
-            "destination.ip4=127.0.0.4",
-            "--when",
-            "now + 60s / 1s",
-            "--format",
-            "csv",
-            "--poll",
-            "0.3",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    interrupt(&child);
-    let o = child.wait_with_output().unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_mpcli"));
+    run.arg("--config").arg(&conf).args([
+        "run",
+        "interop-slow-ip4",
+        "destination.ip4=127.0.0.4",
+        "--when",
+        "now + 60s / 1s",
+        "--format",
+        "csv",
+        "--poll",
+        "0.3",
+    ]);
+    let o = interrupted_after(run, Duration::from_millis(1500));
     let csv = status(&o, 130);
     assert!(
         stderr(&o).contains("interrupting the job"),

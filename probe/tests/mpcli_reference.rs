@@ -13,10 +13,10 @@ mod pki;
 #[allow(clippy::incompatible_msrv)]
 mod peer;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use cli::{client_conf, interrupt, status};
+use cli::{client_conf, interrupted_after, status};
 use pki::Pki;
 
 #[test]
@@ -51,24 +51,20 @@ fn mpcli_against_the_reference_component() {
     assert_eq!(out, "delay.twoway.icmp.us\n42\n");
 
     // a receipt, interrupted by Ctrl-C: the partial result
-    let child = mpcli(&[
-        "run",
-        "wait-ip4",
-        "destination.ip4=127.0.0.2",
-        "--when",
-        "now + 60s",
-        "--poll",
-        "0.3",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
     // the reference holds a specification's reply up to 5 s before it sends the receipt:
     // the Ctrl-C lands while the request is in flight and is acted on once the receipt is in
-    std::thread::sleep(Duration::from_millis(2000));
-    interrupt(&child);
-    let o = child.wait_with_output().unwrap();
+    let o = interrupted_after(
+        mpcli(&[
+            "run",
+            "wait-ip4",
+            "destination.ip4=127.0.0.2",
+            "--when",
+            "now + 60s",
+            "--poll",
+            "0.3",
+        ]),
+        Duration::from_millis(2000),
+    );
     let out = status(&o, 130);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "delay.twoway.icmp.count", "{out}");

@@ -17,7 +17,7 @@ mod pki;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli::{client_conf, component_initiated, mpcli, status, supervisor_conf};
+use cli::{client_conf, component_initiated, mpcli, saved_receipt, status, supervisor_conf};
 use mpcom_process::{Mpcom, free_port};
 use mplane::model::{self, Message};
 use mplane::registry::Registries;
@@ -184,21 +184,17 @@ fn a_probe_behind_a_supervisor_answers_its_clients() {
     assert!(err.contains("interop-fail: deliberate failure"), "{err}");
 
     // an interrupt travels to the probe, and its partial result back
-    let receipt = status(
-        &mpcli(
-            &client,
-            &[
-                "run",
-                "interop-slow-ip4",
-                "destination.ip4=127.0.0.2",
-                "--when",
-                "now + 60s / 1s",
-                "--no-wait",
-            ],
-        ),
-        0,
+    let file = saved_receipt(
+        &pki,
+        &client,
+        &[
+            "interop-slow-ip4",
+            "destination.ip4=127.0.0.2",
+            "--when",
+            "now + 60s / 1s",
+        ],
+        "receipt.json",
     );
-    let file = write(&pki, "receipt.json", &receipt);
     std::thread::sleep(Duration::from_millis(1500));
     let t = Instant::now();
     let out = status(
@@ -277,21 +273,17 @@ fn the_reference_component_behind_our_supervisor() {
     // a long job run through the supervisor and interrupted from the client: the reference
     // component's partial result comes back (its immediate-start results are lost to its own
     // race, DIGEST §7b, so the quick service is not run here)
-    let receipt = status(
-        &mpcli(
-            &client,
-            &[
-                "run",
-                "wait-ip4",
-                "destination.ip4=127.0.0.2",
-                "--when",
-                "now + 30s",
-                "--no-wait",
-            ],
-        ),
-        0,
+    let file = saved_receipt(
+        &pki,
+        &client,
+        &[
+            "wait-ip4",
+            "destination.ip4=127.0.0.2",
+            "--when",
+            "now + 30s",
+        ],
+        "wait-receipt.json",
     );
-    let file = write(&pki, "wait-receipt.json", &receipt);
     std::thread::sleep(Duration::from_millis(8000));
     let out = status(
         &mpcli(

@@ -113,3 +113,30 @@ pub fn supervisor_conf(pki: &Pki, clients: u16, components: u16) -> String {
         client_initiated(clients)
     )
 }
+
+/// Runs `cmd` (its outputs piped), sends it Ctrl-C after `after`, and waits for its end.
+pub fn interrupted_after(mut cmd: Command, after: std::time::Duration) -> Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    interrupt(&child);
+    child.wait_with_output().unwrap()
+}
+
+/// `mpcli run ARGS --no-wait` with `conf`: its receipt, checked and saved as `name` in the
+/// PKI's directory; the file.
+pub fn saved_receipt(pki: &Pki, conf: &Path, args: &[&str], name: &str) -> PathBuf {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.push("--no-wait");
+    let receipt = status(&mpcli(conf, &all), 0);
+    let parsed = mplane::model::parse(receipt.trim(), &mplane::registry::Registries::default())
+        .unwrap_or_else(|e| panic!("{e}: {receipt}"));
+    assert_eq!(parsed.kind_name(), "receipt");
+    let file = pki.dir().join(name);
+    std::fs::write(&file, receipt).unwrap();
+    file
+}
