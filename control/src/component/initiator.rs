@@ -69,6 +69,43 @@ pub struct InitiatorOptions {
 }
 
 impl InitiatorOptions {
+    /// The workflow a `[component]` section with `workflow = component-initiated`
+    /// describes: the listener at `client_host:client_port` (`https` with `tls`, whose files
+    /// are read again at each reconnection), its paths, and `poll_interval`.
+    pub fn from_component(
+        c: &crate::config::ComponentConfig,
+        tls: Option<&crate::config::TlsFiles>,
+    ) -> Result<InitiatorOptions, ComponentError> {
+        let host = c.client_host.clone().unwrap_or_default();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let bracketed = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        let listener = Url::parse(&format!("{scheme}://{bracketed}:{}/", c.client_port))
+            .map_err(|e| ComponentError::Initiated(format!("client_host {host:?}: {e}")))?;
+        let connector = tls
+            .map(Connector::new)
+            .transpose()
+            .map_err(|e| ComponentError::Initiated(format!("[TLS]: {e}")))?;
+        let mut init = InitiatorOptions::new(listener, connector);
+        init.tls_files = tls.cloned();
+        for (given, path) in [
+            (&c.registration_path, &mut init.registration_path),
+            (&c.specification_path, &mut init.specification_path),
+            (&c.result_path, &mut init.result_path),
+        ] {
+            if let Some(p) = given {
+                *path = p.clone();
+            }
+        }
+        if let Some(p) = c.poll_interval {
+            init.poll = p;
+        }
+        Ok(init)
+    }
+
     /// Defaults for `listener` with the reference's example paths.
     pub fn new(listener: Url, connector: Option<Connector>) -> InitiatorOptions {
         InitiatorOptions {

@@ -172,37 +172,10 @@ fn prepare(path: &Path) -> Result<Prepared> {
     };
     let initiated = match comp.workflow {
         Workflow::ClientInitiated => None,
-        Workflow::ComponentInitiated => {
-            let host = comp.client_host.clone().unwrap_or_default();
-            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-            let host_part = if host.contains(':') {
-                format!("[{host}]")
-            } else {
-                host.clone()
-            };
-            let url = format!("{scheme}://{host_part}:{}/", comp.client_port);
-            let listener = mplane::client::Url::parse(&url)
-                .with_context(|| format!("{}: [component] client_host {host:?}", path.display()))?;
-            let connector = match &cfg.tls {
-                Some(files) => Some(
-                    mplane::tls::Connector::new(files)
-                        .with_context(|| format!("{}: [TLS]", path.display()))?,
-                ),
-                None => None,
-            };
-            let mut init = InitiatorOptions::new(listener, connector);
-            init.tls_files = cfg.tls.clone();
-            let path_of = |p: &Option<String>, default: &str| {
-                p.clone().unwrap_or_else(|| default.to_string())
-            };
-            init.registration_path = path_of(&comp.registration_path, &init.registration_path);
-            init.specification_path = path_of(&comp.specification_path, &init.specification_path);
-            init.result_path = path_of(&comp.result_path, &init.result_path);
-            if let Some(p) = comp.poll_interval {
-                init.poll = p;
-            }
-            Some(init)
-        }
+        Workflow::ComponentInitiated => Some(
+            InitiatorOptions::from_component(comp, cfg.tls.as_ref())
+                .with_context(|| format!("{}: [component]", path.display()))?,
+        ),
     };
     let listens = initiated.is_none() || cfg.ini().get("component", "listen-port")?.is_some();
     // [client] workflow = component-initiated beside a client-initiated [component]: a
