@@ -81,8 +81,9 @@ pub struct WriterOptions {
     /// Maximum rows per row group. Default 128 Ki.
     pub row_group_rows: usize,
     /// Maximum bytes of a row group while it is buffered (arrow-rs: its
-    /// estimated encoded size; the column encoder: its Arrow batches), which
-    /// bounds the writer's memory. Default 64 MiB.
+    /// estimated encoded size; the column encoder: its compressed pages and
+    /// dictionaries, and the Arrow batches of the page not yet encoded),
+    /// which bounds the writer's memory. Default 64 MiB.
     pub row_group_bytes: usize,
     /// Target data page size. Default 1 MiB (arrow-rs default).
     pub data_page_bytes: usize,
@@ -375,25 +376,32 @@ impl Writer {
     }
 }
 
-/// A file written by the column encoder: batches are buffered until a row
-/// group is complete, then encoded column by column and spliced into the file.
+/// A file written by the column encoder: rows are encoded a page at a time as they arrive
+/// (batches are held only until they make a page), and the row group's column chunks are
+/// closed and spliced into the file when it is complete.
 struct ColumnsWriter {
     writer: SerializedFileWriter<Tracked>,
     encoder: ChunkEncoder,
-    buffered: Vec<RecordBatch>,
-    buffered_rows: usize,
-    buffered_bytes: usize,
+    /// Batches (or parts of them) not encoded yet: fewer rows than a page.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    /// Arrow bytes of `pending`.
+    pending_bytes: usize,
+    /// Rows of the open row group, encoded or pending.
+    group_rows: usize,
     row_group_rows: usize,
     row_group_bytes: usize,
-    /// The sink's last bytes per Arrow byte, shared by its files.
+    /// The sink's last bytes of encoded pages per Arrow byte, shared by its files.
     ratio: Arc<AtomicU64>,
 }
 
 impl ColumnsWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
+        let page_rows = self.encoder.page_rows();
         let mut batch = batch.clone();
-        loop {
-            let room = self.row_group_rows - self.buffered_rows;
+        while batch.num_rows() > 0 {
+            // up to the end of the page, and of the row group
+            let room = (page_rows - self.pending_rows).min(self.row_group_rows - self.group_rows);
             let n = batch.num_rows();
             let take = n.min(room);
             let part = if take == n {
@@ -401,55 +409,70 @@ impl ColumnsWriter {
             } else {
                 batch.slice(0, take)
             };
-            self.buffered_bytes += part.get_array_memory_size();
-            self.buffered_rows += take;
-            self.buffered.push(part);
-            if self.buffered_rows >= self.row_group_rows
-                || self.buffered_bytes >= self.row_group_bytes
+            self.pending_bytes += part.get_array_memory_size();
+            self.pending_rows += take;
+            self.group_rows += take;
+            self.pending.push(part);
+            if self.pending_rows >= page_rows {
+                self.encode_pending()?;
+            }
+            if self.group_rows >= self.row_group_rows
+                || self.encoder.open_bytes() + self.pending_bytes >= self.row_group_bytes
             {
                 self.flush_row_group()?;
             }
-            if take == n {
-                return Ok(());
-            }
             batch = batch.slice(take, n - take);
         }
-    }
-
-    fn flush_row_group(&mut self) -> Result<(), ParquetError> {
-        if self.buffered_rows == 0 {
-            return Ok(());
-        }
-        let before = self.writer.bytes_written();
-        let mut rg = self.writer.next_row_group()?;
-        for c in 0..self.encoder.columns() {
-            let arrays: Vec<&dyn Array> =
-                self.buffered.iter().map(|b| b.column(c).as_ref()).collect();
-            let (bytes, close) = self.encoder.encode(c, &arrays)?;
-            rg.append_column(&bytes, close)?;
-        }
-        rg.close()?;
-        let written = self.writer.bytes_written().saturating_sub(before);
-        if self.buffered_bytes > 0 {
-            let r = written as f64 / self.buffered_bytes as f64;
-            self.ratio.store(r.to_bits(), Ordering::Relaxed);
-        }
-        self.buffered.clear();
-        self.buffered_rows = 0;
-        self.buffered_bytes = 0;
         Ok(())
     }
 
-    /// The file's size if closed now: bytes written, plus the buffered batches scaled by the
-    /// file bytes per Arrow byte of the last row group this sink wrote (before the first,
-    /// Arrow bytes themselves: an over-estimate).
+    /// Encodes the pending rows as a page of every column.
+    fn encode_pending(&mut self) -> Result<(), ParquetError> {
+        if self.pending_rows == 0 {
+            return Ok(());
+        }
+        let before = self.encoder.open_bytes();
+        for c in 0..self.encoder.columns() {
+            let arrays: Vec<&dyn Array> =
+                self.pending.iter().map(|b| b.column(c).as_ref()).collect();
+            self.encoder.page(c, &arrays)?;
+        }
+        let encoded = self.encoder.open_bytes().saturating_sub(before);
+        if self.pending_bytes > 0 {
+            let r = encoded as f64 / self.pending_bytes as f64;
+            self.ratio.store(r.to_bits(), Ordering::Relaxed);
+        }
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    fn flush_row_group(&mut self) -> Result<(), ParquetError> {
+        self.encode_pending()?;
+        if self.group_rows == 0 {
+            return Ok(());
+        }
+        let mut rg = self.writer.next_row_group()?;
+        for c in 0..self.encoder.columns() {
+            let (bytes, close) = self.encoder.close(c)?;
+            rg.append_column(&bytes, close)?;
+        }
+        rg.close()?;
+        self.group_rows = 0;
+        Ok(())
+    }
+
+    /// The file's size if closed now: bytes written, the open row group's encoded pages, and
+    /// its pending batches scaled by the encoded bytes per Arrow byte of the last page this
+    /// sink encoded (before the first, Arrow bytes themselves: an over-estimate).
     fn estimated_bytes(&self) -> u64 {
         let written = self.writer.inner().bytes;
         let ratio = match self.ratio.load(Ordering::Relaxed) {
             0 => 1.0,
             bits => f64::from_bits(bits),
         };
-        written + (self.buffered_bytes as f64 * ratio) as u64
+        written + self.encoder.open_bytes() as u64 + (self.pending_bytes as f64 * ratio) as u64
     }
 }
 
@@ -498,23 +521,25 @@ impl PendingFile {
             rows: 0,
         };
         let writer = match &format.columns {
-            Some((plan, root)) => ChunkEncoder::new(plan.clone()).and_then(|encoder| {
-                let writer = SerializedFileWriter::new(
-                    tracked,
-                    root.clone(),
-                    Arc::new(format.props.clone()),
-                )?;
-                Ok(Writer::Columns(Box::new(ColumnsWriter {
-                    writer,
-                    encoder,
-                    buffered: Vec::new(),
-                    buffered_rows: 0,
-                    buffered_bytes: 0,
-                    row_group_rows: format.row_group_rows.max(1),
-                    row_group_bytes: format.row_group_bytes.max(1),
-                    ratio: format.ratio.clone(),
-                })))
-            }),
+            Some((plan, root)) => ChunkEncoder::new(plan.clone(), format.row_group_rows.max(1))
+                .and_then(|encoder| {
+                    let writer = SerializedFileWriter::new(
+                        tracked,
+                        root.clone(),
+                        Arc::new(format.props.clone()),
+                    )?;
+                    Ok(Writer::Columns(Box::new(ColumnsWriter {
+                        writer,
+                        encoder,
+                        pending: Vec::new(),
+                        pending_rows: 0,
+                        pending_bytes: 0,
+                        group_rows: 0,
+                        row_group_rows: format.row_group_rows.max(1),
+                        row_group_bytes: format.row_group_bytes.max(1),
+                        ratio: format.ratio.clone(),
+                    })))
+                }),
             None => {
                 ArrowWriter::try_new(tracked, schema, Some(format.props.clone())).map(Writer::Arrow)
             }
@@ -549,8 +574,8 @@ impl PendingFile {
 
     /// Estimated size of the file if closed now: bytes on disk plus the
     /// buffered row group (`ArrowWriter`: its encoded size before compression;
-    /// column encoder: its Arrow size scaled by the file's bytes per Arrow byte
-    /// so far).
+    /// column encoder: its compressed pages, and the rows not yet encoded at
+    /// the sink's last encoded bytes per Arrow byte).
     pub fn estimated_bytes(&self) -> u64 {
         match &self.writer {
             None => 0,

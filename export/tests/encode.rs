@@ -14,7 +14,7 @@ use mplane_export::arrow_array::{
     TimestampNanosecondArray, UInt64Array,
 };
 use mplane_export::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use mplane_export::parquet::basic::Encoding;
+use mplane_export::parquet::basic::{Encoding, PageType};
 use mplane_export::parquet::file::reader::{FileReader, SerializedFileReader};
 use mplane_export::parquet::file::statistics::Statistics;
 use mplane_export::{
@@ -678,4 +678,102 @@ fn size_rotation_follows_the_compressed_size() {
     }
     assert!(last.bytes <= 400 << 10);
     assert_eq!(report.files.iter().map(|f| f.rows).sum::<u64>(), 120_000);
+}
+
+/// Every value of the url column as pyarrow reads it, and DuckDB's count of distinct urls
+/// and of their characters.
+const URLS_READ_BACK: &str = r#"
+import json, sys, duckdb
+import pyarrow.parquet as pq
+urls = pq.read_table(sys.argv[1], columns=["destination_url"]).column(0).to_pylist()
+d = duckdb.connect().execute(
+    "SELECT count(DISTINCT destination_url), sum(length(destination_url))::VARCHAR FROM read_parquet(?)",
+    [sys.argv[1]]).fetchone()
+print(json.dumps({"urls": urls, "duckdb": [str(d[0]), d[1]]}))
+"#;
+
+#[test]
+fn a_dictionary_outgrowing_its_limit_mid_chunk_leaves_the_rest_plain() {
+    // one row group of 8,000 rows of distinct ~440-byte urls: the dictionary passes 1 MiB
+    // in the chunk's third page of 1,000 rows (then every page from it on is PLAIN), or in
+    // its first page of 4,000 rows (then the chunk has no dictionary at all)
+    let schema = schema();
+    let mut rng = Rng::with_seed(11);
+    let batches: Vec<RecordBatch> = (0..8)
+        .map(|j| batch(&mut rng, &schema, j * 1000, 1000, [10; 7], true))
+        .collect();
+    let want = concat(schema.arrow(), &batches);
+    let urls = want
+        .column(7)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .clone();
+    for (page_rows, dictionary_pages) in [(1000usize, 2i32), (4000, 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WriterOptions {
+            row_group_rows: 8000,
+            data_page_rows: page_rows,
+            ..WriterOptions::default()
+        };
+        let p = write(dir.path(), &schema, opts, &batches);
+        let r = SerializedFileReader::new(fs::File::open(&p).unwrap()).unwrap();
+        assert_eq!(r.num_row_groups(), 1);
+        // the pages as they are in the file
+        let data_pages = |c: usize, encoding: Encoding| -> i32 {
+            let pages = r
+                .get_row_group(0)
+                .unwrap()
+                .get_column_page_reader(c)
+                .unwrap();
+            pages
+                .map(|p| p.unwrap())
+                .filter(|p| p.page_type() == PageType::DATA_PAGE && p.encoding() == encoding)
+                .count() as i32
+        };
+        assert_eq!(
+            data_pages(7, Encoding::RLE_DICTIONARY),
+            dictionary_pages,
+            "{page_rows}"
+        );
+        assert_eq!(
+            data_pages(7, Encoding::PLAIN),
+            (8000 / page_rows) as i32 - dictionary_pages,
+            "{page_rows}"
+        );
+        let url = r.metadata().row_group(0).column(7);
+        assert_eq!(
+            url.dictionary_page_offset().is_some(),
+            dictionary_pages > 0,
+            "{page_rows}"
+        );
+        // a column with few values keeps its dictionary across the pages of the chunk
+        assert_eq!(
+            data_pages(5, Encoding::RLE_DICTIONARY),
+            (8000 / page_rows) as i32
+        );
+        assert_eq!(data_pages(5, Encoding::PLAIN), 0);
+
+        let got = read_back(&p);
+        for c in 0..want.num_columns() {
+            assert_eq!(
+                got.column(c).as_ref(),
+                want.column(c).as_ref(),
+                "{page_rows} {c}"
+            );
+        }
+        let back = py(URLS_READ_BACK, &[p.to_str().unwrap()]);
+        let want_urls: Vec<Value> = urls
+            .iter()
+            .map(|u| u.map_or(Value::Null, |u| u.into()))
+            .collect();
+        assert_eq!(back["urls"], Value::Array(want_urls), "{page_rows}");
+        let distinct: std::collections::BTreeSet<&str> = urls.iter().flatten().collect();
+        let chars: usize = urls.iter().flatten().map(str::len).sum();
+        assert_eq!(
+            back["duckdb"],
+            json!([distinct.len().to_string(), chars.to_string()]),
+            "{page_rows}"
+        );
+    }
 }

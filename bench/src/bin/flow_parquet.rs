@@ -6,7 +6,7 @@
 //! ```text
 //! cargo build --release -p mplane-bench --bin flow_parquet
 //! target/release/flow_parquet /dev/shm/flows.pcap [--repeat 5] [--zstd 1] [--columns all|tstat]
-//!     [--row-group ROWS] [--all-nullable] [--plain] [--arrow-writer] [--compress-all]
+//!     [--row-group ROWS] [--page-rows ROWS] [--all-nullable] [--plain] [--arrow-writer] [--compress-all]
 //!     [--keep DIR] [--interleave] [--split-reals]
 //! ```
 //!
@@ -48,7 +48,9 @@ fn main() -> Result<()> {
     let mut repeat = 5;
     let mut zstd = 1;
     let mut cols = "all".to_string();
-    let mut rg = 16 * 1024;
+    // as `mpcom replay` writes: row groups of 128 Ki rows, a page per 8 Ki-record batch
+    let mut rg = 128 * 1024;
+    let mut page_rows = 8 * 1024;
     let mut all_nullable = false;
     let mut plain = false;
     let mut arrow_writer = false;
@@ -62,6 +64,7 @@ fn main() -> Result<()> {
             "--zstd" => zstd = args.next().context("--zstd L")?.parse()?,
             "--columns" => cols = args.next().context("--columns all|tstat")?,
             "--row-group" => rg = args.next().context("--row-group ROWS")?.parse()?,
+            "--page-rows" => page_rows = args.next().context("--page-rows ROWS")?.parse()?,
             "--all-nullable" => all_nullable = true,
             "--plain" => plain = true,
             "--arrow-writer" => arrow_writer = true,
@@ -109,6 +112,7 @@ fn main() -> Result<()> {
         let mut cfg = SinkConfig::new(&out, "bench");
         cfg.writer.zstd_level = zstd;
         cfg.writer.row_group_rows = rg;
+        cfg.writer.data_page_rows = page_rows;
         cfg.writer.delta_integers = !plain;
         cfg.writer.column_encoder = !arrow_writer;
         cfg.writer.skip_incompressible = skip_incompressible;

@@ -5,6 +5,10 @@
 //! control bytes, then comparing keys through `memcmp`); this table is open addressing over
 //! `(tag, id)` slots, sized for the chunk up front, and compares a key only when the upper
 //! half of its hash matches.
+//!
+//! The values are kept as the body of the `PLAIN` dictionary page itself (each value's
+//! 4-byte length, then its bytes), built as they arrive: the dictionary outlives the arrays
+//! of the pages that fill it, and the page costs no pass of its own at the end.
 
 use std::hash::Hasher;
 
@@ -18,12 +22,13 @@ struct Slot {
 }
 
 /// Distinct values of a chunk and their ids.
-pub(crate) struct Dictionary<'a> {
-    values: Vec<&'a [u8]>,
+pub(crate) struct Dictionary {
+    /// The `PLAIN` dictionary page: per value, its length (4 bytes, little endian) and bytes.
+    page: Vec<u8>,
+    /// Where each value's bytes start in `page`, by id, and one more entry: the end.
+    starts: Vec<u32>,
     hashes: Vec<u64>,
     slots: Vec<Slot>,
-    /// Bytes of the values in a `PLAIN` dictionary page (4-byte length + the bytes each).
-    bytes: usize,
 }
 
 fn hash(v: &[u8]) -> u64 {
@@ -32,20 +37,33 @@ fn hash(v: &[u8]) -> u64 {
     h.finish()
 }
 
-impl<'a> Dictionary<'a> {
+impl Dictionary {
     /// A dictionary with room for `n` distinct values before it grows.
     pub(crate) fn with_capacity(n: usize) -> Self {
         Dictionary {
-            values: Vec::new(),
+            page: Vec::new(),
+            // the first value's bytes start after its length
+            starts: vec![4],
             hashes: Vec::new(),
             slots: vec![Slot::default(); (2 * n).next_power_of_two().max(16)],
-            bytes: 0,
         }
+    }
+
+    /// The value of `id`.
+    #[inline]
+    fn value(&self, id: usize) -> &[u8] {
+        // the end of a value is 4 bytes before the next one's start (its length)
+        &self.page[self.starts[id] as usize..self.starts[id + 1] as usize - 4]
+    }
+
+    /// Number of distinct values.
+    pub(crate) fn len(&self) -> usize {
+        self.hashes.len()
     }
 
     /// The id of `v`, added if new.
     #[inline]
-    pub(crate) fn id(&mut self, v: &'a [u8]) -> u32 {
+    pub(crate) fn id(&mut self, v: &[u8]) -> u32 {
         let h = hash(v);
         let tag = (h >> 32) as u32;
         let mask = self.slots.len() - 1;
@@ -55,17 +73,18 @@ impl<'a> Dictionary<'a> {
             if s.id == 0 {
                 break;
             }
-            if s.tag == tag && self.values[s.id as usize - 1] == v {
+            if s.tag == tag && self.value(s.id as usize - 1) == v {
                 return s.id - 1;
             }
             i = (i + 1) & mask;
         }
-        let id = self.values.len() as u32;
+        let id = self.hashes.len() as u32;
         self.slots[i] = Slot { tag, id: id + 1 };
-        self.values.push(v);
+        self.page.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        self.page.extend_from_slice(v);
+        self.starts.push(self.page.len() as u32 + 4);
         self.hashes.push(h);
-        self.bytes += 4 + v.len();
-        if 2 * self.values.len() > self.slots.len() {
+        if 2 * self.hashes.len() > self.slots.len() {
             self.grow();
         }
         id
@@ -89,14 +108,9 @@ impl<'a> Dictionary<'a> {
         self.slots = slots;
     }
 
-    /// The distinct values, by id.
-    pub(crate) fn values(&self) -> &[&'a [u8]] {
-        &self.values
-    }
-
-    /// Bytes of the values as a `PLAIN` dictionary page.
-    pub(crate) fn page_bytes(&self) -> usize {
-        self.bytes
+    /// The body of the `PLAIN` dictionary page: every value by id.
+    pub(crate) fn page(&self) -> &[u8] {
+        &self.page
     }
 }
 
@@ -109,14 +123,19 @@ mod tests {
         let words: Vec<String> = (0..5000).map(|i| format!("v{}", i % 1234)).collect();
         let mut d = Dictionary::with_capacity(4);
         let ids: Vec<u32> = words.iter().map(|w| d.id(w.as_bytes())).collect();
-        assert_eq!(d.values().len(), 1234);
+        assert_eq!(d.len(), 1234);
         for (w, &id) in words.iter().zip(&ids) {
-            assert_eq!(d.values()[id as usize], w.as_bytes());
+            assert_eq!(d.value(id as usize), w.as_bytes());
         }
         assert_eq!(ids[..3], [0, 1, 2]);
         assert_eq!(ids[1234], 0);
-        let bytes: usize = d.values().iter().map(|v| 4 + v.len()).sum();
-        assert_eq!(d.page_bytes(), bytes);
+        // the page holds each value once, by id, as PLAIN byte arrays
+        let mut page = Vec::new();
+        for w in &words[..1234] {
+            page.extend_from_slice(&(w.len() as u32).to_le_bytes());
+            page.extend_from_slice(w.as_bytes());
+        }
+        assert_eq!(d.page(), &page[..]);
         // the empty value is a value like any other
         let mut d = Dictionary::with_capacity(0);
         assert_eq!((d.id(b""), d.id(b"x"), d.id(b"")), (0, 1, 0));

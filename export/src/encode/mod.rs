@@ -10,7 +10,9 @@
 //! * `natural` and `time` values as `DELTA_BINARY_PACKED` (or `PLAIN`), `real` as `PLAIN` (or
 //!   `BYTE_STREAM_SPLIT`, [`crate::WriterOptions::split_reals`]),
 //!   `boolean` bit-packed, text through a dictionary (`RLE_DICTIONARY`, falling back to `PLAIN`
-//!   for a chunk whose dictionary outgrows [`DICTIONARY_LIMIT`]);
+//!   for the rest of a chunk once its dictionary outgrows [`DICTIONARY_LIMIT`]);
+//! * pages encoded and compressed as the rows arrive, so an open row group is held as
+//!   compressed pages rather than as Arrow batches, and large row groups cost little memory;
 //! * one ZSTD context for every page of the file; an integer or time column chunk whose first
 //!   page ZSTD cannot shrink by [`WORTH_COMPRESSING`] (judged on its last [`PROBE_BYTES`], or
 //!   on the whole page when it is less than twice that, so no page is compressed twice) is
@@ -45,8 +47,9 @@ use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::{ColumnDescPtr, SchemaDescriptor};
 
-/// Largest dictionary (bytes of its values) of a text column chunk; beyond it the chunk is
-/// written `PLAIN` (arrow-rs's default dictionary page limit).
+/// Largest dictionary (bytes of its values) of a text column chunk; from the page that
+/// passes it on, the chunk's pages are written `PLAIN` (arrow-rs's default dictionary page
+/// limit, and its fallback).
 pub const DICTIONARY_LIMIT: usize = 1 << 20;
 
 /// An integer or time column chunk is stored uncompressed when ZSTD saves less than this
@@ -175,10 +178,11 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn new(compress: Option<bool>) -> Self {
+    /// A chunk with room for `capacity` bytes of pages before its buffer grows.
+    fn new(compress: Option<bool>, capacity: usize) -> Self {
         Chunk {
             compress,
-            out: TrackedWrite::new(Vec::new()),
+            out: TrackedWrite::new(Vec::with_capacity(capacity)),
             uncompressed: 0,
             compressed: 0,
             data_page_offset: None,
@@ -203,11 +207,131 @@ impl Chunk {
     }
 }
 
-/// Encodes the column chunks of one file: a ZSTD context reused for every page, and scratch
-/// buffers reused from chunk to chunk.
+/// What a column chunk's statistics are built from, widened page by page.
+#[derive(Debug, Clone, Copy)]
+enum Extremes {
+    /// No statistics for this column.
+    None,
+    /// `natural`: unsigned order (stored as the bit pattern, as arrow-rs stores `UInt64`).
+    Natural(Option<(u64, u64)>),
+    /// `time`: signed order.
+    Time(Option<(i64, i64)>),
+    /// `real`: NaN left out, and counted.
+    Real(Option<(f64, f64)>, u64),
+    /// `boolean`.
+    Bool(Option<(bool, bool)>),
+}
+
+impl Extremes {
+    fn new(plan: &ColumnPlan) -> Self {
+        match (plan.statistics, plan.kind) {
+            (false, _) | (_, Kind::Text) => Extremes::None,
+            (_, Kind::U64) => Extremes::Natural(None),
+            (_, Kind::Time) => Extremes::Time(None),
+            (_, Kind::F64) => Extremes::Real(None, 0),
+            (_, Kind::Bool) => Extremes::Bool(None),
+        }
+    }
+
+    /// The chunk statistics, with `nulls` nulls.
+    fn statistics(self, nulls: u64) -> Option<Statistics> {
+        let int = |min: Option<i64>, max: Option<i64>, signed: bool| {
+            Statistics::Int64(
+                ValueStatistics::new(min, max, None, Some(nulls), false)
+                    .with_backwards_compatible_min_max(signed),
+            )
+        };
+        Some(match self {
+            Extremes::None => return None,
+            Extremes::Natural(m) => int(m.map(|m| m.0 as i64), m.map(|m| m.1 as i64), false),
+            Extremes::Time(m) => int(m.map(|m| m.0), m.map(|m| m.1), true),
+            Extremes::Real(m, nans) => {
+                // zeros widened as the format asks: a minimum of zero is written -0.0, a
+                // maximum of zero +0.0
+                let min = m.map(|(m, _)| if m == 0.0 { -0.0 } else { m });
+                let max = m.map(|(_, m)| if m == 0.0 { 0.0 } else { m });
+                Statistics::Double(
+                    ValueStatistics::new(min, max, None, Some(nulls), false)
+                        .with_backwards_compatible_min_max(true)
+                        .with_nan_count(Some(nans)),
+                )
+            }
+            Extremes::Bool(m) => Statistics::Boolean(ValueStatistics::new(
+                m.map(|m| m.0),
+                m.map(|m| m.1),
+                None,
+                Some(nulls),
+                false,
+            )),
+        })
+    }
+}
+
+/// Widens `acc` to take in `page` (the extremes of one page).
+fn widen_with<K: Copy + PartialOrd>(acc: &mut Option<(K, K)>, page: Option<(K, K)>) {
+    match (acc.as_mut(), page) {
+        (_, None) => {}
+        (None, p) => *acc = p,
+        (Some((lo, hi)), Some((plo, phi))) => {
+            if plo < *lo {
+                *lo = plo;
+            }
+            if phi > *hi {
+                *hi = phi;
+            }
+        }
+    }
+}
+
+/// A column chunk of the open row group: its data pages so far, and what its dictionary page
+/// and metadata are made of when it closes.
+struct OpenChunk {
+    /// The data pages (the dictionary page goes in front of them when the chunk closes).
+    chunk: Chunk,
+    rows: usize,
+    nulls: u64,
+    extremes: Extremes,
+    /// Text: the chunk's dictionary, while its pages use it and after (for the pages that
+    /// did); `None` when no page uses one.
+    dict: Option<Dictionary>,
+    /// Text: whether the next page is dictionary-encoded. It turns off for the rest of the
+    /// chunk when the dictionary outgrows [`DICTIONARY_LIMIT`].
+    dict_on: bool,
+    /// Data pages written with dictionary indices.
+    dict_pages: usize,
+}
+
+impl OpenChunk {
+    /// A chunk with room for `capacity` bytes of data pages.
+    fn new(plan: &ColumnPlan, probe: bool, capacity: usize) -> Self {
+        OpenChunk {
+            chunk: Chunk::new(if probe { None } else { Some(true) }, capacity),
+            rows: 0,
+            nulls: 0,
+            extremes: Extremes::new(plan),
+            dict: None,
+            dict_on: plan.dictionary,
+            dict_pages: 0,
+        }
+    }
+}
+
+/// Encodes the column chunks of one file: a ZSTD context reused for every page, scratch
+/// buffers reused from page to page, and the open chunk of each column.
+///
+/// The rows of a row group arrive a page at a time ([`ChunkEncoder::page`]) and each page is
+/// encoded and compressed at once, so a row group is held in memory as compressed pages (a
+/// tenth of its Arrow size for flow records), not as the batches it came in; the chunks are
+/// closed and spliced into the file when the row group ends ([`ChunkEncoder::close`]).
 pub(crate) struct ChunkEncoder {
     plan: Arc<Plan>,
     zstd: zstd::bulk::Compressor<'static>,
+    open: Vec<Option<OpenChunk>>,
+    /// Rows of a full row group.
+    group_rows: usize,
+    /// Bytes of each column's data pages in its last chunk: the next one's buffer starts
+    /// that large (an eighth more), instead of growing by copies page after page.
+    last_bytes: Vec<usize>,
     bitmap: Vec<u8>,
     page_bits: Vec<u8>,
     ints: Vec<i64>,
@@ -230,15 +354,15 @@ fn general(e: impl std::fmt::Display) -> ParquetError {
     ParquetError::General(e.to_string())
 }
 
-/// Text values of a chunk, borrowed from its arrays.
-type Texts<'a> = Vec<&'a [u8]>;
-
 impl ChunkEncoder {
-    /// An encoder for the files of `plan`.
-    pub(crate) fn new(plan: Arc<Plan>) -> Result<Self, ParquetError> {
+    /// An encoder for the files of `plan`, whose row groups are `group_rows` rows.
+    pub(crate) fn new(plan: Arc<Plan>, group_rows: usize) -> Result<Self, ParquetError> {
         // level 0 is ZSTD's default level, as for arrow-rs
         let zstd = zstd::bulk::Compressor::new(plan.zstd_level).map_err(general)?;
         Ok(ChunkEncoder {
+            open: (0..plan.columns.len()).map(|_| None).collect(),
+            group_rows,
+            last_bytes: vec![0; plan.columns.len()],
             plan,
             zstd,
             bitmap: Vec::new(),
@@ -273,19 +397,56 @@ impl ChunkEncoder {
         self.plan.columns.len()
     }
 
-    /// Encodes column `col` of a row group made of `arrays` (the column's array in each
-    /// batch, in order): its pages, and what the file writer needs to splice them in.
-    pub(crate) fn encode(
+    /// Rows per data page.
+    pub(crate) fn page_rows(&self) -> usize {
+        self.plan.page_rows
+    }
+
+    /// Bytes the open chunks hold: their pages, and their dictionaries (uncompressed).
+    pub(crate) fn open_bytes(&self) -> usize {
+        self.open
+            .iter()
+            .flatten()
+            .map(|o| o.chunk.out.bytes_written() + o.dict.as_ref().map_or(0, |d| d.page().len()))
+            .sum()
+    }
+
+    /// Encodes rows of column `col` (the column's array in each batch, in order) as data
+    /// pages of its open chunk: one page, or more when they are more than a page's rows.
+    pub(crate) fn page(&mut self, col: usize, arrays: &[&dyn Array]) -> Result<(), ParquetError> {
+        let plan = &self.plan.columns[col];
+        let probe = self.plan.skip_incompressible && matches!(plan.kind, Kind::U64 | Kind::Time);
+        let mut open = match self.open[col].take() {
+            Some(o) => o,
+            None => OpenChunk::new(plan, probe, self.last_bytes[col] / 8 * 9),
+        };
+        let first = open.rows == 0;
+        let done = self.pages_into(&mut open, col, arrays);
+        if first && self.last_bytes[col] == 0 && open.rows > 0 {
+            // the first chunk of this column: room for a row group of pages like its first
+            let pages = self.group_rows.div_ceil(open.rows).saturating_sub(1);
+            let out = open.chunk.out.inner_mut();
+            out.reserve(out.len().saturating_mul(pages) / 8 * 9);
+        }
+        // an open chunk stays with its column even after an error: the file is abandoned
+        // then, and nothing more is written to it
+        self.open[col] = Some(open);
+        done
+    }
+
+    fn pages_into(
         &mut self,
+        open: &mut OpenChunk,
         col: usize,
         arrays: &[&dyn Array],
-    ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+    ) -> Result<(), ParquetError> {
         let plan = self.plan.columns[col].clone();
         let rows: usize = arrays.iter().map(|a| a.len()).sum();
         let nulls = self.gather_validity(arrays, rows);
-        let probe = self.plan.skip_incompressible && matches!(plan.kind, Kind::U64 | Kind::Time);
-        let mut chunk = Chunk::new(if probe { None } else { Some(true) });
-        let statistics = match plan.kind {
+        open.rows += rows;
+        open.nulls += nulls;
+        let chunk = &mut open.chunk;
+        match plan.kind {
             Kind::U64 | Kind::Time => {
                 self.ints.clear();
                 for a in arrays {
@@ -305,7 +466,7 @@ impl ChunkEncoder {
                     Encoding::PLAIN
                 };
                 self.at_number_level(|this| {
-                    this.data_pages(&mut chunk, &plan, rows, enc, |this, from, to, body| {
+                    this.data_pages(chunk, &plan, rows, enc, |this, from, to, body| {
                         let v = &this.ints[from..to];
                         if plan.delta {
                             delta::encode(v, body);
@@ -314,8 +475,11 @@ impl ChunkEncoder {
                         }
                     })
                 })?;
-                plan.statistics
-                    .then(|| int_statistics(&self.ints, plan.kind, nulls))
+                match &mut open.extremes {
+                    Extremes::Natural(m) => widen_with(m, min_max(&self.ints, |v| v as u64)),
+                    Extremes::Time(m) => widen_with(m, min_max(&self.ints, |v| v)),
+                    _ => {}
+                }
             }
             Kind::F64 => {
                 self.floats.clear();
@@ -328,7 +492,7 @@ impl ChunkEncoder {
                     Encoding::PLAIN
                 };
                 self.at_number_level(|this| {
-                    this.data_pages(&mut chunk, &plan, rows, enc, |this, from, to, body| {
+                    this.data_pages(chunk, &plan, rows, enc, |this, from, to, body| {
                         let v = &this.floats[from..to];
                         if plan.split {
                             byte_stream_split(v, body);
@@ -337,8 +501,11 @@ impl ChunkEncoder {
                         }
                     })
                 })?;
-                plan.statistics
-                    .then(|| float_statistics(&self.floats, nulls))
+                if let Extremes::Real(m, nans) = &mut open.extremes {
+                    let (page, page_nans) = float_extremes(&self.floats);
+                    widen_with(m, page);
+                    *nans += page_nans;
+                }
             }
             Kind::Bool => {
                 self.bools.clear();
@@ -355,7 +522,7 @@ impl ChunkEncoder {
                     }
                 }
                 self.data_pages(
-                    &mut chunk,
+                    chunk,
                     &plan,
                     rows,
                     Encoding::PLAIN,
@@ -371,13 +538,12 @@ impl ChunkEncoder {
                         }
                     },
                 )?;
-                plan.statistics.then(|| {
-                    let (min, max) = min_max(&self.bools, |b| b).unzip();
-                    Statistics::Boolean(ValueStatistics::new(min, max, None, Some(nulls), false))
-                })
+                if let Extremes::Bool(m) = &mut open.extremes {
+                    widen_with(m, min_max(&self.bools, |b| b));
+                }
             }
             Kind::Text => {
-                let mut texts: Texts<'_> = Vec::with_capacity(rows - nulls as usize);
+                let mut texts: Vec<&[u8]> = Vec::with_capacity(rows - nulls as usize);
                 for a in arrays {
                     let s = a.as_string::<i32>();
                     for i in 0..s.len() {
@@ -386,8 +552,59 @@ impl ChunkEncoder {
                         }
                     }
                 }
-                self.text_pages(&mut chunk, &plan, rows, &texts)?;
-                None
+                self.text_pages(open, &plan, rows, &texts)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the open chunk of column `col`: its pages (the dictionary page first), and
+    /// what the file writer needs to splice them in. A column that got no rows closes as an
+    /// empty chunk.
+    pub(crate) fn close(&mut self, col: usize) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
+        let plan = self.plan.columns[col].clone();
+        let open = match self.open[col].take() {
+            Some(o) => o,
+            None => OpenChunk::new(&plan, false, 0),
+        };
+        let OpenChunk {
+            chunk: data,
+            rows,
+            nulls,
+            extremes,
+            dict,
+            dict_pages,
+            ..
+        } = open;
+        self.last_bytes[col] = data.out.bytes_written();
+        let (chunk, bytes) = match dict.filter(|_| dict_pages > 0) {
+            None => {
+                let mut chunk = data;
+                let bytes = std::mem::replace(&mut chunk.out, TrackedWrite::new(Vec::new()))
+                    .into_inner()?;
+                (chunk, bytes)
+            }
+            Some(dict) => {
+                // the dictionary page first; the data pages' offsets move by its length
+                let mut chunk = Chunk::new(data.compress, dict.page().len() / 2);
+                let mut body = std::mem::take(&mut self.body);
+                body.clear();
+                body.extend_from_slice(dict.page());
+                self.write_page(&mut chunk, body, dict.len() as u32, Encoding::PLAIN, true)?;
+                let head = chunk.out.bytes_written() as i64;
+                let mut bytes = chunk.out.into_inner()?;
+                bytes.extend_from_slice(&data.out.into_inner()?);
+                chunk.out = TrackedWrite::new(Vec::new());
+                chunk.uncompressed += data.uncompressed;
+                chunk.compressed += data.compressed;
+                chunk.data_page_offset = data.data_page_offset.map(|at| at + head);
+                for e in data.encodings {
+                    if !chunk.encodings.contains(&e) {
+                        chunk.encodings.push(e);
+                    }
+                }
+                chunk.stats.extend(data.stats);
+                (chunk, bytes)
             }
         };
         let codec = if chunk.compress.unwrap_or(true) {
@@ -404,11 +621,10 @@ impl ChunkEncoder {
             .set_num_values(rows as i64)
             .set_data_page_offset(chunk.data_page_offset.unwrap_or(0))
             .set_dictionary_page_offset(chunk.dictionary_page_offset);
-        if let Some(s) = statistics {
+        if let Some(s) = extremes.statistics(nulls) {
             b = b.set_statistics(s);
         }
         let metadata = b.build()?;
-        let bytes = chunk.out.into_inner()?;
         let close = ColumnCloseResult {
             bytes_written: bytes.len() as u64,
             rows_written: rows as u64,
@@ -519,20 +735,23 @@ impl ChunkEncoder {
         present
     }
 
-    /// Writes a text chunk: a dictionary page and `RLE_DICTIONARY` data pages, or `PLAIN`
-    /// data pages when the dictionary would exceed [`DICTIONARY_LIMIT`].
+    /// Writes text data pages: `RLE_DICTIONARY` (indices into the chunk's dictionary, which
+    /// grows with them) while the dictionary stays within [`DICTIONARY_LIMIT`], `PLAIN` after.
+    /// The page that outgrows the limit is written `PLAIN` whole; when it is the chunk's
+    /// first page, the chunk has no dictionary at all.
     fn text_pages(
         &mut self,
-        chunk: &mut Chunk,
+        open: &mut OpenChunk,
         plan: &ColumnPlan,
         rows: usize,
-        texts: &Texts<'_>,
+        texts: &[&[u8]],
     ) -> Result<(), ParquetError> {
-        let mut use_dict = plan.dictionary;
-        // sized for up to 1 Ki distinct values (most text columns have a few); it grows for
-        // the others
-        let mut dict = Dictionary::with_capacity(if use_dict { texts.len().min(1024) } else { 0 });
-        if use_dict {
+        if open.dict_on {
+            // sized for up to 1 Ki distinct values (most text columns have a few); it grows
+            // for the others
+            let dict = open
+                .dict
+                .get_or_insert_with(|| Dictionary::with_capacity(texts.len().min(1024)));
             self.indices.clear();
             let mut last: Option<(&[u8], u32)> = None;
             for &t in texts {
@@ -543,28 +762,21 @@ impl ChunkEncoder {
                 };
                 last = Some((t, id));
                 self.indices.push(id);
-                if dict.page_bytes() > DICTIONARY_LIMIT {
-                    use_dict = false;
+                if dict.page().len() > DICTIONARY_LIMIT {
+                    open.dict_on = false;
                     break;
                 }
             }
-        }
-        if use_dict {
-            let mut body = std::mem::take(&mut self.body);
-            body.clear();
-            for t in dict.values() {
-                plain_bytes(t, &mut body);
+            if open.dict_pages == 0 && !open.dict_on {
+                open.dict = None;
             }
-            self.write_page(
-                chunk,
-                body,
-                dict.values().len() as u32,
-                Encoding::PLAIN,
-                true,
-            )?;
-            let width = bits::width(dict.values().len().saturating_sub(1) as u64).max(1);
+        }
+        if open.dict_on {
+            let len = open.dict.as_ref().map_or(0, Dictionary::len);
+            let width = bits::width(len.saturating_sub(1) as u64).max(1);
+            open.dict_pages += 1;
             self.data_pages(
-                chunk,
+                &mut open.chunk,
                 plan,
                 rows,
                 Encoding::RLE_DICTIONARY,
@@ -574,11 +786,17 @@ impl ChunkEncoder {
                 },
             )
         } else {
-            self.data_pages(chunk, plan, rows, Encoding::PLAIN, |_, from, to, body| {
-                for t in &texts[from..to] {
-                    plain_bytes(t, body);
-                }
-            })
+            self.data_pages(
+                &mut open.chunk,
+                plan,
+                rows,
+                Encoding::PLAIN,
+                |_, from, to, body| {
+                    for t in &texts[from..to] {
+                        plain_bytes(t, body);
+                    }
+                },
+            )
         }
     }
 
@@ -777,37 +995,13 @@ fn plain_bytes(t: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(t);
 }
 
-/// Min and max of 64-bit integer values: unsigned order for `natural` (stored as the bit
-/// pattern, as arrow-rs stores `UInt64`), signed for `time`.
-fn int_statistics(values: &[i64], kind: Kind, nulls: u64) -> Statistics {
-    let (min, max, signed) = if kind == Kind::U64 {
-        let m = min_max(values, |v| v as u64);
-        (m.map(|m| m.0 as i64), m.map(|m| m.1 as i64), false)
-    } else {
-        let m = min_max(values, |v| v);
-        (m.map(|m| m.0), m.map(|m| m.1), true)
-    };
-    Statistics::Int64(
-        ValueStatistics::new(min, max, None, Some(nulls), false)
-            .with_backwards_compatible_min_max(signed),
-    )
-}
-
-/// Min and max of reals, NaN left out, with zeros widened as the format asks (a minimum of
-/// zero is written `-0.0`, a maximum of zero `+0.0`), and the count of NaNs, which the
-/// IEEE 754 total order that the parquet crate declares for floating-point columns requires.
-fn float_statistics(values: &[f64], nulls: u64) -> Statistics {
+/// Min and max of reals, NaN left out, and the count of NaNs, which the IEEE 754 total
+/// order that the parquet crate declares for floating-point columns requires.
+fn float_extremes(values: &[f64]) -> (Option<(f64, f64)>, u64) {
     let nans = values.iter().filter(|v| v.is_nan()).count() as u64;
     // NaN compares false both ways, so once a first number is found, NaNs never win
     let first = values.iter().position(|v| !v.is_nan());
-    let m = first.and_then(|at| min_max(&values[at..], |v| v));
-    let min = m.map(|(m, _)| if m == 0.0 { -0.0 } else { m });
-    let max = m.map(|(_, m)| if m == 0.0 { 0.0 } else { m });
-    Statistics::Double(
-        ValueStatistics::new(min, max, None, Some(nulls), false)
-            .with_backwards_compatible_min_max(true)
-            .with_nan_count(Some(nans)),
-    )
+    (first.and_then(|at| min_max(&values[at..], |v| v)), nans)
 }
 
 /// Least and greatest of `values` under `key` (by `PartialOrd`: a key incomparable to the
@@ -846,6 +1040,12 @@ fn min_max<T: Copy, K: Copy + PartialOrd>(values: &[T], key: impl Fn(T) -> K) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The chunk statistics of reals `values` with `nulls` nulls, as one page gives them.
+    fn float_statistics(values: &[f64], nulls: u64) -> Statistics {
+        let (m, nans) = float_extremes(values);
+        Extremes::Real(m, nans).statistics(nulls).unwrap()
+    }
 
     /// The word-at-a-time gather keeps exactly the valid values, in order, whatever the
     /// pattern (full, empty and mixed words, a tail) and the array's offset.

@@ -23,7 +23,7 @@ use mplane_export::{
 };
 
 use super::columns::{ColumnContext, FILE_COLUMNS, FlowColumns};
-use super::export::{Delivery, ParquetRecords, ParquetRecordsError};
+use super::export::{BATCH_ROWS, Delivery, ParquetRecords, ParquetRecordsError};
 use super::filter::{Filtered, FlowFilter};
 use super::ipfix::{Either, IpfixRecords, IpfixTarget, Losses, NoSink, Tee};
 use super::meter::{FlowMeter, MeterConfig, MeterCounters};
@@ -244,8 +244,10 @@ fn input_text(path: &std::path::Path, source: &SourceError) -> String {
 
 /// Bytes of the capture file kept mapped behind (and read ahead of) the reader.
 const REPLAY_WINDOW: usize = 8 << 20;
-/// Rows per Parquet row group of replay files.
-const REPLAY_ROW_GROUP: usize = 16 * 1024;
+/// Rows per Parquet row group of replay files (DuckDB writes 122,880). The writer holds an
+/// open row group as compressed pages (~100 bytes per flow record), so a large one costs
+/// little memory; fewer, larger row groups repeat fewer dictionaries and chunk headers.
+const REPLAY_ROW_GROUP: usize = 128 * 1024;
 /// Arrow batches queued for the export thread (each ~8 Ki rows).
 const REPLAY_QUEUE: usize = 2;
 
@@ -278,8 +280,9 @@ pub fn replay(
     sink_cfg.time_column = Some("start".into());
     sink_cfg.writer.zstd_level = cfg.zstd_level;
     sink_cfg.writer.split_reals = cfg.split_reals;
-    // row groups of 16 Ki rows: the writer buffers a row group of ~93 columns in memory
     sink_cfg.writer.row_group_rows = REPLAY_ROW_GROUP;
+    // a page per batch: each batch is encoded as it arrives, and none is held back
+    sink_cfg.writer.data_page_rows = BATCH_ROWS;
     sink_cfg.metadata = FileMetadata {
         identity: cfg.identity.clone(),
         extra: std::iter::once(("mplane.source".into(), source_text(&cfg.inputs)))

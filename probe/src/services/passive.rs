@@ -771,6 +771,8 @@ impl PassiveService {
                 );
                 let mut cfg = SinkConfig::new(root.join(format!("{label}-{job}")), "flows");
                 cfg.time_column = Some("start".into());
+                // a page per batch of records: each is encoded as it arrives
+                cfg.writer.data_page_rows = crate::passive::export::BATCH_ROWS;
                 cfg.metadata = FileMetadata {
                     specification: Some(mplane::model::Message::from(spec.clone()).unparse()),
                     identity: Some(self.module.system_id.clone()),
