@@ -48,8 +48,8 @@ fn main() -> Result<()> {
     let mut repeat = 5;
     let mut zstd = 1;
     let mut cols = "all".to_string();
-    // as `mpcom replay` writes: row groups of 128 Ki rows, a page per 8 Ki-record batch
-    let mut rg = 128 * 1024;
+    // as `mpcom replay` writes: row groups of 32 Ki rows, a page per 8 Ki-record batch
+    let mut rg = 32 * 1024;
     let mut page_rows = 8 * 1024;
     let mut all_nullable = false;
     let mut plain = false;
