@@ -156,8 +156,8 @@ pub struct FileFormat {
     columns: Option<(Arc<Plan>, TypePtr)>,
     row_group_rows: usize,
     row_group_bytes: usize,
-    /// File bytes per Arrow byte of the last row group written (f64 bits; 0: none yet),
-    /// carried from file to file for size estimates.
+    /// Encoded bytes per Arrow byte of the last page the column encoder wrote (f64 bits; 0:
+    /// none yet), carried from file to file for size estimates.
     ratio: Arc<AtomicU64>,
 }
 
@@ -363,7 +363,7 @@ pub struct PendingFile {
 enum Writer {
     /// arrow-rs's general writer.
     Arrow(ArrowWriter<Tracked>),
-    /// The column encoder, row groups buffered as Arrow batches.
+    /// The column encoder, row groups buffered as compressed pages.
     Columns(Box<ColumnsWriter>),
 }
 

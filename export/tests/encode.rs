@@ -648,8 +648,9 @@ fn odd_pages_read_in_pyarrow_and_duckdb(split_reals: bool) {
 
 #[test]
 fn size_rotation_follows_the_compressed_size() {
-    // the encoder buffers Arrow batches (several times larger than their Parquet form):
-    // rotation by size must scale them by the file's ratio, not cut files early
+    // the encoder holds the rows of a page it has not encoded yet as Arrow batches (several
+    // times larger than their Parquet form): rotation by size must scale them by the sink's
+    // ratio, not cut files early
     let schema = schema();
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::with_seed(5);
