@@ -68,6 +68,10 @@ pub const PROBE_BYTES: usize = 4096;
 /// Any other level is used as chosen.
 pub const NUMBER_LEVEL_AT_1: i32 = -1;
 
+/// Most bytes a column chunk's buffer is sized for before its pages are there (a row group
+/// of many rows would otherwise reserve its whole estimated size for every column at once).
+const MAX_RESERVE: usize = 4 << 20;
+
 /// The Arrow types this encoder writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -418,15 +422,16 @@ impl ChunkEncoder {
         let probe = self.plan.skip_incompressible && matches!(plan.kind, Kind::U64 | Kind::Time);
         let mut open = match self.open[col].take() {
             Some(o) => o,
-            None => OpenChunk::new(plan, probe, self.last_bytes[col] / 8 * 9),
+            None => OpenChunk::new(plan, probe, (self.last_bytes[col] / 8 * 9).min(MAX_RESERVE)),
         };
         let first = open.rows == 0;
         let done = self.pages_into(&mut open, col, arrays);
         if first && self.last_bytes[col] == 0 && open.rows > 0 {
             // the first chunk of this column: room for a row group of pages like its first
+            // (up to a bound: a chunk larger than that grows as a vector does)
             let pages = self.group_rows.div_ceil(open.rows).saturating_sub(1);
             let out = open.chunk.out.inner_mut();
-            out.reserve(out.len().saturating_mul(pages) / 8 * 9);
+            out.reserve((out.len().saturating_mul(pages) / 8 * 9).min(MAX_RESERVE));
         }
         // an open chunk stays with its column even after an error: the file is abandoned
         // then, and nothing more is written to it
