@@ -19,7 +19,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use mplane::azn::{Azn, AznMode};
 use mplane::client::Url;
-use mplane::component::initiator::InitiatorOptions;
+use mplane::component::initiator::{InitiatorOptions, TlsReload};
 use mplane::component::metrics::MetricsAccess;
 use mplane::component::{Component, ComponentError, ComponentOptions};
 use mplane::model::{self, Envelope, MEDIA_TYPE, Message, Statement, StatementKind, WhenText};
@@ -40,6 +40,8 @@ struct Seen {
     /// (path, message) of everything posted to a result path.
     posted: Vec<(String, Message)>,
     fetches: usize,
+    /// The peer identity of each fetch.
+    fetched_by: Vec<String>,
 }
 
 /// A listener as the reference's: `/register/capability`, `/show/specification`, and any
@@ -135,6 +137,7 @@ async fn serve(
         }
         ("GET", "/show/specification") => {
             s.fetches += 1;
+            s.fetched_by.push(peer.as_str().to_string());
             let mut env = Envelope::new();
             env.contents = std::mem::take(&mut s.queue);
             ok(MEDIA_TYPE, Message::Envelope(env).unparse())
@@ -214,27 +217,31 @@ async fn component_serving(pki: &Pki, port: u16) -> (CancellationToken, Running,
 }
 
 fn initiate(comp: Component, pki: &Pki, port: u16) -> (CancellationToken, Running) {
-    initiate_with(comp, pki.files("component"), port)
+    let (cancel, running, _) = initiate_with(comp, pki.files("component"), port);
+    (cancel, running)
 }
 
 /// Runs `comp`'s component-initiated workflow with the certificate `files` (read again at
-/// each reconnection) towards 127.0.0.1:`port`, fast timers.
+/// each reconnection, and when the returned handle asks) towards 127.0.0.1:`port`, fast
+/// timers.
 fn initiate_with(
     comp: Component,
     files: mplane::config::TlsFiles,
     port: u16,
-) -> (CancellationToken, Running) {
+) -> (CancellationToken, Running, TlsReload) {
     let url = Url::parse(&format!("https://127.0.0.1:{port}/")).unwrap();
     let mut init = InitiatorOptions::new(url, Some(Connector::new(&files).unwrap()));
     init.tls_files = Some(files);
     init.poll = Duration::from_millis(100);
     init.retry = Duration::from_millis(200);
     init.timeout = Duration::from_millis(700);
+    let reload = init.reload.clone();
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
     (
         cancel,
         tokio::spawn(async move { comp.serve_initiated(init, c2).await }),
+        reload,
     )
 }
 
@@ -562,13 +569,72 @@ async fn renewed_certificate_files_are_read_at_the_next_connection() {
         ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), None),
         scheduler(),
     );
-    let (cancel, running) = initiate_with(comp, files.clone(), port);
+    let (cancel, running, _) = initiate_with(comp, files.clone(), port);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(seen.lock().unwrap().registrations.is_empty());
     // the renewed files: registered at the next attempt, without a restart
     std::fs::copy(pki.path("component.crt"), &files.cert).unwrap();
     std::fs::copy(pki.path("component.key"), &files.key).unwrap();
     until(&seen, "the registration", |s| !s.registrations.is_empty()).await;
+    stop(cancel, running).await;
+    listener.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_request_puts_new_certificate_files_in_use_at_once() {
+    let pki = Pki::new();
+    let port = free_port();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let listener = Listener::start(&pki, "client", port, seen.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = mplane::config::TlsFiles {
+        cert: dir.path().join("c.crt"),
+        key: dir.path().join("c.key"),
+        ca_chain: pki.path("ca.crt"),
+        crl: None,
+    };
+    std::fs::copy(pki.path("component.crt"), &files.cert).unwrap();
+    std::fs::copy(pki.path("component.key"), &files.key).unwrap();
+    let comp = Component::without_listener(
+        ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), None),
+        scheduler(),
+    );
+    let (cancel, running, reload) = initiate_with(comp, files.clone(), port);
+    until(&seen, "fetches", |s| s.fetches >= 2).await;
+    let component = seen.lock().unwrap().registrations[0].0.clone();
+    // another certificate of the same CA in the files: nothing fails, so without a request
+    // the workflow goes on with the certificate it loaded
+    std::fs::copy(pki.path("supervisor.crt"), &files.cert).unwrap();
+    std::fs::copy(pki.path("supervisor.key"), &files.key).unwrap();
+    let before = seen.lock().unwrap().fetches;
+    until(&seen, "more fetches", |s| s.fetches >= before + 3).await;
+    assert!(
+        seen.lock()
+            .unwrap()
+            .fetched_by
+            .iter()
+            .all(|who| *who == component),
+        "{:?}",
+        seen.lock().unwrap().fetched_by
+    );
+    // asked (mpcom: SIGHUP), the next fetch comes with the new certificate, on the same
+    // session: no failure, no second registration
+    reload.reload();
+    let supervisor = "org.mplane.SSB.Supervisors.Supervisor-1";
+    until(&seen, "a fetch with the new certificate", |s| {
+        s.fetched_by.iter().any(|who| who == supervisor)
+    })
+    .await;
+    {
+        let s = seen.lock().unwrap();
+        let first_new = s.fetched_by.iter().position(|w| w == supervisor).unwrap();
+        assert!(
+            s.fetched_by[first_new..].iter().all(|w| w == supervisor),
+            "{:?}",
+            s.fetched_by
+        );
+        assert_eq!(s.registrations.len(), 1);
+    }
     stop(cancel, running).await;
     listener.stop().await;
 }

@@ -125,12 +125,13 @@ fn a_probe_behind_a_supervisor_answers_its_clients() {
     });
     assert_eq!(refused.status.as_u16(), 403);
     let probe = write(&pki, "probe.conf", &probe_conf(&pki, components));
-    let _probe = Killed(
+    let probe_log = pki.dir().join("probe.log");
+    let probe_proc = Killed(
         Command::new(env!("CARGO_BIN_EXE_mpcom"))
             .arg("--config")
             .arg(&probe)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&probe_log).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -214,6 +215,23 @@ fn a_probe_behind_a_supervisor_answers_its_clients() {
     assert!(t.elapsed() < Duration::from_secs(20));
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[1].starts_with("100,150,200,"), "{out}");
+
+    // SIGHUP: the probe reads its certificate files again for the supervisor at once, and
+    // goes on serving through it (the reference client below)
+    let hup = Command::new("kill")
+        .args(["-HUP", &probe_proc.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&probe_log).unwrap();
+        if log.contains("[TLS] files for the listener read again") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload after SIGHUP:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // the reference client through the same supervisor
     let input =

@@ -48,7 +48,8 @@ pub struct InitiatorOptions {
     /// Our certificate for the listener (`None` for plain HTTP).
     pub connector: Option<Connector>,
     /// The `[TLS]` files of `connector`: read again at each reconnection, so that renewed
-    /// certificates are used once the listener refuses the old ones (or is restarted).
+    /// certificates are used once the listener refuses the old ones (or is restarted), and
+    /// whenever [`InitiatorOptions::reload`] asks.
     pub tls_files: Option<crate::config::TlsFiles>,
     /// Where capabilities are registered (`/register/capability` in the reference's
     /// examples).
@@ -66,6 +67,28 @@ pub struct InitiatorOptions {
     /// Most replies held while the listener cannot take them (default 10,000); the oldest
     /// are dropped, and counted in the log, beyond it.
     pub outbox: usize,
+    /// Asks the running workflow to read [`InitiatorOptions::tls_files`] again now (`mpcom`
+    /// does on SIGHUP), instead of at its next reconnection.
+    pub reload: TlsReload,
+}
+
+/// A request to read the listener's `[TLS]` files again, shared between whoever asks (a
+/// signal handler) and the running workflow: the next request to the listener uses the new
+/// certificate, without waiting for the listener to refuse the old one. A request made while
+/// the workflow is busy is kept until it looks.
+#[derive(Debug, Clone, Default)]
+pub struct TlsReload(Arc<tokio::sync::Notify>);
+
+impl TlsReload {
+    /// Asks for the files to be read again.
+    pub fn reload(&self) {
+        self.0.notify_one();
+    }
+
+    /// Completes when a reload was asked for (since the last one was taken).
+    async fn requested(&self) {
+        self.0.notified().await;
+    }
 }
 
 impl InitiatorOptions {
@@ -119,6 +142,7 @@ impl InitiatorOptions {
             retry: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
             outbox: 10_000,
+            reload: TlsReload::default(),
         }
     }
 }
@@ -167,12 +191,13 @@ pub(super) async fn run(
     };
     me.stats().active.store(true, Relaxed);
     let mut done = me.state.done.subscribe();
+    let reload = me.opts.reload.clone();
     loop {
         match me.session(&cancel).await? {
             Ended::Cancelled => return Ok(()),
             Ended::Retry(why) => {
                 me.stats().failures.fetch_add(1, Relaxed);
-                me.reload_tls();
+                me.reload_tls(false);
                 tracing::warn!(
                     "listener {}: {why}; trying again in {:?}",
                     me.opts.listener.authority(),
@@ -186,6 +211,11 @@ pub(super) async fn run(
                     tokio::select! {
                         _ = cancel.cancelled() => return Ok(()),
                         _ = &mut retry => break,
+                        // new files: try them now
+                        _ = reload.requested() => {
+                            me.reload_tls(true);
+                            break;
+                        }
                         r = done.changed() => {
                             if r.is_err() {
                                 return Ok(());
@@ -205,14 +235,21 @@ impl Initiator {
     }
 
     /// Reads the TLS files again (see [`InitiatorOptions::tls_files`]); keeps the connector
-    /// it has when they do not load.
-    fn reload_tls(&mut self) {
+    /// it has when they do not load. `asked`: on request ([`TlsReload`]), which is logged
+    /// either way.
+    fn reload_tls(&mut self, asked: bool) {
         let Some(files) = &self.opts.tls_files else {
+            if asked {
+                tracing::info!("no [TLS] for the listener, nothing to read again");
+            }
             return;
         };
         match Connector::new(files) {
             Ok(c) => {
                 self.client = Client::new(Some(c), self.state.opts.registries.clone());
+                if asked {
+                    tracing::info!("[TLS] files for the listener read again");
+                }
             }
             Err(e) => tracing::warn!("[TLS] files not reloaded, keeping the old ones: {e}"),
         }
@@ -237,6 +274,7 @@ impl Initiator {
         }
         let mut done = self.state.done.subscribe();
         let mut next_poll = tokio::time::Instant::now();
+        let reload = self.opts.reload.clone();
         loop {
             self.collect();
             if let Err(why) = self.deliver(cancel).await {
@@ -245,6 +283,8 @@ impl Initiator {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(Ended::Cancelled),
                 r = done.changed() => if r.is_err() { return Ok(Ended::Cancelled) },
+                // the next request goes out with the new certificate
+                _ = reload.requested() => self.reload_tls(true),
                 _ = tokio::time::sleep_until(next_poll) => {
                     next_poll = tokio::time::Instant::now() + self.opts.poll;
                     match self.fetch(&identity, cancel).await {

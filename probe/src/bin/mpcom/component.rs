@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use mplane::azn::{Azn, AznMode, AznWarning};
-use mplane::component::initiator::InitiatorOptions;
+use mplane::component::initiator::{InitiatorOptions, TlsReload};
 use mplane::component::metrics::{MetricsAccess, MetricsOptions};
 use mplane::component::supervisor::ListenerOptions;
 use mplane::component::{Component, ComponentOptions};
@@ -374,7 +374,8 @@ pub fn run(path: &Path) -> Result<()> {
             Component::without_listener(opts, sched)
         };
         let cancel = tokio_util::sync::CancellationToken::new();
-        let signals = tokio::spawn(signals(cancel.clone(), tls));
+        let reload = initiated.as_ref().map(|i| i.reload.clone());
+        let signals = tokio::spawn(signals(cancel.clone(), tls, reload));
         match initiated {
             Some(init) => {
                 tracing::info!(
@@ -489,9 +490,13 @@ pub fn check(path: &Path, strict: bool) -> Result<()> {
     Ok(())
 }
 
+/// Stops on SIGTERM and SIGINT; on SIGHUP reads the `[TLS]` files again, for the server
+/// (`tls`) and for the connections to the listener of the component-initiated workflow
+/// (`initiator`).
 async fn signals(
     cancel: tokio_util::sync::CancellationToken,
     tls: Option<Arc<ReloadableServerConfig>>,
+    initiator: Option<TlsReload>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -507,13 +512,19 @@ async fn signals(
             _ = cancel.cancelled() => return,
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); cancel.cancel(); return }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); cancel.cancel(); return }
-            _ = hup.recv() => match &tls {
-                Some(t) => match t.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS files reloaded"),
-                    Err(e) => tracing::error!("SIGHUP: TLS reload failed, keeping the old files: {e}"),
-                },
-                None => tracing::info!("SIGHUP: no [TLS], nothing to reload"),
-            },
+            _ = hup.recv() => {
+                match &tls {
+                    Some(t) => match t.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS files reloaded"),
+                        Err(e) => tracing::error!("SIGHUP: TLS reload failed, keeping the old files: {e}"),
+                    },
+                    None => tracing::info!("SIGHUP: no [TLS], nothing to reload"),
+                }
+                // the workflow logs what it read
+                if let Some(r) = &initiator {
+                    r.reload();
+                }
+            }
         }
     }
 }

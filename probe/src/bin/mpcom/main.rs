@@ -13,10 +13,12 @@
 //! `[Authorizations]`, `[module_*]` (services by `module` name, see
 //! `mplane_probe::services`) and `[component]` with `workflow =
 //! client-initiated`. SIGTERM/SIGINT stop it gracefully, SIGHUP reloads the
-//! TLS certificate, key and CA files. The first line on stdout is
-//! `listening <addr>` (useful with `listen-port = 0`); logs go to stderr
-//! (`RUST_LOG` filters them). The probe's extension registry is served at
-//! `/registry/probe`, and a `registry_preload` file at `/registry/<file stem>`.
+//! TLS certificate, key and CA files (for the server, and in the
+//! component-initiated workflow for the next request to the listener). The
+//! first line on stdout is `listening <addr>` (useful with `listen-port =
+//! 0`); logs go to stderr (`RUST_LOG` filters them). The probe's extension
+//! registry is served at `/registry/probe`, and a `registry_preload` file at
+//! `/registry/<file stem>`.
 
 mod component;
 
