@@ -7,7 +7,7 @@
 //! cargo build --release -p mplane-bench --bin flow_parquet
 //! target/release/flow_parquet /dev/shm/flows.pcap [--repeat 5] [--zstd 1] [--columns all|tstat]
 //!     [--row-group ROWS] [--page-rows ROWS] [--all-nullable] [--plain] [--arrow-writer] [--compress-all]
-//!     [--keep DIR] [--interleave] [--split-reals]
+//!     [--keep DIR] [--interleave] [--split-reals] [--no-address-dictionary]
 //! ```
 //!
 //! Reports, per run, records/s of the build (worker side), of the write (export thread's
@@ -58,6 +58,7 @@ fn main() -> Result<()> {
     let mut keep: Option<std::path::PathBuf> = None;
     let mut interleave = false;
     let mut split_reals = false;
+    let mut strings_only = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--repeat" => repeat = args.next().context("--repeat N")?.parse()?,
@@ -71,6 +72,7 @@ fn main() -> Result<()> {
             "--compress-all" => skip_incompressible = false,
             "--interleave" => interleave = true,
             "--split-reals" => split_reals = true,
+            "--no-address-dictionary" => strings_only = true,
             "--keep" => keep = Some(args.next().context("--keep DIR")?.into()),
             f => file = Some(f.to_string()),
         }
@@ -117,6 +119,9 @@ fn main() -> Result<()> {
         cfg.writer.column_encoder = !arrow_writer;
         cfg.writer.skip_incompressible = skip_incompressible;
         cfg.writer.split_reals = split_reals;
+        if strings_only {
+            cfg.writer.dictionary = mplane_export::DictionaryPolicy::StringsOnly;
+        }
         cfg.time_column = Some("start".into());
         let mut sink = Sink::open(cfg, schema.clone())?;
         let mut batches = Vec::new();
