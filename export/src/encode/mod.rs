@@ -324,9 +324,10 @@ impl OpenChunk {
 /// buffers reused from page to page, and the open chunk of each column.
 ///
 /// The rows of a row group arrive a page at a time ([`ChunkEncoder::page`]) and each page is
-/// encoded and compressed at once, so a row group is held in memory as compressed pages (a
-/// tenth of its Arrow size for flow records), not as the batches it came in; the chunks are
-/// closed and spliced into the file when the row group ends ([`ChunkEncoder::close`]).
+/// encoded and compressed at once, so a row group is held in memory as compressed pages
+/// (about an eighth of its Arrow size for flow records), not as the batches it came in; the
+/// chunks are closed and spliced into the file when the row group ends
+/// ([`ChunkEncoder::close`]).
 pub(crate) struct ChunkEncoder {
     plan: Arc<Plan>,
     zstd: zstd::bulk::Compressor<'static>,
@@ -591,7 +592,10 @@ impl ChunkEncoder {
             }
             Some(dict) => {
                 // the dictionary page first; the data pages' offsets move by its length
-                let mut chunk = Chunk::new(data.compress, dict.page().len() / 2);
+                // room for the dictionary page (a compressed page can exceed its body by a
+                // little) and the data pages that follow it
+                let room = dict.page().len() + 256 + data.out.bytes_written();
+                let mut chunk = Chunk::new(data.compress, room);
                 let mut body = std::mem::take(&mut self.body);
                 body.clear();
                 body.extend_from_slice(dict.page());
