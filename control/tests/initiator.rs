@@ -199,11 +199,34 @@ type Running = tokio::task::JoinHandle<Result<(), ComponentError>>;
 
 /// The component, initiating towards 127.0.0.1:`port`, fast timers; listening nowhere.
 fn component(pki: &Pki, port: u16) -> (CancellationToken, Running) {
-    let comp = Component::without_listener(
+    initiate(component_alone(), pki, port)
+}
+
+/// A component that does not listen.
+fn component_alone() -> Component {
+    Component::without_listener(
         ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), None),
         scheduler(),
-    );
-    initiate(comp, pki, port)
+    )
+}
+
+/// Certificate files of the component's own in `dir` (as an operator's, which renewals
+/// overwrite), holding `who`'s certificate and key to begin with.
+fn own_files(pki: &Pki, dir: &std::path::Path, who: &str) -> mplane::config::TlsFiles {
+    let files = mplane::config::TlsFiles {
+        cert: dir.join("c.crt"),
+        key: dir.join("c.key"),
+        ca_chain: pki.path("ca.crt"),
+        crl: None,
+    };
+    put_certificate(pki, &files, who);
+    files
+}
+
+/// Overwrites `files`' certificate and key with `who`'s.
+fn put_certificate(pki: &Pki, files: &mplane::config::TlsFiles, who: &str) {
+    std::fs::copy(pki.path(&format!("{who}.crt")), &files.cert).unwrap();
+    std::fs::copy(pki.path(&format!("{who}.key")), &files.key).unwrap();
 }
 
 /// The same, also serving plain HTTP with `/metrics` for anyone; the port it serves on.
@@ -557,24 +580,12 @@ async fn renewed_certificate_files_are_read_at_the_next_connection() {
     let listener = Listener::start(&pki, "client", port, seen.clone()).await;
     // the component starts with a certificate of another CA, which the listener refuses
     let dir = tempfile::tempdir().unwrap();
-    let files = mplane::config::TlsFiles {
-        cert: dir.path().join("c.crt"),
-        key: dir.path().join("c.key"),
-        ca_chain: pki.path("ca.crt"),
-        crl: None,
-    };
-    std::fs::copy(pki.path("other.crt"), &files.cert).unwrap();
-    std::fs::copy(pki.path("other.key"), &files.key).unwrap();
-    let comp = Component::without_listener(
-        ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), None),
-        scheduler(),
-    );
-    let (cancel, running, _) = initiate_with(comp, files.clone(), port);
+    let files = own_files(&pki, dir.path(), "other");
+    let (cancel, running, _) = initiate_with(component_alone(), files.clone(), port);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(seen.lock().unwrap().registrations.is_empty());
     // the renewed files: registered at the next attempt, without a restart
-    std::fs::copy(pki.path("component.crt"), &files.cert).unwrap();
-    std::fs::copy(pki.path("component.key"), &files.key).unwrap();
+    put_certificate(&pki, &files, "component");
     until(&seen, "the registration", |s| !s.registrations.is_empty()).await;
     stop(cancel, running).await;
     listener.stop().await;
@@ -587,25 +598,13 @@ async fn a_reload_request_puts_new_certificate_files_in_use_at_once() {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let listener = Listener::start(&pki, "client", port, seen.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let files = mplane::config::TlsFiles {
-        cert: dir.path().join("c.crt"),
-        key: dir.path().join("c.key"),
-        ca_chain: pki.path("ca.crt"),
-        crl: None,
-    };
-    std::fs::copy(pki.path("component.crt"), &files.cert).unwrap();
-    std::fs::copy(pki.path("component.key"), &files.key).unwrap();
-    let comp = Component::without_listener(
-        ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), None),
-        scheduler(),
-    );
-    let (cancel, running, reload) = initiate_with(comp, files.clone(), port);
+    let files = own_files(&pki, dir.path(), "component");
+    let (cancel, running, reload) = initiate_with(component_alone(), files.clone(), port);
     until(&seen, "fetches", |s| s.fetches >= 2).await;
     let component = seen.lock().unwrap().registrations[0].0.clone();
     // another certificate of the same CA in the files: nothing fails, so without a request
     // the workflow goes on with the certificate it loaded
-    std::fs::copy(pki.path("supervisor.crt"), &files.cert).unwrap();
-    std::fs::copy(pki.path("supervisor.key"), &files.key).unwrap();
+    put_certificate(&pki, &files, "supervisor");
     let before = seen.lock().unwrap().fetches;
     until(&seen, "more fetches", |s| s.fetches >= before + 3).await;
     assert!(
