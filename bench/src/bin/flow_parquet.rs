@@ -74,7 +74,13 @@ fn main() -> Result<()> {
             "--split-reals" => split_reals = true,
             "--no-address-dictionary" => strings_only = true,
             "--keep" => keep = Some(args.next().context("--keep DIR")?.into()),
-            f => file = Some(f.to_string()),
+            f if !f.starts_with("--") => file = Some(f.to_string()),
+            o => anyhow::bail!(
+                "unknown option {o}; usage: flow_parquet FILE.pcap [--repeat N] [--zstd L] \
+                 [--columns all|tstat] [--row-group ROWS] [--page-rows ROWS] [--all-nullable] \
+                 [--plain] [--arrow-writer] [--compress-all] [--keep DIR] [--interleave] \
+                 [--split-reals] [--no-address-dictionary]"
+            ),
         }
     }
     let file = file
