@@ -778,3 +778,55 @@ fn a_dictionary_outgrowing_its_limit_mid_chunk_leaves_the_rest_plain() {
         );
     }
 }
+
+#[test]
+fn a_row_group_ends_when_its_compressed_pages_reach_the_byte_bound() {
+    // pages are encoded as rows arrive, so the bound counts compressed pages (and the rows
+    // of a page not yet encoded), not the Arrow batches they came from: a row group holds
+    // many times the rows that the bound's worth of Arrow batches would
+    let schema = schema();
+    let mut rng = Rng::with_seed(21);
+    let batches: Vec<RecordBatch> = (0..60)
+        .map(|j| batch(&mut rng, &schema, j * 500, 500, [10; 7], false))
+        .collect();
+    let arrow_per_row = batches
+        .iter()
+        .map(|b| b.get_array_memory_size())
+        .sum::<usize>() as f64
+        / 30_000.0;
+    let bound = 96 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = WriterOptions {
+        row_group_rows: 1 << 20,
+        row_group_bytes: bound,
+        data_page_rows: 500,
+        ..WriterOptions::default()
+    };
+    let p = write(dir.path(), &schema, opts, &batches);
+    let r = SerializedFileReader::new(fs::File::open(&p).unwrap()).unwrap();
+    let groups = r.num_row_groups();
+    assert!(groups >= 2, "{groups} row groups");
+    for g in 0..groups - 1 {
+        let rg = r.metadata().row_group(g);
+        let rows = rg.num_rows() as f64;
+        assert!(
+            rows > 3.0 * bound as f64 / arrow_per_row,
+            "row group {g}: {rows} rows, {arrow_per_row:.0} Arrow bytes per row"
+        );
+        // closed at the page that reached the bound (a page here is ~10 KiB)
+        let size = rg.compressed_size() as usize;
+        assert!(
+            size <= bound + (24 << 10) && size >= bound / 2,
+            "row group {g}: {size} bytes for a bound of {bound}"
+        );
+    }
+    let want = concat(schema.arrow(), &batches);
+    let got = read_back(&p);
+    for c in 0..want.num_columns() {
+        assert_eq!(
+            got.column(c).as_ref(),
+            want.column(c).as_ref(),
+            "column {c}"
+        );
+    }
+}
