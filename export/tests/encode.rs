@@ -221,6 +221,30 @@ fn read_back(p: &Path) -> RecordBatch {
     concat(&schema, &batches)
 }
 
+/// `count` batches of `rows` random rows each (10 % nulls per column; `wide`: distinct long
+/// urls), numbered on from row 0.
+fn batches(seed: u64, count: u64, rows: usize, wide: bool) -> Vec<RecordBatch> {
+    let schema = schema();
+    let mut rng = Rng::with_seed(seed);
+    (0..count)
+        .map(|j| batch(&mut rng, &schema, j * rows as u64, rows, [10; 7], wide))
+        .collect()
+}
+
+/// The file at `p` reads back with arrow-rs as `want`, column by column.
+fn assert_reads_back(p: &Path, want: &RecordBatch, what: &str) {
+    let got = read_back(p);
+    assert_eq!(got.num_rows(), want.num_rows(), "{what}");
+    for c in 0..want.num_columns() {
+        assert_eq!(
+            got.column(c).as_ref(),
+            want.column(c).as_ref(),
+            "{what}: column {}",
+            want.schema().field(c).name()
+        );
+    }
+}
+
 /// Chunk statistics of column `c` over all row groups: (min, max, nulls) as i64 bits.
 fn int_stats(p: &Path, c: usize) -> Vec<(Option<i64>, Option<i64>, Option<u64>)> {
     let r = SerializedFileReader::new(fs::File::open(p).unwrap()).unwrap();
@@ -289,16 +313,7 @@ fn random_files_read_back_equal_with_arrow_rs() {
         }
         let p = write(dir.path(), &schema, opts.clone(), &batches);
         let want = concat(schema.arrow(), &batches);
-        let got = read_back(&p);
-        assert_eq!(got.num_rows(), want.num_rows(), "config {k}");
-        for c in 0..want.num_columns() {
-            assert_eq!(
-                got.column(c).as_ref(),
-                want.column(c).as_ref(),
-                "config {k} column {}",
-                schema.arrow().field(c).name()
-            );
-        }
+        assert_reads_back(&p, &want, &format!("config {k}"));
         // chunk statistics as arrow-rs computes them (unsigned order for natural columns)
         if opts.statistics == Stats::NonText {
             let r = SerializedFileReader::new(fs::File::open(&p).unwrap()).unwrap();
@@ -699,10 +714,7 @@ fn a_dictionary_outgrowing_its_limit_mid_chunk_leaves_the_rest_plain() {
     // in the chunk's third page of 1,000 rows (then every page from it on is PLAIN), or in
     // its first page of 4,000 rows (then the chunk has no dictionary at all)
     let schema = schema();
-    let mut rng = Rng::with_seed(11);
-    let batches: Vec<RecordBatch> = (0..8)
-        .map(|j| batch(&mut rng, &schema, j * 1000, 1000, [10; 7], true))
-        .collect();
+    let batches = batches(11, 8, 1000, true);
     let want = concat(schema.arrow(), &batches);
     let urls = want
         .column(7)
@@ -755,14 +767,7 @@ fn a_dictionary_outgrowing_its_limit_mid_chunk_leaves_the_rest_plain() {
         );
         assert_eq!(data_pages(5, Encoding::PLAIN), 0);
 
-        let got = read_back(&p);
-        for c in 0..want.num_columns() {
-            assert_eq!(
-                got.column(c).as_ref(),
-                want.column(c).as_ref(),
-                "{page_rows} {c}"
-            );
-        }
+        assert_reads_back(&p, &want, &format!("pages of {page_rows} rows"));
         let back = py(URLS_READ_BACK, &[p.to_str().unwrap()]);
         let want_urls: Vec<Value> = urls
             .iter()
@@ -785,10 +790,7 @@ fn a_row_group_ends_when_its_compressed_pages_reach_the_byte_bound() {
     // of a page not yet encoded), not the Arrow batches they came from: a row group holds
     // many times the rows that the bound's worth of Arrow batches would
     let schema = schema();
-    let mut rng = Rng::with_seed(21);
-    let batches: Vec<RecordBatch> = (0..60)
-        .map(|j| batch(&mut rng, &schema, j * 500, 500, [10; 7], false))
-        .collect();
+    let batches = batches(21, 60, 500, false);
     let arrow_per_row = batches
         .iter()
         .map(|b| b.get_array_memory_size())
@@ -820,13 +822,5 @@ fn a_row_group_ends_when_its_compressed_pages_reach_the_byte_bound() {
             "row group {g}: {size} bytes for a bound of {bound}"
         );
     }
-    let want = concat(schema.arrow(), &batches);
-    let got = read_back(&p);
-    for c in 0..want.num_columns() {
-        assert_eq!(
-            got.column(c).as_ref(),
-            want.column(c).as_ref(),
-            "column {c}"
-        );
-    }
+    assert_reads_back(&p, &concat(schema.arrow(), &batches), "bounded row groups");
 }
