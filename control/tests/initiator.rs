@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::net::free_port;
 use common::pki::Pki;
 use common::services::{Quick, Slow, cap, setting};
 use http_body_util::{BodyExt, Full};
@@ -186,13 +187,6 @@ fn scheduler() -> Scheduler {
         None,
     );
     sched
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 type Running = tokio::task::JoinHandle<Result<(), ComponentError>>;

@@ -205,14 +205,11 @@ def services():
             Echo(_cap("tick-ip4", "delay.twoway.icmp.us", when="now ... future / 1s"))]
 "#;
 
-/// A TCP port on loopback that is free now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../common/net.rs"]
+#[allow(clippy::duplicate_mod)] // also a module of tests that include this file
+mod net;
+#[allow(unused_imports)] // not every test that includes this file takes a port
+pub use net::free_port;
 
 /// The reference `mpcom` with [`REFERENCE_SERVICES`], killed when dropped.
 pub struct ReferenceComponent(std::process::Child);

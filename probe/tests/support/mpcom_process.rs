@@ -46,11 +46,8 @@ impl Mpcom {
     }
 }
 
-/// A TCP port on loopback that is free now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../../../control/tests/common/net.rs"]
+#[allow(clippy::duplicate_mod)] // also a module of tests that include this file
+mod net;
+#[allow(unused_imports)] // not every test that includes this file takes a port
+pub use net::free_port;
