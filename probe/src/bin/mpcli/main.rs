@@ -238,28 +238,10 @@ async fn run(cli: Cli) -> Result<Outcome> {
             }
             session.finish(&to, reply, &a.wait, true, &mut sigint).await
         }
-        Cmd::Redeem(a) => {
-            let receipt = read_receipt(&a.receipt, &session.registries)?;
-            let to = session.receipt_url(a.to.as_deref())?;
-            let redemption = receipt.derive(StatementKind::Redemption);
-            let mut sigint = interrupt_signal()?;
-            let reply = session.send(&to, &Message::Statement(redemption)).await?;
-            session
-                .finish(&to, reply, &a.options, a.wait, &mut sigint)
-                .await
-        }
-        Cmd::Interrupt(a) => {
-            let receipt = read_receipt(&a.receipt, &session.registries)?;
-            let to = session.receipt_url(a.to.as_deref())?;
-            let interrupt = receipt.derive(StatementKind::Interrupt);
-            let mut sigint = interrupt_signal()?;
-            let reply = session.send(&to, &Message::Statement(interrupt)).await?;
-            // the reply is the job's state, normally its receipt: the partial result follows
-            // by redemption once the job has stopped
-            session
-                .finish(&to, reply, &a.options, true, &mut sigint)
-                .await
-        }
+        Cmd::Redeem(a) => about_receipt(&mut session, &a, StatementKind::Redemption, a.wait).await,
+        // the reply is the job's state, normally its receipt: the partial result follows by
+        // redemption once the job has stopped
+        Cmd::Interrupt(a) => about_receipt(&mut session, &a, StatementKind::Interrupt, true).await,
     }
 }
 
@@ -351,6 +333,25 @@ fn specification(cap: &Statement, a: &RunArgs) -> Result<Statement> {
     // that running the same command again starts a new job
     spec.token = Some(spec.client_token(now));
     Ok(spec)
+}
+
+/// Sends the `kind` (redemption or interrupt) of the saved receipt `a.receipt` to its
+/// component (or `a.to`), and follows the reply as `run` does (`wait`: until the result).
+async fn about_receipt(
+    session: &mut Session,
+    a: &ReceiptArgs,
+    kind: StatementKind,
+    wait: bool,
+) -> Result<Outcome> {
+    let receipt = read_receipt(&a.receipt, &session.registries)?;
+    let to = session.receipt_url(a.to.as_deref())?;
+    let mut sigint = interrupt_signal()?;
+    let reply = session
+        .send(&to, &Message::Statement(receipt.derive(kind)))
+        .await?;
+    session
+        .finish(&to, reply, &a.options, wait, &mut sigint)
+        .await
 }
 
 /// A receipt from a file or standard input.
