@@ -14,6 +14,7 @@ mod peer;
 #[path = "../../control/tests/common/pki.rs"]
 mod pki;
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,14 @@ fn supervisor(pki: &Pki) -> (Mpcom, std::path::PathBuf, u16, u16) {
     let (mpcom, port) = Mpcom::start(&sup, Stdio::null());
     assert_eq!(port, clients);
     (mpcom, sup, clients, components)
+}
+
+/// `mpcli interrupt` of the job whose receipt is in `file`, through the client configuration
+/// `client`: the partial result as CSV (the command must succeed).
+fn interrupt_csv(client: &Path, file: &Path, options: &[&str]) -> String {
+    let mut args = vec!["interrupt", file.to_str().unwrap(), "--format", "csv"];
+    args.extend_from_slice(options);
+    status(&mpcli(client, &args), 0)
 }
 
 #[test]
@@ -198,20 +207,7 @@ fn a_probe_behind_a_supervisor_answers_its_clients() {
     );
     std::thread::sleep(Duration::from_millis(1500));
     let t = Instant::now();
-    let out = status(
-        &mpcli(
-            &client,
-            &[
-                "interrupt",
-                file.to_str().unwrap(),
-                "--format",
-                "csv",
-                "--poll",
-                "0.2",
-            ],
-        ),
-        0,
-    );
+    let out = interrupt_csv(&client, &file, &["--poll", "0.2"]);
     assert!(t.elapsed() < Duration::from_secs(20));
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[1].starts_with("100,150,200,"), "{out}");
@@ -303,22 +299,7 @@ fn the_reference_component_behind_our_supervisor() {
         "wait-receipt.json",
     );
     std::thread::sleep(Duration::from_millis(8000));
-    let out = status(
-        &mpcli(
-            &client,
-            &[
-                "interrupt",
-                file.to_str().unwrap(),
-                "--format",
-                "csv",
-                "--poll",
-                "0.5",
-                "--timeout",
-                "60",
-            ],
-        ),
-        0,
-    );
+    let out = interrupt_csv(&client, &file, &["--poll", "0.5", "--timeout", "60"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "delay.twoway.icmp.count", "{out}");
     let n: u64 = lines[1].parse().unwrap_or_else(|_| panic!("{out}"));
