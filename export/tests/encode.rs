@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 #[path = "support/readers.rs"]
 mod readers;
-use readers::{py, try_polars};
+use readers::{polars, py};
 
 /// Deterministic test data (a seeded `fastrand` generator).
 type Rng = fastrand::Rng;
@@ -481,14 +481,8 @@ fn py_float(v: f64) -> String {
     }
 }
 
-/// Every value of the real column as polars reads it (Python's repr), or why polars is missing.
+/// Every value of the real column as polars reads it (Python's repr); run by [`polars`].
 const POLARS_REALS: &str = r#"
-import json, sys
-try:
-    import polars as pl
-except Exception as e:
-    print(json.dumps({"skipped": str(e)}))
-    sys.exit(0)
 df = pl.read_parquet(sys.argv[1])
 print(json.dumps({"reals": [None if v is None else repr(v) for v in df["location_latitude"].to_list()]}))
 "#;
@@ -646,18 +640,12 @@ fn odd_pages_read_in_pyarrow_and_duckdb(split_reals: bool) {
     ]);
     assert_eq!(got, want, "{wheres:?}");
 
-    if split_reals {
-        try_polars();
-        let pl = py(POLARS_REALS, &[p.to_str().unwrap()]);
-        if let Some(why) = pl.get("skipped") {
-            eprintln!("polars not available, skipping polars checks: {why}");
-        } else {
-            let want: Vec<Value> = lat
-                .iter()
-                .map(|v| v.map_or(Value::Null, |v| py_float(v).into()))
-                .collect();
-            assert_eq!(pl["reals"], Value::Array(want));
-        }
+    if split_reals && let Some(pl) = polars(POLARS_REALS, &[p.to_str().unwrap()]) {
+        let want: Vec<Value> = lat
+            .iter()
+            .map(|v| v.map_or(Value::Null, |v| py_float(v).into()))
+            .collect();
+        assert_eq!(pl["reals"], Value::Array(want));
     }
 }
 

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 mod nfcapd;
 #[path = "support/readers.rs"]
 mod readers;
-use readers::{py, try_polars};
+use readers::{polars, py};
 
 // -------------------------------------------------------------- fixtures ---
 
@@ -168,12 +168,6 @@ print(json.dumps({"types": {r[0]: r[1] for r in desc}, "kv": dict(kv), "agg": [s
 "#;
 
 const POLARS_CHECK: &str = r#"
-import json, sys
-try:
-    import polars as pl
-except Exception as e:
-    print(json.dumps({"skipped": str(e)}))
-    sys.exit(0)
 df = pl.read_parquet(sys.argv[1])
 print(json.dumps({"height": df.height, "dtypes": {n: str(t) for n, t in zip(df.columns, df.dtypes)}}))
 "#;
@@ -293,11 +287,7 @@ fn single_file_reads_back_in_pyarrow_duckdb_polars() {
     );
 
     // polars (optional)
-    try_polars();
-    let pl = py(POLARS_CHECK, &[p]);
-    if let Some(why) = pl.get("skipped") {
-        eprintln!("polars not available, skipping polars checks: {why}");
-    } else {
+    if let Some(pl) = polars(POLARS_CHECK, &[p]) {
         assert_eq!(pl["height"], n);
         assert_eq!(pl["dtypes"]["octets_ip"], "UInt64");
         assert_eq!(

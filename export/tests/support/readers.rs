@@ -67,7 +67,7 @@ fi
 
 /// Tries once per target dir to add polars to the venv; its checks are
 /// skipped (with a message) if that failed.
-pub fn try_polars() {
+fn try_polars() {
     let venv = venv_dir();
     let _ = python();
     let out = locked_setup(
@@ -82,6 +82,25 @@ fi
     );
     if !out.stderr.is_empty() {
         eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Runs `body` (Python with `pl` = polars, `json` and `sys` imported) with `args` in
+/// `sys.argv[1:]`, its last stdout line JSON, after trying once to install polars; `None`,
+/// said on stderr, when polars is not available (its checks are then skipped).
+pub fn polars(body: &str, args: &[&str]) -> Option<Value> {
+    try_polars();
+    let script = format!(
+        "import json, sys\ntry:\n    import polars as pl\nexcept Exception as e:\n    \
+         print(json.dumps({{\"skipped\": str(e)}}))\n    sys.exit(0)\n{body}"
+    );
+    let out = py(&script, args);
+    match out.get("skipped") {
+        Some(why) => {
+            eprintln!("polars not available, skipping polars checks: {why}");
+            None
+        }
+        None => Some(out),
     }
 }
 
