@@ -86,6 +86,34 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+/// Compiles the function it wraps for x86-64-v3 (AVX2, BMI2, LZCNT) and x86-64-v2 (SSE4.2,
+/// POPCNT) besides the build's baseline; the first call picks the best version the CPU runs
+/// (CPUID, once), later calls go straight to it. For loops over every value of a column (the
+/// encoder's, and a record type's column builders): a generic build then runs them as fast as
+/// a `-C target-cpu=native` one and still starts on any x86-64 CPU. The function cannot take
+/// `self`; generic ones are dispatched by a direct call, others through a function pointer.
+/// The crate that uses it depends on `multiversion` (the code it generates names that crate).
+///
+/// ```
+/// mplane_export::dispatched! {
+///     /// The sum of `values`.
+///     fn total(values: &[u64]) -> u64 {
+///         values.iter().sum()
+///     }
+/// }
+/// assert_eq!(total(&[1, 2, 3]), 6);
+/// ```
+#[macro_export]
+macro_rules! dispatched {
+    ($item:item) => {
+        #[::multiversion::multiversion(targets(
+            "x86_64+avx+avx2+bmi1+bmi2+fma+lzcnt+popcnt+sse3+ssse3+sse4.1+sse4.2",
+            "x86_64+popcnt+sse3+ssse3+sse4.1+sse4.2",
+        ))]
+        $item
+    };
+}
+
 pub mod builder;
 pub mod encode;
 mod error;

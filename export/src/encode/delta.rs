@@ -10,7 +10,9 @@ const MINIBLOCKS: usize = 4;
 /// Values per miniblock.
 const MINI: usize = BLOCK / MINIBLOCKS;
 
+crate::dispatched! {
 /// Appends the encoding of `values` (64-bit integers; unsigned ones as their bit patterns).
+/// With AVX2, the deltas, their minimum and the miniblocks' widths take four values a step.
 pub(crate) fn encode(values: &[i64], out: &mut Vec<u8>) {
     uleb(BLOCK as u64, out);
     uleb(MINIBLOCKS as u64, out);
@@ -44,6 +46,7 @@ pub(crate) fn encode(values: &[i64], out: &mut Vec<u8>) {
             pack32(mini, u32::from(w), out);
         }
     }
+}
 }
 
 /// Writes `next[k] - prev[k]` (wrapping) into `out[k]` as bit patterns; returns the smallest

@@ -139,22 +139,25 @@ macro_rules! fields {
             pub fn from_element(element: &str) -> Option<FlowField> {
                 match element { $($name => Some(FlowField::$variant),)* _ => None }
             }
-            /// Appends this field of each record to `b`. Each arm calls [`FlowField::cell`]
-            /// with a constant field, so the per-cell `match` folds away and every column is
-            /// a loop of its own.
-            fn extend_column(
-                self,
-                b: &mut TypedBuilder,
-                recs: &[FlowRecord],
-                names: &[u8],
-                ctx: &ColumnContext,
-            ) -> Result<(), mplane::registry::Primitive> {
-                match self { $(
-                    FlowField::$variant => {
-                        b.extend(recs, |r| FlowField::$variant.cell(r, r.app.name.get(names), ctx))
-                    }
-                )* }
-            }
+        }
+
+        mplane_export::dispatched! {
+        /// Appends field `field` of each record to `b`. Each arm calls [`FlowField::cell`]
+        /// with a constant field, so the per-cell `match` folds away and every column is a
+        /// loop of its own (compiled for AVX2/BMI2 too, where a null's bit is one `shlx`).
+        fn extend_column(
+            field: FlowField,
+            b: &mut TypedBuilder,
+            recs: &[FlowRecord],
+            names: &[u8],
+            ctx: &ColumnContext,
+        ) -> Result<(), mplane::registry::Primitive> {
+            match field { $(
+                FlowField::$variant => {
+                    b.extend(recs, |r| FlowField::$variant.cell(r, r.app.name.get(names), ctx))
+                }
+            )* }
+        }
         }
     };
 }
@@ -685,7 +688,7 @@ impl FlowColumns {
         }
         for chunk in recs.chunks(CHUNK_RECORDS) {
             for (i, (&f, b)) in self.fields.iter().zip(&mut builders).enumerate() {
-                f.extend_column(b, chunk, names, ctx).map_err(|expected| {
+                extend_column(f, b, chunk, names, ctx).map_err(|expected| {
                     ExportError::TypeMismatch {
                         column: i,
                         expected,
@@ -914,7 +917,7 @@ impl TypedBuilder {
 
     /// Appends `cell(r)` for each record; on a cell of the wrong kind, the primitive this
     /// column expected.
-    #[inline]
+    #[inline(always)]
     fn extend<'a>(
         &mut self,
         recs: &'a [FlowRecord],
