@@ -89,6 +89,10 @@ fn sh(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
+/// What `--help` and a missing file print.
+const USAGE: &str = "usage: passive_peers FILE [--runs N] [--cpu C] [--cpus2 A,B] \
+    [--tools pcap_loop,ours-1,ours-2,argus,nfpcapd,softflowd] [--mpcom PATH] [--work DIR]";
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut file = None;
@@ -106,11 +110,15 @@ fn main() -> Result<()> {
             "--tools" => tools = args.next().context("--tools LIST")?,
             "--mpcom" => mpcom = args.next().context("--mpcom PATH")?.into(),
             "--work" => work = args.next().context("--work DIR")?.into(),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
             f if !f.starts_with("--") => file = Some(PathBuf::from(f)),
-            o => bail!("unknown option {o}"),
+            o => bail!("unknown option {o}\n{USAGE}"),
         }
     }
-    let file = std::fs::canonicalize(file.context("usage: passive_peers FILE [options]")?)?;
+    let file = std::fs::canonicalize(file.context(USAGE)?)?;
     std::fs::create_dir_all(&work)?;
     let f = file.display().to_string();
     let w = |s: &str| work.join(s);
