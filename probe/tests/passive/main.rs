@@ -1,7 +1,9 @@
 //! Flow metering checked against independent readers: the generator's ground truth, tshark's
 //! conversation tables and per-packet fields, and captures built around real protocol bytes
-//! (rustls ClientHellos, quinn QUIC Initials). Needs `tshark` (Debian package).
+//! (rustls ClientHellos, quinn QUIC Initials), and the same file written by every CPU level
+//! the export's loops are compiled for. Needs `tshark` and `qemu-user` (Debian packages).
 
+mod cpus;
 mod crafted;
 mod support;
 
