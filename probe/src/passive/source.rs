@@ -17,6 +17,19 @@ fn wall_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Bytes of a paced file kept mapped behind (and read ahead of) its reader. The file is read
+/// at its capture's own rate, so a small window costs nothing, and its mapped pages count in
+/// the component's resident memory (capture's default, 64 MiB, would keep up to three times
+/// that of a large file resident); 4 MiB as `mpcom replay`.
+const PACED_WINDOW: usize = 4 << 20;
+
+/// `path` opened for a paced replay, with [`PACED_WINDOW`].
+fn open_paced(path: &Path) -> Result<PcapFile, SourceError> {
+    let mut file = PcapFile::open(path)?;
+    file.set_window(PACED_WINDOW);
+    Ok(file)
+}
+
 /// A capture file replayed in real time: each frame is delivered when as much time has passed
 /// since the start of the replay as separated it from the file's first frame, stamped with
 /// that wall-clock time. With `repeat`, the file starts over after its last frame (one second
@@ -44,7 +57,7 @@ impl PacedFile {
     pub fn open(path: &Path, repeat: bool) -> Result<PacedFile, SourceError> {
         Ok(PacedFile {
             path: path.to_path_buf(),
-            file: PcapFile::open(path)?,
+            file: open_paced(path)?,
             repeat,
             shift: 0,
             first_ts: None,
@@ -85,7 +98,7 @@ impl PacedFile {
             {
                 // start over one second after the last frame
                 let end = (i128::from(self.last_ts) + self.shift).max(0) as u64;
-                self.file = PcapFile::open(&self.path)?;
+                self.file = open_paced(&self.path)?;
                 if let Some(stop) = &self.stop {
                     self.file.stop_on(Arc::clone(stop));
                 }
@@ -380,5 +393,7 @@ mod tests {
         assert_eq!(got[3] - got[2], 1_000_000_000);
         assert!(took >= 1_150_000_000, "paced: {took}");
         assert!(s.is_live());
+        // the file opened again keeps the small window
+        assert_eq!(s.file.window(), PACED_WINDOW);
     }
 }
