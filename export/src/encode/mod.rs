@@ -39,6 +39,7 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, TimestampNanosecondType, UInt64Type};
 use arrow_array::{Array, ArrowPrimitiveType};
+use arrow_buffer::{ArrowNativeType, ToByteSlice};
 use arrow_schema::{DataType, Schema, TimeUnit};
 use bytes::Bytes;
 use dict::Dictionary;
@@ -924,11 +925,20 @@ fn gather<T: ArrowPrimitiveType, U>(
     }
 }
 
-/// `PLAIN` fixed-width values: each value's little-endian bytes.
-fn plain<T: Copy, const N: usize>(values: &[T], bytes: fn(T) -> [u8; N], out: &mut Vec<u8>) {
-    out.reserve(values.len() * N);
-    for &v in values {
-        out.extend_from_slice(&bytes(v));
+/// `PLAIN` fixed-width values: each value's little-endian bytes (`bytes`), which on a
+/// little-endian target are the values' own bytes, copied in one piece.
+fn plain<T: ArrowNativeType, const N: usize>(
+    values: &[T],
+    bytes: fn(T) -> [u8; N],
+    out: &mut Vec<u8>,
+) {
+    if cfg!(target_endian = "little") {
+        out.extend_from_slice(values.to_byte_slice());
+    } else {
+        out.reserve(values.len() * N);
+        for &v in values {
+            out.extend_from_slice(&bytes(v));
+        }
     }
 }
 
