@@ -415,9 +415,60 @@ impl Azn {
     }
 }
 
+/// Who may use something the mPlane rules do not cover (a component's `GET /metrics`, a
+/// supervisor's listener paths): every accepted peer, or the identities holding one of some
+/// `[Roles]` roles. Set by `metrics_roles` and `component_roles`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleAccess {
+    /// Every peer the server accepted: any certificate the CA signed (everyone, without TLS).
+    Anyone,
+    /// Identities holding one of these `[Roles]` roles.
+    Roles(BTreeSet<String>),
+}
+
+impl RoleAccess {
+    /// Parses a roles setting: `*`, or a comma-separated list of roles. `None` for an empty
+    /// list.
+    pub fn parse(text: &str) -> Option<RoleAccess> {
+        let roles: BTreeSet<String> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .collect();
+        if roles.contains("*") {
+            Some(RoleAccess::Anyone)
+        } else if roles.is_empty() {
+            None
+        } else {
+            Some(RoleAccess::Roles(roles))
+        }
+    }
+
+    /// Whether `identity` is allowed under the roles of `azn`.
+    pub fn allows(&self, identity: &Identity, azn: &Azn) -> bool {
+        match self {
+            RoleAccess::Anyone => true,
+            RoleAccess::Roles(want) => azn
+                .roles_of(identity)
+                .is_some_and(|have| !have.is_disjoint(want)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_access_setting() {
+        assert_eq!(RoleAccess::parse(" * "), Some(RoleAccess::Anyone));
+        assert_eq!(RoleAccess::parse(" , "), None);
+        let Some(RoleAccess::Roles(r)) = RoleAccess::parse("admin, ops") else {
+            panic!()
+        };
+        assert_eq!(r.into_iter().collect::<Vec<_>>(), ["admin", "ops"]);
+    }
 
     fn settings(pairs: &[(&str, &str)]) -> Vec<Setting> {
         pairs

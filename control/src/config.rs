@@ -651,7 +651,7 @@ pub struct ComponentConfig {
     /// `metrics_roles` (an extension of this implementation): the `[Roles]` roles that may
     /// read `GET /metrics`, comma-separated, or `*` for every accepted peer; absent: the
     /// metrics are not served.
-    pub metrics_roles: Option<crate::component::metrics::MetricsAccess>,
+    pub metrics_roles: Option<crate::azn::RoleAccess>,
 }
 
 /// The `[client]` section of `mpcli`/`mpsup` (hyphenated path keys).
@@ -686,7 +686,7 @@ pub struct ClientConfig {
     /// `[Roles]` roles a component needs to register, fetch and post on the listener's paths,
     /// comma-separated, or `*` for every accepted peer (the reference's behaviour, and the
     /// default).
-    pub component_roles: Option<crate::component::metrics::MetricsAccess>,
+    pub component_roles: Option<crate::azn::RoleAccess>,
 }
 
 /// The typed, validated configuration. Sections absent from the file are `None`;
@@ -1039,7 +1039,7 @@ impl Config {
         let metrics_roles = match v.get("metrics_roles")? {
             None => None,
             Some(s) => Some(
-                crate::component::metrics::MetricsAccess::parse(&s.value)
+                crate::azn::RoleAccess::parse(&s.value)
                     .ok_or_else(|| v.invalid(&s, "names no role (give roles, or *)"))?,
             ),
         };
@@ -1089,7 +1089,7 @@ impl Config {
         let component_roles = match v.get("component_roles")? {
             None => None,
             Some(s) => Some(
-                crate::component::metrics::MetricsAccess::parse(&s.value)
+                crate::azn::RoleAccess::parse(&s.value)
                     .ok_or_else(|| v.invalid(&s, "names no role (give roles, or *)"))?,
             ),
         };

@@ -136,23 +136,20 @@ fn supervisor_conf_with_client_section() {
 
 #[test]
 fn metrics_roles() {
-    use mplane::component::metrics::MetricsAccess;
+    use mplane::azn::RoleAccess;
     let c = Config::parse(
         "[component]\nworkflow = client-initiated\nmetrics_roles = admin, ops\n",
         "comp.conf",
     )
     .unwrap();
-    let want = MetricsAccess::Roles(["admin".to_string(), "ops".to_string()].into());
+    let want = RoleAccess::Roles(["admin".to_string(), "ops".to_string()].into());
     assert_eq!(c.component.unwrap().metrics_roles, Some(want));
     let c = Config::parse(
         "[component]\nworkflow = client-initiated\nmetrics_roles = *\n",
         "comp.conf",
     )
     .unwrap();
-    assert_eq!(
-        c.component.unwrap().metrics_roles,
-        Some(MetricsAccess::Anyone)
-    );
+    assert_eq!(c.component.unwrap().metrics_roles, Some(RoleAccess::Anyone));
 }
 
 fn err(text: &str) -> String {

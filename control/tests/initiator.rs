@@ -18,10 +18,10 @@ use common::services::{Quick, Slow, cap, setting};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use mplane::azn::RoleAccess;
 use mplane::azn::{Azn, AznMode};
 use mplane::client::Url;
 use mplane::component::initiator::{InitiatorOptions, TlsReload};
-use mplane::component::metrics::MetricsAccess;
 use mplane::component::{Component, ComponentError, ComponentOptions};
 use mplane::model::{self, Envelope, MEDIA_TYPE, Message, Statement, StatementKind, WhenText};
 use mplane::registry::Registries;
@@ -226,7 +226,7 @@ fn put_certificate(pki: &Pki, files: &mplane::config::TlsFiles, who: &str) {
 /// The same, also serving plain HTTP with `/metrics` for anyone; the port it serves on.
 async fn component_serving(pki: &Pki, port: u16) -> (CancellationToken, Running, u16) {
     let mut opts = ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), None);
-    opts.metrics.access = Some(MetricsAccess::Anyone);
+    opts.metrics.access = Some(RoleAccess::Anyone);
     let comp = Component::bind(opts, scheduler()).await.unwrap();
     let http = comp.local_addr().unwrap().port();
     let (cancel, running) = initiate(comp, pki, port);

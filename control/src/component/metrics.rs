@@ -1,63 +1,22 @@
 //! `GET /metrics`: the component's own counters and those of its measurement modules, in the
-//! Prometheus text format ([`crate::metrics`]), for the identities [`MetricsAccess`] allows.
+//! Prometheus text format ([`crate::metrics`]), for the identities a [`RoleAccess`] allows.
 //!
 //! A scraper authenticates like any client, with a certificate the component's CA signed
 //! (Prometheus: `scheme: https` and `tls_config` with `ca_file`, `cert_file`, `key_file`).
 //! Nothing is served unless access is configured (`[component] metrics_roles`).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::azn::Azn;
+use crate::azn::RoleAccess;
 use crate::metrics::{Exposition, MetricsSource};
-use crate::tls::Identity;
-
-/// Who may read `GET /metrics`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MetricsAccess {
-    /// Every peer the server accepted: any certificate the CA signed (everyone, without TLS).
-    Anyone,
-    /// Identities holding one of these `[Roles]` roles.
-    Roles(BTreeSet<String>),
-}
-
-impl MetricsAccess {
-    /// Parses the `metrics_roles` setting: `*`, or a comma-separated list of roles. `None`
-    /// for an empty list.
-    pub fn parse(text: &str) -> Option<MetricsAccess> {
-        let roles: BTreeSet<String> = text
-            .split(',')
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .map(str::to_string)
-            .collect();
-        if roles.contains("*") {
-            Some(MetricsAccess::Anyone)
-        } else if roles.is_empty() {
-            None
-        } else {
-            Some(MetricsAccess::Roles(roles))
-        }
-    }
-
-    /// Whether `identity` may read the metrics under the roles of `azn`.
-    pub fn allows(&self, identity: &Identity, azn: &Azn) -> bool {
-        match self {
-            MetricsAccess::Anyone => true,
-            MetricsAccess::Roles(want) => azn
-                .roles_of(identity)
-                .is_some_and(|have| !have.is_disjoint(want)),
-        }
-    }
-}
 
 /// What `GET /metrics` serves, and to whom.
 #[derive(Clone, Default)]
 pub struct MetricsOptions {
     /// Who may read them; `None`: not served (404).
-    pub access: Option<MetricsAccess>,
+    pub access: Option<RoleAccess>,
     /// The measurement modules' sources, collected at each scrape after the component's own.
     pub sources: Vec<Arc<dyn MetricsSource>>,
 }
@@ -243,16 +202,6 @@ impl ServerStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn access_setting() {
-        assert_eq!(MetricsAccess::parse(" * "), Some(MetricsAccess::Anyone));
-        assert_eq!(MetricsAccess::parse(" , "), None);
-        let Some(MetricsAccess::Roles(r)) = MetricsAccess::parse("admin, ops") else {
-            panic!()
-        };
-        assert_eq!(r.into_iter().collect::<Vec<_>>(), ["admin", "ops"]);
-    }
 
     #[test]
     fn responses_by_code_and_open_connections() {

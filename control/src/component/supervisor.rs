@@ -51,7 +51,7 @@ pub struct ListenerOptions {
     pub grace: Duration,
     /// Who may use the listener's paths (`[client] component_roles`); `None`: every accepted
     /// peer, as the reference.
-    pub access: Option<super::metrics::MetricsAccess>,
+    pub access: Option<crate::azn::RoleAccess>,
 }
 
 impl ListenerOptions {

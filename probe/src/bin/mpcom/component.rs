@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use mplane::azn::RoleAccess;
 use mplane::azn::{Azn, AznMode, AznWarning};
 use mplane::component::initiator::{InitiatorOptions, TlsReload};
-use mplane::component::metrics::{MetricsAccess, MetricsOptions};
+use mplane::component::metrics::MetricsOptions;
 use mplane::component::supervisor::ListenerOptions;
 use mplane::component::{Component, ComponentOptions};
 use mplane::config::{Config, Workflow};
@@ -123,13 +124,13 @@ fn prepare(path: &Path) -> Result<Prepared> {
             path.display()
         ));
     }
-    if let (None, Some(MetricsAccess::Roles(_))) = (&cfg.tls, &metrics.access) {
+    if let (None, Some(RoleAccess::Roles(_))) = (&cfg.tls, &metrics.access) {
         warnings.push(format!(
             "{}: [component] metrics_roles: without [TLS] no peer holds a role, so nobody \
              can read /metrics (use metrics_roles = * to serve them to everyone)",
             path.display()
         ));
-    } else if let Some(MetricsAccess::Roles(want)) = &metrics.access {
+    } else if let Some(RoleAccess::Roles(want)) = &metrics.access {
         let held: BTreeSet<&str> = cfg
             .roles
             .iter()
@@ -465,8 +466,8 @@ pub fn check(path: &Path, strict: bool) -> Result<()> {
         "  /metrics: {}",
         match &p.opts.metrics.access {
             None => "not served (no [component] metrics_roles)".to_string(),
-            Some(MetricsAccess::Anyone) => "every accepted peer".to_string(),
-            Some(MetricsAccess::Roles(r)) =>
+            Some(RoleAccess::Anyone) => "every accepted peer".to_string(),
+            Some(RoleAccess::Roles(r)) =>
                 format!("roles {}", r.iter().cloned().collect::<Vec<_>>().join(", ")),
         }
     );
