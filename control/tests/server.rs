@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::pki::Pki;
-use common::services::{Quick, Slow, cap, setting};
+use common::services::{Panics, Quick, Slow, cap, setting};
 use hyper::{Method, StatusCode};
 use mplane::azn::{Azn, AznMode};
 use mplane::client::{Client, ClientError, Url};
@@ -31,6 +31,14 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Fixture::start_with(None, Vec::new()).await
+    }
+
+    /// A component that serves `exports` under `/export/` when given, with `more` services.
+    async fn start_with(
+        exports: Option<std::path::PathBuf>,
+        more: Vec<Arc<dyn mplane::scheduler::Service>>,
+    ) -> Fixture {
         let pki = Pki::new();
         let roles = vec![setting("org.mplane.SSB.Clients.Client-1", "guest")];
         let azns = vec![setting("test-", "guest")];
@@ -63,12 +71,16 @@ impl Fixture {
             ))),
             link,
         );
+        for service in more {
+            sched.add_service(service, link);
+        }
         let tls = Arc::new(ReloadableServerConfig::load(pki.files("component")).unwrap());
         let mut opts = ComponentOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), Some(tls));
         opts.max_body = 64 * 1024;
         opts.reply_wait = Duration::from_millis(1500);
         opts.header_timeout = Duration::from_millis(500);
         opts.handshake_timeout = Duration::from_millis(500);
+        opts.export_dir = exports;
         opts.registries_served
             .insert("test".into(), "{\"registry-format\":\"mplane-0\"}".into());
         let comp = Component::bind(opts, sched).await.unwrap();
@@ -464,4 +476,90 @@ async fn plain_http_without_tls() {
     ));
     cancel.cancel();
     server.await.unwrap().unwrap();
+}
+
+/// Jobs run on threads of their own, not on the runtime's blocking pool, which also does the
+/// file system work of export downloads: with more jobs running than that pool has threads,
+/// every job runs and a download still answers at once.
+#[test]
+fn running_jobs_leave_the_blocking_pool_to_downloads() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let exports = tempfile::tempdir().unwrap();
+        let job = exports.path().join("test-quick-ip4-1");
+        std::fs::create_dir(&job).unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(job.join("flows.parquet"), &bytes).unwrap();
+        let f = Fixture::start_with(Some(exports.path().to_path_buf()), Vec::new()).await;
+        let caps = f.caps().await;
+        let slow = find(&caps, "test-slow-ip4");
+        // three jobs that run until interrupted: more than the blocking pool's two threads
+        let mut receipts = Vec::new();
+        for secs in [30, 31, 32] {
+            let s = spec(slow, &format!("now + {secs}s"));
+            let rec = statement(f.client.specify(&f.base, &s).await.unwrap());
+            assert_eq!(rec.kind.key(), "receipt");
+            receipts.push(rec);
+        }
+        let url = f.base.with_path("/export/test-quick-ip4-1/flows.parquet");
+        let mut got = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), f.client.download(&url, &mut got))
+            .await
+            .expect("the download waited for a job to end")
+            .unwrap();
+        assert_eq!(n, bytes.len() as u64);
+        assert!(got == bytes, "the file's bytes");
+        // every job ran all along: each counted its 50 ms ticks since it was specified (at
+        // least the 1.5 s each waited for its receipt); a job queued behind the pool would
+        // only start once interrupted, and count none
+        for rec in &receipts {
+            let i = statement(f.client.interrupt(&f.base, rec).await.unwrap());
+            assert_eq!(i.kind.key(), "receipt");
+        }
+        for rec in &receipts {
+            let mut ticks = None;
+            for _ in 0..50 {
+                let m = statement(f.client.redeem(&f.base, rec).await.unwrap());
+                if m.kind.key() == "result" {
+                    ticks = Some(m.rows().row(0).cell(0).text().parse::<u64>().unwrap());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let ticks = ticks.expect("a result after the interrupt");
+            assert!(ticks >= 20, "{ticks} ticks of 50 ms");
+        }
+        f.stop().await;
+    });
+}
+
+/// A service that panics fails its own job, with the panic's message as the exception, and
+/// the component goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_service_fails_its_job_with_the_message() {
+    let panics = cap(
+        "test-panics-ip4",
+        &["delay.twoway.icmp.us.max"],
+        "now ... future",
+    );
+    let f = Fixture::start_with(None, vec![Arc::new(Panics(panics))]).await;
+    let caps = f.caps().await;
+    let m = f
+        .client
+        .specify(&f.base, &spec(find(&caps, "test-panics-ip4"), "now"))
+        .await
+        .unwrap();
+    assert_eq!(exception_text(&m), "service failed: boom");
+    let m = f
+        .client
+        .specify(&f.base, &spec(find(&caps, "test-quick-ip4"), "now"))
+        .await
+        .unwrap();
+    assert_eq!(statement(m).kind.key(), "result");
+    f.stop().await;
 }

@@ -28,8 +28,9 @@
 //! finishes within [`ComponentOptions::reply_wait`] (5 s as the reference),
 //! else with its receipt (a result returned inline is forgotten at once; the
 //! reference keeps it until one redemption); the waiting is asynchronous, so one slow request
-//! never stalls others (unlike the reference, quirk Q12). Services run on
-//! `spawn_blocking` threads. Slow clients are bounded by a TLS handshake
+//! never stalls others (unlike the reference, quirk Q12). Each job runs on a thread of its own
+//! (not the runtime's blocking pool, which serves export downloads' file system work, so that
+//! long jobs never hold downloads back). Slow clients are bounded by a TLS handshake
 //! timeout and hyper's header read timeout. Shutdown is graceful on a
 //! [`CancellationToken`]: the listener closes, running jobs are interrupted,
 //! open connections finish their current request.
@@ -451,9 +452,31 @@ async fn execute(state: Arc<State>, run: Run) {
         service,
         ctx,
     } = run;
-    let out = tokio::task::spawn_blocking(move || service.run(&spec, ctx))
-        .await
-        .unwrap_or_else(|e| Err(format!("service failed: {e}")));
+    // a thread of its own, not the runtime's blocking pool: a job may run for hours, and that
+    // pool (512 threads at most) also does the file system work of export downloads
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("job-{id}"))
+        .spawn(move || {
+            // a panic is the job's failure, with its message, and nothing else's
+            let out =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.run(&spec, ctx)))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic".to_string());
+                        Err(format!("service failed: {what}"))
+                    });
+            let _ = tx.send(out);
+        });
+    let out = match thread {
+        Ok(_) => rx
+            .await
+            .unwrap_or_else(|_| Err("service failed: its thread ended".to_string())),
+        Err(e) => Err(format!("service not started: no thread: {e}")),
+    };
     state.sched().complete(id, out, now());
     state.done.send_modify(|n| *n = n.wrapping_add(1));
     state.wake.notify_one();

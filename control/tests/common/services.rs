@@ -1,5 +1,5 @@
 //! Test services for the runtime's tests: a capability from its parts, a service that
-//! answers at once (or fails), one that runs until interrupted, `[Roles]`-style settings.
+//! answers at once (or fails), one that panics, one that runs until interrupted, `[Roles]`-style settings.
 //! (Each test crate uses its share.)
 #![allow(dead_code)]
 
@@ -41,6 +41,17 @@ impl Service for Quick {
         r.push_row(&[Some(Value::Natural(42))])
             .map_err(|e| e.to_string())?;
         Ok(r)
+    }
+}
+
+/// Panics with "boom" (a defect in a measurement module).
+pub struct Panics(pub Statement);
+impl Service for Panics {
+    fn capability(&self) -> &Statement {
+        &self.0
+    }
+    fn run(&self, _spec: &Statement, _ctx: JobContext) -> Outcome {
+        panic!("boom")
     }
 }
 
