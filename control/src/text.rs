@@ -10,7 +10,11 @@ pub(crate) fn find(hay: &str, needle: &str) -> Option<usize> {
         return Some(0);
     };
     let last = h.len().checked_sub(n.len())?;
-    (0..=last).find(|&i| h[i] == first && &h[i + 1..i + n.len()] == rest)
+    let end = n[n.len() - 1];
+    // first and last byte before the rest: the separators searched for start and end with a
+    // space, and a scope's other spaces fail at the last byte without a call to `memcmp`
+    (0..=last)
+        .find(|&i| h[i] == first && h[i + n.len() - 1] == end && &h[i + 1..i + n.len()] == rest)
 }
 
 /// True if `needle` occurs in `hay`.
