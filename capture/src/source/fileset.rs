@@ -3,7 +3,10 @@
 //!
 //! The files are ordered by the time of their first packet, not by name (`trace.pcap10` comes
 //! after `trace.pcap9`, and `-G` names need not sort at all). A file is opened when the merged
-//! capture reaches its first packet's time and closed at its end, and the packets of the files
+//! capture reaches its first packet's time and closed at its end (it is opened briefly before,
+//! when the set is, to read that time and check its header: only the files being merged stay
+//! open, so a rotated capture of hundreds of files holds neither hundreds of mappings and
+//! descriptors nor, compressed, hundreds of decoder threads), and the packets of the files
 //! open at a time are merged by timestamp: files that follow each other are read one after the
 //! other, files that overlap in time (the two directions of a two-port tap) interleave. A
 //! flow that spans two files stays one flow. Each file is mapped or read as a stream
