@@ -1,7 +1,8 @@
 //! The column encoder (`mplane_export::encode`) against independent readers: files of random
 //! columns (nulls in every pattern, extreme values, pages and row groups cut at odd places,
 //! dictionaries that overflow, every writer option the encoder takes) read back equal with
-//! arrow-rs's reader, with the statistics arrow-rs computes, and with pyarrow and DuckDB.
+//! arrow-rs's reader, with the statistics arrow-rs computes, and with pyarrow and DuckDB; the
+//! first of them again on emulated CPUs of each level the encoder's loops are compiled for.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -346,6 +347,40 @@ fn random_files_read_back_equal_with_arrow_rs() {
                 }
             }
         }
+    }
+}
+
+/// The encoder's loops over every value run in three versions (x86-64-v3, x86-64-v2 and the
+/// baseline) that the CPU picks at run time (`mplane_export::dispatched!`); this machine runs
+/// one. `qemu-x86_64` (Debian's `qemu-user`) runs the test above on CPUs of each level: a
+/// baseline one, an Atom (Denverton) and a Haswell. (`probe/tests/passive/cpus.rs` checks what
+/// each model offers, and compares `mpcom replay`'s files byte for byte.)
+#[test]
+fn random_files_read_back_equal_on_every_cpu_level() {
+    if !cfg!(target_arch = "x86_64") {
+        eprintln!("skipping: the dispatched versions are x86-64 ones");
+        return;
+    }
+    let me = std::env::current_exe().unwrap();
+    for model in ["qemu64", "Denverton", "Haswell"] {
+        let out = std::process::Command::new("qemu-x86_64")
+            .args(["-cpu", model])
+            .arg(&me)
+            .args([
+                "random_files_read_back_equal_with_arrow_rs",
+                "--exact",
+                "--test-threads",
+                "1",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("qemu-x86_64 (Debian package qemu-user): {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "-cpu {model}: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
