@@ -18,8 +18,7 @@ use common::services::{Quick, Slow, cap, setting};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use mplane::azn::RoleAccess;
-use mplane::azn::{Azn, AznMode};
+use mplane::azn::{Azn, AznMode, RoleAccess};
 use mplane::client::Url;
 use mplane::component::initiator::{InitiatorOptions, TlsReload};
 use mplane::component::{Component, ComponentError, ComponentOptions};
@@ -53,7 +52,9 @@ struct Listener {
 }
 
 impl Listener {
-    async fn start(pki: &Pki, who: &str, port: u16, seen: Arc<Mutex<Seen>>) -> Listener {
+    /// A listener on `port` with `who`'s certificate, and what it sees (fresh).
+    async fn start(pki: &Pki, who: &str, port: u16) -> (Listener, Arc<Mutex<Seen>>) {
+        let seen = Arc::new(Mutex::new(Seen::default()));
         let tls = Arc::new(ReloadableServerConfig::load(pki.files(who)).unwrap());
         let tcp = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .await
@@ -84,7 +85,7 @@ impl Listener {
                 });
             }
         });
-        Listener { stop, task }
+        (Listener { stop, task }, seen)
     }
 
     async fn stop(self) {
@@ -333,8 +334,7 @@ fn posted_for(s: &Seen, token: &str) -> Vec<(String, String)> {
 async fn registers_runs_and_reports_to_the_listener() {
     let pki = Pki::new();
     let port = free_port();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let listener = Listener::start(&pki, "client", port, seen.clone()).await;
+    let (listener, seen) = Listener::start(&pki, "client", port).await;
     let (cancel, comp) = component(&pki, port);
     until(&seen, "the registration", |s| !s.registrations.is_empty()).await;
     {
@@ -462,8 +462,7 @@ async fn a_listener_that_comes_back_gets_the_registration_and_the_results_again(
     // the component starts first: the listener is not there yet (it serves its metrics)
     let (cancel, comp, http) = component_serving(&pki, port).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let listener = Listener::start(&pki, "client", port, seen.clone()).await;
+    let (listener, seen) = Listener::start(&pki, "client", port).await;
     until(&seen, "the registration", |s| !s.registrations.is_empty()).await;
     // a one-second job; the listener goes away while it runs
     let slow = spec(&seen, "test-slow-ip4", "now + 1s", "");
@@ -474,8 +473,7 @@ async fn a_listener_that_comes_back_gets_the_registration_and_the_results_again(
     tokio::time::sleep(Duration::from_millis(2000)).await;
     // back, with nothing of the past: registered again, and the result that could not be
     // delivered arrives
-    let seen2 = Arc::new(Mutex::new(Seen::default()));
-    let listener = Listener::start(&pki, "client", port, seen2.clone()).await;
+    let (listener, seen2) = Listener::start(&pki, "client", port).await;
     until(&seen2, "the registration again", |s| {
         !s.registrations.is_empty()
     })
@@ -548,9 +546,8 @@ async fn a_listener_that_never_answers_does_not_hang_the_component() {
 async fn a_listener_no_capability_is_authorised_for_is_an_error() {
     let pki = Pki::new();
     let port = free_port();
-    let seen = Arc::new(Mutex::new(Seen::default()));
     // the supervisor's certificate: an identity without a role
-    let listener = Listener::start(&pki, "supervisor", port, seen.clone()).await;
+    let (listener, seen) = Listener::start(&pki, "supervisor", port).await;
     let (_cancel, comp) = component(&pki, port);
     let err = tokio::time::timeout(Duration::from_secs(10), comp)
         .await
@@ -570,8 +567,7 @@ async fn a_listener_no_capability_is_authorised_for_is_an_error() {
 async fn renewed_certificate_files_are_read_at_the_next_connection() {
     let pki = Pki::new();
     let port = free_port();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let listener = Listener::start(&pki, "client", port, seen.clone()).await;
+    let (listener, seen) = Listener::start(&pki, "client", port).await;
     // the component starts with a certificate of another CA, which the listener refuses
     let dir = tempfile::tempdir().unwrap();
     let files = own_files(&pki, dir.path(), "other");
@@ -589,8 +585,7 @@ async fn renewed_certificate_files_are_read_at_the_next_connection() {
 async fn a_reload_request_puts_new_certificate_files_in_use_at_once() {
     let pki = Pki::new();
     let port = free_port();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let listener = Listener::start(&pki, "client", port, seen.clone()).await;
+    let (listener, seen) = Listener::start(&pki, "client", port).await;
     let dir = tempfile::tempdir().unwrap();
     let files = own_files(&pki, dir.path(), "component");
     let (cancel, running, reload) = initiate_with(component_alone(), files.clone(), port);
