@@ -40,3 +40,11 @@ pub mod replay;
 pub mod source;
 pub mod table;
 pub mod tcp;
+
+/// Bytes of a capture file kept mapped behind (and read ahead of) its reader, by `mpcom
+/// replay` and by a paced file source, instead of capture's 64 MiB default. Mapped pages count
+/// in resident memory, up to about three windows of them: 4 MiB keeps ~7 MiB fewer than 8 MiB
+/// on the reference workload (one-worker replay: 82–83 against 88–90 MiB peak), in the same
+/// time (bench/README.md, Passive); a paced file is read at its capture's own rate, so a small
+/// window costs it nothing.
+pub(crate) const FILE_WINDOW: usize = 4 << 20;

@@ -242,11 +242,6 @@ fn input_text(path: &std::path::Path, source: &SourceError) -> String {
     }
 }
 
-/// Bytes of the capture file kept mapped behind (and read ahead of) the reader. Mapped pages
-/// count in the replay's resident memory: 4 MiB keeps ~7 MiB fewer of them than 8 MiB on the
-/// reference workload (one worker: 82–83 against 88–90 MiB peak), in the same time
-/// (bench/README.md, Passive).
-const REPLAY_WINDOW: usize = 4 << 20;
 /// Rows per Parquet row group of replay files. The writer holds an open row group as
 /// compressed pages (~100 bytes per flow record) and text dictionaries, so a row group of
 /// 32 Ki rows costs what the one Arrow batch it replaces did; larger ones repeat fewer
@@ -437,7 +432,7 @@ impl Input {
                 })?;
                 // keep the mapped part of the file small: the meters need only the current
                 // batches
-                file.set_window(REPLAY_WINDOW);
+                file.set_window(super::FILE_WINDOW);
                 Input::File(file)
             }
             _ => {
@@ -452,7 +447,7 @@ impl Input {
                     },
                     e => ReplayError::Pipeline(e.to_string()),
                 })?;
-                set.set_window(REPLAY_WINDOW);
+                set.set_window(super::FILE_WINDOW);
                 Input::Set(set)
             }
         };

@@ -17,16 +17,10 @@ fn wall_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Bytes of a paced file kept mapped behind (and read ahead of) its reader. The file is read
-/// at its capture's own rate, so a small window costs nothing, and its mapped pages count in
-/// the component's resident memory (capture's default, 64 MiB, would keep up to three times
-/// that of a large file resident); 4 MiB as `mpcom replay`.
-const PACED_WINDOW: usize = 4 << 20;
-
-/// `path` opened for a paced replay, with [`PACED_WINDOW`].
+/// `path` opened for a paced replay, with [`super::FILE_WINDOW`].
 fn open_paced(path: &Path) -> Result<PcapFile, SourceError> {
     let mut file = PcapFile::open(path)?;
-    file.set_window(PACED_WINDOW);
+    file.set_window(super::FILE_WINDOW);
     Ok(file)
 }
 
@@ -394,6 +388,6 @@ mod tests {
         assert!(took >= 1_150_000_000, "paced: {took}");
         assert!(s.is_live());
         // the file opened again keeps the small window
-        assert_eq!(s.file.window(), PACED_WINDOW);
+        assert_eq!(s.file.window(), crate::passive::FILE_WINDOW);
     }
 }
