@@ -462,12 +462,7 @@ async fn execute(state: Arc<State>, run: Run) {
             let out =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.run(&spec, ctx)))
                     .unwrap_or_else(|panic| {
-                        let what = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "a panic".to_string());
-                        Err(format!("service failed: {what}"))
+                        Err(format!("service failed: {}", panic_text(&*panic)))
                     });
             let _ = tx.send(out);
         });
@@ -480,6 +475,15 @@ async fn execute(state: Arc<State>, run: Run) {
     state.sched().complete(id, out, now());
     state.done.send_modify(|n| *n = n.wrapping_add(1));
     state.wake.notify_one();
+}
+
+/// The message a panic carried (`panic!` with a literal or a formatted text).
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string())
 }
 
 async fn connection(
